@@ -1,0 +1,78 @@
+"""``fewshot-bench learners | datasets | plugins``: what is installed."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from fewshot_bench.commands.common import host_from_args, print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``learners``, ``datasets`` and ``plugins`` parsers."""
+    for name, handler, help_ in (
+        ("learners", learners, "list installed learners"),
+        ("datasets", datasets, "list available datasets"),
+        ("plugins", plugins, "list installed plugins, their versions and load errors"),
+    ):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=handler)
+
+
+def learners(args: argparse.Namespace) -> int:
+    """Print each learner with its distribution and description."""
+    host = host_from_args(args)
+    rows = [
+        {
+            "learner": name,
+            "distribution": reg.plugin.distribution,
+            "meta-trained": "yes" if reg.obj.meta_trainable else "no",
+            "description": reg.obj.description,
+        }
+        for name, reg in sorted(host.learners.items())
+    ]
+    print_json(rows) if args.json else print_table(rows)
+    return 0
+
+
+def datasets(args: argparse.Namespace) -> int:
+    """Print each dataset with its aliases and description."""
+    host = host_from_args(args)
+    rows = [
+        {
+            "dataset": name,
+            "aliases": ", ".join(reg.obj.aliases),
+            "distribution": reg.plugin.distribution,
+            "description": reg.obj.description,
+        }
+        for name, reg in sorted(host.datasets.items())
+    ]
+    print_json(rows) if args.json else print_table(rows)
+    return 0
+
+
+def plugins(args: argparse.Namespace) -> int:
+    """Print each plugin (distribution, version, what it provides) and every load failure."""
+    host = host_from_args(args)
+    if args.json:
+        print_json(
+            {
+                "plugins": [asdict(p) for p in host.plugins.values()],
+                "failures": [asdict(f) for f in host.failures],
+            }
+        )
+        return 0
+    print_table(
+        {
+            "plugin": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "provides": ", ".join(p.learners + p.datasets + p.backbones) or ("(disabled)" if p.disabled else "-"),
+        }
+        for p in host.plugins.values()
+    )
+    if host.failures:
+        print("\nfailed to load:")
+        print_table(asdict(f) for f in host.failures)
+    return 0

@@ -1,0 +1,132 @@
+"""``fewshot-bench run``: one learner, one setting, one seed, end to end."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from fewshot_bench.commands.common import (
+    add_data_option,
+    add_store_option,
+    data_dir,
+    host_from_args,
+    print_json,
+    print_table,
+    progress_enabled,
+)
+from fewshot_bench.config import parse_assignments
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.provenance import resolve_device
+from fewshot_bench.runner import BUDGETS, RunContext, RunSpec, execute
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``run`` parser."""
+    p = sub.add_parser("run", help="meta-train and evaluate one learner", description=__doc__)
+    p.add_argument("--learner", required=True, help="learner name (see `fewshot-bench learners`)")
+    p.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
+    p.add_argument("--way", type=int, default=5, help="classes per episode N (default 5)")
+    p.add_argument("--shot", type=int, default=1, help="support examples per class K (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
+                   help="quick (default: 1,000 steps, 2,000 test episodes) or paper (100,000 steps, 50,000 episodes)")
+    p.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")
+    p.add_argument("--episodes", type=int, help="test episodes (overrides --budget)")
+    p.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
+    p.add_argument("--val-episodes", type=int, help="validation episodes (overrides --budget)")
+    p.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never stop)")
+    p.add_argument("--eval-query", type=int, help="queries per class at test time (default: all remaining examples)")
+    p.add_argument("--train-on-val", action="store_true", help="meta-train on train + val classes (paper stage 3); early-stop on val")
+    p.add_argument("--hparams", help="hyperparameter preset of the learner, e.g. paper or reference (LEO)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the learner's Config (repeatable)")
+    p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
+    add_data_option(p)
+    add_store_option(p)
+    p.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--profile", action="store_true", help="print where the run's time went")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.set_defaults(handler=handle)
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """A RunSpec from parsed arguments, budget defaults filled in."""
+    budget = BUDGETS[args.budget]
+    pick = lambda value, key: budget[key] if value is None else value  # noqa: E731
+    spec = RunSpec(
+        learner=args.learner,
+        dataset=args.dataset,
+        way=args.way,
+        shot=args.shot,
+        seed=args.seed,
+        steps=pick(args.steps, "steps"),
+        episodes=pick(args.episodes, "episodes"),
+        val_every=pick(args.val_every, "val_every"),
+        val_episodes=pick(args.val_episodes, "val_episodes"),
+        patience=args.patience or None,
+        eval_query=args.eval_query,
+        train_on_val=args.train_on_val,
+        hparams=args.hparams,
+        overrides=parse_assignments(args.overrides),
+        crop=args.crop,
+    )
+    for name in ("steps", "val_every", "val_episodes", "episodes"):
+        minimum = 0 if name == "steps" else 1
+        if getattr(spec, name) < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
+    return spec
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run one learner and report its accuracy."""
+    spec = spec_from_args(args)
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
+    host = host_from_args(args)
+    host.learner(spec.learner)  # fail fast on an unknown learner
+    ctx = RunContext(
+        host=host,
+        store_path=args.store,
+        data_dir=data_dir(args),
+        device=device,
+        checkpoint_dir=args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints",
+        progress=progress_enabled(args),
+        profile=args.profile,
+    )
+    if not args.json and not args.quiet:
+        print(
+            f"{spec.learner} on {spec.dataset}, {spec.way}-way {spec.shot}-shot, seed {spec.seed}; "
+            f"budget {args.budget}: {spec.steps:,} meta-training steps, {spec.episodes:,} test episodes"
+            + ("" if args.budget == "paper" else " (the paper's protocol: --budget paper)")
+        )
+    out = execute(spec, ctx)
+    result = {
+        "run_id": out["run_id"],
+        "learner": out["learner"],
+        "dataset": out["dataset"],
+        "way": out["way"],
+        "shot": out["shot"],
+        "seed": out["seed"],
+        "accuracy": out["accuracy"],
+        "ci95": out["ci95"],
+        "episodes": out["episodes"],
+        "steps": out["summary"]["train"].get("steps", 0),
+        "best_val_accuracy": out["summary"]["train"].get("best_val_accuracy"),
+        "store": str(args.store),
+    }
+    if args.profile and not args.json:
+        print_table(out["timings"].get("profile", []))
+    if args.json:
+        if args.profile:
+            result["profile"] = out["timings"].get("profile", [])
+        print_json(result)
+    else:
+        print(
+            f"accuracy {100 * result['accuracy']:.2f}% ± {100 * result['ci95']:.2f}% (95% CI over "
+            f"{result['episodes']:,} episodes); run {result['run_id']} stored in {args.store}"
+        )
+    return 0

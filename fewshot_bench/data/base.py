@@ -1,0 +1,144 @@
+"""The feature-dataset interface: splits of class-sorted, L2-normalised feature rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fewshot_bench.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FeatureSplit:
+    """One split: rows sorted by class, so class ``c`` is ``features[offsets[c]:offsets[c + 1]]``."""
+
+    name: str
+    features: Tensor  # [R, D] float32
+    offsets: np.ndarray  # [C + 1] int64
+    class_names: list[str]
+    dataset: str = ""
+    keys: Sequence[str] | None = None  # per-row provenance (image file), when known
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Rows per class, [C]."""
+        return np.diff(self.offsets)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C."""
+        return len(self.class_names)
+
+    @property
+    def feature_dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.features.shape[1])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class id of every row, [R]."""
+        return np.repeat(np.arange(self.num_classes), self.counts)
+
+    @classmethod
+    def from_labelled(
+        cls,
+        name: str,
+        features: np.ndarray | Tensor,
+        labels: np.ndarray,
+        class_names: Sequence[str],
+        dataset: str = "",
+        normalize: bool = True,
+        keys: Sequence[str] | None = None,
+    ) -> FeatureSplit:
+        """Build a split from unsorted rows and integer labels (rows are regrouped by class)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        order = np.argsort(labels, kind="stable")
+        counts = np.bincount(labels, minlength=len(class_names))
+        x = torch.as_tensor(np.asarray(features)[order] if not isinstance(features, Tensor) else features[torch.from_numpy(order)])
+        x = x.to(torch.float32).contiguous()
+        if normalize:
+            x = l2_normalize(x)
+        return cls(
+            name=name,
+            features=x,
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            class_names=list(class_names),
+            dataset=dataset,
+            keys=None if keys is None else [keys[i] for i in order],
+        )
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Scale each row to unit L2 norm (rows of zeros stay zero)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def merge_splits(name: str, *splits: FeatureSplit) -> FeatureSplit:
+    """One split holding the classes of all given splits (e.g. train + val for stage 3)."""
+    offsets = [np.zeros(1, dtype=np.int64)]
+    total = 0
+    for s in splits:
+        offsets.append(s.offsets[1:] + total)
+        total += int(s.offsets[-1])
+    keys = None
+    if all(s.keys is not None for s in splits):
+        keys = [k for s in splits for k in s.keys]
+    return FeatureSplit(
+        name=name,
+        features=torch.cat([s.features for s in splits]),
+        offsets=np.concatenate(offsets),
+        class_names=[f"{s.name}/{c}" for s in splits for c in s.class_names],
+        dataset=splits[0].dataset,
+        keys=keys,
+    )
+
+
+@dataclass
+class FeatureDataset:
+    """A named feature dataset: its splits (train/val/test) and the task kind it poses."""
+
+    name: str
+    splits: Mapping[str, FeatureSplit]
+    kind: str = "classification"
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> FeatureSplit:
+        """The split called ``name``, or a clear error listing those that exist."""
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise DataError(f"dataset {self.name!r} has no split {name!r} (it has {', '.join(self.splits)})") from None
+
+    @property
+    def feature_dim(self) -> int:
+        """Feature dimension D shared by all splits."""
+        return next(iter(self.splits.values())).feature_dim
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What the user asked for when loading a dataset (directory, crop, normalisation)."""
+
+    data_dir: Path | None = None
+    crop: str = "center"
+    normalize: bool = True
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its name, aliases, a one-line description and its loader."""
+
+    name: str
+    load: Callable[[DataRequest], FeatureDataset]
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    kind: str = "classification"
+    needs_files: bool = False

@@ -1,0 +1,206 @@
+"""The episodic N-way K-shot protocol: episode batches and the seeded, counter-based sampler.
+
+Episode ``i`` of a split at seed ``r`` is a pure function of (split contents, N, K, Q, r,
+stream, i): it is computed from a hash of those numbers, not from a stateful random
+generator, so any episode can be produced on its own, in any order, in batches of any
+size, on any machine, and every learner is evaluated on exactly the same test episodes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fewshot_bench.errors import DataError
+
+if TYPE_CHECKING:
+    from fewshot_bench.data.base import FeatureSplit
+
+TRAIN_QUERY = 15  # queries per class during meta-training (paper, reference code)
+
+
+@dataclass
+class EpisodeBatch:
+    """A batch of B episodes: ``support`` [B, N, K, D], ``query`` [B, N, Q, D] and their labels.
+
+    Labels are the class's position in the draw order (0..N-1), so ``support_labels[b, n]``
+    and ``query_labels[b, n]`` are all ``n``; ``classes`` [B, N] are the split's class ids.
+    """
+
+    support: Tensor
+    query: Tensor
+    support_labels: Tensor
+    query_labels: Tensor
+    classes: Tensor | None = None
+    episode_ids: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of episodes B."""
+        return self.support.shape[0]
+
+    @property
+    def n_way(self) -> int:
+        """Classes per episode N."""
+        return self.support.shape[1]
+
+    @property
+    def k_shot(self) -> int:
+        """Support examples per class K."""
+        return self.support.shape[2]
+
+    @property
+    def n_query(self) -> int:
+        """Query examples per class Q."""
+        return self.query.shape[2]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> EpisodeBatch:
+        """This batch with features moved to ``device`` and cast to ``dtype``."""
+        return replace(
+            self,
+            support=self.support.to(device=device, dtype=dtype),
+            query=self.query.to(device=device, dtype=dtype),
+            support_labels=self.support_labels.to(device),
+            query_labels=self.query_labels.to(device),
+        )
+
+    def select(self, index: Tensor | slice) -> EpisodeBatch:
+        """The sub-batch of the episodes at ``index`` (a slice or index tensor)."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return EpisodeBatch(
+            support=self.support[index],
+            query=self.query[index],
+            support_labels=self.support_labels[index],
+            query_labels=self.query_labels[index],
+            classes=pick(self.classes),
+            episode_ids=pick(self.episode_ids),
+        )
+
+
+# --- counter-based hashing (splitmix64) ----------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_CLASS_STREAM = np.uint64(0x5CA1AB1E)
+_EXAMPLE_STREAM = np.uint64(0xE8A3B1E5)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: a bijective, well-mixed hash of uint64 arrays."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, dtype=np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def _uniform(h: np.ndarray) -> np.ndarray:
+    """Map uint64 hashes to float64 uniforms in [0, 1)."""
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def episode_keys(seed: int, stream: str, episode_ids: np.ndarray) -> np.ndarray:
+    """One uint64 key per episode: a pure function of (seed, stream, episode id)."""
+    with np.errstate(over="ignore"):
+        base = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + np.uint64(zlib.crc32(stream.encode())))
+        ids = np.asarray(episode_ids, dtype=np.uint64)
+        return _mix(_mix(base + ids * _GOLDEN))
+
+
+class EpisodeSampler:
+    """Seeded N-way, K-shot, Q-query episodes from one split of a feature dataset.
+
+    Classes are drawn without replacement, then K + Q distinct examples per class without
+    replacement; labels follow the order in which classes were drawn. Rows are gathered by
+    index from the split's feature matrix, which is never copied as a whole.
+    """
+
+    def __init__(
+        self,
+        split: FeatureSplit,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        seed: int,
+        stream: str | None = None,
+    ) -> None:
+        self.split = split
+        self.n_way, self.k_shot, self.n_query, self.seed = n_way, k_shot, n_query, seed
+        self.stream = stream or split.name
+        if n_way < 1 or k_shot < 1 or n_query < 1:
+            raise DataError(f"N, K and Q must be at least 1 (got N={n_way}, K={k_shot}, Q={n_query})")
+        counts = split.counts
+        if n_way > len(counts):
+            raise DataError(
+                f"{n_way}-way episodes need {n_way} classes but split {split.name!r} of "
+                f"{split.dataset!r} has only {len(counts)}; lower --way"
+            )
+        need = k_shot + n_query
+        small = np.flatnonzero(counts < need)
+        if small.size:
+            c = int(small[np.argmin(counts[small])])
+            raise DataError(
+                f"class {split.class_names[c]!r} of split {split.name!r} has {counts[c]} examples, "
+                f"fewer than K + Q = {k_shot} + {n_query}; lower --shot or the number of queries"
+            )
+        self._counts = counts.astype(np.int64)
+        self._offsets = split.offsets.astype(np.int64)
+
+    def indices(self, episode_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids [B, N] and row indices [B, N, K + Q] of the given episodes."""
+        ids = np.asarray(episode_ids, dtype=np.int64)
+        keys = episode_keys(self.seed, self.stream, ids)
+        n_classes = len(self._counts)
+        with np.errstate(over="ignore"):
+            class_hash = _mix(keys[:, None] ^ _mix(np.arange(n_classes, dtype=np.uint64) + _CLASS_STREAM))
+        classes = np.argsort(_uniform(class_hash), axis=1, kind="stable")[:, : self.n_way]
+
+        counts = self._counts[classes]  # [B, N]
+        width = int(counts.max())
+        j = np.arange(width, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            salt = _mix(classes.astype(np.uint64) * np.uint64(1 << 32) + _EXAMPLE_STREAM)
+            example_hash = _mix((keys[:, None, None] ^ salt[..., None]) + j * _GOLDEN)
+        u = _uniform(example_hash)
+        u[j[None, None, :].astype(np.int64) >= counts[..., None]] = np.inf  # beyond the class's rows
+        need = self.k_shot + self.n_query
+        if need < width:
+            pos = np.argpartition(u, need - 1, axis=2)[..., :need]
+            order = np.argsort(np.take_along_axis(u, pos, axis=2), axis=2, kind="stable")
+            pos = np.take_along_axis(pos, order, axis=2)
+        else:
+            pos = np.argsort(u, axis=2, kind="stable")[..., :need]
+        rows = self._offsets[classes][..., None] + pos
+        return classes, rows
+
+    def batch(
+        self,
+        start: int,
+        size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> EpisodeBatch:
+        """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch`."""
+        ids = np.arange(start, start + size, dtype=np.int64)
+        classes, rows = self.indices(ids)
+        feats = self.split.features
+        index = torch.from_numpy(rows.reshape(-1)).to(feats.device)
+        x = feats.index_select(0, index).view(*rows.shape, feats.shape[1])
+        x = x.to(device=device, dtype=dtype)
+        k = self.k_shot
+        b, n = classes.shape
+        labels = torch.arange(n, device=x.device).view(1, n, 1)
+        return EpisodeBatch(
+            support=x[:, :, :k],
+            query=x[:, :, k:],
+            support_labels=labels.expand(b, n, k),
+            query_labels=labels.expand(b, n, self.n_query),
+            classes=torch.from_numpy(classes),
+            episode_ids=torch.from_numpy(ids),
+        )

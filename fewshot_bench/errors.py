@@ -1,0 +1,21 @@
+"""The harness's exception types: errors a user can cause and fix."""
+
+
+class FewshotBenchError(Exception):
+    """An error the user can fix; the CLI prints its one-line message without a traceback."""
+
+
+class ConfigError(FewshotBenchError):
+    """An unknown learner, dataset or option, or an option value of the wrong type."""
+
+
+class DataError(FewshotBenchError):
+    """Missing, corrupt or unsuitable data files, or a split too small for the episodes asked."""
+
+
+class PluginError(FewshotBenchError):
+    """A plugin failed to load or broke the plugin contract."""
+
+
+class StoreError(FewshotBenchError):
+    """The results store is unreadable or is not a fewshot-bench database."""

@@ -1,0 +1,105 @@
+"""The Learner contract: what a meta-learning method implements to run in the harness."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from fewshot_bench.episodes import EpisodeBatch
+
+LEARNER_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The shape of the problems a learner instance is built for."""
+
+    n_way: int
+    k_shot: int
+    feature_dim: int
+    kind: str = "classification"
+    dataset: str = "synthetic"
+
+
+@dataclass
+class LearnerConfig:
+    """Hyperparameters the harness's outer loop reads; learner configs extend this dataclass."""
+
+    outer_lr: float = 1e-3
+    meta_batch_size: int = 12
+    # Per-tensor meta-gradient clipping, first by value then by norm (None disables either).
+    grad_clip_value: float | None = None
+    grad_clip_norm: float | None = None
+    dtype: str = "float32"
+
+
+@dataclass
+class LossOutput:
+    """A learner's meta-training objective for one meta-batch.
+
+    ``loss`` is the scalar to minimise; ``metrics`` are detached scalars for logging
+    (e.g. the query loss, the KL term, training accuracy).
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Learner(nn.Module):
+    """Base class of every learner: the math of one method over whole batches of episodes.
+
+    The harness owns the protocol (sampling, the outer Adam loop, clipping, validation,
+    evaluation, statistics); a learner only maps an :class:`EpisodeBatch` to a meta-loss
+    and to query predictions. Both take a leading batch dimension: compute all episodes of
+    a batch in one tensor program, never in a Python loop over episodes.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = LearnerConfig
+    # False for learners with nothing to meta-train (nearest centroid, logistic regression).
+    meta_trainable: ClassVar[bool] = True
+    # Task kinds this learner can solve.
+    kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    # (dataset, k_shot) pairs for which default_config has tuned values, for docs and checks.
+    tuned_settings: ClassVar[tuple[tuple[str, int], ...]] = ()
+
+    def __init__(self, config: Any, task: TaskSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.task = task
+
+    @classmethod
+    def default_config(cls, dataset: str, k_shot: int) -> Any:
+        """The learner's default hyperparameters for a dataset and shot (paper values where known)."""
+        return cls.Config()
+
+    def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
+        """The meta-training objective on a batch of episodes (called in training mode)."""
+        raise NotImplementedError(f"learner {self.name!r} has no meta-training objective")
+
+    def predict(self, batch: EpisodeBatch) -> Tensor:
+        """Query logits ``[B, N, Q, N]`` for classification (outputs for regression)."""
+        raise NotImplementedError
+
+    def nan_fallback_loss(self) -> Tensor | None:
+        """A loss whose gradients replace the meta-gradients on a step whose loss or gradients are not finite.
+
+        ``None`` (the default) makes such a step a no-op: its gradients are zero.
+        """
+        return None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type this learner computes in."""
+        return getattr(torch, getattr(self.config, "dtype", "float32"))
+
+
+def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
+    """The dataclass fields of a learner's Config, by name."""
+    return {f.name: f for f in dataclasses.fields(config_cls)}

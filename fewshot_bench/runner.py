@@ -1,0 +1,192 @@
+"""One run of the protocol: load data, build the learner, meta-train, evaluate, store."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewshot_bench import stats
+from fewshot_bench.config import apply_overrides, config_to_dict
+from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
+from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.evaluate import all_remaining_queries, evaluate
+from fewshot_bench.learner import Learner, TaskSpec
+from fewshot_bench.plugins import PluginHost
+from fewshot_bench.profiling import Profiler
+from fewshot_bench.provenance import hardware, versions
+from fewshot_bench.store import ResultStore
+from fewshot_bench.train import MetaTrainer, TrainOptions
+
+log = logging.getLogger(__name__)
+
+# Budgets: "quick" finishes a Meta-SGD run on the synthetic default in about a minute on
+# two CPU cores; "paper" is the LEO paper's protocol (100k steps, 50k test episodes).
+BUDGETS = {
+    "quick": {"steps": 1_000, "episodes": 2_000, "val_every": 250, "val_episodes": 200},
+    "paper": {"steps": 100_000, "episodes": 50_000, "val_every": 1_000, "val_episodes": 2_000},
+}
+
+
+@dataclass
+class RunSpec:
+    """Everything that identifies a run; equal specs give equal results."""
+
+    learner: str
+    dataset: str = "synthetic"
+    way: int = 5
+    shot: int = 1
+    seed: int = 0
+    steps: int = BUDGETS["quick"]["steps"]
+    episodes: int = BUDGETS["quick"]["episodes"]
+    val_every: int = BUDGETS["quick"]["val_every"]
+    val_episodes: int = BUDGETS["quick"]["val_episodes"]
+    patience: int | None = 20
+    eval_query: int | None = None
+    train_on_val: bool = False
+    hparams: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    crop: str = "center"
+
+    def key(self, config: dict[str, Any]) -> str:
+        """A stable hash of the spec and the resolved learner config: the run's identity."""
+        ident = {k: v for k, v in asdict(self).items() if k not in ("overrides",)}
+        ident["config"] = config
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@dataclass
+class RunContext:
+    """Where and how to run: data location, device, store, progress and profiling."""
+
+    host: PluginHost
+    store_path: Path
+    data_dir: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    checkpoint_dir: Path | None = None
+    progress: bool = False
+    profile: bool = False
+    dataset_cache: dict = field(default_factory=dict)
+
+
+def load_dataset(ctx: RunContext, name: str, crop: str = "center") -> FeatureDataset:
+    """Load (once per context) the dataset registered as ``name``."""
+    spec = ctx.host.dataset(name)
+    cache_key = (spec.name, crop, str(ctx.data_dir))
+    if cache_key not in ctx.dataset_cache:
+        ds = spec.load(DataRequest(data_dir=ctx.data_dir, crop=crop))
+        if ctx.device.type != "cpu":
+            for s in ds.splits.values():
+                s.features = s.features.to(ctx.device)
+        ctx.dataset_cache[cache_key] = ds
+    return ctx.dataset_cache[cache_key]
+
+
+def resolve_config(cls: type[Learner], spec: RunSpec) -> Any:
+    """The learner's defaults for (dataset, shot) and preset, with ``--set`` overrides applied."""
+    params = inspect.signature(cls.default_config).parameters
+    if spec.hparams is not None and "preset" in params:
+        config = cls.default_config(spec.dataset, spec.shot, preset=spec.hparams)
+    elif spec.hparams not in (None, "paper"):
+        raise ConfigError(f"learner {cls.name!r} has no hyperparameter presets; drop --hparams {spec.hparams}")
+    else:
+        config = cls.default_config(spec.dataset, spec.shot)
+    return apply_overrides(config, spec.overrides, cls.name)
+
+
+def build_learner(cls: type[Learner], config: Any, task: TaskSpec, device: torch.device) -> Learner:
+    """Instantiate a learner, naming it and its plugin in any error it raises."""
+    try:
+        learner = cls(config, task)
+    except FewshotBenchError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"learner {cls.name!r} could not be built with this config: {type(exc).__name__}: {exc}") from exc
+    return learner.to(device=device, dtype=learner.dtype)
+
+
+def execute(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
+    """Run the protocol for ``spec`` and store the result; returns the stored summary.
+
+    Meta-training checkpoints after each validation; rerunning the same spec resumes.
+    """
+    host = ctx.host
+    cls = host.learner(spec.learner)
+    plugin = host.learner_plugin(spec.learner)
+    config = resolve_config(cls, spec)
+    config_dict = config_to_dict(config)
+    run_key = spec.key(config_dict)
+    dataset = load_dataset(ctx, spec.dataset, spec.crop)
+    test = dataset.split("test")
+    task = TaskSpec(spec.way, spec.shot, dataset.feature_dim, dataset.kind, dataset.name)
+    eval_query = spec.eval_query if spec.eval_query is not None else all_remaining_queries(test, spec.shot)
+
+    torch.manual_seed(spec.seed)
+    learner = build_learner(cls, config, task, ctx.device)
+    profiler = Profiler(ctx.profile, ctx.device)
+    timings: dict[str, float] = {}
+    train_summary: dict[str, Any] = {"meta_trained": False}
+    t0 = time.perf_counter()
+    if cls.meta_trainable and spec.steps > 0:
+        train_split = dataset.split("train")
+        val_split = dataset.split("val")
+        if spec.train_on_val:
+            train_split = merge_splits("train+val", train_split, val_split)
+        checkpoint = None
+        if ctx.checkpoint_dir is not None:
+            checkpoint = ctx.checkpoint_dir / f"{run_key}.pt"
+        options = TrainOptions(
+            steps=spec.steps,
+            val_every=min(spec.val_every, spec.steps),
+            val_episodes=spec.val_episodes,
+            patience=spec.patience,
+            seed=spec.seed,
+            checkpoint=checkpoint,
+            run_key=run_key,
+            progress=ctx.progress,
+        )
+        trainer = MetaTrainer(learner, train_split, val_split, spec.way, spec.shot, options, ctx.device, profiler)
+        if trainer.try_resume():
+            log.info("resuming %s from step %d", spec.learner, trainer.result.steps)
+        result = trainer.run()
+        train_summary = {"meta_trained": True, **asdict(result)}
+    timings["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with profiler.section("evaluation"):
+        acc = evaluate(
+            learner, test, spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
+            n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"test {spec.learner}",
+        )
+    timings["eval_s"] = time.perf_counter() - t0
+    summary = stats.summarize_run(acc)
+    record = {
+        "run_key": run_key,
+        "learner": spec.learner,
+        "dataset": dataset.name,
+        "way": spec.way,
+        "shot": spec.shot,
+        "seed": spec.seed,
+        "status": "complete",
+        "accuracy": summary.mean,
+        "ci95": summary.ci95,
+        "episodes": summary.episodes,
+        "config": config_dict,
+        "options": {**asdict(spec), "eval_query": eval_query, "plugin": plugin.distribution},
+        "summary": {"std": summary.std, "train": train_summary},
+        "versions": versions(plugin.distribution),
+        "hardware": hardware(ctx.device),
+        "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),
+    }
+    with ResultStore(ctx.store_path) as store:
+        run_id = store.add_run(record, acc)
+    if ctx.checkpoint_dir is not None:
+        (ctx.checkpoint_dir / f"{run_key}.pt").unlink(missing_ok=True)
+    return {"run_id": run_id, **record}

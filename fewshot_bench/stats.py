@@ -1,0 +1,63 @@
+"""Statistics of the protocol.
+
+* Per run: the mean accuracy over its test episodes, with a 95% confidence interval
+  ``ci95 = 1.96 * s / sqrt(n)``, where ``s`` is the sample standard deviation (ddof=1) of
+  the per-episode accuracies and ``n`` the number of episodes (normal approximation, as in
+  the few-shot literature).
+* Across runs (seeds): the mean of the run means ± their sample standard deviation
+  (ddof=1), which is what the LEO paper reports (5 seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Mean and 95% CI half-width over one run's episodes."""
+
+    mean: float
+    ci95: float
+    std: float
+    episodes: int
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Mean ± sample standard deviation of run means over seeds."""
+
+    mean: float
+    std: float
+    seeds: int
+
+
+def summarize_run(values: np.ndarray) -> RunSummary:
+    """Mean, sample std and 95% CI half-width of per-episode values."""
+    v = np.asarray(values, dtype=np.float64)
+    n = v.size
+    if n == 0:
+        raise ValueError("no episodes to summarise")
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    return RunSummary(float(v.mean()), Z95 * std / math.sqrt(n), std, n)
+
+
+def summarize_seeds(run_means: list[float] | np.ndarray) -> SeedSummary:
+    """Mean and sample standard deviation (ddof=1; 0 for a single seed) of run means."""
+    v = np.asarray(run_means, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no runs to summarise")
+    return SeedSummary(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> RunSummary:
+    """Mean and 95% CI of per-episode differences ``a - b`` (the same episodes in both)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired runs need the same episodes (got {a.size} and {b.size})")
+    return summarize_run(a - b)

@@ -1,0 +1,227 @@
+"""The outer loop shared by every learner: Adam, per-tensor clipping, the NaN guard,
+validation on fixed episodes, best-checkpoint early stopping and atomic, resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fewshot_bench.data.base import FeatureSplit
+from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSampler, _mix
+from fewshot_bench.errors import DataError
+from fewshot_bench.evaluate import evaluate
+from fewshot_bench.learner import Learner
+from fewshot_bench.profiling import Profiler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    """How long and how to meta-train; the learner's Config holds its own hyperparameters."""
+
+    steps: int = 100_000
+    val_every: int = 1_000
+    val_episodes: int = 2_000
+    val_query: int | None = None  # None: all remaining examples of each class
+    patience: int | None = 20  # validations without improvement before stopping; None: never
+    train_query: int = TRAIN_QUERY
+    seed: int = 0
+    checkpoint: Path | None = None
+    run_key: str = ""
+    progress: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What meta-training did: steps taken, the best validation accuracy and its step."""
+
+    steps: int = 0
+    best_step: int = 0
+    best_val_accuracy: float | None = None
+    nan_steps: int = 0
+    stopped_early: bool = False
+    resumed_from: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The torch seed of one meta-training step: resuming at any step replays the same noise."""
+    return int(_mix(np.array([seed * 1_000_003 + step], dtype=np.uint64))[0] >> np.uint64(1))
+
+
+def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float | None) -> None:
+    """Clip each gradient in place, first elementwise to [-value, value], then to L2 norm ``norm``."""
+    for g in grads:
+        if value is not None:
+            g.clamp_(-value, value)
+        if norm is not None:
+            g.mul_((norm / g.norm().clamp_min(1e-12)).clamp(max=1.0))
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename it over ``path`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class MetaTrainer:
+    """Meta-trains one learner on one split, validating on another."""
+
+    def __init__(
+        self,
+        learner: Learner,
+        train_split: FeatureSplit,
+        val_split: FeatureSplit,
+        n_way: int,
+        k_shot: int,
+        options: TrainOptions,
+        device: torch.device,
+        profiler: Profiler | None = None,
+    ) -> None:
+        self.learner, self.options, self.device = learner, options, device
+        self.n_way, self.k_shot = n_way, k_shot
+        self.val_split = val_split
+        self.profiler = profiler or Profiler(False)
+        cfg = learner.config
+        self.batch_size = int(getattr(cfg, "meta_batch_size", 12))
+        self.clip_value = getattr(cfg, "grad_clip_value", None)
+        self.clip_norm = getattr(cfg, "grad_clip_norm", None)
+        self.sampler = EpisodeSampler(train_split, n_way, k_shot, options.train_query, options.seed, stream="train")
+        # Fail now, not after hours of training, if validation episodes cannot be drawn.
+        EpisodeSampler(val_split, n_way, k_shot, options.val_query or 1, options.seed, stream="val")
+        if options.val_query is None and int(val_split.counts.min()) <= k_shot:
+            raise DataError(f"validation split {val_split.name!r} has a class with no rows left after K = {k_shot}")
+        self.params = [p for p in learner.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=float(getattr(cfg, "outer_lr", 1e-3)))
+        self.result = TrainResult()
+        self.best_state: dict | None = None
+        self._since_best = 0
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def _checkpoint(self) -> dict:
+        return {
+            "run_key": self.options.run_key,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": self.best_state,
+            "result": asdict(self.result),
+            "since_best": self._since_best,
+        }
+
+    def try_resume(self) -> bool:
+        """Restore from this run's checkpoint if one exists; returns whether it did."""
+        path = self.options.checkpoint
+        if path is None or not path.exists():
+            return False
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            if state.get("run_key") != self.options.run_key:
+                log.warning("ignoring checkpoint %s: it belongs to another run", path)
+                return False
+            self.learner.load_state_dict(state["learner"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:  # a corrupt checkpoint is set aside, never trusted
+            log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, exc)
+            return False
+        self.best_state = state["best_state"]
+        self.result = TrainResult(**state["result"])
+        self.result.resumed_from = self.result.steps
+        self._since_best = state["since_best"]
+        return True
+
+    # --- one step ------------------------------------------------------------------------
+
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One meta-training step on meta-batch ``step``; returns detached metrics."""
+        prof = self.profiler
+        torch.manual_seed(step_seed(self.options.seed, step))
+        with prof.section("sampling"):
+            batch = self.sampler.batch(step * self.batch_size, self.batch_size, self.device, self.learner.dtype)
+        with prof.section("meta_loss"):
+            out = self.learner.meta_loss(batch)
+        with prof.section("backward"):
+            grads = torch.autograd.grad(out.loss, self.params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
+            finite = torch.stack([out.loss.isfinite(), *[g.isfinite().all() for g in grads]]).all()
+            fallback = self.learner.nan_fallback_loss()
+            if fallback is None:
+                safe = [torch.zeros_like(p) for p in self.params]
+            else:
+                safe = torch.autograd.grad(fallback, self.params, allow_unused=True)
+                safe = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, safe)]
+            # Branch-free NaN guard: no host sync inside the step.
+            grads = [torch.where(finite, g, s) for g, s in zip(grads, safe)]
+            clip_per_tensor(grads, self.clip_value, self.clip_norm)
+        with prof.section("optimizer"):
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            self.optimizer.step()
+        metrics = {"loss": out.loss.detach(), "nan_step": (~finite).float()}
+        metrics.update(out.metrics)
+        return metrics
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def validate(self) -> float:
+        """Mean accuracy on the fixed validation episodes."""
+        with self.profiler.section("validation"):
+            acc = evaluate(
+                self.learner,
+                self.val_split,
+                self.n_way,
+                self.k_shot,
+                seed=self.options.seed,
+                episodes=self.options.val_episodes,
+                n_query=self.options.val_query,
+                device=self.device,
+                stream="val",
+            )
+        return float(acc.mean())
+
+    def run(self) -> TrainResult:
+        """Meta-train until ``steps`` or early stopping; leaves the best validated weights loaded."""
+        opts, res = self.options, self.result
+        self.learner.train()
+        nan_steps = torch.zeros((), device=self.device)
+        metrics: dict[str, torch.Tensor] = {}
+        with tqdm(total=opts.steps, initial=res.steps, desc=f"meta-train {self.learner.name}", unit="step", disable=not opts.progress) as bar:
+            while res.steps < opts.steps and not res.stopped_early:
+                metrics = self.step(res.steps)
+                nan_steps += metrics["nan_step"]
+                res.steps += 1
+                bar.update(1)
+                if res.steps % opts.val_every == 0 or res.steps == opts.steps:
+                    self._after_validation(self.validate(), metrics, nan_steps)
+                    nan_steps.zero_()
+                    bar.set_postfix(val=f"{res.history[-1]['val_accuracy']:.4f}", best=f"{res.best_val_accuracy:.4f}")
+                    self.learner.train()
+        if self.best_state is not None:
+            self.learner.load_state_dict(self.best_state)
+        return res
+
+    def _after_validation(self, val_acc: float, metrics: dict, nan_steps: torch.Tensor) -> None:
+        res = self.result
+        res.nan_steps += int(nan_steps.item())
+        res.history.append({"step": res.steps, "val_accuracy": val_acc, "loss": float(metrics["loss"])})
+        if res.best_val_accuracy is None or val_acc > res.best_val_accuracy:
+            res.best_val_accuracy, res.best_step = val_acc, res.steps
+            self.best_state = copy.deepcopy(self.learner.state_dict())
+            self._since_best = 0
+        else:
+            self._since_best += 1
+            if self.options.patience is not None and self._since_best >= self.options.patience:
+                res.stopped_early = True
+        if self.options.checkpoint is not None:
+            with self.profiler.section("checkpoint"):
+                save_atomic(self._checkpoint(), self.options.checkpoint)

@@ -1,0 +1,1 @@
+"""LEO and its ablations for fewshot-bench (in progress)."""

@@ -1,0 +1,1 @@
+"""MAML for fewshot-bench (in progress)."""
