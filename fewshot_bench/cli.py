@@ -1,7 +1,7 @@
 """The ``fewshot-bench`` command: argument parsing, plugin loading and error reporting.
 
 Each sub-command lives in its own module under ``fewshot_bench.commands`` and exposes
-``register(subparsers)``; this module only wires them together.
+``register(subparsers)``; this module discovers them and wires them together.
 """
 
 from __future__ import annotations
@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 
 from fewshot_bench import __version__
 from fewshot_bench.errors import FewshotBenchError
 
-COMMAND_MODULES = (
-    "fewshot_bench.commands.run",
-    "fewshot_bench.commands.listing",
-    "fewshot_bench.commands.results",
-)
+
+
+def command_modules() -> list[str]:
+    """Modules of ``fewshot_bench.commands`` that define sub-commands, in name order."""
+    from fewshot_bench import commands
+
+    found = pkgutil.iter_modules(commands.__path__, prefix="fewshot_bench.commands.")
+    return sorted(m.name for m in found if not m.name.rsplit(".", 1)[1].startswith("_") and not m.name.endswith(".common"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail when any plugin fails to load (also FEWSHOT_BENCH_STRICT_PLUGINS=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""Registers the LEO-format embedding datasets mini, tiered and features (being written)."""
