@@ -1,0 +1,95 @@
+"""The results store: schema, atomic writes, foreign files, and resume after a killed run."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fewshot_bench.errors import StoreError
+from fewshot_bench.store import ResultStore
+
+RECORD = {
+    "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
+    "status": "complete", "accuracy": 0.5, "ci95": 0.01, "episodes": 3,
+    "config": {"a": 1}, "options": {}, "summary": {}, "versions": {"torch": "t"}, "hardware": {}, "timings": {},
+}
+
+
+def test_round_trip_and_wal(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        run_id = store.add_run(RECORD, np.array([0.25, 0.5, 0.75]))
+    with ResultStore(path, create=False) as store:
+        (rec,) = store.runs()
+        assert rec.run_id == run_id and rec.config == {"a": 1} and rec.versions == {"torch": "t"}
+        assert store.find_complete("k1").run_id == run_id
+        assert store.find_complete("other") is None
+        np.testing.assert_array_equal(store.episode_values(run_id), np.float32([0.25, 0.5, 0.75]))
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_failed_insert_leaves_no_row(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        store.add_run(dict(RECORD, run_id="same"), np.zeros(3))
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_run(dict(RECORD, run_id="same", run_key="k2"), np.zeros(3))
+        assert [r.run_key for r in store.runs()] == ["k1"]
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 10, None])
+def test_foreign_files_are_refused(tmp_path, content):
+    path = tmp_path / "foreign.db"
+    if content is None:  # a real SQLite database of some other application
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a fewshot-bench results store"):
+        ResultStore(path)
+    assert path.read_bytes() == before
+
+
+def test_killed_run_leaves_no_row_and_rerun_resumes(tmp_path):
+    """Kill a real run mid-training: nothing is stored; the same command resumes from its checkpoint."""
+    store = tmp_path / "r.db"
+    cmd = [sys.executable, "-m", "fewshot_bench.cli", "run", "--learner", "metasgd",
+           "--steps", "200", "--val-every", "20", "--val-episodes", "20", "--episodes", "50",
+           "--eval-query", "5", "--store", str(store), "--json"]
+    ckpt_dir = tmp_path / "fewshot-checkpoints"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (ckpt_dir.exists() and any(ckpt_dir.glob("*.pt"))):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if store.exists():
+        with ResultStore(store) as s:
+            assert s.runs() == []
+
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming metasgd from step" in done.stderr
+    with ResultStore(store) as s:
+        (rec,) = s.runs()
+    train = rec.summary["train"]
+    assert train["resumed_from"] >= 20 and train["steps"] == 200
+    assert not any(ckpt_dir.glob("*.pt"))  # the finished run's checkpoint is cleaned up
+
+    # An uninterrupted run of the same spec gives the same accuracy: resuming is exact.
+    fresh = subprocess.run(cmd[:-1] + ["--store", str(tmp_path / "fresh.db"), "--json"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    import json
+
+    assert json.loads(fresh.stdout.splitlines()[-1])["accuracy"] == pytest.approx(rec.accuracy, abs=1e-9)
