@@ -16,7 +16,6 @@ from fewshot_bench import __version__
 from fewshot_bench.errors import FewshotBenchError
 
 
-
 def command_modules() -> list[str]:
     """Modules of ``fewshot_bench.commands`` that define sub-commands, in name order."""
     from fewshot_bench import commands

@@ -71,7 +71,9 @@ class EpisodeBatch:
 
     def select(self, index: Tensor | slice) -> EpisodeBatch:
         """The sub-batch of the episodes at ``index`` (a slice or index tensor)."""
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index]
+
         return EpisodeBatch(
             support=self.support[index],
             query=self.query[index],

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 import torch
 
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
-from fewshot_bench.plugins import load_plugins
 from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
 
 

@@ -55,7 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """A RunSpec from parsed arguments, budget defaults filled in."""
     budget = BUDGETS[args.budget]
-    pick = lambda value, key: budget[key] if value is None else value  # noqa: E731
+
+    def pick(value: int | None, key: str) -> int:
+        return budget[key] if value is None else value
+
     spec = RunSpec(
         learner=args.learner,
         dataset=args.dataset,
