@@ -1,1 +1,209 @@
-"""Registers the LEO-format embedding datasets mini, tiered and features (being written)."""
+"""Datasets ``mini`` and ``tiered`` (the LEO authors' embeddings) and ``features`` (a directory of split files).
+
+Layouts under the data root (``--data-dir`` or ``$FEWSHOT_BENCH_DATA``):
+
+- ``mini``/``tiered``: ``<root>/<miniImageNet|tieredImageNet>/<crop>/<split>_embeddings.{npz,pkl}``,
+  also found under ``<root>/embeddings/...`` (where ``fewshot-bench data download leo``
+  unpacks the authors' archive). Features are 640-d; keys need a numeric first field.
+- ``features``: ``<root>/<split>_embeddings.{npz,pkl}`` directly; any dimension; the first
+  field of a key may be any text without ``-`` (exports need not invent numbers).
+
+When both suffixes exist for a split, ``.npz`` is read (it needs no unpickling). Classes
+come from the keys of each file, sorted by name; splits must not share classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from fewshot_bench.data import cache
+from fewshot_bench.data.base import SPLITS, DataRequest, DatasetSpec, FeatureDataset, FeatureSplit
+from fewshot_bench.data.leo import LEO_FEATURE_DIM, SUFFIXES, read_embeddings
+from fewshot_bench.errors import ConfigError, DataError
+from fewshot_bench.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+CROPS = ("center", "multiview")
+DOWNLOAD_HINT = "fewshot-bench data download leo --data-dir DIR"
+
+
+@dataclass(frozen=True)
+class LeoLayout:
+    """Where one LEO dataset lives under the root, which crops it has, and its published size."""
+
+    folder: str
+    crops: tuple[str, ...]
+    published: dict[str, tuple[int, int]]  # split -> (classes, rows), REFERENCE.md §3
+
+
+LEO = {
+    "mini": LeoLayout("miniImageNet", ("center", "multiview"),
+                      {"train": (64, 38_400), "val": (16, 9_600), "test": (20, 12_000)}),
+    "tiered": LeoLayout("tieredImageNet", ("center",),
+                        {"train": (351, 448_695), "val": (97, 124_261), "test": (160, 206_209)}),
+}
+
+
+def split_file(directory: Path, split: str) -> Path | None:
+    """The file holding ``split`` in ``directory`` (``.npz`` preferred), or None."""
+    for suffix in SUFFIXES:
+        path = directory / f"{split}_embeddings{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def leo_directory(root: Path, dataset: str, crop: str) -> Path:
+    """The crop directory of a LEO dataset: ``root/<folder>/<crop>`` or ``root/embeddings/<folder>/<crop>``."""
+    folder = LEO[dataset].folder
+    candidates = [root / folder / crop, root / "embeddings" / folder / crop]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def published_note(dataset: str, split: str, classes: int, rows: int) -> str:
+    """An empty string when a split has the published size, else a short note saying how it differs."""
+    if dataset not in LEO:
+        return ""
+    want = LEO[dataset].published[split]
+    if (classes, rows) == want:
+        return ""
+    return f"published: {want[0]} classes, {want[1]:,} rows"
+
+
+def _require_root(request: DataRequest, dataset: str, example: str) -> Path:
+    if request.data_dir is None:
+        raise DataError(
+            f"dataset {dataset!r} needs embedding files: pass --data-dir DIR or set FEWSHOT_BENCH_DATA "
+            f"(expected DIR/{example}); get the LEO embeddings with `{DOWNLOAD_HINT}`"
+        )
+    root = Path(request.data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"data directory {root} does not exist (from --data-dir or FEWSHOT_BENCH_DATA); "
+            f"expected {root / example}; get the LEO embeddings with `{DOWNLOAD_HINT}`"
+        )
+    return root
+
+
+def _missing(directory: Path, split: str) -> DataError:
+    return DataError(
+        f"missing {directory / f'{split}_embeddings.pkl'} (or .npz); point --data-dir or "
+        f"FEWSHOT_BENCH_DATA at the folder holding it, or get the LEO embeddings with `{DOWNLOAD_HINT}`"
+    )
+
+
+def _read_grouped(path: Path, dim: int | None, numeric_prefix: bool) -> cache.GroupedRows:
+    """Read and validate one file for the cache (classes from its keys)."""
+    e = read_embeddings(path, dim=dim, numeric_prefix=numeric_prefix)
+    return cache.GroupedRows(e.embeddings, e.row_class, e.class_names, e.keys, {"key_type": e.key_type})
+
+
+def load_split_file(
+    path: Path,
+    split: str,
+    dataset: str,
+    *,
+    dim: int | None,
+    numeric_prefix: bool,
+    normalize: bool = True,
+) -> tuple[FeatureSplit, cache.CachedSplit]:
+    """One split file as a class-grouped :class:`FeatureSplit` (through the cache)."""
+    cached = cache.load_split(path, normalize, partial(_read_grouped, dim=dim, numeric_prefix=numeric_prefix))
+    split_ = FeatureSplit(
+        name=split,
+        features=torch.from_numpy(cached.features),  # shares the copy-on-write memmap: no copy
+        offsets=cached.offsets,
+        class_names=cached.class_names,
+        dataset=dataset,
+        keys=cached.keys,
+    )
+    return split_, cached
+
+
+def _load_dir(directory: Path, dataset: str, request: DataRequest, dim: int | None, numeric_prefix: bool) -> FeatureDataset:
+    """All three splits of one directory, checked for class overlap."""
+    paths = {}
+    for split in SPLITS:
+        path = split_file(directory, split)
+        if path is None:
+            raise _missing(directory, split)
+        paths[split] = path
+    splits, status = {}, {}
+    for split, path in paths.items():
+        splits[split], cached = load_split_file(
+            path, split, dataset, dim=dim, numeric_prefix=numeric_prefix, normalize=request.normalize
+        )
+        status[split] = cached.status
+        log.debug("%s %s: %s (%s cache in %s)", dataset, split, path, cached.status, cached.directory)
+    dims = {s.feature_dim for s in splits.values()}
+    if len(dims) > 1:
+        raise DataError(f"the splits in {directory} have different dimensions {sorted(dims)}; export them together")
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            shared = sorted(set(splits[a].class_names) & set(splits[b].class_names))
+            if shared:
+                raise DataError(
+                    f"class {shared[0]!r} is in both {paths[a]} and {paths[b]} ({len(shared)} shared); "
+                    "few-shot splits must have disjoint classes"
+                )
+    info = {"directory": str(directory), "files": {k: str(v) for k, v in paths.items()}, "cache": status}
+    return FeatureDataset(dataset, splits, info=info)
+
+
+def load_leo(dataset: str, request: DataRequest) -> FeatureDataset:
+    """Load ``mini`` or ``tiered`` for the request's root and crop."""
+    layout = LEO[dataset]
+    crop = request.crop or "center"
+    if crop not in CROPS:
+        raise ConfigError(f"unknown --crop {crop!r}; choose one of {', '.join(CROPS)}")
+    if crop not in layout.crops:
+        raise ConfigError(f"{layout.folder} has only {', '.join(layout.crops)} embeddings; drop --crop {crop}")
+    root = _require_root(request, dataset, f"{layout.folder}/{crop}/train_embeddings.pkl")
+    ds = _load_dir(leo_directory(root, dataset, crop), dataset, request, LEO_FEATURE_DIM, numeric_prefix=True)
+    ds.info["crop"] = crop
+    return ds
+
+
+def load_features(request: DataRequest) -> FeatureDataset:
+    """Load the ``features`` dataset: split files directly in the data directory."""
+    if (request.crop or "center") != "center":
+        raise ConfigError(f"dataset 'features' has no crops; drop --crop {request.crop}")
+    root = _require_root(request, "features", "train_embeddings.npz")
+    return _load_dir(root, "features", request, dim=None, numeric_prefix=False)
+
+
+@hookimpl
+def fewshot_bench_register_datasets(register):
+    """Register ``mini``, ``tiered`` and ``features``."""
+    register(
+        DatasetSpec(
+            name="mini",
+            load=partial(load_leo, "mini"),
+            description="LEO's miniImageNet WRN-28-10 embeddings (640-d; --crop center|multiview; --data-dir)",
+            aliases=("miniImageNet", "miniimagenet"),
+            needs_files=True,
+        )
+    )
+    register(
+        DatasetSpec(
+            name="tiered",
+            load=partial(load_leo, "tiered"),
+            description="LEO's tieredImageNet WRN-28-10 embeddings (640-d, center crop; --data-dir)",
+            aliases=("tieredImageNet",),
+            needs_files=True,
+        )
+    )
+    register(
+        DatasetSpec(
+            name="features",
+            load=load_features,
+            description="your own {train,val,test}_embeddings.{npz,pkl} in --data-dir (any dimension)",
+            needs_files=True,
+        )
+    )
