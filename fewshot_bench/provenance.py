@@ -33,6 +33,7 @@ def versions(plugin_distribution: str | None = None) -> dict[str, str]:
 def hardware(device: torch.device) -> dict[str, object]:
     """The machine and device a run used."""
     info: dict[str, object] = {
+        "hostname": platform.node(),  # which node of a cluster ran it
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),

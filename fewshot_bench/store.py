@@ -79,6 +79,11 @@ class RunRecord:
     timings: dict
     created_at: str
 
+    @property
+    def metric(self) -> str:
+        """Name of the main metric held in ``accuracy``: ``accuracy``, or ``mse`` for regression runs."""
+        return self.summary.get("metric", "accuracy")
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of this record."""
         return dict(self.__dict__)
@@ -132,8 +137,13 @@ class ResultStore:
 
     # --- writing -------------------------------------------------------------------------
 
-    def add_run(self, record: dict[str, Any], episode_values: np.ndarray) -> str:
-        """Insert a completed run and its per-episode values in one transaction; returns its id."""
+    def add_run(self, record: dict[str, Any], episode_values: np.ndarray, if_absent: bool = False) -> str:
+        """Insert a completed run and its per-episode values in one transaction; returns its id.
+
+        With ``if_absent``, a run whose ``run_key`` is already complete is left alone and the
+        existing id is returned; the check and the insert share one write transaction, so
+        concurrent writers cannot both insert the same run.
+        """
         run_id = record.get("run_id") or uuid.uuid4().hex[:12]
         row = dict(record, run_id=run_id, created_at=record.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
         for col in JSON_COLUMNS:
@@ -143,6 +153,13 @@ class ResultStore:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
+            if if_absent:
+                existing = c.execute(
+                    "SELECT run_id FROM runs WHERE run_key = ? AND status = 'complete' LIMIT 1", (row["run_key"],)
+                ).fetchone()
+                if existing is not None:
+                    c.execute("ROLLBACK")
+                    return existing[0]
             c.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row[k] for k in cols])
             c.execute("INSERT INTO episode_results VALUES (?, ?, ?)", (run_id, "float32", values.tobytes()))
             c.execute("COMMIT")
