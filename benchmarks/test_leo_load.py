@@ -1,0 +1,60 @@
+"""Cold and warm load of a LEO-format file the size of tieredImageNet's train split (448,695 x 640).
+
+The file (1.15 GB, written once per session with the LEO writer) is created inside the
+tests, after the ``benchmark`` fixture, so ``-m "not slow"`` or ``--benchmark-skip`` skip
+it without writing anything. Cold: restricted unpickling, validation, grouping,
+normalisation and writing the .npy cache. Warm: memory-mapping the cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fewshot_bench.data import cache
+from fewshot_bench.data.leo import write_embeddings
+from fewshot_bench.data.leo_datasets import load_split_file
+
+pytestmark = pytest.mark.slow
+
+ROWS, DIM, CLASSES = 448_695, 640, 351  # tieredImageNet train, REFERENCE.md §3
+_made: dict[str, Path] = {}
+
+
+def tiered_train_file(factory: pytest.TempPathFactory) -> Path:
+    """Write (once) a synthetic train_embeddings.pkl of tieredImageNet's train size."""
+    if "pkl" not in _made:
+        rng = np.random.default_rng(0)
+        labels = np.sort(rng.integers(0, CLASSES, ROWS))
+        names = [f"n{1_000_000 + c:08d}" for c in range(CLASSES)]
+        keys = [f"{10**17 + i}-{names[c]}-{names[c]}_{i}.JPEG" for i, c in enumerate(labels.tolist())]
+        x = rng.random((ROWS, DIM), dtype=np.float32)
+        path = factory.mktemp("tiered") / "center" / "train_embeddings.pkl"
+        write_embeddings(path, x, labels, keys)
+        _made["pkl"] = path
+    return _made["pkl"]
+
+
+def _load(path: Path):
+    split, cached = load_split_file(path, "train", "tiered", dim=DIM, numeric_prefix=True)
+    assert split.features.shape == (ROWS, DIM)
+    return cached.status
+
+
+def test_tiered_train_cold_load(benchmark, tmp_path_factory):
+    path = tiered_train_file(tmp_path_factory)
+
+    def clear():
+        shutil.rmtree(path.parent / cache.BESIDE, ignore_errors=True)
+
+    status = benchmark.pedantic(_load, args=(path,), setup=clear, rounds=2, iterations=1)
+    assert status == "built"
+
+
+def test_tiered_train_warm_load(benchmark, tmp_path_factory):
+    path = tiered_train_file(tmp_path_factory)
+    _load(path)  # make sure the cache exists
+    assert benchmark(_load, path) == "hit"
