@@ -50,6 +50,14 @@ def fewshot_bench_register_datasets(register: Callable[..., None]) -> None:
 def fewshot_bench_register_backbones(register: Callable[..., None]) -> None:
     """Register feature backbones (stage 1 of the paper): call ``register(name, factory)``.
 
-    :param register: Takes a unique backbone name and a factory returning a
-        ``torch.nn.Module`` that maps an image batch ``[B, C, H, W]`` to features ``[B, D]``.
+    :param register: Takes a unique backbone name (``conv4``, ``resnet12``, ``wrn-28-10``
+        are built in) and a ``factory`` (usually the ``nn.Module`` class). The harness calls
+        ``factory(in_channels=C, **options)``, where ``options`` are the factory's other
+        keyword parameters set with ``--set key=value`` (converted to their annotated types;
+        unknown keys are rejected). The module must have an integer ``feature_dim`` and map
+        images ``[B, C, H, W]`` (float in [0, 1]) to ``[B, out_dim]`` features for the
+        pretraining classifier (``out_dim`` defaults to ``feature_dim``). If it defines
+        ``embed(x)``, that gives the exported ``[B, feature_dim]`` features (e.g. an inner
+        layer, as WRN-28-10's "layer 21"); otherwise ``forward`` is exported. Export runs
+        in eval mode. See :class:`fewshot_bench.backbones.base.Backbone`.
     """

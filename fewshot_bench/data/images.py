@@ -10,7 +10,7 @@ Two on-disk layouts are understood:
   ``<root>/{train,val,test}/<class>/<image>``. A root of bare class folders and no split
   lists is one split (for embedding a user's own images).
 
-Images are decoded with torchvision once and kept in memory as one ``uint8`` tensor per
+Images are decoded once (Pillow, then torchvision transforms) and kept in memory as one ``uint8`` tensor per
 split (Omniglot at 28x28 is a few MB), resized so that a centre crop of ``crop_ratio``
 gives ``image_size`` pixels.
 """
@@ -159,15 +159,21 @@ def detect_layout(root: Path) -> str:
 
 
 def decode(path: Path, spec: ImageSpec) -> Tensor:
-    """One image file as uint8 [C, S, S] (S = ``spec.load_size``); a DataError naming a bad file."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """One image file as uint8 [C, S, S] (S = ``spec.load_size``); a DataError naming a bad file.
+
+    Pillow decodes (torchvision's own decoders are deprecated since 0.29 in favour of
+    TorchCodec, which is not a dependency); torchvision converts, resizes and crops.
+    """
+    from PIL import Image
     from torchvision.transforms.v2 import functional as F
 
-    mode = ImageReadMode.GRAY if spec.channels == 1 else ImageReadMode.RGB
     try:
-        img = decode_image(read_file(str(path)), mode=mode)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path}: {str(exc).splitlines()[0] or type(exc).__name__}; remove or replace the file") from None
+        with Image.open(path) as im:
+            im = im.convert("L" if spec.channels == 1 else "RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot decode image {path}: {reason}; remove or replace the file") from None
+    img = F.pil_to_tensor(im)
     if spec.invert:
         img = 255 - img
     # Antialiased resize of the short side, then a square centre crop of the stored size.
