@@ -1,0 +1,23 @@
+"""Batched linear softmax classifiers: the inner-loop gradient shared by LEO, Meta-SGD and MAML."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def onehot_labels(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:
+    """Labels [B, ...] -> one-hot [B, M, N] with the example axes flattened to M."""
+    return F.one_hot(labels.reshape(labels.shape[0], -1), n_way).to(dtype)
+
+
+def support_loss_grad(x: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
+    """d/dw of the softmax cross-entropy summed over examples, for every episode at once.
+
+    ``x`` [B, M, D], ``onehot`` [B, M, N], ``w`` [B, N, D] -> [B, N, D]. For a linear softmax
+    classifier the gradient is (softmax(x w^T) - y)^T x; writing it out keeps the graph small
+    and stays differentiable, so a meta-gradient through it is exactly second order.
+    """
+    probs = torch.softmax(torch.bmm(x, w.transpose(1, 2)), dim=-1)
+    return torch.bmm((probs - onehot).transpose(1, 2), x)

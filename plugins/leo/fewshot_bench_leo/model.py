@@ -1,0 +1,360 @@
+"""Latent Embedding Optimization (Rusu et al., ICLR 2019) over pretrained features.
+
+One class, :class:`LatentEmbeddingOptimization`, whose small methods follow the paper's
+steps and name its equations: ``encoder`` and ``relation_network`` (Eq. 3), ``decoder``
+(Eq. 4), ``support_loss_grad`` (the gradient of Eq. 5), ``leo_inner_loop`` (Algorithm 1,
+lines 10-14), ``finetuning_inner_loop`` (section 4.2.3), ``meta_loss`` (Eq. 6) and
+``regularisation`` (Eq. 7). Details the paper leaves open follow the authors' reference
+code (REFERENCE.md section 1); where the two differ, a config switch picks either (see
+docs/learners.md).
+
+Every method computes a whole meta-batch at once. Shapes: B episodes, N classes, K support
+examples per class, D feature dims, Z latent dims, C weight samples per class (C = K when
+latents are kept per example, as in the reference code; C = 1 per class).
+
+The inner-loop gradients are written out analytically (a linear softmax classifier and a
+linear decoder have closed-form gradients). They are built from differentiable tensor
+operations, so in training the meta-gradient flows through every inner step exactly as
+with ``torch.autograd.grad(..., create_graph=True)`` (full second order), with a much
+smaller graph; at evaluation nothing is recorded at all.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fewshot_bench.baselines import flat, linear_logits
+from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.linear import onehot_labels, support_loss_grad
+from fewshot_bench_leo.hparams import PRESETS, tuned_values
+
+STDDEV_FLOOR = 1e-10  # reference code: tf.maximum(stddev, 1e-10)
+NAN_FALLBACK_SCALE = 1e-4  # reference code: the NaN step's loss is 1e-4 / lambda1 * L2 penalty
+
+_MINI_1 = PRESETS["paper"][("mini", 1)]
+
+
+@dataclass
+class LEOConfig(LearnerConfig):
+    """LEO hyperparameters; the defaults are the paper's Table 6 for miniImageNet 1-shot."""
+
+    outer_lr: float = _MINI_1["outer_lr"]
+    meta_batch_size: int = 12
+    grad_clip_value: float | None = 0.1
+    grad_clip_norm: float | None = 0.1
+    latent_dim: int = 64
+    latent_steps: int = 5
+    finetune_steps: int = 5
+    inner_lr_init: float = 1.0
+    finetune_lr_init: float = 1e-3
+    kl_weight: float = _MINI_1["kl_weight"]
+    encoder_penalty_weight: float = _MINI_1["encoder_penalty_weight"]
+    l2_penalty_weight: float = _MINI_1["l2_penalty_weight"]
+    orthogonality_penalty_weight: float = _MINI_1["orthogonality_penalty_weight"]
+    dropout_rate: float = _MINI_1["dropout_rate"]
+    # Sample latents and weights in training (False: the "deterministic" ablation).
+    stochastic: bool = True
+    # Where the initial latents come from: the encoder + relation network, or the prior N(0, I).
+    prior: Literal["encoder", "random"] = "encoder"
+    # per-example: the class latent tiled over K and sampled per copy, logits averaged over
+    # the K decoded weights (reference code); per-class: one latent per class (Eq. 3-4).
+    latent_copies: Literal["per-example", "per-class"] = "per-example"
+    # reference: the reference code's reductions (MC KL and squared error averaged over
+    # elements, l2_loss = sum/2, mean orthogonality error), under which Table 6 was tuned;
+    # equations: Eq. 6-7 read literally (analytic KL and squared norms summed over Z,
+    # sum of squares, Frobenius norm).
+    objective: Literal["reference", "equations"] = "reference"
+
+
+@dataclass
+class Decoded:
+    """One draw of classifier weights from the decoder (Eq. 4), kept for the latent gradient."""
+
+    weights: Tensor  # [B, N, D]: the mean of each class's C weight samples (all the logits need)
+    raw_stddev: Tensor | None  # [B, N, C, D]; None when means are used
+    noise: Tensor | None  # [B, N, C, D] standard-normal draws
+
+
+@dataclass
+class Adaptation:
+    """What the inner loops produced for a batch of episodes."""
+
+    z_init: Tensor  # [B, N, C, Z] latents from the encoder (or the prior)
+    z_adapted: Tensor  # [B, N, C, Z] after the latent inner loop
+    kl: Tensor  # scalar KL term (0 without sampling)
+    decoded_weights: Tensor  # [B, N, D] decoded from z_adapted, before fine-tuning
+    weights: Tensor  # [B, N, D] after fine-tuning: the final classifier
+
+
+def glorot_uniform(fan_in: int, fan_out: int, dtype: torch.dtype) -> nn.Parameter:
+    """An input-major [fan_in, fan_out] weight drawn Glorot-uniform, as the reference code initialises."""
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return nn.Parameter(torch.empty(fan_in, fan_out, dtype=dtype).uniform_(-limit, limit))
+
+
+def stddev(raw: Tensor, offset: float) -> Tensor:
+    """``exp(raw) - (1 - offset)`` floored at 1e-10: never the raw output, which can go negative."""
+    return (raw.exp() - (1.0 - offset)).clamp_min(STDDEV_FLOOR)
+
+
+def orthogonality_penalty(weight: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
+    """Error of the rows' correlation matrix from I: mean (or sum) of (C - I)^2, C = W W^T / (|w_i| |w_j|)."""
+    norms = weight.norm(dim=1, keepdim=True) + 1e-32
+    corr = (weight @ weight.T) / (norms @ norms.T)
+    err = (corr - torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)).pow(2)
+    return err.mean() if reduction == "mean" else err.sum()
+
+
+class LatentEmbeddingOptimization(Learner):
+    """LEO: encode the support set into per-class latents, adapt them by gradient descent, decode weights."""
+
+    name: ClassVar[str] = ""  # the registered subclasses in learners.py name themselves
+    Config: ClassVar[type] = LEOConfig
+    tuned_settings = (("mini", 1), ("mini", 5), ("tiered", 1), ("tiered", 5))
+
+    def __init__(self, config: LEOConfig, task: TaskSpec) -> None:
+        super().__init__(config, task)
+        self._check(config)
+        dtype = getattr(torch, config.dtype)
+        d, z = task.feature_dim, config.latent_dim
+        if config.prior == "encoder":
+            self.encoder_weight = glorot_uniform(d, z, dtype)
+            self.relation_weights = nn.ParameterList([glorot_uniform(2 * z, 2 * z, dtype) for _ in range(3)])
+        # Input-major [Z, 2D] (as the reference stores it): the orthogonality penalty is over its rows.
+        self.decoder_weight = glorot_uniform(z, 2 * d, dtype)
+        if config.latent_steps > 0:
+            self.inner_lr = nn.Parameter(torch.full((z,), config.inner_lr_init, dtype=dtype))
+        if config.finetune_steps > 0:
+            self.finetune_lr = nn.Parameter(torch.full((d,), config.finetune_lr_init, dtype=dtype))
+        # A Glorot-like floor on the weights' stddev: sqrt(2 / (fan_in + fan_out)).
+        self.weight_stddev_offset = math.sqrt(2.0 / (d + task.n_way))
+
+    @classmethod
+    def default_config(cls, dataset: str, k_shot: int, preset: str = "paper") -> LEOConfig:
+        """The preset's tuned values (paper Table 6 or the reference README) for (dataset, shot)."""
+        return cls.Config(**tuned_values(dataset, k_shot, preset))
+
+    @staticmethod
+    def _check(config: LEOConfig) -> None:
+        if config.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be at least 1, got {config.latent_dim}")
+        if config.latent_steps < 0 or config.finetune_steps < 0:
+            raise ConfigError("latent_steps and finetune_steps must be 0 or more")
+        if not 0.0 <= config.dropout_rate < 1.0:
+            raise ConfigError(f"dropout_rate must be in [0, 1), got {config.dropout_rate}")
+        hints = typing.get_type_hints(LEOConfig)
+        for key in ("prior", "latent_copies", "objective"):
+            allowed = typing.get_args(hints[key])
+            if getattr(config, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}")
+
+    # --- small pieces ---------------------------------------------------------------------
+
+    @property
+    def sampling(self) -> bool:
+        """Whether latents and weights are sampled: in meta-training only, and not when deterministic."""
+        return self.training and self.config.stochastic
+
+    def dropout(self, x: Tensor) -> Tensor:
+        """Dropout on features (encoder and classifier inputs), in meta-training only; a fresh mask per call."""
+        return F.dropout(x, p=self.config.dropout_rate, training=self.training)
+
+    def network_weights(self) -> list[Tensor]:
+        """The encoder, relation and decoder weight matrices: what the L2 penalty covers (not learning rates)."""
+        weights = [self.decoder_weight]
+        if self.config.prior == "encoder":
+            weights = [self.encoder_weight, *self.relation_weights, *weights]
+        return weights
+
+    # --- Eq. 3: the encoder, the relation network and the latent distribution ----------------
+
+    def encoder(self, support: Tensor) -> Tensor:
+        """Linear codes of the (dropped-out) support features: [B, N, K, D] -> [B, N, K, Z]."""
+        return self.dropout(support) @ self.encoder_weight
+
+    def relation_network(self, codes: Tensor) -> Tensor:
+        """All (NK)^2 ordered pairs [h_i, h_j] through a 3-layer ReLU MLP, averaged over j: -> [B, N, K, 2Z].
+
+        The first layer on a concatenated pair is split into its left and right halves,
+        ``[h_i, h_j] W1 = h_i W1[:Z] + h_j W1[Z:]``: the same numbers without building the pairs.
+        """
+        b, n, k, z = codes.shape
+        h = codes.reshape(b, n * k, z)
+        w1, w2, w3 = self.relation_weights
+        pairs = (h @ w1[:z]).unsqueeze(2) + (h @ w1[z:]).unsqueeze(1)  # [B, i, j, 2Z]
+        out = torch.relu(torch.relu(pairs) @ w2) @ w3
+        return out.mean(dim=2).reshape(b, n, k, 2 * z)
+
+    def average_codes_per_class(self, params: Tensor) -> Tensor:
+        """Mean over the K examples of each class, then one copy per weight sample: -> [B, N, C, 2Z]."""
+        copies = self.copies(params.shape[2])
+        return params.mean(dim=2, keepdim=True).expand(-1, -1, copies, -1)
+
+    def copies(self, k_shot: int) -> int:
+        """C, the latents (and weight samples) per class."""
+        return k_shot if self.config.latent_copies == "per-example" else 1
+
+    def sample_latents(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Latents from (mean, raw stddev): a reparameterised sample in training, else the mean; and the KL."""
+        mean, raw = params.chunk(2, dim=-1)
+        if not self.sampling:
+            return mean, mean.new_zeros(())
+        std = stddev(raw, offset=0.0)
+        noise = torch.randn_like(mean)
+        z = mean + std * noise
+        return z, self.kl_divergence(z, noise, mean, std)
+
+    def kl_divergence(self, z: Tensor, noise: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """KL(q(z | D_tr) || N(0, I)) of Eq. 6: a Monte-Carlo estimate (reference) or the closed form (equations).
+
+        The Monte-Carlo term is ``log q(z) - log N(z; 0, I)`` at the sampled z, averaged over
+        elements; ``(z - mean) / std`` is exactly the drawn noise, which keeps it finite even
+        when the stddev sits at its floor.
+        """
+        if self.config.objective == "reference":
+            return (0.5 * z.pow(2) - 0.5 * noise.pow(2) - std.log()).mean()
+        per_dim = 0.5 * (mean.pow(2) + std.pow(2) - 1.0) - std.log()
+        return per_dim.sum(-1).mean()
+
+    def encode(self, support: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 3: support [B, N, K, D] -> initial latents [B, N, C, Z] and their KL term."""
+        params = self.average_codes_per_class(self.relation_network(self.encoder(support)))
+        return self.sample_latents(params)
+
+    def random_prior(self, support: Tensor) -> tuple[Tensor, Tensor]:
+        """The "random prior" ablation: latents from p(z) = N(0, I) (its mean, 0, at evaluation); KL 0."""
+        b, n, k, _ = support.shape
+        shape = (b, n, self.copies(k), self.config.latent_dim)
+        if not self.sampling:
+            return support.new_zeros(shape), support.new_zeros(())
+        return torch.randn(shape, dtype=support.dtype, device=support.device), support.new_zeros(())
+
+    # --- Eq. 4: the decoder ----------------------------------------------------------------
+
+    def decoder(self, z: Tensor) -> Decoded:
+        """Classifier weights from latents [B, N, C, Z]: sampled in training, the means otherwise."""
+        d = self.task.feature_dim
+        params = z @ self.decoder_weight
+        mean, raw = params[..., :d], params[..., d:]
+        if not self.sampling:
+            return Decoded(mean.mean(dim=2), None, None)
+        noise = torch.randn_like(mean)
+        w = mean + stddev(raw, self.weight_stddev_offset) * noise
+        return Decoded(w.mean(dim=2), raw, noise)
+
+    def latent_gradient(self, decoded: Decoded, grad_weights: Tensor, copies: int) -> Tensor:
+        """dL/dz [B, N, C, Z] from dL/dw [B, N, D] of the averaged class weights (chain rule through Eq. 4).
+
+        Each of a class's C weight samples enters the logits with weight 1/C; a sample is
+        ``mean + stddev(raw) * noise``, and the floor of the stddev passes no gradient.
+        """
+        d = self.task.feature_dim
+        g = grad_weights.unsqueeze(2) / copies  # [B, N, 1, D]: the same for every sample
+        grad_z = g @ self.decoder_weight[:, :d].T
+        if decoded.raw_stddev is None:
+            return grad_z
+        exp_raw = decoded.raw_stddev.exp()
+        slope = torch.where(exp_raw - (1.0 - self.weight_stddev_offset) > STDDEV_FLOOR, exp_raw, 0.0)
+        return grad_z + (g * decoded.noise * slope) @ self.decoder_weight[:, d:].T
+
+    # --- Eq. 5 and the inner loops -----------------------------------------------------------
+
+    def support_loss_grad(self, support: Tensor, onehot: Tensor, weights: Tensor) -> Tensor:
+        """Gradient of Eq. 5 (support cross-entropy summed over examples) w.r.t. the class weights, with fresh dropout."""
+        return support_loss_grad(self.dropout(support), onehot, weights)
+
+    def leo_inner_loop(self, support: Tensor, onehot: Tensor, z: Tensor) -> Tensor:
+        """Algorithm 1, lines 10-14: ``z <- z - alpha * dL_train/dz``, weights re-decoded (re-sampled) each step."""
+        for _ in range(self.config.latent_steps):
+            decoded = self.decoder(z)
+            grad_w = self.support_loss_grad(support, onehot, decoded.weights)
+            z = z - self.inner_lr * self.latent_gradient(decoded, grad_w, z.shape[2])
+        return z
+
+    def finetuning_inner_loop(self, support: Tensor, onehot: Tensor, weights: Tensor, copies: int) -> Tensor:
+        """Section 4.2.3: ``w <- w - beta * dL_train/dw`` on the decoded weights, beta per feature dim.
+
+        Every one of a class's C samples moves by ``beta * g / C``, so their mean (all the
+        logits use) moves by the same amount.
+        """
+        for _ in range(self.config.finetune_steps):
+            weights = weights - self.finetune_lr * self.support_loss_grad(support, onehot, weights) / copies
+        return weights
+
+    def adapt(self, batch: EpisodeBatch) -> Adaptation:
+        """Encode (or draw from the prior), adapt in latent space, decode, fine-tune: the whole inner loop."""
+        support = flat(batch.support)
+        onehot = onehot_labels(batch.support_labels, batch.n_way, support.dtype)
+        if self.config.prior == "encoder":
+            z_init, kl = self.encode(batch.support)
+        else:
+            z_init, kl = self.random_prior(batch.support)
+        z = self.leo_inner_loop(support, onehot, z_init)
+        decoded = self.decoder(z).weights
+        weights = self.finetuning_inner_loop(support, onehot, decoded, z.shape[2])
+        return Adaptation(z_init, z, kl, decoded, weights)
+
+    def classifier_logits(self, x: Tensor, weights: Tensor) -> Tensor:
+        """Logits of the linear softmax classifier on (dropped-out) features x [B, N, Q, D]."""
+        return linear_logits(self.dropout(x), weights)
+
+    # --- the learner contract ----------------------------------------------------------------
+
+    def predict(self, batch: EpisodeBatch) -> Tensor:
+        """Query logits [B, N, Q, N]; at evaluation (means, no dropout) nothing is recorded for autograd."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
+            return self.classifier_logits(batch.query, self.adapt(batch).weights)
+
+    def encoder_penalty(self, adaptation: Adaptation) -> Tensor:
+        """Eq. 6's third term: squared distance of the initial latents to the (stop-gradient) adapted ones."""
+        err = (adaptation.z_adapted.detach() - adaptation.z_init).pow(2)
+        return err.mean() if self.config.objective == "reference" else err.sum(-1).mean()
+
+    def l2_penalty(self) -> Tensor:
+        """Sum of ``sum(w^2) / 2`` (TensorFlow's l2_loss) over the network weights."""
+        return sum(0.5 * w.pow(2).sum() for w in self.network_weights())
+
+    def regularisation(self) -> tuple[Tensor, Tensor]:
+        """Eq. 7's two terms, unweighted: the L2 penalty and the decoder's orthogonality penalty."""
+        if self.config.objective == "reference":
+            return self.l2_penalty(), orthogonality_penalty(self.decoder_weight, "mean")
+        return 2.0 * self.l2_penalty(), orthogonality_penalty(self.decoder_weight, "sum")
+
+    def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
+        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty, averaged over episodes, + R."""
+        cfg = self.config
+        adaptation = self.adapt(batch)
+        logits = self.classifier_logits(batch.query, adaptation.weights)
+        query_loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
+        enc_penalty = self.encoder_penalty(adaptation)
+        l2, ortho = self.regularisation()
+        loss = (
+            query_loss
+            + cfg.kl_weight * adaptation.kl
+            + cfg.encoder_penalty_weight * enc_penalty
+            + cfg.l2_penalty_weight * l2
+            + cfg.orthogonality_penalty_weight * ortho
+        )
+        accuracy = (logits.argmax(-1) == batch.query_labels).to(logits.dtype).mean()
+        metrics = {
+            "query_loss": query_loss,
+            "kl": adaptation.kl,
+            "encoder_penalty": enc_penalty,
+            "l2_penalty": l2,
+            "orthogonality_penalty": ortho,
+            "train_accuracy": accuracy,
+        }
+        return LossOutput(loss, {k: v.detach() for k, v in metrics.items()})
+
+    def nan_fallback_loss(self) -> Tensor:
+        """``1e-4 / lambda1 * (lambda1 * L2)``: its gradient ``1e-4 * w`` pulls the weights back on a NaN step."""
+        return NAN_FALLBACK_SCALE * self.l2_penalty()
