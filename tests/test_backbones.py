@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from fewshot_bench.backbones.embed import decode_field, encode_field
+from fewshot_bench.backbones.checkpoint import backbone_options
 from fewshot_bench.cli import main
+from fewshot_bench.hookspecs import hookimpl
+from fewshot_bench.plugins import load_plugins
 from fewshot_bench.data.leo import read_embeddings
 from fewshot_bench.errors import ConfigError
 
@@ -81,6 +84,45 @@ def test_full_size_wrn_28_10_has_640_dim_layer_21_features(host):
 def test_wrn_rejects_impossible_depth(host):
     with pytest.raises(ConfigError, match="6n \\+ 4"):
         host.backbone("wrn-28-10")(depth=12)
+
+
+def test_backbones_command_lists_builtins_with_options(cli):
+    r = cli("backbones", "--json")
+    rows = {row["backbone"]: row for row in r.json()["backbones"]}
+    assert r.code == 0 and {"conv4", "resnet12", "wrn-28-10"} <= set(rows)
+    assert "widen=10" in rows["wrn-28-10"]["options (--set)"]
+
+
+def test_a_third_party_backbone_registers_through_the_hook():
+    class Tiny(torch.nn.Module):
+        feature_dim = 3
+
+        def __init__(self, in_channels: int = 1, scale: float = 1.0) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(in_channels, 3)
+
+        def forward(self, x):
+            return self.lin(x.mean(dim=(2, 3)))
+
+    class Plugin:
+        @hookimpl
+        def fewshot_bench_register_backbones(self, register):
+            register("tiny", Tiny)
+            register("conv4", Tiny)  # a duplicate of a built-in is refused, not swapped in
+
+    host = load_plugins(extra=[("my-plugin", Plugin())])
+    assert host.backbone("tiny") is Tiny and host.backbone("conv4") is not Tiny
+    assert any("duplicate backbone name 'conv4'" in f.error for f in host.failures)
+    assert backbone_options(Tiny) == {"scale": 1.0}
+
+
+def test_a_second_pretraining_on_the_same_checkpoint_is_refused(cli, omniglot, tmp_path):
+    (tmp_path / "c.pt.lock").write_text(str(os.getpid()))  # a live process holds it
+    r = cli("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--out", tmp_path / "c.pt", "--epochs", "1", *TINY)
+    assert r.code == 1 and "another pretraining process" in r.err and not (tmp_path / "c.pt").exists()
+    (tmp_path / "c.pt.lock").write_text("999999999")  # stale: no such process
+    assert cli("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--out", tmp_path / "c.pt", "--epochs", "1", *TINY).code == 0
+    assert not (tmp_path / "c.pt.lock").exists()
 
 
 def test_key_fields_escape_the_separator():

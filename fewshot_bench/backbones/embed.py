@@ -29,6 +29,7 @@ from fewshot_bench.backbones.checkpoint import load_checkpoint, model_from_check
 from fewshot_bench.data.images import ImageDataset, ImageSpec, ImageSplit, center_crop, load_images
 from fewshot_bench.errors import ConfigError, DataError
 
+CPU = torch.device("cpu")
 FORMATS = ("npz", "pkl")
 MANIFEST = "embeddings.json"
 
@@ -59,7 +60,7 @@ def make_keys(split: ImageSplit) -> list[str]:
 
 @torch.no_grad()
 def embed_split(model: nn.Module, split: ImageSplit, spec: ImageSpec, batch_size: int = 256,
-                device: torch.device = torch.device("cpu"), progress: bool = False) -> np.ndarray:
+                device: torch.device = CPU, progress: bool = False) -> np.ndarray:
     """Features ``[n, D]`` (float32) of a split's centre crops, in eval mode."""
     model.eval().to(device)
     out = []
@@ -94,7 +95,7 @@ def export_features(
     fmt: str = "npz",
     overwrite: bool = False,
     batch_size: int = 256,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
     max_classes: int | None = None,
     max_images: int | None = None,
     progress: bool = False,

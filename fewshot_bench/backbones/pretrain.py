@@ -10,11 +10,13 @@ resumed run ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -27,6 +29,7 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.train import save_atomic
 
 log = logging.getLogger(__name__)
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -64,6 +67,37 @@ def learning_rate(config: PretrainConfig, step: int, total_steps: int) -> float:
     """The step schedule: ``lr * gamma ** (milestones passed)`` at optimisation step ``step``."""
     passed = sum(step >= round(m * total_steps) for m in config.lr_milestones)
     return config.lr * config.lr_gamma**passed
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` so two pretraining processes never write the same checkpoint."""
+    lock = out.with_name(out.name + ".lock")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+                os.kill(pid, 0)  # raises if that process is gone
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its process died without cleaning up
+                continue
+            except PermissionError:
+                pass
+            raise ConfigError(
+                f"another pretraining process (pid {pid}) is writing {out}; wait for it or use another --out"
+            ) from None
+    else:
+        raise ConfigError(f"cannot lock {out}; remove {lock} if no pretraining is running")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -145,7 +179,7 @@ def pretrain(
     layout: str,
     config: PretrainConfig,
     out: Path,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
     restart: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -155,6 +189,13 @@ def pretrain(
     backbone, options, classes and config (``epochs`` excepted). Returns the final checkpoint.
     """
     config.validate()
+    with exclusive(out):
+        return _pretrain(factory, backbone, options, split, spec, layout, config, out, device, restart, progress)
+
+
+def _pretrain(factory: Callable[..., nn.Module], backbone: str, options: dict[str, Any], split: ImageSplit,
+              spec: ImageSpec, layout: str, config: PretrainConfig, out: Path, device: torch.device,
+              restart: bool, progress: bool) -> dict[str, Any]:
     meta = {
         "format": CHECKPOINT_FORMAT,
         "backbone": backbone,
