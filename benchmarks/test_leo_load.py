@@ -16,7 +16,8 @@ import pytest
 
 from fewshot_bench.data import cache
 from fewshot_bench.data.leo import write_embeddings
-from fewshot_bench.data.leo_datasets import load_split_file
+from fewshot_bench.data.base import DataRequest
+from fewshot_bench.data.leo_datasets import load_leo, load_split_file
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +59,23 @@ def test_tiered_train_warm_load(benchmark, tmp_path_factory):
     path = tiered_train_file(tmp_path_factory)
     _load(path)  # make sure the cache exists
     assert benchmark(_load, path) == "hit"
+
+
+def test_mini_full_dataset_warm_load(benchmark, tmp_path_factory):
+    """All three miniImageNet splits at their published sizes (64/16/20 classes x 600 rows)."""
+    if "mini" not in _made:
+        root = tmp_path_factory.mktemp("mini")
+        rng = np.random.default_rng(1)
+        start = 0
+        for split, n_classes in (("train", 64), ("val", 16), ("test", 20)):
+            names = [f"n{2_000_000 + start + c:08d}" for c in range(n_classes)]
+            start += n_classes
+            keys = [f"{10**17 + i}-{n}-{n}_{i}.JPEG" for n in names for i in range(600)]
+            x = rng.random((len(keys), DIM), dtype=np.float32)
+            write_embeddings(root / "miniImageNet/center" / f"{split}_embeddings.pkl", x, None, keys)
+        _made["mini"] = root
+    request = DataRequest(data_dir=_made["mini"])
+    load_leo("mini", request)  # cold: builds the caches
+    ds = benchmark(load_leo, "mini", request)
+    assert ds.info["cache"] == {"train": "hit", "val": "hit", "test": "hit"}
+    assert ds.split("train").features.shape == (38_400, DIM)

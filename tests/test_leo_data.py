@@ -66,7 +66,8 @@ def test_writer_emits_python2_protocol2_pickles_that_stock_pickle_reads(tmp_path
     raw = path.read_bytes()
     ops = [(op.name, arg) for op, arg, _ in pickletools.genops(raw)]
     assert ops[0] == ("PROTO", 2)
-    assert {a for n, a in ops if n == "GLOBAL"} == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    globals_ = {a for n, a in ops if n == "GLOBAL"}
+    assert globals_ == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
     # Array data is a Python-2 byte string, not Python 3's _codecs.encode of a unicode string.
     assert ("BINSTRING", x.tobytes().decode("latin1")) in ops
     ref = pickle.loads(raw, encoding="latin1")  # how the LEO reference code loads them
@@ -244,7 +245,8 @@ def _corrupt(case: str, root: Path) -> tuple[str, ...]:
         return (f"class '{wnid(2)}'", "has 3 examples")
     if case == "missing-file":
         (root / "miniImageNet/center/val_embeddings.pkl").unlink()
-        return (str(root / "miniImageNet/center/val_embeddings.pkl"), "--data-dir", "FEWSHOT_BENCH_DATA", "data download leo")
+        expected = str(root / "miniImageNet/center/val_embeddings.pkl")
+        return (expected, "--data-dir", "FEWSHOT_BENCH_DATA", "data download leo")
     raise AssertionError(case)
 
 
@@ -348,6 +350,7 @@ def test_loaded_splits_are_grouped_normalised_and_match_the_file(root):
     assert torch.allclose(got.features.norm(dim=1), torch.ones(got.features.shape[0]), atol=1e-5)
     for c, name in enumerate(got.class_names):  # every row sits under the class its key names
         assert {k.split("-")[1] for k in got.keys[got.offsets[c] : got.offsets[c + 1]]} == {name}
+    assert got.keys[np.array([0, 5])] == [got.keys[0], got.keys[5]] and len(got.keys) == 120
     raw = load_leo("mini", _request(root, "multiview", normalize=False)).split("train")
     assert torch.equal(raw.features, torch.from_numpy(e.embeddings[np.argsort(e.row_class, kind="stable")]))
 
@@ -433,10 +436,12 @@ def test_data_check_reports_every_file(cli, root):
     assert res.code == 0, res.err
     table = res.json()
     assert [(r["dataset"], r["crop"], r["split"]) for r in table][:4] == [
-        ("mini", "center", "train"), ("mini", "center", "val"), ("mini", "center", "test"), ("mini", "multiview", "train")
+        ("mini", "center", "train"), ("mini", "center", "val"), ("mini", "center", "test"),
+        ("mini", "multiview", "train"),
     ]
     tiered_train = next(r for r in table if r["dataset"] == "tiered" and r["split"] == "train")
-    assert (tiered_train["classes"], tiered_train["rows"], tiered_train["rows_per_class"], tiered_train["dim"]) == (8, 160, "20", 640)
+    got = tuple(tiered_train[c] for c in ("classes", "rows", "rows_per_class", "dim"))
+    assert got == (8, 160, "20", 640)
     assert all(r["status"].startswith("ok") for r in table) and len(table) == 9
     text = cli("data", "check", "--data-dir", root)
     assert text.code == 0 and "published: 351 classes, 448,695 rows" in text.out

@@ -6,11 +6,26 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fewshot_bench.commands.common import DATA_ENV, add_data_option, data_dir, print_json, print_table, progress_enabled
+from fewshot_bench.commands.common import (
+    DATA_ENV,
+    add_data_option,
+    data_dir,
+    print_json,
+    print_table,
+    progress_enabled,
+)
 from fewshot_bench.data.base import SPLITS
 from fewshot_bench.data.download import LEO_URL, fetch_leo
 from fewshot_bench.data.leo import LEO_FEATURE_DIM
-from fewshot_bench.data.leo_datasets import CROPS, DOWNLOAD_HINT, LEO, leo_directory, load_split_file, published_note, split_file
+from fewshot_bench.data.leo_datasets import (
+    CROPS,
+    DOWNLOAD_HINT,
+    LEO,
+    leo_directory,
+    load_split_file,
+    published_note,
+    split_file,
+)
 from fewshot_bench.errors import DataError
 
 
@@ -78,11 +93,10 @@ def _check_group(dataset: str, crop: str, directory: Path, root: Path) -> list[d
         except DataError as exc:
             row["status"] = f"error: {str(exc).replace(str(path) + ': ', '').replace(str(path), 'file')}"
             continue
-        counts = fs.counts
+        lo, hi = int(fs.counts.min()), int(fs.counts.max())
         note = published_note(name, split, fs.num_classes, int(fs.offsets[-1]))
         row.update(classes=fs.num_classes, rows=int(fs.offsets[-1]),
-                   rows_per_class=f"{counts.min()}-{counts.max()}" if counts.min() != counts.max() else str(counts.min()),
-                   dim=fs.feature_dim, cache=cached.status, status="ok" + (f" ({note})" if note else ""))
+                   rows_per_class=f"{lo}-{hi}" if lo != hi else str(lo), dim=fs.feature_dim, cache=cached.status, status="ok" + (f" ({note})" if note else ""))
         for other, names in classes.items():
             shared = sorted(set(names) & set(fs.class_names))
             if shared:

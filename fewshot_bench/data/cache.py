@@ -84,8 +84,9 @@ class KeyList(Sequence[str]):
         return int(self.raw.shape[0])
 
     def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [b.decode("utf-8") for b in self.raw[i].tolist()]
+        if isinstance(i, (slice, list, np.ndarray, torch.Tensor)):  # several rows: a list of keys
+            index = i.cpu().numpy() if isinstance(i, torch.Tensor) else i
+            return [b.decode("utf-8") for b in self.raw[index].tolist()]
         return bytes(self.raw[i]).decode("utf-8")
 
     def __iter__(self) -> Iterator[str]:
@@ -151,7 +152,12 @@ def _try_open(directory: Path, source: Path, variant: str) -> CachedSplit | None
         rows, dim = int(index["rows"]), int(index["dim"])
         offsets = np.asarray(index["offsets"], dtype=np.int64)
         class_names = list(index["class_names"])
-        if len(offsets) != len(class_names) + 1 or offsets[0] != 0 or offsets[-1] != rows or np.any(np.diff(offsets) < 1):
+        if (
+            len(offsets) != len(class_names) + 1
+            or offsets[0] != 0
+            or offsets[-1] != rows
+            or np.any(np.diff(offsets) < 1)
+        ):
             raise ValueError("its class offsets are inconsistent")
         features = _open_npy(directory / names["features"], (rows, dim), np.dtype(np.float32), "c")
         keys = _open_npy(directory / names["keys"], (rows,), np.dtype(f"S{index['key_bytes']}"), "r")

@@ -127,7 +127,8 @@ def download(
             if resp.status == 206:
                 m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if not m or int(m.group(1)) != offset:
-                    raise DataError(f"{url} answered a resume with an unexpected range {resp.headers.get('Content-Range')!r}")
+                    got = resp.headers.get("Content-Range")
+                    raise DataError(f"{url} answered a resume from byte {offset} with the range {got!r}")
                 total = None if m.group(3) == "*" else int(m.group(3))
             else:  # 200: the whole file (first attempt, no range support, or it changed)
                 offset = resumed_from = 0

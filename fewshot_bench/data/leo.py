@@ -356,8 +356,8 @@ def validate(
         raise DataError(f"{path}: {len(key_list)} keys for {n} embedding rows; expected one key per row")
     if labels is not None:
         if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
-            shape = getattr(labels, "shape", type(labels).__name__)
-            raise DataError(f"{path}: 'labels' is {shape} {getattr(labels, 'dtype', '')}; expected int64 [n]".replace("  ", " "))
+            what = f"{labels.shape} {labels.dtype}" if isinstance(labels, np.ndarray) else type(labels).__name__
+            raise DataError(f"{path}: 'labels' is {what}; expected int64 [n]")
         if labels.shape[0] != n:
             raise DataError(f"{path}: {labels.shape[0]} labels for {n} embedding rows; expected one label per row")
         labels = labels.astype(np.int64, copy=False)
@@ -419,11 +419,13 @@ def read_embeddings(path: Path, *, dim: int | None = None, numeric_prefix: bool 
     missing = [f for f in ("embeddings", "keys") if f not in names]
     extra = sorted(str(k) for k in names if k not in FIELDS)
     if missing or extra:
-        what = (f"lacks {', '.join(map(repr, missing))}" if missing else "") + (
-            ("; " if missing and extra else "") + f"has unexpected {', '.join(map(repr, extra))}" if extra else ""
+        problems = ([f"lacks {', '.join(map(repr, missing))}"] if missing else []) + (
+            [f"has unexpected {', '.join(map(repr, extra))}"] if extra else []
         )
-        raise DataError(f"{path} {what}; expected exactly {', '.join(FIELDS)} ('labels' optional)")
-    return validate(path, names["embeddings"], names.get("labels"), names["keys"], dim=dim, numeric_prefix=numeric_prefix)
+        raise DataError(f"{path} {'; '.join(problems)}; expected exactly {', '.join(FIELDS)} ('labels' optional)")
+    return validate(
+        path, names["embeddings"], names.get("labels"), names["keys"], dim=dim, numeric_prefix=numeric_prefix
+    )
 
 
 # --- writing -----------------------------------------------------------------------------

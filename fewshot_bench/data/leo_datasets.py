@@ -126,7 +126,9 @@ def load_split_file(
     return split_, cached
 
 
-def _load_dir(directory: Path, dataset: str, request: DataRequest, dim: int | None, numeric_prefix: bool) -> FeatureDataset:
+def _load_dir(
+    directory: Path, dataset: str, request: DataRequest, dim: int | None, numeric_prefix: bool
+) -> FeatureDataset:
     """All three splits of one directory, checked for class overlap."""
     paths = {}
     for split in SPLITS:
