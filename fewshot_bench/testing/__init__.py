@@ -1,0 +1,74 @@
+"""Conformance checks for learner plugins, as plain functions and as a pytest plugin.
+
+Run every check on a learner class from Python::
+
+    from fewshot_bench.testing import run_checks
+    results = run_checks(MyLearner)
+
+or from pytest, one test per check (the scikit-learn ``parametrize_with_checks`` pattern)::
+
+    from fewshot_bench.testing import parametrize_with_checks
+
+    @parametrize_with_checks([MyLearner])
+    def test_conformance(learner, check):
+        check(learner)
+
+Loading this module as a pytest plugin (``pytest -p fewshot_bench.testing``) adds the
+``--fewshot-check-budget`` and ``--fewshot-check-steps`` options and the ``check_options``
+and ``check_learner`` fixtures. ``fewshot-bench check-plugin LEARNER`` runs the same checks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from fewshot_bench.testing.checks import (
+    CHECKS,
+    Check,
+    CheckFailed,
+    CheckResult,
+    CheckSkipped,
+    run_check,
+    run_checks,
+)
+from fewshot_bench.testing.harness import BUDGET_ENV, CheckOptions, default_options, set_default_options
+
+__all__ = [
+    "BUDGET_ENV",
+    "CHECKS",
+    "Check",
+    "CheckFailed",
+    "CheckOptions",
+    "CheckResult",
+    "CheckSkipped",
+    "default_options",
+    "parametrize_with_checks",
+    "run_check",
+    "run_checks",
+    "set_default_options",
+]
+
+
+def parametrize_with_checks(learners, checks=None):
+    """A ``pytest.mark.parametrize`` over (learner class, check) pairs, one test id per pair.
+
+    :param learners: Learner classes to check.
+    :param checks: Names of the checks to run (default: all of ``CHECKS``).
+    """
+    import pytest
+
+    chosen = [CHECKS[name] for name in (checks or CHECKS)]
+    pairs = [(cls, chk) for cls in learners for chk in chosen]
+    return pytest.mark.parametrize("learner, check", pairs, ids=[f"{cls.name}-{chk.name}" for cls, chk in pairs])
+
+
+# The pytest hooks and fixtures live here so that ``-p fewshot_bench.testing`` finds them;
+# they are defined only where pytest is installed (the CLI does not need it).
+if importlib.util.find_spec("pytest") is not None:
+    from fewshot_bench.testing.pytest_plugin import (  # noqa: F401
+        check_learner,
+        check_options,
+        pytest_addoption,
+        pytest_configure,
+        pytest_unconfigure,
+    )

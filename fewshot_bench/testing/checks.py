@@ -1,0 +1,491 @@
+"""The conformance checks: plain functions, each proving one rule of the Learner contract.
+
+Every check takes a learner class and :class:`CheckOptions`, returns a one-line detail on
+success, raises :class:`CheckFailed` (an ``AssertionError``) naming what is wrong, or
+:class:`CheckSkipped` (a ``unittest.SkipTest``, so pytest reports a skip) when the rule
+does not apply, e.g. meta-training a learner with nothing to meta-train.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import math
+import time
+import traceback
+import unittest
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from fewshot_bench.config import config_to_dict
+from fewshot_bench.episodes import TRAIN_QUERY
+from fewshot_bench.evaluate import evaluate
+from fewshot_bench.learner import LEARNER_NAME, Learner, LearnerConfig, LossOutput
+from fewshot_bench.tasks import task_kind
+from fewshot_bench.testing.harness import (
+    BUDGET_ENV,
+    KIND_SETTINGS,
+    CheckOptions,
+    KindSetting,
+    close,
+    concat,
+    dataset,
+    default_options,
+    episodes,
+    make_learner,
+    max_diff,
+)
+from fewshot_bench.train import MetaTrainer, TrainOptions
+
+
+class CheckFailed(AssertionError):
+    """A learner broke the rule a check tests; the message says which and how."""
+
+
+class CheckSkipped(unittest.SkipTest):
+    """The rule a check tests does not apply to this learner."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named conformance check; call it with a learner class to run it (raises on failure)."""
+
+    name: str
+    summary: str
+    func: Callable[[type[Learner], CheckOptions], str]
+
+    def __call__(self, learner: type[Learner], options: CheckOptions | None = None) -> str:
+        """Run the check; returns its detail line, raises CheckFailed or CheckSkipped."""
+        torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
+        return self.func(learner, options or default_options())
+
+    def __repr__(self) -> str:
+        return f"Check({self.name})"
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check: ``status`` is passed, failed or skipped."""
+
+    check: str
+    status: str
+    detail: str
+    seconds: float
+    traceback: str | None = None
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str, summary: str) -> Callable:
+    """Register a check function under ``name`` (checks run in registration order)."""
+
+    def wrap(func: Callable[[type[Learner], CheckOptions], str]) -> Check:
+        CHECKS[name] = Check(name, summary, func)
+        return CHECKS[name]
+
+    return wrap
+
+
+def fail_unless(condition: bool, message: str) -> None:
+    """Raise CheckFailed with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def run_checks(
+    learner: type[Learner], options: CheckOptions | None = None, only: Iterable[str] | None = None
+) -> list[CheckResult]:
+    """Run the checks (all, or those named in ``only``) on a learner class; never raises for a failing check."""
+    options = options or default_options()
+    names = list(only) if only is not None else list(CHECKS)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise KeyError(f"unknown check(s) {', '.join(unknown)}; known checks: {', '.join(CHECKS)}")
+    return [run_check(CHECKS[n], learner, options) for n in names]
+
+
+def run_check(chk: Check, learner: type[Learner], options: CheckOptions) -> CheckResult:
+    """Run one check and record its outcome, time and (on an unexpected error) traceback."""
+    t0 = time.perf_counter()
+    try:
+        detail, status, tb = chk(learner, options), "passed", None
+    except CheckSkipped as exc:
+        detail, status, tb = str(exc), "skipped", None
+    except CheckFailed as exc:
+        detail, status, tb = str(exc), "failed", traceback.format_exc()
+    except Exception as exc:  # the learner itself raised: that fails the check, with its traceback
+        detail, status, tb = f"raised {type(exc).__name__}: {exc}", "failed", traceback.format_exc()
+    return CheckResult(chk.name, status, detail, time.perf_counter() - t0, tb)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _predict(learner: Learner, batch) -> torch.Tensor:
+    """Eval-mode predictions, detached (some learners need autograd inside predict)."""
+    learner.eval()
+    return learner.predict(batch).detach()
+
+
+
+def per_kind(
+    cls: type[Learner], body: Callable[[KindSetting], str], only_meta_trainable: bool = False
+) -> str:
+    """Run ``body`` for every task kind the learner claims; returns the details, prefixed by kind when several.
+
+    Kinds the checks have no embedded dataset for are left out (and named); with
+    ``only_meta_trainable``, so are kinds whose implementation has nothing to meta-train.
+    """
+    details, left_out = [], []
+    for kind in cls.kinds:
+        setting = KIND_SETTINGS.get(kind)
+        if setting is None:
+            left_out.append(f"{kind} (no embedded dataset for this kind)")
+        elif only_meta_trainable and not cls.for_kind(kind).meta_trainable:
+            left_out.append(f"{kind} (not meta-trainable: meta_trainable = False)")
+        else:
+            details.append((kind, body(setting)))
+    if not details:
+        raise CheckSkipped("does not apply: " + "; ".join(left_out))
+    text = details[0][1] if len(details) == 1 else "; ".join(f"{k}: {d}" for k, d in details)
+    return text + (f"; left out {', '.join(left_out)}" if left_out else "")
+
+
+# --- the checks ----------------------------------------------------------------------------
+
+
+@check("name", "the name is well formed and no other installed learner uses it")
+def check_name(cls: type[Learner], opts: CheckOptions) -> str:
+    name = getattr(cls, "name", None)
+    fail_unless(
+        isinstance(name, str) and bool(LEARNER_NAME.match(name)),
+        f"name {name!r} must be lower-case letters and digits joined by '-', e.g. 'my-learner'",
+    )
+    description = getattr(cls, "description", "")
+    fail_unless(
+        isinstance(description, str) and description.strip() != "" and "\n" not in description,
+        "description must be one non-empty line (it is shown by `fewshot-bench learners`)",
+    )
+    host = opts.plugin_host()
+    rejected = host.duplicate_learners.get(name, [])
+    if name not in host.learners:
+        return f"{name!r} (not installed yet; no installed learner uses the name)"
+    owner = host.learners[name]
+    fail_unless(
+        _qualname(owner.obj) == _qualname(cls),
+        f"name {name!r} is already taken by {_qualname(owner.obj)} from distribution "
+        f"{owner.plugin.distribution!r}; choose another name",
+    )
+    fail_unless(
+        not rejected,
+        f"name {name!r} is registered again by distribution(s) {', '.join(map(repr, rejected))}; "
+        "every learner name must be unique",
+    )
+    return f"{name!r}, registered by distribution {owner.plugin.distribution!r}"
+
+
+@check("config", "Config is a LearnerConfig dataclass and default_config works for every claimed setting")
+def check_config(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        impl = cls.for_kind(setting.kind)
+        config_cls = impl.Config
+        fail_unless(
+            isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls) and issubclass(config_cls, LearnerConfig),
+            f"{impl.__qualname__}.Config must be a @dataclass extending fewshot_bench.LearnerConfig",
+        )
+        settings = list(dict.fromkeys([*impl.tuned_settings, *((setting.dataset, k) for k in setting.shots)]))
+        for data, k_shot in settings:
+            where = f"{impl.__qualname__}.default_config({data!r}, {k_shot})"
+            config = impl.default_config(data, k_shot)
+            fail_unless(isinstance(config, config_cls), f"{where} returned {type(config).__name__}, not {config_cls.__name__}")
+            try:
+                json.dumps(config_to_dict(config))
+            except TypeError as exc:
+                raise CheckFailed(f"{where} is not JSON-serialisable (run keys hash it): {exc}") from None
+            dtype = getattr(torch, str(config.dtype), None)
+            fail_unless(
+                isinstance(dtype, torch.dtype) and dtype.is_floating_point,
+                f"{where}.dtype = {config.dtype!r} is not a torch floating-point type such as 'float32'",
+            )
+            fail_unless(int(config.meta_batch_size) >= 1, f"{where}.meta_batch_size must be at least 1")
+            fail_unless(float(config.outer_lr) > 0, f"{where}.outer_lr must be positive")
+        return f"{len(settings)} setting{'s' if len(settings) != 1 else ''} (" + ", ".join(f"{d}/{k}-shot" for d, k in settings) + ")"
+
+    return per_kind(cls, body)
+
+
+@check("predict", "predict returns finite predictions of the kind's shape and leaves the batch untouched")
+def check_predict(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        for k_shot in setting.shots:
+            learner = make_learner(cls, opts, setting, k_shot)
+            batch = episodes(opts, setting, k_shot, learner)
+            before = (batch.support.clone(), batch.query.clone())
+            out = _predict(learner, batch)
+            fail_unless(isinstance(out, torch.Tensor), f"predict returned {type(out).__name__}, not a tensor")
+            expected = tuple(setting.trivial(batch).shape)
+            fail_unless(
+                tuple(out.shape) == expected,
+                f"{k_shot}-shot {setting.kind}: predict returned shape {list(out.shape)}, expected {list(expected)} "
+                + ("[B, N, Q, N]" if setting.kind == "classification" else "[B, 1, Q, 1]"),
+            )
+            fail_unless(out.is_floating_point(), f"predict returned {out.dtype}; return floating-point scores")
+            bad = int((~out.isfinite()).sum())
+            fail_unless(bad == 0, f"{k_shot}-shot {setting.kind}: {bad} of {out.numel()} predictions are NaN or infinite")
+            fail_unless(
+                torch.equal(before[0], batch.support) and torch.equal(before[1], batch.query),
+                "predict modified the episode batch in place; clone before changing features",
+            )
+        return f"finite {list(out.shape[1:])} per episode for K = {', '.join(map(str, setting.shots))}"
+
+    return per_kind(cls, body)
+
+
+@check("meta-loss", "meta_loss returns a finite scalar whose gradients reach the parameters")
+def check_meta_loss(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        learner = make_learner(cls, opts, setting, setting.train_shot)
+        params = [p for p in learner.parameters() if p.requires_grad]
+        fail_unless(bool(params), "a meta-trainable learner needs trainable parameters; set meta_trainable = False otherwise")
+        learner.train()
+        out = learner.meta_loss(episodes(opts, setting, setting.train_shot, learner, split="train"))
+        fail_unless(isinstance(out, LossOutput), f"meta_loss returned {type(out).__name__}, not fewshot_bench.LossOutput")
+        loss = out.loss
+        fail_unless(isinstance(loss, torch.Tensor) and loss.ndim == 0, "LossOutput.loss must be a scalar tensor")
+        fail_unless(bool(loss.detach().isfinite()), f"meta_loss is {float(loss.detach())} on a fresh learner")
+        fail_unless(loss.requires_grad, "LossOutput.loss does not require grad: it must be computed from the parameters")
+        for key, value in out.metrics.items():
+            fail_unless(
+                not (isinstance(value, torch.Tensor) and (value.requires_grad or value.numel() != 1)),
+                f"metric {key!r} must be a detached scalar (call .detach()); it keeps the graph alive",
+            )
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        reached = sum(1 for g in grads if g is not None and bool(g.abs().sum() > 0))
+        fail_unless(reached > 0, "meta_loss gives no gradient to any parameter")
+        bad = sum(1 for g in grads if g is not None and not bool(g.isfinite().all()))
+        fail_unless(bad == 0, f"{bad} parameter gradient(s) of meta_loss are not finite on a fresh learner")
+        return f"loss {float(loss.detach()):.4f}; gradients reach {reached} of {len(params)} parameter tensors"
+
+    return per_kind(cls, body, only_meta_trainable=True)
+
+
+@check("deterministic", "the same seed gives the same learner and the same predictions")
+def check_deterministic(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        a = make_learner(cls, opts, setting, k_shot)
+        b = make_learner(cls, opts, setting, k_shot)
+        batch = episodes(opts, setting, k_shot, a)
+        first = _predict(a, batch)
+        diff = max_diff(first, _predict(b, batch))
+        fail_unless(
+            diff == 0.0,
+            f"two learners built after torch.manual_seed({opts.seed}) predict differently (max diff {diff:.3g}): "
+            "draw every random initial value from torch's global generator",
+        )
+        diff = max_diff(first, _predict(a, batch))
+        fail_unless(
+            diff == 0.0,
+            f"predicting the same batch twice in eval mode differs (max diff {diff:.3g}): eval mode must "
+            "not sample or keep state between calls",
+        )
+        return "identical predictions from equal seeds and from repeated calls"
+
+    return per_kind(cls, body)
+
+
+@check("permutation", "permuting the episodes of a batch permutes the predictions")
+def check_permutation(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        learner = make_learner(cls, opts, setting, k_shot)
+        batch = episodes(opts, setting, k_shot, learner, size=max(3, opts.batch_episodes))
+        perm = torch.roll(torch.arange(batch.batch_size).flip(0), 1)  # moves every episode
+        ref = _predict(learner, batch)[perm]
+        out = _predict(learner, batch.select(perm))
+        diff = max_diff(out, ref)
+        fail_unless(
+            close(out, ref, opts.rtol),
+            f"episode predictions depend on their position in the batch (max diff {diff:.3g}); "
+            "compute each episode from its own support set only",
+        )
+        return f"max diff {diff:.2g} over {batch.batch_size} permuted episodes"
+
+    return per_kind(cls, body)
+
+
+@check("isolation", "changing one episode's data does not change another episode's predictions")
+def check_isolation(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        learner = make_learner(cls, opts, setting, k_shot)
+        batch = episodes(opts, setting, k_shot, learner, size=max(2, opts.batch_episodes))
+        # Episode 0 is replaced by an episode of the training split; the others are kept.
+        other = episodes(opts, setting, k_shot, learner, size=1, split="train")
+        changed = concat([other, batch.select(slice(1, None))])
+        ref = _predict(learner, batch)[1:]
+        out = _predict(learner, changed)[1:]
+        diff = max_diff(out, ref)
+        fail_unless(
+            close(out, ref, opts.rtol),
+            f"replacing episode 0 changed the predictions for episodes 1..{batch.batch_size - 1} (max diff {diff:.3g}): "
+            "information leaks between the episodes of a batch (e.g. statistics over the batch dimension)",
+        )
+        return f"max diff {diff:.2g} on the {batch.batch_size - 1} untouched episodes"
+
+    return per_kind(cls, body)
+
+
+@check("batching", "a batch of episodes predicts what the episodes predict one at a time")
+def check_batching(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        learner = make_learner(cls, opts, setting, k_shot)
+        batch = episodes(opts, setting, k_shot, learner)
+        together = _predict(learner, batch)
+        alone = torch.cat([_predict(learner, batch.select(slice(i, i + 1))) for i in range(batch.batch_size)])
+        diff = max_diff(together, alone)
+        fail_unless(
+            close(together, alone, opts.rtol),
+            f"batched and one-at-a-time predictions differ (max diff {diff:.3g}); results must not depend on the batch size",
+        )
+        return f"max diff {diff:.2g} over {batch.batch_size} episodes"
+
+    return per_kind(cls, body)
+
+
+@check("state-dict", "state_dict round-trips into a fresh instance with identical predictions")
+def check_state_dict(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        source = make_learner(cls, opts, setting, k_shot)
+        state = source.state_dict()
+        if not state:
+            return "no state to save (no parameters or buffers)"
+        # Move the source away from its initial values so a fresh instance cannot match by accident.
+        g = torch.Generator().manual_seed(opts.seed + 1)
+        with torch.no_grad():
+            for t in state.values():
+                if t.is_floating_point():
+                    t.add_(0.01 * (t.abs().mean() + 1e-3) * torch.randn(t.shape, generator=g).to(t))
+        buffer = io.BytesIO()
+        torch.save(source.state_dict(), buffer)
+        buffer.seek(0)
+        fresh = make_learner(cls, opts, setting, k_shot, seed=opts.seed + 1)
+        fresh.load_state_dict(torch.load(buffer, weights_only=True))
+        batch = episodes(opts, setting, k_shot, source)
+        diff = max_diff(_predict(source, batch), _predict(fresh, batch))
+        fail_unless(
+            diff == 0.0,
+            f"a fresh instance loaded with the state_dict predicts differently (max diff {diff:.3g}); keep all "
+            "learned state in parameters or registered buffers",
+        )
+        return f"{len(state)} tensors, {sum(t.numel() for t in state.values()):,} values"
+
+    return per_kind(cls, body)
+
+
+@check("meta-training", "a short meta-training on the embedded dataset beats a trivial predictor")
+def check_meta_training(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        ds, k_shot = dataset(opts, setting), setting.train_shot
+        changes = {} if opts.train_batch is None else {"meta_batch_size": opts.train_batch}
+        learner = make_learner(cls, opts, setting, k_shot, **changes)
+        before = copy.deepcopy(learner.state_dict())
+        options = TrainOptions(
+            steps=opts.train_steps,
+            val_every=opts.train_steps,
+            val_episodes=20,
+            val_query=setting.score_query,
+            patience=None,
+            seed=opts.seed,
+        )
+        t0 = time.perf_counter()
+        trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), setting.n_way, k_shot, options, torch.device("cpu"))
+        result = trainer.run()
+        seconds = time.perf_counter() - t0
+        fail_unless(
+            result.nan_steps <= opts.train_steps // 10,
+            f"{result.nan_steps} of {opts.train_steps} meta-training steps had a non-finite loss or gradient",
+        )
+        after = learner.state_dict()
+        fail_unless(
+            any(not torch.equal(before[k], after[k]) for k in before),
+            "meta-training did not change any parameter: meta_loss must depend on the learner's parameters",
+        )
+        kind = task_kind(setting.kind)
+        score = dict(split=ds.split("test"), n_way=setting.n_way, k_shot=k_shot, seed=opts.seed,
+                     episodes=opts.score_episodes, n_query=setting.score_query)
+        mine = evaluate(learner, **score)
+        trivial = evaluate(TrivialLearner(setting, learner.task), **score)
+        # Paired per-episode gain over the trivial predictor, three standard errors clear of zero.
+        gain = (mine - trivial) if kind.higher_is_better else (trivial - mine)
+        mean_gain, stderr = float(gain.mean()), float(gain.std(ddof=1)) / math.sqrt(len(gain))
+        summary = (
+            f"{kind.metric} {float(mine.mean()):.3f} vs {float(trivial.mean()):.3f} for "
+            f"{TrivialLearner.names[setting.kind]} on {opts.score_episodes} test episodes after {opts.train_steps} "
+            f"steps of {trainer.batch_size} episodes ({seconds:.1f} s)"
+        )
+        fail_unless(mean_gain - 3 * stderr > 0, f"not better than a trivial predictor: {summary}")
+        return summary
+
+    return per_kind(cls, body, only_meta_trainable=True)
+
+
+class TrivialLearner(Learner):
+    """What a learner that learned nothing predicts: chance for classification, the support mean for regression."""
+
+    name = "trivial"
+    names = {"classification": "chance", "regression": "the support mean"}
+
+    def __init__(self, setting: KindSetting, task) -> None:
+        super().__init__(None, task)
+        self.setting = setting
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def predict(self, batch):
+        return self.setting.trivial(batch)
+
+
+@check("cpu-budget", "meta-training steps and test episodes finish within the CPU budget")
+def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
+    total = 0.0
+
+    def body(setting: KindSetting) -> str:
+        nonlocal total
+        ds, k_shot = dataset(opts, setting), setting.train_shot
+        learner = make_learner(cls, opts, setting, k_shot)
+        parts = []
+        if cls.for_kind(setting.kind).meta_trainable:
+            options = TrainOptions(steps=opts.budget_steps, val_every=opts.budget_steps, val_episodes=1, patience=None, seed=opts.seed)
+            trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), setting.n_way, k_shot, options, torch.device("cpu"))
+            learner.train()
+            t0 = time.perf_counter()
+            for step in range(opts.budget_steps):
+                trainer.step(step)
+            seconds = time.perf_counter() - t0
+            total += seconds
+            parts.append(
+                f"{opts.budget_steps} steps of {trainer.batch_size} episodes in {seconds:.2f} s "
+                f"({1000 * seconds / opts.budget_steps:.0f} ms/step)"
+            )
+        t0 = time.perf_counter()
+        evaluate(learner, ds.split("test"), setting.n_way, k_shot, seed=opts.seed, episodes=opts.budget_episodes, n_query=TRAIN_QUERY)
+        seconds = time.perf_counter() - t0
+        total += seconds
+        parts.append(f"{opts.budget_episodes} test episodes in {seconds:.2f} s")
+        return ", ".join(parts)
+
+    detail = per_kind(cls, body)
+    summary = f"{detail}; total {total:.1f} s of a {opts.cpu_budget_s:g} s budget"
+    fail_unless(total <= opts.cpu_budget_s, f"over budget: {summary} (raise it with --budget or {BUDGET_ENV})")
+    return summary
