@@ -24,8 +24,7 @@ from fewshot_bench.data.leo_datasets import load_leo
 from fewshot_bench.errors import DataError
 from leo_fixtures import make_split, wnid, write_raw_pickle, write_splits, write_tree
 
-RUN = ("run", "--learner", "metasgd", "--steps", "20", "--episodes", "50", "--val-every", "10",
-       "--val-episodes", "20", "--json")
+RUN = ("run", "--learner", "metasgd", "--steps", "20", "--episodes", "50", "--json")
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +92,21 @@ def test_stock_python3_pickles_of_every_key_container_load(tmp_path, protocol, k
     assert e.key_type == ("bytes" if key_kind == "array-bytes" else "str")
     assert e.class_names == [wnid(0), wnid(1), wnid(2)]
     assert [e.class_names[c] for c in e.row_class] == [s.split("-")[1] for s in k]
+
+
+@pytest.mark.parametrize("case", ["not-a-zip", "object-array", "truncated"])
+def test_bad_npz_files_are_refused(tmp_path, case):
+    x, y, k = make_split([wnid(0), wnid(1)], 3, dim=8)
+    path = tmp_path / "train_embeddings.npz"
+    if case == "not-a-zip":
+        path.write_bytes(b"PK but not really")
+    elif case == "object-array":  # would need allow_pickle=True: never granted
+        np.savez(path, embeddings=x, labels=y, keys=np.array(k, dtype=object))
+    else:
+        write_embeddings(path, x, y, k)
+        path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DataError, match="not a readable .npz of plain arrays"):
+        read_embeddings(path)
 
 
 def test_npz_roundtrip_stores_str_keys(tmp_path):
