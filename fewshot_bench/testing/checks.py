@@ -282,7 +282,10 @@ def check_deterministic(cls: type[Learner], opts: CheckOptions) -> str:
         a = make_learner(cls, opts, setting, k_shot)
         b = make_learner(cls, opts, setting, k_shot)
         batch = episodes(opts, setting, k_shot, a)
+        # Reseeding before each call separates an unseeded initialisation from sampling at evaluation.
+        torch.manual_seed(opts.seed)
         first = _predict(a, batch)
+        torch.manual_seed(opts.seed)
         diff = max_diff(first, _predict(b, batch))
         fail_unless(
             diff == 0.0,

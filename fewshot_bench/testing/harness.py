@@ -80,11 +80,11 @@ class CheckOptions:
     seed: int = 0
     # Meta-training check: steps of the harness's outer loop on meta-batches of train_batch
     # episodes (None: the learner's meta_batch_size), then test episodes to score it.
-    train_steps: int = 50
+    train_steps: int = 30
     train_batch: int | None = 4
     score_episodes: int = 200
     # CPU-budget check: this workload must finish within cpu_budget_s seconds.
-    budget_steps: int = 10
+    budget_steps: int = 5
     budget_episodes: int = 200
     cpu_budget_s: float = field(default_factory=_env_budget)
     # Two predictions agree when max |a - b| <= rtol * max(1, max |a|).

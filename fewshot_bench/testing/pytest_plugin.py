@@ -30,7 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="meta-training steps of the meta-training check (default 100)",
+        help="meta-training steps of the meta-training check (default 30)",
     )
 
 

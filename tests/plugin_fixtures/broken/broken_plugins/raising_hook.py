@@ -1,0 +1,9 @@
+"""A plugin whose registration hook raises."""
+
+from fewshot_bench import hookimpl
+
+
+@hookimpl
+def fewshot_bench_register_learners(register):
+    """Fail while registering."""
+    raise RuntimeError("the GPU kernel cache is corrupt")
