@@ -84,9 +84,10 @@ class MAML(Learner):
         """Gradients of the support cross-entropy, summed over examples, w.r.t. every episode's parameters."""
         if self.is_linear:  # closed form: small graph, still differentiable
             return [support_loss_grad(x, onehot, params[0])]
-        second_order = self.training and not self.config.first_order and torch.is_grad_enabled()
+        recording = torch.is_grad_enabled()
+        second_order = recording and self.training and not self.config.first_order
         with torch.enable_grad():  # evaluation still needs gradients in the inner loop
-            if not params[0].requires_grad:
+            if not recording:  # evaluation: fresh leaves each step, so no graph outlives the step
                 params = [p.detach().requires_grad_() for p in params]
             loss = -(onehot * torch.log_softmax(self.head(x, params), -1)).sum()
             return list(torch.autograd.grad(loss, params, create_graph=second_order))
