@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fewshot_bench import stats
@@ -112,10 +113,20 @@ def build_learner(cls: type[Learner], config: Any, task: TaskSpec, device: torch
     return learner.to(device=device, dtype=learner.dtype)
 
 
-def execute(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
-    """Run the protocol for ``spec`` and store the result; returns the stored summary.
+@dataclass
+class RunOutcome:
+    """A finished but not yet stored run: the record to store and its per-episode values."""
 
-    Meta-training checkpoints after each validation; rerunning the same spec resumes.
+    record: dict[str, Any]
+    values: np.ndarray
+
+
+def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> RunOutcome:
+    """Meta-train and evaluate ``spec`` without touching the store.
+
+    Meta-training checkpoints after each validation; computing the same spec again resumes.
+    ``expected_key``, when given, must equal the key this process resolves: a worker whose
+    installed plugins resolve a different config refuses to run rather than store a mislabelled run.
     """
     host = ctx.host
     cls = host.learner(spec.learner)
@@ -123,6 +134,11 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
     config = resolve_config(cls, spec)
     config_dict = config_to_dict(config)
     run_key = spec.key(config_dict)
+    if expected_key is not None and run_key != expected_key:
+        raise ConfigError(
+            f"{spec.learner}: this worker resolves a different config than the driver (key {run_key} != "
+            f"{expected_key}); install the same versions of fewshot-bench and its plugins everywhere"
+        )
     dataset = load_dataset(ctx, spec.dataset, spec.crop)
     test = dataset.split("test")
     task = TaskSpec(spec.way, spec.shot, dataset.feature_dim, dataset.kind, dataset.name)
@@ -185,8 +201,30 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
         "hardware": hardware(ctx.device),
         "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),
     }
-    with ResultStore(ctx.store_path) as store:
-        run_id = store.add_run(record, acc)
-    if ctx.checkpoint_dir is not None:
-        (ctx.checkpoint_dir / f"{run_key}.pt").unlink(missing_ok=True)
-    return {"run_id": run_id, **record}
+    return RunOutcome(record, acc)
+
+
+def store_outcome(
+    outcome: RunOutcome, store_path: Path, checkpoint_dir: Path | None = None, if_absent: bool = False
+) -> str:
+    """Write a computed run to the store, then drop its checkpoint; returns the stored run id.
+
+    The checkpoint goes only after the store commit, so a kill in between costs at most a
+    re-evaluation. With ``if_absent`` a run whose key is already complete is not written
+    again and the existing run's id is returned (what sweeps use: never a duplicate).
+    """
+    with ResultStore(store_path) as store:
+        run_id = store.add_run(outcome.record, outcome.values, if_absent=if_absent)
+    if checkpoint_dir is not None:
+        (checkpoint_dir / f"{outcome.record['run_key']}.pt").unlink(missing_ok=True)
+    return run_id
+
+
+def execute(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
+    """Run the protocol for ``spec`` and store the result; returns the stored summary.
+
+    Meta-training checkpoints after each validation; rerunning the same spec resumes.
+    """
+    outcome = compute(spec, ctx)
+    run_id = store_outcome(outcome, ctx.store_path, ctx.checkpoint_dir)
+    return {"run_id": run_id, **outcome.record}

@@ -1,0 +1,203 @@
+"""Sweeps: a declared grid of (learner, dataset, shot, seed) runs, run wherever they are missing.
+
+The driver resolves every cell's run key (the spec plus the learner's resolved config),
+skips cells already complete in the store, hands the rest to an executor (a local
+process pool or Ray), and is the only process that writes the store. Each result is
+written in one transaction the moment it comes back, and a partially trained run keeps
+its checkpoint, so a sweep killed at any moment and started again loses no completed run,
+resumes unfinished ones, and never stores a cell twice.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.executors import Executor
+from fewshot_bench.plugins import PluginHost
+from fewshot_bench.config import config_to_dict
+from fewshot_bench.runner import RunOutcome, RunSpec, resolve_config, store_outcome
+from fewshot_bench.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every run of a sweep is trained and evaluated: the RunSpec fields all cells share.
+
+    The default is the paper's stage 3: meta-train on train + val, early-stop on val.
+    """
+
+    way: int = 5
+    steps: int = 100_000
+    episodes: int = 50_000
+    val_every: int = 1_000
+    val_episodes: int = 2_000
+    patience: int | None = 20
+    eval_query: int | None = None
+    train_on_val: bool = True
+    hparams: str | None = None
+    crop: str = "center"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of the grid: the run to compute and the key it will be stored under."""
+
+    spec: RunSpec
+    key: str
+
+    @property
+    def label(self) -> str:
+        """A short human name of the cell, e.g. ``leo synthetic 5-shot seed 3``."""
+        s = self.spec
+        return f"{s.learner} {s.dataset} {s.shot}-shot seed {s.seed}"
+
+
+@dataclass
+class Plan:
+    """The grid split into cells still to run and cells already complete in the store."""
+
+    pending: list[Job]
+    done: list[Job]
+
+    @property
+    def total(self) -> int:
+        """Number of distinct cells in the grid."""
+        return len(self.pending) + len(self.done)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did."""
+
+    planned: int
+    already_complete: int
+    ran: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_installed(host: PluginHost, learners: Iterable[str], what: str = "the sweep") -> None:
+    """Fail with one line naming every missing learner and what is installed."""
+    missing = [name for name in learners if name not in host.learners]
+    if missing:
+        raise ConfigError(
+            f"{what} needs learners that are not installed: {', '.join(missing)}; installed: "
+            f"{', '.join(sorted(host.learners))} (install their plugin, e.g. `pip install -e plugins/leo`, "
+            f"or run a subset with --learners)"
+        )
+
+
+def _accepts_preset(host: PluginHost, learner: str) -> bool:
+    return "preset" in inspect.signature(host.learner(learner).default_config).parameters
+
+
+def grid(
+    host: PluginHost,
+    learners: list[str],
+    datasets: list[str],
+    shots: list[int],
+    seeds: list[int],
+    protocol: Protocol,
+) -> list[RunSpec]:
+    """Every (learner, dataset, shot, seed) spec, datasets under their canonical names."""
+    check_installed(host, learners)
+    canonical = [host.dataset(d).name for d in datasets]  # also fails fast on unknown names
+    for learner in learners:
+        for name in canonical:
+            kind = host.dataset(name).kind
+            if kind not in host.learner(learner).kinds:
+                raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {name!r}; drop one of them")
+    specs = []
+    for learner in learners:
+        # A preset (e.g. LEO's paper vs reference hyperparameters) applies to learners that have presets.
+        hparams = protocol.hparams if protocol.hparams and _accepts_preset(host, learner) else None
+        for dataset in canonical:
+            for shot in shots:
+                for seed in seeds:
+                    specs.append(
+                        RunSpec(
+                            learner=learner, dataset=dataset, way=protocol.way, shot=shot, seed=seed,
+                            steps=protocol.steps, episodes=protocol.episodes, val_every=protocol.val_every,
+                            val_episodes=protocol.val_episodes, patience=protocol.patience,
+                            eval_query=protocol.eval_query, train_on_val=protocol.train_on_val,
+                            hparams=hparams, crop=protocol.crop,
+                        )
+                    )
+    return specs
+
+
+def plan(host: PluginHost, specs: list[RunSpec], store_path: Path) -> Plan:
+    """Resolve each spec's key and split the grid into pending and already-complete cells."""
+    jobs: dict[str, Job] = {}
+    configs: dict[tuple, dict] = {}  # the config does not depend on the seed: resolve it once per cell
+    for spec in specs:
+        cell = (spec.learner, spec.dataset, spec.shot, spec.hparams, tuple(sorted(spec.overrides.items())))
+        if cell not in configs:
+            kind = host.dataset(spec.dataset).kind
+            configs[cell] = config_to_dict(resolve_config(host.learner(spec.learner), spec, kind))
+        key = spec.key(configs[cell])
+        jobs.setdefault(key, Job(spec, key))  # equal keys are the same run: keep one
+    if not store_path.exists():
+        return Plan(list(jobs.values()), [])
+    pending, done = [], []
+    with ResultStore(store_path, create=False) as store:
+        for job in jobs.values():
+            (done if store.find_complete(job.key) is not None else pending).append(job)
+    return Plan(pending, done)
+
+
+def run_plan(
+    plan_: Plan,
+    executor: Executor,
+    store_path: Path,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+) -> SweepReport:
+    """Run the pending cells on ``executor``, storing each result as it arrives.
+
+    A user error in a cell (missing data, a bad config) stops the sweep, since every other
+    cell would hit it too; any other failure is recorded and the sweep goes on.
+    """
+    report = SweepReport(planned=plan_.total, already_complete=len(plan_.done))
+    if not plan_.pending:
+        return report
+    with logging_redirect_tqdm(), tqdm(total=len(plan_.pending), desc="sweep", unit="run", disable=not progress) as bar:
+        try:
+            for job, result in executor.run(plan_.pending):
+                if isinstance(result, FewshotBenchError):
+                    raise type(result)(f"{job.label}: {result}")
+                if isinstance(result, BaseException):
+                    report.failed.append((job.label, f"{type(result).__name__}: {result}"))
+                    log.warning("%s failed: %s: %s", job.label, type(result).__name__, result)
+                else:
+                    _store(result, job, store_path, checkpoint_dir)
+                    report.ran += 1
+                    acc = result.record["accuracy"]
+                    log.info("%s: %.2f%% over %d episodes", job.label, 100 * acc, result.record["episodes"])
+                    bar.set_postfix_str(f"{job.label}: {100 * acc:.2f}%")
+                bar.update(1)
+        finally:
+            executor.close()
+    return report
+
+
+def _store(outcome: RunOutcome, job: Job, store_path: Path, checkpoint_dir: Path | None) -> None:
+    if outcome.record["run_key"] != job.key:  # a worker with other plugin versions
+        raise ConfigError(f"{job.label}: the worker stored key {outcome.record['run_key']}, the driver expected {job.key}")
+    store_outcome(outcome, store_path, checkpoint_dir, if_absent=True)
+
+
+def seed_list(seeds: int, first: int = 0) -> list[int]:
+    """Seeds ``first .. first + seeds - 1`` (the paper uses 5)."""
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    return list(range(first, first + seeds))
