@@ -68,6 +68,8 @@ class PluginHost:
         self.datasets: dict[str, Registered] = {}
         self.dataset_aliases: dict[str, str] = {}
         self.backbones: dict[str, Registered] = {}
+        # Learner name -> distributions whose registration of that name was rejected.
+        self.duplicate_learners: dict[str, list[str]] = {}
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ class PluginHost:
             info = self.plugins[by_plugin[id(impl.plugin)]]
             try:
                 impl.function(register=make_register(info))
-            except Exception as exc:  # a broken plugin must not break the others
+            except (Exception, SystemExit) as exc:  # a broken plugin must not break the others
                 self._fail(info, "hook", exc)
 
     def _learner_register(self, info: PluginInfo) -> Callable[[type], None]:
@@ -120,6 +122,7 @@ class PluginHost:
                 return self._fail(info, "register", f"learner name {name!r} of {cls.__qualname__} is not lower-case words joined by '-'")
             if name in self.learners:
                 first = self.learners[name].plugin
+                self.duplicate_learners.setdefault(name, []).append(info.distribution)
                 return self._fail(
                     info,
                     "register",
@@ -212,13 +215,24 @@ def load_plugins(
         candidates.append((info, lambda m=module: m))
 
     for info, load in candidates:
+        disabled = info.name in blocked or info.distribution in blocked
+        if info.name in host.plugins:  # two distributions chose the same entry-point name
+            if not disabled:
+                first = host.plugins[info.name]
+                host._fail(
+                    info,
+                    "import",
+                    f"entry-point name {info.name!r} is already used by distribution {first.distribution!r}; "
+                    "rename the entry point in pyproject.toml (ignored)",
+                )
+            continue
         host.plugins[info.name] = info
-        if info.name in blocked or info.distribution in blocked:
+        if disabled:
             info.disabled = True
             continue
         try:
             pm.register(load(), name=info.name)
-        except Exception as exc:  # an import error must not break the other plugins
+        except (Exception, SystemExit) as exc:  # an import error (even sys.exit) must not break the others
             host._fail(info, "import", exc)
             continue
         try:
