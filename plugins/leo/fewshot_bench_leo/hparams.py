@@ -89,7 +89,7 @@ def tuned_values(dataset: str, k_shot: int, preset: str = DEFAULT_PRESET) -> dic
     shot = nearest_shot(k_shot)
     if family is None or shot != k_shot:
         log.info(
-            "LEO has no %s hyperparameters for %s %d-shot; using miniImageNet-style values of %s %d-shot",
-            preset, dataset, k_shot, family or "mini", shot,
+            "LEO's %s preset has no values for %s %d-shot; using its %s %d-shot values",
+            preset, dataset, k_shot, {"mini": "miniImageNet", "tiered": "tieredImageNet"}[family or "mini"], shot,
         )
     return dict(PRESETS[preset][(family or "mini", shot)])

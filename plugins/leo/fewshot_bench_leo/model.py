@@ -70,8 +70,8 @@ class LEOConfig(LearnerConfig):
     latent_copies: Literal["per-example", "per-class"] = "per-example"
     # reference: the reference code's reductions (MC KL and squared error averaged over
     # elements, l2_loss = sum/2, mean orthogonality error), under which Table 6 was tuned;
-    # equations: Eq. 6-7 read literally (analytic KL and squared norms summed over Z,
-    # sum of squares, Frobenius norm).
+    # equations: Eq. 6-7 read literally (analytic KL and squared norms summed over Z, episode
+    # terms summed over the meta-batch, sum of squares, squared Frobenius norm).
     objective: Literal["reference", "equations"] = "reference"
 
 
@@ -330,17 +330,18 @@ class LatentEmbeddingOptimization(Learner):
         return 2.0 * self.l2_penalty(), orthogonality_penalty(self.decoder_weight, "sum")
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
-        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty, averaged over episodes, + R."""
+        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty per episode, over the meta-batch, + R."""
         cfg = self.config
         adaptation = self.adapt(batch)
         logits = self.classifier_logits(batch.query, adaptation.weights)
         query_loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
         enc_penalty = self.encoder_penalty(adaptation)
         l2, ortho = self.regularisation()
+        # The reference code averages the episode terms over the meta-batch; Eq. 6 and
+        # Algorithm 1 (line 17) sum them over the tasks.
+        episodes = 1.0 if cfg.objective == "reference" else float(batch.batch_size)
         loss = (
-            query_loss
-            + cfg.kl_weight * adaptation.kl
-            + cfg.encoder_penalty_weight * enc_penalty
+            episodes * (query_loss + cfg.kl_weight * adaptation.kl + cfg.encoder_penalty_weight * enc_penalty)
             + cfg.l2_penalty_weight * l2
             + cfg.orthogonality_penalty_weight * ortho
         )
