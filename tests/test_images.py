@@ -27,6 +27,16 @@ _OMNIGLOT = os.environ.get("FEWSHOT_BENCH_OMNIGLOT")
 OMNIGLOT = Path(_OMNIGLOT).resolve() if _OMNIGLOT else None
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Run these tiny networks on one thread: on a shared 2-core machine, OpenMP hand-offs
+    between threads cost more than the arithmetic (measured: 0.1 s per batch-norm call)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture
 def omniglot() -> Path:
     """The real Omniglot images (skips when FEWSHOT_BENCH_OMNIGLOT is unset)."""

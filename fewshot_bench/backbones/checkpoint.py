@@ -60,8 +60,11 @@ def load_checkpoint(path: Path, backbone: str | None = None) -> dict[str, Any]:
         # weights_only: a checkpoint is data, never code to run.
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"checkpoint {path} is corrupt or not a torch file ({first[:120]}); delete it or pass --restart") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise DataError(
+            f"checkpoint {path} is corrupt or not a torch file ({first[:100]}); "
+            "make it again with `fewshot-bench pretrain --restart`"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path} is not a fewshot-bench backbone checkpoint (made by `fewshot-bench pretrain`)")
     if backbone is not None and ckpt["backbone"] != backbone:
