@@ -428,3 +428,13 @@ def test_latent_copies_per_example_or_per_class():
     # At 1-shot the two readings are the same computation.
     one_shot = tiny_batch(k=1)
     torch.testing.assert_close(per_example.predict(one_shot), per_class.predict(one_shot))
+
+
+def test_dropout_keeps_features_with_probability_one_minus_rate_and_rescales():
+    learner = tiny_learner(dropout_rate=0.3)
+    learner.train()
+    torch.manual_seed(0)
+    out = learner.dropout(torch.ones(200_000, dtype=torch.float64))
+    kept = out != 0
+    assert kept.double().mean().item() == pytest.approx(0.7, abs=0.005)
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / 0.7))

@@ -25,6 +25,7 @@ were chosen on the validation stream (docs/regression.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,12 +75,22 @@ class RegressionAdaptation:
     theta: Tensor  # [B, P] the final (sampled, fine-tuned) MLP parameters
 
 
-def mlp_no_bias(sizes: tuple[int, ...]) -> nn.Sequential:
-    """A ReLU MLP without biases (the paper's encoder, relation network and decoder)."""
+def mlp_no_bias(sizes: tuple[int, ...], out_gain: float = 1.0) -> nn.Sequential:
+    """A ReLU MLP without biases (the paper's encoder, relation network and decoder).
+
+    Hidden layers get He initialisation, which keeps activations at the input's scale
+    through ReLUs; the last layer's is multiplied by ``out_gain``. Without biases these
+    networks are positively homogeneous, so the scale at initialisation is all there is:
+    PyTorch's default (about 0.6x per layer) leaves a decoded MLP of near-zero weights,
+    whose gradients vanish and meta-training never starts.
+    """
     layers: list[nn.Module] = []
     for n, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(i, o, bias=False))
-        if n < len(sizes) - 2:
+        linear = nn.Linear(i, o, bias=False)
+        last = n == len(sizes) - 2
+        nn.init.normal_(linear.weight, std=(out_gain if last else math.sqrt(2.0)) / math.sqrt(i))
+        layers.append(linear)
+        if not last:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -114,9 +125,14 @@ class LEORegression(Learner):
             raise ConfigError("latent_steps and finetune_steps must be 0 or more")
         z, h = config.latent_dim, config.hidden
         self.mlp = MLP((task.feature_dim, *config.model_hidden, 1))
-        self.encoder = mlp_no_bias((task.feature_dim + 1, h, h, z))
-        self.relation_network = mlp_no_bias((2 * z, h, h, 2 * z))
-        self.decoder = mlp_no_bias((z, h, h, 2 * self.mlp.n_params))
+        # Output gains chosen so that at initialisation latents are O(1) and decoded weights O(0.3).
+        self.encoder = mlp_no_bias((task.feature_dim + 1, h, h, z), out_gain=0.1)
+        self.relation_network = mlp_no_bias((2 * z, h, h, 2 * z), out_gain=1.0)
+        self.decoder = mlp_no_bias((z, h, h, 2 * self.mlp.n_params), out_gain=0.3)
+        # Stddevs start near 0 (raw ~ 0): sampling noise as large as the weights would drown the signal.
+        with torch.no_grad():
+            self.relation_network[-1].weight[z:].mul_(0.03)
+            self.decoder[-1].weight[self.mlp.n_params :].mul_(0.03)
         self.inner_lr = nn.Parameter(torch.full((z,), config.inner_lr_init))
         if config.finetune_steps > 0:
             self.finetune_lr = nn.Parameter(torch.full((self.mlp.n_params,), config.finetune_lr_init))
