@@ -267,3 +267,16 @@ def test_bad_checkpoints_are_one_line_errors(cli, checkpoint, omniglot, tmp_path
     r = cli(*base, "--checkpoint", tmp_path / "missing.pt")
     assert r.code == 1 and "does not exist" in r.err
     assert not out.exists()  # nothing half-written
+
+
+def test_tiny_wrn_pretrains_and_exports_its_layer_with_its_options(cli, omniglot, tmp_path):
+    r = cli("pretrain", "--backbone", "wrn-28-10", "--data-dir", omniglot, "--out", tmp_path / "w.pt", "--epochs", "1",
+            "--set", "depth=10", "--set", "widen=1", "--set", "export_block=1", "--set", "dropout=0.3",
+            "--max-classes", "4", "--max-images", "4")
+    assert r.code == 0, r.err
+    r = cli("embed", "--checkpoint", tmp_path / "w.pt", "--backbone", "wrn-28-10", "--data-dir", omniglot,
+            "--out", tmp_path / "f", "--split", "val", "--max-classes", "3", "--max-images", "5")
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["embeddings.json", "val_embeddings.npz"]
+    emb = read_embeddings(tmp_path / "f" / "val_embeddings.npz", numeric_prefix=False)
+    assert emb.embeddings.shape == (15, 64) and (emb.embeddings >= 0).all()  # ReLU, pooled
