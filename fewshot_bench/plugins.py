@@ -247,8 +247,13 @@ def load_plugins(
 
     if strict and host.failures:
         f = host.failures[0]
+        # Blocking by entry-point name would also block another distribution's plugin of that name.
+        owner = host.plugins.get(f.plugin)
+        block = f.plugin if owner is None or owner.distribution == f.distribution else f.distribution
+        more = len(host.failures) - 1
         raise PluginError(
             f"plugin {f.plugin!r} from {f.distribution!r} failed at {f.stage}: {f.error} "
-            f"(strict plugin loading; unset {STRICT_ENV} or block it with {DISABLE_ENV}={f.plugin})"
+            + (f"(and {more} more: see `fewshot-bench plugins`) " if more else "")
+            + f"(strict plugin loading; unset {STRICT_ENV} or block it with {DISABLE_ENV}={block})"
         )
     return host

@@ -9,7 +9,9 @@ environment is never changed. Putting ``site/`` on ``PYTHONPATH`` (a subprocess)
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,11 +72,23 @@ def _build(root: Path) -> PluginTree:
     for name in ("leaky", "broken"):  # copied: pip builds in the source tree and would litter the repository
         sources.append(Path(shutil.copytree(FIXTURES / name, root / name)))
     site = root / "site"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-input"]
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input"]
+    if _setuptools_builds_wheels():
+        pip.append("--no-build-isolation")  # seconds instead of fetching setuptools for each package
     done = subprocess.run([*pip, "--target", str(site), *map(str, sources)], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"pip could not install the test plugins:\n{done.stdout}\n{done.stderr}")
     return PluginTree(root, site, template)
+
+
+def _setuptools_builds_wheels() -> bool:
+    """Whether the installed setuptools builds wheels on its own (70.1+ no longer needs ``wheel``)."""
+    try:
+        version = importlib.metadata.version("setuptools")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
+    return (major, minor) >= (70, 1)
 
 
 @pytest.fixture
