@@ -72,13 +72,18 @@ def _build(root: Path) -> PluginTree:
     for name in ("leaky", "broken"):  # copied: pip builds in the source tree and would litter the repository
         sources.append(Path(shutil.copytree(FIXTURES / name, root / name)))
     site = root / "site"
+    pip_install(sources, site)
+    return PluginTree(root, site, template)
+
+
+def pip_install(sources: list[Path], target: Path) -> None:
+    """``pip install`` local packages into ``target`` only: no dependencies, the environment untouched."""
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input"]
     if _setuptools_builds_wheels():
         pip.append("--no-build-isolation")  # seconds instead of fetching setuptools for each package
-    done = subprocess.run([*pip, "--target", str(site), *map(str, sources)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*pip, "--target", str(target), *map(str, sources)], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        pytest.fail(f"pip could not install the test plugins:\n{done.stdout}\n{done.stderr}")
-    return PluginTree(root, site, template)
+        pytest.fail(f"pip could not install {', '.join(map(str, sources))}:\n{done.stdout}\n{done.stderr}")
 
 
 def _setuptools_builds_wheels() -> bool:
