@@ -7,6 +7,8 @@ import inspect
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 from fewshot_bench import stats
 from fewshot_bench.config import apply_overrides, config_to_dict
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
-from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.errors import ConfigError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.learner import Learner, TaskSpec
 from fewshot_bench.plugins import PluginHost
@@ -113,6 +115,24 @@ def build_learner(cls: type[Learner], config: Any, task: TaskSpec, device: torch
     return learner.to(device=device, dtype=learner.dtype)
 
 
+@contextmanager
+def learner_errors(learner: str, distribution: str, stage: str) -> Iterator[None]:
+    """Re-raise a learner's own exception as a one-line error naming the learner and its distribution.
+
+    The original traceback is logged at debug level, so ``fewshot-bench -v`` shows it.
+    """
+    try:
+        yield
+    except FewshotBenchError:
+        raise
+    except Exception as exc:
+        log.debug("traceback of the error in learner %r:", learner, exc_info=True)
+        raise PluginError(
+            f"learner {learner!r} from distribution {distribution!r} failed during {stage}: "
+            f"{type(exc).__name__}: {exc} (rerun with -v for the traceback)"
+        ) from exc
+
+
 @dataclass
 class RunOutcome:
     """A finished but not yet stored run: the record to store and its per-episode values."""
@@ -171,12 +191,13 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         trainer = MetaTrainer(learner, train_split, val_split, spec.way, spec.shot, options, ctx.device, profiler)
         if trainer.try_resume():
             log.info("resuming %s from step %d", spec.learner, trainer.result.steps)
-        result = trainer.run()
+        with learner_errors(spec.learner, plugin.distribution, "meta-training"):
+            result = trainer.run()
         train_summary = {"meta_trained": True, **asdict(result)}
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with profiler.section("evaluation"):
+    with profiler.section("evaluation"), learner_errors(spec.learner, plugin.distribution, "evaluation"):
         acc = evaluate(
             learner, test, spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
             n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"test {spec.learner}",
