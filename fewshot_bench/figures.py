@@ -1,0 +1,255 @@
+"""The LEO paper's figures from stored runs: 3 (regression samples), 4 (latent t-SNE), 5 (curvature and coverage).
+
+Each ``figure_N`` takes loaded learners (see :func:`fewshot_bench.runner.load_model`) and
+data, computes what the paper plots, and writes one PNG atomically (a temporary file, then
+``os.replace``). The numbers behind a figure are returned too, for tests and docs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from fewshot_bench.baselines import flat  # noqa: E402
+from fewshot_bench.data import regression  # noqa: E402
+from fewshot_bench.episodes import EpisodeBatch, EpisodeSource  # noqa: E402
+from fewshot_bench.learner import Learner  # noqa: E402
+
+CHUNK = 200  # episodes per batch when collecting latents and curvature
+
+
+def save_figure(fig: plt.Figure, out: Path) -> Path:
+    """Write ``fig`` to ``out`` as PNG without ever leaving a half-written file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+# --- Figure 3: sampled regression models ---------------------------------------------------------
+
+
+def pick_problems(sampler: regression.SinesLinesSampler, regular: int, ambiguous: int, scan: int = 5000) -> list[tuple[int, str]]:
+    """Episode ids of the first ``regular`` problems (alternating sine, line) and the first ``ambiguous`` ones."""
+    ids = np.arange(scan)
+    x, y = sampler.points(ids, sampler.k_shot)
+    is_ambiguous = regression.ambiguous(x, y)
+    modes = sampler.problems(ids).mode
+    picked: list[tuple[int, str]] = []
+    for n in range(regular):
+        want = n % 2
+        i = next(int(i) for i in ids[(modes == want) & ~is_ambiguous] if int(i) not in {p for p, _ in picked})
+        picked.append((i, regression.MODES[want]))
+    for i in ids[is_ambiguous][:ambiguous]:
+        picked.append((int(i), f"ambiguous ({regression.MODES[modes[i]]})"))
+    return picked
+
+
+def regression_samples(learner: Learner, sampler: regression.SinesLinesSampler, episode: int, grid: np.ndarray, samples: int) -> np.ndarray:
+    """``samples`` models' outputs [S, G] on ``grid`` for one problem's support set (one batch of S copies)."""
+    support = sampler.batch(episode, 1, dtype=learner.dtype)
+    g = torch.as_tensor(grid, dtype=learner.dtype).view(1, 1, -1, 1).expand(samples, -1, -1, -1)
+    batch = EpisodeBatch(
+        support=support.support.expand(samples, -1, -1, -1),
+        query=g,
+        support_labels=support.support_labels.expand(samples, -1, -1, -1),
+        query_labels=torch.zeros_like(g),
+    )
+    with torch.no_grad():
+        return learner.predict(batch).reshape(samples, -1).cpu().numpy()
+
+
+def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regular: int = 3, ambiguous: int = 3) -> dict[str, Any]:
+    """A grid of test problems: true function, the K support points, ``samples`` sampled models each."""
+    sampler = regression.SinesLinesSampler(learner.task.k_shot, 1, seed, stream="test")
+    grid = np.linspace(*regression.X_RANGE, 200)
+    problems = pick_problems(sampler, regular, ambiguous)
+    cols = max(regular, ambiguous)
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7.5), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    letters = "abcdefghijkl"
+    shown = []
+    for n, (episode, label) in enumerate(problems):
+        ax = axes[0 if n < regular else 1, n if n < regular else n - regular]
+        ax.set_visible(True)
+        outputs = regression_samples(learner, sampler, episode, grid, samples)
+        truth = sampler.problems(np.array([episode]))(grid)[0]
+        xs, ys = sampler.points(np.array([episode]), sampler.k_shot)
+        for s in range(samples):
+            ax.plot(grid, outputs[s], ":", lw=1.6, label="LEO samples" if s == 0 else None)
+        ax.plot(grid, truth, "k-", lw=2, label="true function")
+        for x in xs[0]:
+            ax.axvline(x, color="r", ls="--", lw=0.8, alpha=0.6)
+        ax.plot(xs[0], ys[0], "o", mec="r", mfc="none", ms=9, mew=2, label=f"{sampler.k_shot} noisy support points")
+        ax.set_title(f"({letters[n]}) test problem {episode}: {label}")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        lo, hi = truth.min(), truth.max()
+        pad = max(2.0, 0.3 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+        shown.append({"episode": episode, "label": label, "sample_spread": float(outputs.std(0).mean())})
+    axes[0, 0].legend(loc="best", fontsize=8)
+    fig.suptitle(
+        f"Figure 3: LEO on {sampler.k_shot}-shot noisy sines and lines; {samples} sampled models per problem.\n"
+        "Top: problems of one family; bottom: problems both a line and a sine fit (ambiguous)"
+    )
+    save_figure(fig, out)
+    return {"problems": shown}
+
+
+# --- Figure 4: latent codes before and after adaptation ------------------------------------------
+
+
+def collect_latents(leo: Learner, split: EpisodeSource, way: int, shot: int, episodes: int, seed: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Initial and adapted class latents [E * N, Z] (mean over a class's copies) and their class ids [E * N]."""
+    sampler = split.sampler(way, shot, 1, seed, stream="val")
+    before, after, classes = [], [], []
+    leo.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, episodes, CHUNK), desc="latents", disable=not progress, leave=False):
+            batch = sampler.batch(start, min(CHUNK, episodes - start), dtype=leo.dtype)
+            adaptation = leo.adapt(batch)
+            before.append(adaptation.z_init.mean(2).flatten(0, 1))
+            after.append(adaptation.z_adapted.mean(2).flatten(0, 1))
+            classes.append(batch.classes.flatten())
+    return torch.cat(before).numpy(), torch.cat(after).numpy(), torch.cat(classes).numpy()
+
+
+def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000, seed: int = 0, highlight: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """t-SNE of LEO's latents before (z) and after (z') adaptation: by stage, by class, and one class highlighted."""
+    from sklearn.manifold import TSNE
+
+    task = leo.task
+    before, after, classes = collect_latents(leo, split, task.n_way, task.k_shot, episodes, seed, progress)
+    points = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (2 * len(before) - 1) / 3)).fit_transform(np.concatenate([before, after]))
+    n = len(before)
+    stage = np.r_[np.zeros(n), np.ones(n)]
+    cls = np.r_[classes, classes]
+    highlight = int(np.bincount(classes).argmax()) if highlight is None else highlight
+    names = getattr(split, "class_names", None)
+    hl_name = names[highlight] if names is not None else str(highlight)
+
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.8))
+    for s, (colour, label) in enumerate([("tab:blue", "initial codes z (encoder)"), ("tab:orange", "adapted codes z' (after LEO)")]):
+        axes[0].scatter(*points[stage == s].T, s=3, c=colour, alpha=0.5, label=label)
+    axes[0].set_title("(a) before vs after adaptation")
+    axes[0].legend(markerscale=4, loc="best")
+    sc = axes[1].scatter(*points.T, s=3, c=cls, cmap="tab20", alpha=0.6)
+    axes[1].set_title(f"(b) coloured by validation class ({len(np.unique(classes))} classes)")
+    fig.colorbar(sc, ax=axes[1], label="class id")
+    axes[2].scatter(*points.T, s=2, c="lightgrey", alpha=0.4, label="all codes")
+    for s, (colour, label) in enumerate([("tab:blue", "z"), ("tab:orange", "z'")]):
+        mask = (stage == s) & (cls == highlight)
+        axes[2].scatter(*points[mask].T, s=8, c=colour, label=f"class {hl_name}: {label}")
+    axes[2].set_title(f"(c) class {hl_name} before and after")
+    axes[2].legend(markerscale=2, loc="best")
+    for ax in axes:
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+    fig.suptitle(f"Figure 4: t-SNE of LEO latent codes, {task.n_way}-way {task.k_shot}-shot {task.dataset}, {episodes:,} validation episodes")
+    save_figure(fig, out)
+    shift = np.linalg.norm(after - before, axis=1).mean()
+    return {"codes": n, "mean_shift": float(shift), "highlight": hl_name}
+
+
+# --- Figure 5: curvature and coverage --------------------------------------------------------------
+
+
+def softmax_factor(probs: Tensor) -> Tensor:
+    """L with L L^T = diag(p) - p p^T (the softmax cross-entropy's Hessian in the logits): [..., N, N]."""
+    root = probs.sqrt()
+    return torch.diag_embed(root) - probs.unsqueeze(-1) * root.unsqueeze(-2)
+
+
+def ce_hessian_eigenvalues(x: Tensor, weights: Tensor, gram: Tensor) -> Tensor:
+    """Non-zero eigenvalues [B, M * N] of the Hessian of the support cross-entropy (summed over examples).
+
+    The logits ``x_i . w_a`` are linear in the parameters, so the Hessian is ``J^T S J`` with
+    ``S`` the block-diagonal softmax Hessians; its non-zero eigenvalues are those of the
+    small matrix ``G[(i,c),(j,c')] = k_ij (L_i^T L_j)[c, c']`` where ``k_ij`` is the inner
+    product of the logits' parameter gradients (``gram`` [B, M, M]): ``x_i . x_j`` in the
+    classifier weights theta, ``x_i^T W W^T x_j`` through a linear decoder W in z.
+    """
+    probs = torch.softmax(torch.bmm(x, weights.transpose(1, 2)), dim=-1)  # [B, M, N]
+    factor = softmax_factor(probs)  # [B, M, N(a), N(c)]
+    ltl = torch.einsum("biac,bjad->bicjd", factor, factor)  # [B, M, N, M, N]
+    g = gram[:, :, None, :, None] * ltl
+    b, m, n = probs.shape
+    return torch.linalg.eigvalsh(g.reshape(b, m * n, m * n)).abs()
+
+
+def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource, problems: int, seed: int, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-problem quantities of Figure 5 on ``problems`` test episodes (evaluation mode, no sampling)."""
+    task = leo.task
+    sampler = split.sampler(task.n_way, task.k_shot, 1, seed, stream="test")
+    d = task.feature_dim
+    w_mean = leo.decoder_weight[:, :d].detach()  # [Z, D]: latents to classifier weights
+    out: dict[str, list[Tensor]] = {"hess_z": [], "hess_theta": [], "hess_metasgd": [], "step_leo": [], "step_metasgd": []}
+    leo.eval()
+    metasgd.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, problems, CHUNK), desc="curvature", disable=not progress, leave=False):
+            batch = sampler.batch(start, min(CHUNK, problems - start), dtype=leo.dtype)
+            x = flat(batch.support)
+            adaptation = leo.adapt(batch)
+            copies = adaptation.z_init.shape[2]
+            theta = adaptation.decoded_weights  # decoded from z': the point both Hessians are taken at
+            xw = x @ w_mean.T  # [B, M, Z]
+            out["hess_z"].append(ce_hessian_eigenvalues(x, theta, xw @ xw.transpose(1, 2) / copies).flatten())
+            out["hess_theta"].append(ce_hessian_eigenvalues(x, theta, x @ x.transpose(1, 2)).flatten())
+            theta0 = leo.decoder(adaptation.z_init).weights
+            out["step_leo"].append((theta - theta0).flatten(1).norm(dim=1))
+            w = metasgd.adapt(batch)
+            out["hess_metasgd"].append(ce_hessian_eigenvalues(x, w, x @ x.transpose(1, 2)).flatten())
+            out["step_metasgd"].append((w - metasgd.init_weights).flatten(1).norm(dim=1))
+    result = {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
+    for key in ("hess_z", "hess_theta", "hess_metasgd"):  # the Hessians' rank is at most M (N - 1)
+        v = result[key]
+        result[key] = v[v > 1e-7 * v.max()]
+    result["decoder_singular_values"] = torch.linalg.svdvals(w_mean).cpu().numpy()
+    return result
+
+
+def figure_5(leo: Learner, metasgd: Learner, split: EpisodeSource, out: Path, problems: int = 1000, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Box plots (whiskers at the 5th and 95th percentiles) of curvature in z and theta, decoder singular values and step sizes."""
+    q = curvature_and_coverage(leo, metasgd, split, problems, seed, progress)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    box = dict(whis=(5, 95), showfliers=False, patch_artist=True)
+    panels = [
+        (axes[0], [q["hess_z"], q["hess_theta"], q["hess_metasgd"]], ["LEO in z", "LEO in theta", "Meta-SGD in theta"],
+         "(a) curvature: |Hessian eigenvalues| of the support loss", "absolute eigenvalue (log scale)"),
+        (axes[1], [q["decoder_singular_values"]], ["LEO decoder"], "(b) coverage: decoder singular values", "singular value (log scale)"),
+        (axes[2], [q["step_leo"], q["step_metasgd"]], ["LEO (latent steps)", "Meta-SGD"],
+         "(c) coverage: size of the adaptation in theta", "||theta' - theta|| (log scale)"),
+    ]
+    for ax, data, labels, title, ylabel in panels:
+        parts = ax.boxplot(data, tick_labels=labels, **box)
+        for patch, colour in zip(parts["boxes"], ["tab:orange", "tab:blue", "tab:green"]):
+            patch.set_facecolor(colour)
+            patch.set_alpha(0.6)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("model")
+        ax.grid(axis="y", alpha=0.3)
+    task = leo.task
+    fig.suptitle(
+        f"Figure 5: curvature and coverage over {problems:,} test problems ({task.n_way}-way {task.k_shot}-shot {task.dataset}); "
+        "boxes: quartiles, whiskers: 5th-95th percentiles"
+    )
+    save_figure(fig, out)
+    return {k: float(np.median(v)) for k, v in q.items()}
