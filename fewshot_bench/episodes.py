@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -28,8 +28,13 @@ TRAIN_QUERY = 15  # queries per class during meta-training (paper, reference cod
 class EpisodeBatch:
     """A batch of B episodes: ``support`` [B, N, K, D], ``query`` [B, N, Q, D] and their labels.
 
-    Labels are the class's position in the draw order (0..N-1), so ``support_labels[b, n]``
-    and ``query_labels[b, n]`` are all ``n``; ``classes`` [B, N] are the split's class ids.
+    Classification: labels are the class's position in the draw order (0..N-1), so
+    ``support_labels[b, n]`` and ``query_labels[b, n]`` are all ``n``; ``classes`` [B, N]
+    are the split's class ids.
+
+    Regression (see :mod:`fewshot_bench.tasks`): each episode is one function, N = 1;
+    ``support`` [B, 1, K, D] holds the inputs and ``support_labels`` [B, 1, K, 1] the float
+    targets (the same for the query); ``classes`` [B, 1] may name the problem's family.
     """
 
     support: Tensor
@@ -65,9 +70,14 @@ class EpisodeBatch:
             self,
             support=self.support.to(device=device, dtype=dtype),
             query=self.query.to(device=device, dtype=dtype),
-            support_labels=self.support_labels.to(device),
-            query_labels=self.query_labels.to(device),
+            support_labels=self._labels_to(self.support_labels, device, dtype),
+            query_labels=self._labels_to(self.query_labels, device, dtype),
         )
+
+    @staticmethod
+    def _labels_to(labels: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
+        # Class labels stay integers; regression targets follow the features' dtype.
+        return labels.to(device=device, dtype=dtype if labels.is_floating_point() else None)
 
     def select(self, index: Tensor | slice) -> EpisodeBatch:
         """The sub-batch of the episodes at ``index`` (a slice or index tensor)."""
@@ -82,6 +92,27 @@ class EpisodeBatch:
             classes=pick(self.classes),
             episode_ids=pick(self.episode_ids),
         )
+
+
+class EpisodeSource(Protocol):
+    """A split the harness can draw episodes from: class-sorted features or a generated task family.
+
+    :class:`~fewshot_bench.data.base.FeatureSplit` returns an :class:`EpisodeSampler`; a
+    generated family (e.g. ``sines-lines``) returns its own sampler with the same
+    ``batch(start, size, device, dtype)`` method.
+    """
+
+    name: str
+
+    @property
+    def feature_dim(self) -> int:
+        """Input dimension D."""
+
+    def sampler(self, n_way: int, k_shot: int, n_query: int, seed: int, stream: str | None = None) -> Any:
+        """A seeded sampler whose ``batch(start, size, device, dtype)`` returns episodes ``start ..``."""
+
+    def default_query(self, k_shot: int) -> int:
+        """Queries per class (per problem) at evaluation."""
 
 
 # --- counter-based hashing (splitmix64) ----------------------------------------------------

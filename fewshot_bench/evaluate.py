@@ -1,4 +1,4 @@
-"""Batched evaluation on fixed, seeded episodes: one accuracy per episode."""
+"""Batched evaluation on fixed, seeded episodes: one metric value per episode (accuracy, or MSE for regression)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fewshot_bench.data.base import FeatureSplit
-from fewshot_bench.episodes import EpisodeBatch, EpisodeSampler
+from fewshot_bench.episodes import EpisodeBatch, EpisodeSource
 from fewshot_bench.learner import Learner
+from fewshot_bench.tasks import task_kind
 
 PAPER_TEST_EPISODES = 50_000
 # Elements of episode features gathered per evaluation batch (128 MB of float32).
 EVAL_BATCH_ELEMENTS = 1 << 25
 
 
-def all_remaining_queries(split: FeatureSplit, k_shot: int) -> int:
-    """Q such that every class contributes all its non-support rows: min rows per class - K."""
-    return int(split.counts.min()) - k_shot
+def all_remaining_queries(split: EpisodeSource, k_shot: int) -> int:
+    """The split's evaluation Q: for class-sorted features every class's non-support rows, min rows per class - K."""
+    return split.default_query(k_shot)
 
 
 def auto_batch_size(n_way: int, k_shot: int, n_query: int, feature_dim: int, cap: int = 1000) -> int:
@@ -34,7 +34,7 @@ def episode_accuracy(logits: torch.Tensor, batch: EpisodeBatch) -> torch.Tensor:
 
 def evaluate(
     learner: Learner,
-    split: FeatureSplit,
+    split: EpisodeSource,
     n_way: int,
     k_shot: int,
     seed: int,
@@ -46,13 +46,16 @@ def evaluate(
     progress: bool = False,
     desc: str = "evaluate",
 ) -> np.ndarray:
-    """Per-episode accuracies of ``learner`` on episodes ``0 .. episodes - 1`` of ``split``.
+    """Per-episode metric values of ``learner`` on episodes ``0 .. episodes - 1`` of ``split``.
 
-    ``n_query`` defaults to all remaining examples of each class (the paper's protocol).
+    The metric is the learner's task kind's (accuracy for classification, MSE for regression).
+    ``n_query`` defaults to the split's evaluation queries: all remaining examples of each
+    class for class-sorted features (the paper's protocol).
     The learner is put in evaluation mode (no dropout, no sampling) and restored after.
     """
     q = all_remaining_queries(split, k_shot) if n_query is None else n_query
-    sampler = EpisodeSampler(split, n_way, k_shot, q, seed, stream=stream)
+    sampler = split.sampler(n_way, k_shot, q, seed, stream=stream)
+    metric = task_kind(learner.task.kind).episode_metric
     size = batch_size or auto_batch_size(n_way, k_shot, q, split.feature_dim)
     out = np.empty(episodes, dtype=np.float32)
     was_training = learner.training
@@ -62,8 +65,8 @@ def evaluate(
             for start in range(0, episodes, size):
                 n = min(size, episodes - start)
                 batch = sampler.batch(start, n, device=device, dtype=learner.dtype)
-                logits = learner.predict(batch).detach()
-                out[start : start + n] = episode_accuracy(logits, batch).cpu().numpy()
+                predictions = learner.predict(batch).detach()
+                out[start : start + n] = metric(predictions, batch.query_labels).cpu().numpy()
                 bar.update(n)
     finally:
         learner.train(was_training)

@@ -64,8 +64,11 @@ class Learner(nn.Module):
     Config: ClassVar[type] = LearnerConfig
     # False for learners with nothing to meta-train (nearest centroid, logistic regression).
     meta_trainable: ClassVar[bool] = True
-    # Task kinds this learner can solve.
+    # Task kinds this learner can solve (see fewshot_bench.tasks).
     kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    # Kinds this learner solves with another class ({kind: Learner subclass}): one registered
+    # name, one model per kind (e.g. LEO's classifier generator and its regression MLP generator).
+    implementations: ClassVar[dict[str, type]] = {}
     # (dataset, k_shot) pairs for which default_config has tuned values, for docs and checks.
     tuned_settings: ClassVar[tuple[tuple[str, int], ...]] = ()
 
@@ -73,6 +76,11 @@ class Learner(nn.Module):
         super().__init__()
         self.config = config
         self.task = task
+
+    @classmethod
+    def for_kind(cls, kind: str) -> type[Learner]:
+        """The class that implements this learner for task kind ``kind``: ``cls`` unless ``implementations`` names another."""
+        return cls.implementations.get(kind, cls)
 
     @classmethod
     def default_config(cls, dataset: str, k_shot: int) -> Any:
@@ -84,7 +92,7 @@ class Learner(nn.Module):
         raise NotImplementedError(f"learner {self.name!r} has no meta-training objective")
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
-        """Query logits ``[B, N, Q, N]`` for classification (outputs for regression)."""
+        """Query logits ``[B, N, Q, N]`` for classification; outputs ``[B, 1, Q, 1]`` for regression."""
         raise NotImplementedError
 
     def nan_fallback_loss(self) -> Tensor | None:

@@ -18,7 +18,7 @@ import torch
 
 from fewshot_bench import stats
 from fewshot_bench.config import apply_overrides, config_to_dict
-from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
+from fewshot_bench.data.base import DataRequest, FeatureDataset, FeatureSplit, merge_splits
 from fewshot_bench.errors import ConfigError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.learner import Learner, TaskSpec
@@ -26,7 +26,8 @@ from fewshot_bench.plugins import PluginHost
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.provenance import hardware, versions
 from fewshot_bench.store import ResultStore
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.tasks import task_kind
+from fewshot_bench.train import MetaTrainer, TrainOptions, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,19 @@ def load_dataset(ctx: RunContext, name: str, crop: str = "center") -> FeatureDat
         ds = spec.load(DataRequest(data_dir=ctx.data_dir, crop=crop))
         if ctx.device.type != "cpu":
             for s in ds.splits.values():
-                s.features = s.features.to(ctx.device)
+                if isinstance(s, FeatureSplit):  # generated task families draw on the fly
+                    s.features = s.features.to(ctx.device)
         ctx.dataset_cache[cache_key] = ds
     return ctx.dataset_cache[cache_key]
 
 
-def resolve_config(cls: type[Learner], spec: RunSpec) -> Any:
-    """The learner's defaults for (dataset, shot) and preset, with ``--set`` overrides applied."""
+def resolve_config(cls: type[Learner], spec: RunSpec, kind: str = "classification") -> Any:
+    """The learner's defaults for (dataset, shot) and preset, with ``--set`` overrides applied.
+
+    ``kind`` is the dataset's task kind: a learner may implement another kind with another
+    class and config (``Learner.implementations``).
+    """
+    cls = cls.for_kind(kind)
     params = inspect.signature(cls.default_config).parameters
     if spec.hparams is not None and "preset" in params:
         config = cls.default_config(spec.dataset, spec.shot, preset=spec.hparams)
@@ -105,7 +112,8 @@ def resolve_config(cls: type[Learner], spec: RunSpec) -> Any:
 
 
 def build_learner(cls: type[Learner], config: Any, task: TaskSpec, device: torch.device) -> Learner:
-    """Instantiate a learner, naming it and its plugin in any error it raises."""
+    """Instantiate the learner's class for ``task.kind``, naming it and its plugin in any error it raises."""
+    cls = cls.for_kind(task.kind)
     try:
         learner = cls(config, task)
     except FewshotBenchError:
@@ -113,6 +121,32 @@ def build_learner(cls: type[Learner], config: Any, task: TaskSpec, device: torch
     except Exception as exc:
         raise ConfigError(f"learner {cls.name!r} could not be built with this config: {type(exc).__name__}: {exc}") from exc
     return learner.to(device=device, dtype=learner.dtype)
+
+
+def save_model(learner: Learner, config: dict[str, Any], task: TaskSpec, path: Path) -> Path:
+    """Keep a meta-trained learner's final (best) weights with what rebuilds it; returns the absolute path.
+
+    Saved by run key (equal keys give equal weights), so figures and analyses of a stored
+    run can reload its model: see :func:`load_model`.
+    """
+    path = path.resolve()
+    state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+    save_atomic({"learner": learner.name, "config": config, "task": asdict(task), "state_dict": state}, path)
+    return path
+
+
+def load_model(host: PluginHost, path: Path, device: torch.device | str = "cpu") -> Learner:
+    """Rebuild a learner saved by :func:`save_model` (evaluation mode, on ``device``)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"cannot read the saved model {path} ({exc}); rerun the run with `fewshot-bench run`") from None
+    task = TaskSpec(**saved["task"])
+    impl = host.learner(saved["learner"]).for_kind(task.kind)
+    config = impl.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+    learner = build_learner(impl, config, task, torch.device(device))
+    learner.load_state_dict(saved["state_dict"])
+    return learner.eval()
 
 
 @contextmanager
@@ -151,7 +185,13 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     host = ctx.host
     cls = host.learner(spec.learner)
     plugin = host.learner_plugin(spec.learner)
-    config = resolve_config(cls, spec)
+    kind = host.dataset(spec.dataset).kind
+    if kind not in cls.kinds:
+        raise ConfigError(
+            f"learner {spec.learner!r} solves {' and '.join(cls.kinds)} tasks, but dataset {spec.dataset!r} "
+            f"poses {kind}; pick another learner (see `fewshot-bench learners`)"
+        )
+    config = resolve_config(cls, spec, kind)
     config_dict = config_to_dict(config)
     run_key = spec.key(config_dict)
     if expected_key is not None and run_key != expected_key:
@@ -170,7 +210,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     timings: dict[str, float] = {}
     train_summary: dict[str, Any] = {"meta_trained": False}
     t0 = time.perf_counter()
-    if cls.meta_trainable and spec.steps > 0:
+    if cls.for_kind(kind).meta_trainable and spec.steps > 0:
         train_split = dataset.split("train")
         val_split = dataset.split("val")
         if spec.train_on_val:
@@ -194,6 +234,8 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         with learner_errors(spec.learner, plugin.distribution, "meta-training"):
             result = trainer.run()
         train_summary = {"meta_trained": True, **asdict(result)}
+        if ctx.checkpoint_dir is not None:
+            train_summary["model"] = str(save_model(learner, config_dict, task, ctx.checkpoint_dir / f"{run_key}.model.pt"))
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -217,7 +259,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         "episodes": summary.episodes,
         "config": config_dict,
         "options": {**asdict(spec), "eval_query": eval_query, "plugin": plugin.distribution},
-        "summary": {"std": summary.std, "train": train_summary},
+        "summary": {"std": summary.std, "metric": task_kind(kind).metric, "train": train_summary},
         "versions": versions(plugin.distribution),
         "hardware": hardware(ctx.device),
         "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fewshot_bench.data.base import FeatureSplit
-from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSampler, _mix
+from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, _mix
 from fewshot_bench.errors import DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.learner import Learner
 from fewshot_bench.profiling import Profiler
+from fewshot_bench.tasks import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ class TrainOptions:
 
 @dataclass
 class TrainResult:
-    """What meta-training did: steps taken, the best validation accuracy and its step."""
+    """What meta-training did: steps taken, the best validation metric and its step.
+
+    ``best_val_accuracy`` and the history's ``val_accuracy`` hold the task kind's metric,
+    named by ``metric`` (``accuracy``; ``mse`` for regression, where lower is better).
+    """
 
     steps: int = 0
     best_step: int = 0
@@ -50,6 +54,7 @@ class TrainResult:
     stopped_early: bool = False
     resumed_from: int | None = None
     history: list[dict] = field(default_factory=list)
+    metric: str = "accuracy"
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -80,8 +85,8 @@ class MetaTrainer:
     def __init__(
         self,
         learner: Learner,
-        train_split: FeatureSplit,
-        val_split: FeatureSplit,
+        train_split: EpisodeSource,
+        val_split: EpisodeSource,
         n_way: int,
         k_shot: int,
         options: TrainOptions,
@@ -96,14 +101,15 @@ class MetaTrainer:
         self.batch_size = int(getattr(cfg, "meta_batch_size", 12))
         self.clip_value = getattr(cfg, "grad_clip_value", None)
         self.clip_norm = getattr(cfg, "grad_clip_norm", None)
-        self.sampler = EpisodeSampler(train_split, n_way, k_shot, options.train_query, options.seed, stream="train")
+        self.kind = task_kind(learner.task.kind)
+        self.sampler = train_split.sampler(n_way, k_shot, options.train_query, options.seed, stream="train")
         # Fail now, not after hours of training, if validation episodes cannot be drawn.
-        EpisodeSampler(val_split, n_way, k_shot, options.val_query or 1, options.seed, stream="val")
-        if options.val_query is None and int(val_split.counts.min()) <= k_shot:
+        val_split.sampler(n_way, k_shot, options.val_query or 1, options.seed, stream="val")
+        if options.val_query is None and val_split.default_query(k_shot) < 1:
             raise DataError(f"validation split {val_split.name!r} has a class with no rows left after K = {k_shot}")
         self.params = [p for p in learner.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=float(getattr(cfg, "outer_lr", 1e-3)))
-        self.result = TrainResult()
+        self.result = TrainResult(metric=self.kind.metric)
         self.best_state: dict | None = None
         self._since_best = 0
 
@@ -174,7 +180,7 @@ class MetaTrainer:
     # --- the loop ------------------------------------------------------------------------
 
     def validate(self) -> float:
-        """Mean accuracy on the fixed validation episodes."""
+        """Mean metric (accuracy, or MSE for regression) on the fixed validation episodes."""
         with self.profiler.section("validation"):
             acc = evaluate(
                 self.learner,
@@ -214,7 +220,7 @@ class MetaTrainer:
         res = self.result
         res.nan_steps += int(nan_steps.item())
         res.history.append({"step": res.steps, "val_accuracy": val_acc, "loss": float(metrics["loss"])})
-        if res.best_val_accuracy is None or val_acc > res.best_val_accuracy:
+        if self.kind.better(val_acc, res.best_val_accuracy):
             res.best_val_accuracy, res.best_step = val_acc, res.steps
             self.best_state = copy.deepcopy(self.learner.state_dict())
             self._since_best = 0

@@ -18,8 +18,10 @@ from fewshot_bench.commands.common import (
 )
 from fewshot_bench.config import parse_assignments
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.plugins import PluginHost
 from fewshot_bench.provenance import resolve_device
 from fewshot_bench.runner import BUDGETS, RunContext, RunSpec, execute
+from fewshot_bench.tasks import task_kind
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="meta-train and evaluate one learner", description=__doc__)
     p.add_argument("--learner", required=True, help="learner name (see `fewshot-bench learners`)")
     p.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
-    p.add_argument("--way", type=int, default=5, help="classes per episode N (default 5)")
-    p.add_argument("--shot", type=int, default=1, help="support examples per class K (default 1)")
+    p.add_argument("--way", type=int, help="classes per episode N (default 5; 1 for regression)")
+    p.add_argument("--shot", type=int, help="support examples per class K (default 1, or the dataset's own, e.g. 5 for sines-lines)")
     p.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
                    help="quick (default: 1,000 steps, 2,000 test episodes) or paper (100,000 steps, 50,000 episodes)")
@@ -52,8 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    """A RunSpec from parsed arguments, budget defaults filled in."""
+def episode_shape(args: argparse.Namespace, host: PluginHost | None) -> tuple[int, int]:
+    """(N, K) from ``--way``/``--shot``, defaulting to 5-way 1-shot or to what the dataset's task kind fixes."""
+    way, shot = args.way, args.shot
+    if host is None:
+        return (5 if way is None else way), (1 if shot is None else shot)
+    dataset = host.dataset(args.dataset)
+    fixed = task_kind(dataset.kind).fixed_way
+    if fixed is not None and way not in (None, fixed):
+        raise ConfigError(f"{dataset.name} is a {dataset.kind} dataset with {fixed}-way episodes; drop --way {way}")
+    way = way if way is not None else (fixed or 5)
+    shot = shot if shot is not None else (dataset.default_shot or 1)
+    return way, shot
+
+
+def spec_from_args(args: argparse.Namespace, host: PluginHost | None = None) -> RunSpec:
+    """A RunSpec from parsed arguments, budget and dataset defaults filled in."""
+    way, shot = episode_shape(args, host)
     budget = BUDGETS[args.budget]
 
     def pick(value: int | None, key: str) -> int:
@@ -62,8 +79,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     spec = RunSpec(
         learner=args.learner,
         dataset=args.dataset,
-        way=args.way,
-        shot=args.shot,
+        way=way,
+        shot=shot,
         seed=args.seed,
         steps=pick(args.steps, "steps"),
         episodes=pick(args.episodes, "episodes"),
@@ -84,12 +101,12 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Run one learner and report its accuracy."""
-    spec = spec_from_args(args)
+    """Run one learner and report its metric (accuracy, or query MSE for regression)."""
+    host = host_from_args(args)
+    spec = spec_from_args(args, host)
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
-    host = host_from_args(args)
     host.learner(spec.learner)  # fail fast on an unknown learner
     ctx = RunContext(
         host=host,
@@ -107,6 +124,8 @@ def handle(args: argparse.Namespace) -> int:
             + ("" if args.budget == "paper" else " (the paper's protocol: --budget paper)")
         )
     out = execute(spec, ctx)
+    # The record's "accuracy" column holds the task kind's main metric; report it by its name.
+    metric = out["summary"].get("metric", "accuracy")
     result = {
         "run_id": out["run_id"],
         "learner": out["learner"],
@@ -114,11 +133,11 @@ def handle(args: argparse.Namespace) -> int:
         "way": out["way"],
         "shot": out["shot"],
         "seed": out["seed"],
-        "accuracy": out["accuracy"],
+        metric: out["accuracy"],
         "ci95": out["ci95"],
         "episodes": out["episodes"],
         "steps": out["summary"]["train"].get("steps", 0),
-        "best_val_accuracy": out["summary"]["train"].get("best_val_accuracy"),
+        f"best_val_{metric}": out["summary"]["train"].get("best_val_accuracy"),
         "store": str(args.store),
     }
     if args.profile and not args.json:
@@ -128,8 +147,10 @@ def handle(args: argparse.Namespace) -> int:
             result["profile"] = out["timings"].get("profile", [])
         print_json(result)
     else:
-        print(
-            f"accuracy {100 * result['accuracy']:.2f}% ± {100 * result['ci95']:.2f}% (95% CI over "
-            f"{result['episodes']:,} episodes); run {result['run_id']} stored in {args.store}"
+        headline = (
+            f"accuracy {100 * result[metric]:.2f}% ± {100 * result['ci95']:.2f}%"
+            if metric == "accuracy"
+            else f"query {metric.upper()} {result[metric]:.4f} ± {result['ci95']:.4f}"
         )
+        print(f"{headline} (95% CI over {result['episodes']:,} episodes); run {result['run_id']} stored in {args.store}")
     return 0

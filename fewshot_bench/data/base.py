@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fewshot_bench.errors import DataError
+
+if TYPE_CHECKING:
+    from fewshot_bench.episodes import EpisodeSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -45,6 +49,16 @@ class FeatureSplit:
     def labels(self) -> np.ndarray:
         """Class id of every row, [R]."""
         return np.repeat(np.arange(self.num_classes), self.counts)
+
+    def sampler(self, n_way: int, k_shot: int, n_query: int, seed: int, stream: str | None = None) -> EpisodeSampler:
+        """The seeded N-way K-shot sampler of this split (every split is an episode source)."""
+        from fewshot_bench.episodes import EpisodeSampler  # episodes.py imports this module
+
+        return EpisodeSampler(self, n_way, k_shot, n_query, seed, stream=stream)
+
+    def default_query(self, k_shot: int) -> int:
+        """Queries per class at evaluation: all remaining rows (min rows per class - K), the paper's protocol."""
+        return int(self.counts.min()) - k_shot
 
     @classmethod
     def from_labelled(
@@ -82,6 +96,8 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 
 def merge_splits(name: str, *splits: FeatureSplit) -> FeatureSplit:
     """One split holding the classes of all given splits (e.g. train + val for stage 3)."""
+    if not all(isinstance(s, FeatureSplit) for s in splits):
+        raise DataError(f"{name}: only class-sorted feature splits can be merged; this dataset generates its episodes (drop --train-on-val)")
     offsets = [np.zeros(1, dtype=np.int64)]
     total = 0
     for s in splits:
@@ -142,3 +158,5 @@ class DatasetSpec:
     aliases: tuple[str, ...] = ()
     kind: str = "classification"
     needs_files: bool = False
+    # The dataset's usual shot when the user names none (None: the CLI's default, 1).
+    default_shot: int | None = None

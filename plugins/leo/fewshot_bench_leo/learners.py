@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fewshot_bench_leo.model import LatentEmbeddingOptimization, LEOConfig
+from fewshot_bench_leo.regression import LEORegression
 
 
 class LEO(LatentEmbeddingOptimization):
@@ -19,6 +20,9 @@ class LEO(LatentEmbeddingOptimization):
 
     name = "leo"
     description = "LEO: stochastic conditional generator, 5 latent steps, 5 fine-tuning steps (paper Table 1)"
+    # Regression (paper §4.1, appendix A.2): one latent generates a whole MLP; see regression.py.
+    kinds = ("classification", "regression")
+    implementations = {"regression": LEORegression}
 
 
 @dataclass

@@ -59,6 +59,10 @@ class LEORegressionConfig(LearnerConfig):
     kl_weight: float = 0.01
     encoder_penalty_weight: float = 1e-9
     l2_penalty_weight: float = 1e-8
+    # Each problem's latent gradient is scaled down to at most this L2 norm (None: never).
+    # Not in the paper: without it the latent steps diverge on steep lines (the decoded MLP's
+    # output is a high-degree polynomial in z), and a single diverged problem is a NaN MSE.
+    latent_grad_clip: float | None = 1.0
     # Sample latents and parameters (False: means only, no KL).
     stochastic: bool = True
     # Appendix A.2: sampling also at evaluation (classification LEO uses the means there).
@@ -186,6 +190,9 @@ class LEORegression(Learner):
         z = z_init
         for _ in range(self.config.latent_steps):
             grad = gradient(lambda zz: support_mse(self.mlp, self.decode(zz), xs, ys), z, create_graph)
+            if self.config.latent_grad_clip is not None:
+                norm = grad.norm(dim=-1, keepdim=True)
+                grad = grad * (self.config.latent_grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
             z = z - self.inner_lr * grad
         theta = self.decode(z)
         for _ in range(self.config.finetune_steps):

@@ -20,6 +20,7 @@ from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, Task
 from fewshot_bench.baselines import flat, linear_logits
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.linear import onehot_labels, support_loss_grad
+from fewshot_bench.regression_learners import GradientMLPRegression
 
 
 @dataclass
@@ -39,12 +40,22 @@ class MAMLConfig(LearnerConfig):
     grad_clip_norm: float | None = 0.1
 
 
+class MAMLRegression(GradientMLPRegression):
+    """MAML on the regression MLP: learned ``theta0``, one fixed scalar inner learning rate."""
+
+    name = "maml"
+    description = "MAML on the 1-40-40-1 regression MLP: learned init, fixed scalar inner learning rate"
+    learned_lr = False
+
+
 class MAML(Learner):
     """MAML: ``theta <- theta - lr * grad`` from a learned ``theta0``, with one fixed scalar ``lr``."""
 
     name = "maml"
     description = "MAML on the features: learned init, one fixed scalar inner learning rate, second order"
     Config = MAMLConfig
+    kinds = ("classification", "regression")
+    implementations = {"regression": MAMLRegression}
 
     def __init__(self, config: MAMLConfig, task: TaskSpec) -> None:
         super().__init__(config, task)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, TaskSpec, hookimpl
 from fewshot_bench.baselines import flat, linear_logits
+from fewshot_bench.regression_learners import GradientMLPRegression
 
 
 @dataclass
@@ -38,12 +39,22 @@ def support_loss_grad(x: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
     return torch.bmm((probs - onehot).transpose(1, 2), x)
 
 
+class MetaSGDRegression(GradientMLPRegression):
+    """Meta-SGD on the regression MLP: learned ``theta0`` and a learned inner learning rate per parameter."""
+
+    name = "metasgd"
+    description = "Meta-SGD on the 1-40-40-1 regression MLP: learned init and per-parameter inner learning rates"
+    learned_lr = True
+
+
 class MetaSGD(Learner):
     """Meta-SGD: ``w <- w - alpha * grad`` from a learned ``w0``, with ``alpha`` the shape of ``w``."""
 
     name = "metasgd"
     description = "Meta-SGD on the features: learned init and per-parameter inner learning rates"
     Config = MetaSGDConfig
+    kinds = ("classification", "regression")
+    implementations = {"regression": MetaSGDRegression}
 
     def __init__(self, config: MetaSGDConfig, task: TaskSpec) -> None:
         super().__init__(config, task)
