@@ -235,7 +235,7 @@ def test_name_check_rejects_malformed_and_taken_names():
 def test_cpu_budget_fails_when_over_and_reports_the_time():
     """The budget check passes a fast learner and fails it under an impossible budget."""
     status, detail = outcome(NearestCentroid, "cpu-budget")
-    assert status == "passed" and "200 test episodes in" in detail
+    assert status == "passed" and "100 test episodes in" in detail
     status, detail = outcome(NearestCentroid, "cpu-budget", cpu_budget_s=1e-9)
     assert status == "failed" and detail.startswith("over budget")
 

@@ -85,7 +85,7 @@ class CheckOptions:
     score_episodes: int = 200
     # CPU-budget check: this workload must finish within cpu_budget_s seconds.
     budget_steps: int = 5
-    budget_episodes: int = 200
+    budget_episodes: int = 100
     cpu_budget_s: float = field(default_factory=_env_budget)
     # Two predictions agree when max |a - b| <= rtol * max(1, max |a|).
     rtol: float = 1e-4
