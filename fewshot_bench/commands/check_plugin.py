@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"run only this check (repeatable): {', '.join(CHECKS)}")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="CPU budget of the cpu-budget check (default: $FEWSHOT_BENCH_CHECK_BUDGET or 120)")
-    p.add_argument("--steps", type=int, metavar="N", help="meta-training steps of the meta-training check (default 50)")
+    p.add_argument("--steps", type=int, metavar="N", help="meta-training steps of the meta-training check (default 30)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     p.set_defaults(handler=handle)
 
