@@ -10,9 +10,9 @@ Two on-disk layouts are understood:
   ``<root>/{train,val,test}/<class>/<image>``. A root of bare class folders and no split
   lists is one split (for embedding a user's own images).
 
-Images are decoded once (Pillow, then torchvision transforms) and kept in memory as one ``uint8`` tensor per
-split (Omniglot at 28x28 is a few MB), resized so that a centre crop of ``crop_ratio``
-gives ``image_size`` pixels.
+Images are decoded once (Pillow, then torchvision transforms) and kept in memory as one
+``uint8`` tensor per split (Omniglot at 28x28 is a few MB), resized so that a centre crop
+of ``crop_ratio`` gives ``image_size`` pixels.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from fewshot_bench.errors import DataError
+from fewshot_bench.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = ("train", "val", "test")
@@ -158,15 +158,23 @@ def detect_layout(root: Path) -> str:
 # --- decoding ---------------------------------------------------------------------------------
 
 
+def _vision():
+    """torchvision's functional transforms and Pillow's Image, or an error saying how to install them."""
+    try:
+        from PIL import Image
+        from torchvision.transforms.v2 import functional
+    except ImportError as exc:  # optional dependencies: the feature-only harness does not need them
+        raise ConfigError(f"image support needs torchvision and Pillow ({exc}); pip install 'fewshot-bench[images]'") from None
+    return functional, Image
+
+
 def decode(path: Path, spec: ImageSpec) -> Tensor:
     """One image file as uint8 [C, S, S] (S = ``spec.load_size``); a DataError naming a bad file.
 
     Pillow decodes (torchvision's own decoders are deprecated since 0.29 in favour of
     TorchCodec, which is not a dependency); torchvision converts, resizes and crops.
     """
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as F
-
+    F, Image = _vision()
     try:
         with Image.open(path) as im:
             im = im.convert("L" if spec.channels == 1 else "RGB")
@@ -307,8 +315,7 @@ def load_images(
 
 def center_crop(images: Tensor, spec: ImageSpec) -> Tensor:
     """Evaluation view: the centre ``image_size`` crop as float in [0, 1]."""
-    from torchvision.transforms.v2 import functional as F
-
+    F, _ = _vision()
     out = F.center_crop(images, [spec.image_size, spec.image_size])
     return out.to(torch.float32).div_(255.0)
 
