@@ -83,8 +83,8 @@ def test_gradient_baselines_train_on_regression(cli, learner):
 
 
 def test_leo_regression_beats_the_mlp_from_scratch(cli):
-    common = ("--dataset", "sines-lines", "--episodes", "300", "--json")
+    common = ("--dataset", "sines-lines", "--episodes", "500", "--json")
     scratch = cli("run", "--learner", "mlp-scratch", *common)
-    leo = cli("run", "--learner", "leo", "--steps", "300", "--val-every", "100", "--val-episodes", "100", *common)
+    leo = cli("run", "--learner", "leo", "--steps", "600", "--val-every", "200", "--val-episodes", "100", *common)
     assert scratch.code == 0 and leo.code == 0, (scratch.err, leo.err)
     assert leo.json()["mse"] < scratch.json()["mse"], (leo.json()["mse"], scratch.json()["mse"])
