@@ -103,6 +103,7 @@ def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regul
         ax.set_ylim(lo - pad, hi + pad)
         shown.append({"episode": episode, "label": label, "sample_spread": float(outputs.std(0).mean())})
     axes[0, 0].legend(loc="best", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.suptitle(
         f"Figure 3: LEO on {sampler.k_shot}-shot noisy sines and lines; {samples} sampled models per problem.\n"
         "Top: problems of one family; bottom: problems both a line and a sine fit (ambiguous)"

@@ -18,6 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
+def metric_text(metric: str, value: float | None, prefix: str = "") -> str:
+    """A run's main metric for a table: accuracy in percent, regression MSE as ``mse 1.2345``."""
+    if value is None:
+        return "-"
+    if metric == "accuracy":
+        return f"{prefix}{100 * value:.2f}%"
+    return f"{prefix}{value:.4f}" if prefix else f"{metric} {value:.4f}"
+
+
 def handle(args: argparse.Namespace) -> int:
     """Print the stored runs, newest last."""
     where = {k: v for k, v in (("learner", args.learner), ("dataset", args.dataset)) if v}
@@ -35,8 +44,8 @@ def handle(args: argparse.Namespace) -> int:
                 "way": r.way,
                 "shot": r.shot,
                 "seed": r.seed,
-                "accuracy": f"{100 * r.accuracy:.2f}%" if r.accuracy is not None else "-",
-                "ci95": f"±{100 * r.ci95:.2f}%" if r.ci95 is not None else "-",
+                "accuracy": metric_text(r.metric, r.accuracy),
+                "ci95": metric_text(r.metric, r.ci95, "±"),
                 "episodes": r.episodes,
                 "created": r.created_at,
             }

@@ -178,8 +178,14 @@ def _least_squares(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def ambiguous(x: np.ndarray, y: np.ndarray, tolerance: float = 1.5 * NOISE_STD) -> np.ndarray:
-    """Which problems' points ``[B, K]`` both a line and a sinusoid fit within ``tolerance`` RMS: [B] bool."""
-    return (fit_lines(x, y)[1] <= tolerance) & (fit_sines(x, y)[1] <= tolerance)
+    """Which problems' points ``[B, K]`` both a clearly sloped line and a clearly non-flat sinusoid fit within ``tolerance`` RMS: [B] bool.
+
+    Nearly flat data (a small sine, a level line) fits both trivially and is left out.
+    """
+    line, line_rms = fit_lines(x, y)
+    sine, sine_rms = fit_sines(x, y)
+    shaped = (np.abs(line[:, 0]) >= 0.3) & (np.linalg.norm(sine, axis=1) >= 1.0)
+    return shaped & (line_rms <= tolerance) & (sine_rms <= tolerance)
 
 
 @hookimpl
