@@ -248,6 +248,7 @@ def figure_5(leo: Learner, metasgd: Learner, split: EpisodeSource, out: Path, pr
         ax.set_xlabel("model")
         ax.grid(axis="y", alpha=0.3)
     task = leo.task
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.suptitle(
         f"Figure 5: curvature and coverage over {problems:,} test problems ({task.n_way}-way {task.k_shot}-shot {task.dataset}); "
         "boxes: quartiles, whiskers: 5th-95th percentiles"
