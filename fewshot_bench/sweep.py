@@ -23,7 +23,7 @@ from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.config import config_to_dict
-from fewshot_bench.runner import RunOutcome, RunSpec, resolve_config, store_outcome
+from fewshot_bench.runner import BUDGETS, RunOutcome, RunSpec, resolve_config, store_outcome
 from fewshot_bench.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,10 @@ class Protocol:
     """
 
     way: int = 5
-    steps: int = 100_000
-    episodes: int = 50_000
-    val_every: int = 1_000
-    val_episodes: int = 2_000
+    steps: int = BUDGETS["paper"]["steps"]
+    episodes: int = BUDGETS["paper"]["episodes"]
+    val_every: int = BUDGETS["paper"]["val_every"]
+    val_episodes: int = BUDGETS["paper"]["val_episodes"]
     patience: int | None = 20
     eval_query: int | None = None
     train_on_val: bool = True

@@ -128,7 +128,7 @@ def _alive(pid: int) -> bool:
 def test_sigkill_mid_sweep_then_restart_loses_and_duplicates_nothing(tmp_path):
     store = tmp_path / "k.db"
     cmd = [sys.executable, "-m", "fewshot_bench.cli", "sweep", "--learners", "metasgd", "--dataset", "synthetic",
-           "--shots", "1,5", "--seeds", "3", "--workers", "2", "--steps", "60", "--val-every", "20",
+           "--shots", "1,5", "--seeds", "2", "--workers", "2", "--steps", "40", "--val-every", "20",
            "--val-episodes", "20", "--episodes", "40", "--eval-query", "5", "--store", str(store), "--json"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 180
@@ -142,7 +142,7 @@ def test_sigkill_mid_sweep_then_restart_loses_and_duplicates_nothing(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {r.run_id: r.run_key for r in stored(store)}
-    assert 1 <= len(before) < 6, "the sweep finished before it could be killed; make the runs longer"
+    assert 1 <= len(before) < 4, "the sweep finished before it could be killed; make the runs longer"
     assert workers, "the local executor started no worker processes"
     # Workers die with the driver (no orphans still training, or racing the restarted sweep).
     deadline = time.time() + 20
@@ -153,12 +153,13 @@ def test_sigkill_mid_sweep_then_restart_loses_and_duplicates_nothing(tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
-    assert summary["planned"] == 6 and summary["already_complete"] == len(before) and summary["ran"] == 6 - len(before)
+    assert summary["planned"] == 4 and summary["already_complete"] == len(before) and summary["ran"] == 4 - len(before)
     runs = stored(store)
-    assert len(runs) == 6 and len({r.run_key for r in runs}) == 6
-    assert sorted((r.shot, r.seed) for r in runs) == [(k, s) for k in (1, 5) for s in range(3)]
+    assert len(runs) == 4 and len({r.run_key for r in runs}) == 4
+    assert sorted((r.shot, r.seed) for r in runs) == [(k, s) for k in (1, 5) for s in range(2)]
     assert all(before[r.run_id] == r.run_key for r in runs if r.run_id in before) and set(before) <= {r.run_id for r in runs}
-    assert not list((tmp_path / "fewshot-checkpoints").glob("*[!l].pt"))  # no training checkpoint left over
+    leftover = [p for p in (tmp_path / "fewshot-checkpoints").glob("*.pt") if not p.name.endswith(".model.pt")]
+    assert not leftover  # every training checkpoint was dropped once its run was stored
 
 
 def test_ray_executor_on_a_local_instance(cli, tmp_path):
