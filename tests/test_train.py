@@ -9,7 +9,7 @@ from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
 
 
 def make_trainer(learner, synthetic, **options):
-    opts = TrainOptions(**{"steps": 150, "val_every": 50, "val_episodes": 300, "val_query": 15, "patience": None, **options})
+    opts = TrainOptions(**{"steps": 600, "val_every": 200, "val_episodes": 500, "val_query": 15, "patience": None, **options})
     return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), 5, 1, opts, torch.device("cpu"))
 
 
@@ -20,7 +20,7 @@ def test_metasgd_meta_training_improves_validation_accuracy(host, synthetic):
     trainer = make_trainer(learner, synthetic)
     before = trainer.validate()
     result = trainer.run()
-    assert result.steps == 150 and result.nan_steps == 0
+    assert result.steps == 600 and result.nan_steps == 0
     assert result.best_val_accuracy > before + 0.01, (before, result.history)
     # the best validated weights are what is left loaded
     assert trainer.validate() == result.best_val_accuracy
