@@ -14,8 +14,8 @@ The generator (fixed seed, so every machine gets the same numbers) draws, in thi
 The features are non-negative and sparse like post-ReLU CNN embeddings. The nuisance
 factor is large and shared by all classes, so a fixed metric (nearest centroid) is misled
 by it while a meta-learner can learn to discount it: there is room to meta-learn.
-Nearest centroid scores about 54% (5-way 1-shot) and 79% (5-shot) on the test split,
-close to what simple baselines reach on miniImageNet's WRN-28-10 features.
+Nearest centroid scores 48.05 ± 0.04% (5-way 1-shot, 2,000 test episodes, seeds 0-2)
+and LEO about 64%: there is a clear gap for meta-learning to show (docs/learners.md).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, TaskSpec, hookimpl
 from fewshot_bench.baselines import flat, linear_logits
+from fewshot_bench.linear import onehot_labels, support_loss_grad
 from fewshot_bench.regression_learners import GradientMLPRegression
 
 
@@ -27,16 +28,6 @@ class MetaSGDConfig(LearnerConfig):
     l2_penalty_weight: float = 0.0
     grad_clip_value: float | None = 0.1
     grad_clip_norm: float | None = 0.1
-
-
-def support_loss_grad(x: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
-    """d/dw of the support cross-entropy summed over examples, for every episode at once.
-
-    For a linear softmax classifier the gradient is (softmax(x w^T) - y)^T x; writing it out
-    keeps the graph small and stays differentiable, so the meta-gradient is second order.
-    """
-    probs = torch.softmax(torch.bmm(x, w.transpose(1, 2)), dim=-1)
-    return torch.bmm((probs - onehot).transpose(1, 2), x)
 
 
 class MetaSGDRegression(GradientMLPRegression):
@@ -65,7 +56,7 @@ class MetaSGD(Learner):
     def adapt(self, batch: EpisodeBatch) -> Tensor:
         """Per-episode classifier weights [B, N, D] after the inner loop on the support set."""
         x = flat(batch.support)
-        onehot = F.one_hot(batch.support_labels.reshape(x.shape[0], -1), batch.n_way).to(x.dtype)
+        onehot = onehot_labels(batch.support_labels, batch.n_way, x.dtype)
         w = self.init_weights.to(x.dtype).expand(x.shape[0], -1, -1)
         for _ in range(self.config.inner_steps):
             g = support_loss_grad(x, onehot, w)
