@@ -237,3 +237,21 @@ class EpisodeSampler:
             classes=torch.from_numpy(classes),
             episode_ids=torch.from_numpy(ids),
         )
+
+
+def episode_normal(episode_ids: Tensor, draw: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Standard normals [B, *shape] that are a pure function of (episode id, draw, element).
+
+    For learners that sample at evaluation: an episode's noise then does not depend on its
+    position in the batch, the batch size or the other episodes, so evaluation stays
+    reproducible and paired across learners.
+    """
+    n = int(np.prod(shape))
+    with np.errstate(over="ignore"):
+        keys = _mix(episode_ids.cpu().numpy().astype(np.uint64) * _GOLDEN + np.uint64(draw))
+        j = np.arange(2 * n, dtype=np.uint64)
+        h = _mix(keys[:, None] ^ _mix(j + _EXAMPLE_STREAM))
+    u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))  # in (0, 1)
+    u1, u2 = u[:, :n], u[:, n:]
+    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return torch.from_numpy(z.reshape(len(keys), *shape)).to(device=like.device, dtype=like.dtype)

@@ -67,7 +67,7 @@ def test_killed_run_leaves_no_row_and_rerun_resumes(tmp_path):
     ckpt_dir = tmp_path / "fewshot-checkpoints"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while not (ckpt_dir.exists() and any(ckpt_dir.glob("*.pt"))):
+    while not (ckpt_dir.exists() and any(ckpt_dir.glob("*.pt"))):  # the first validation's checkpoint
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline, "no checkpoint written"
         time.sleep(0.05)
@@ -84,7 +84,8 @@ def test_killed_run_leaves_no_row_and_rerun_resumes(tmp_path):
         (rec,) = s.runs()
     train = rec.summary["train"]
     assert train["resumed_from"] >= 20 and train["steps"] == 200
-    assert not any(ckpt_dir.glob("*.pt"))  # the finished run's checkpoint is cleaned up
+    # the finished run's training checkpoint is cleaned up; its final weights are kept
+    assert [p.name for p in ckpt_dir.glob("*.pt")] == [f"{rec.run_key}.model.pt"]
 
     # An uninterrupted run of the same spec gives the same accuracy: resuming is exact.
     fresh = subprocess.run(cmd[:-1] + ["--store", str(tmp_path / "fresh.db"), "--json"], cwd=tmp_path,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import EpisodeBatch, episode_normal
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.mlp import MLP, support_mse
@@ -124,6 +124,8 @@ class LEORegression(Learner):
 
     def __init__(self, config: LEORegressionConfig, task: TaskSpec) -> None:
         super().__init__(config, task)
+        self._eval_ids: Tensor | None = None  # ids of the episodes being predicted (see noise_like)
+        self._draws = 0
         if config.latent_dim < 1 or config.hidden < 1:
             raise ConfigError("latent_dim and hidden must be at least 1")
         if config.latent_steps < 0 or config.finetune_steps < 0:
@@ -165,7 +167,7 @@ class LEORegression(Learner):
         if not self.sampling:
             return mean, mean.new_zeros(())
         std = stddev(raw)
-        noise = torch.randn_like(mean)
+        noise = self.noise_like(mean)
         latent = mean + std * noise
         # Monte-Carlo KL(q || N(0, I)) at the sample, averaged over elements; (z - mean) / std is the noise.
         kl = (0.5 * latent.pow(2) - 0.5 * noise.pow(2) - std.log()).mean()
@@ -176,7 +178,15 @@ class LEORegression(Learner):
         mean, raw = self.decoder(z).split(self.mlp.n_params, dim=-1)
         if not self.sampling:
             return mean
-        return mean + stddev(raw) * torch.randn_like(mean)
+        return mean + stddev(raw) * self.noise_like(mean)
+
+    def noise_like(self, mean: Tensor) -> Tensor:
+        """Standard normals like ``mean``: fresh in training; at evaluation a pure function of each
+        episode's id and the draw's index, so a problem's sampled model does not depend on its batch."""
+        if self.training or self._eval_ids is None:
+            return torch.randn_like(mean)
+        self._draws += 1
+        return episode_normal(self._eval_ids, self._draws, tuple(mean.shape[1:]), mean)
 
     def network_weights(self) -> list[Tensor]:
         """The encoder, relation network and decoder weights: what the L2 penalty covers."""
@@ -206,6 +216,7 @@ class LEORegression(Learner):
     def predict(self, batch: EpisodeBatch) -> Tensor:
         """Query outputs [B, 1, Q, 1] of one sampled model per problem (all of them: call again for more)."""
         xs, ys, xq, _ = episode_points(batch)
+        self._eval_ids, self._draws = batch.episode_ids, 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return as_outputs(self.mlp.forward(self.adapt(xs, ys).theta, xq), batch)
 
