@@ -21,34 +21,19 @@ from fewshot_bench.plugins import load_plugins
 from fewshot_bench.data.leo import read_embeddings
 from fewshot_bench.errors import ConfigError
 
-_OMNIGLOT = os.environ.get("FEWSHOT_BENCH_OMNIGLOT")
-OMNIGLOT = Path(_OMNIGLOT).resolve() if _OMNIGLOT else None
+from conftest import OMNIGLOT, OMNIGLOT_SKIP
 TINY = ("--set", "width=16", "--max-classes", "8", "--max-images", "10")
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run these tiny networks on one thread: on a shared 2-core machine, OpenMP hand-offs
-    between threads cost more than the arithmetic (measured: 0.1 s per batch-norm call)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-@pytest.fixture
-def omniglot() -> Path:
-    """The real Omniglot images (skips when FEWSHOT_BENCH_OMNIGLOT is unset)."""
-    if OMNIGLOT is None:
-        pytest.skip("set FEWSHOT_BENCH_OMNIGLOT=../shared/data/omniglot (as .ci/run does) to run tests on real Omniglot images")
-    return OMNIGLOT
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny conv4 pretrained for 6 epochs on 8 train classes x 10 drawings (made once per module)."""
     if OMNIGLOT is None:
-        pytest.skip("set FEWSHOT_BENCH_OMNIGLOT=../shared/data/omniglot (as .ci/run does) to run tests on real Omniglot images")
+        pytest.skip(OMNIGLOT_SKIP)
     path = tmp_path_factory.mktemp("pretrained") / "c4.pt"
     code = main(["-q", "pretrain", "--backbone", "conv4", "--data-dir", str(OMNIGLOT), "--out", str(path),
                  "--epochs", "6", "--batch-size", "16", *TINY])

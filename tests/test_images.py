@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -22,27 +21,10 @@ from fewshot_bench.data.images import (
 )
 from fewshot_bench.errors import DataError
 
-# Resolved now: the `cli` fixture changes the working directory.
-_OMNIGLOT = os.environ.get("FEWSHOT_BENCH_OMNIGLOT")
-OMNIGLOT = Path(_OMNIGLOT).resolve() if _OMNIGLOT else None
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run these tiny networks on one thread: on a shared 2-core machine, OpenMP hand-offs
-    between threads cost more than the arithmetic (measured: 0.1 s per batch-norm call)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-@pytest.fixture
-def omniglot() -> Path:
-    """The real Omniglot images (skips when FEWSHOT_BENCH_OMNIGLOT is unset)."""
-    if OMNIGLOT is None:
-        pytest.skip("set FEWSHOT_BENCH_OMNIGLOT=../shared/data/omniglot (as .ci/run does) to run tests on real Omniglot images")
-    return OMNIGLOT
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _png(path: Path, value: int = 200, size: int = 12, channels: int = 3) -> None:
