@@ -1,0 +1,189 @@
+"""Throughput of the learners (issue 7): inner loops, meta-training steps and evaluation.
+
+5-way, 640-d synthetic features (L2-normalised), meta-batch 12, 15 training queries per
+class, 1-shot and 5-shot. Every benchmark stores ``extra_info["episodes_per_s"]`` (episodes
+per call / the call's median time). ``test_metasgd_meta_train_step_loop`` is the
+per-episode-loop reference (benchmarks/metasgd_loop.py): its ratio to
+``test_metasgd_meta_train_step`` is the batching speed-up. ``FEWSHOT_BENCH_THREADS`` sets
+torch's intra-op threads. docs/speed.md has the figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from fewshot_bench.baselines import flat
+from fewshot_bench.data.synthetic import generate
+from fewshot_bench.episodes import TRAIN_QUERY
+from fewshot_bench.evaluate import evaluate
+from fewshot_bench.learner import Learner, TaskSpec
+from fewshot_bench.linear import onehot_labels
+from fewshot_bench.plugins import load_plugins
+from fewshot_bench.train import MetaTrainer, TrainOptions
+from metasgd_loop import LoopMetaSGD, LoopTrainer
+
+N_WAY, META_BATCH, EVAL_EPISODES = 5, 12, 1_000
+SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])
+
+# Inner loops can produce subnormals, ~100x slower on CPU; the CLI flushes them too.
+torch.set_flush_denormal(True)
+# Intra-op threads (default: torch's, one per core). On a shared 2-core machine another busy
+# process makes 2 OpenMP threads stall ~200 ms at their barriers; 1 thread avoids that.
+THREADS = int(os.environ.get("FEWSHOT_BENCH_THREADS", torch.get_num_threads()))
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """The embedded 640-d dataset (generated once per module, about a second)."""
+    return generate()
+
+
+@pytest.fixture(scope="module")
+def host():
+    """The plugin host with the leo, metasgd and maml learners."""
+    return load_plugins()
+
+
+def make_learner(host, name: str, k_shot: int) -> Learner:
+    """``name``'s synthetic-default config for 5-way ``k_shot``, seeded, in training mode."""
+    cls = host.learner(name)
+    torch.manual_seed(0)
+    learner = cls(cls.default_config("synthetic", k_shot), TaskSpec(N_WAY, k_shot, 640))
+    return learner.train()
+
+
+def train_batch(synthetic, k_shot: int):
+    """One fixed meta-batch of training episodes (15 queries per class)."""
+    sampler = synthetic.split("train").sampler(N_WAY, k_shot, TRAIN_QUERY, seed=0, stream="train")
+    return sampler.batch(0, META_BATCH)
+
+
+def record(benchmark, episodes: int) -> None:
+    """Store episodes per second at the median time of one call."""
+    benchmark.extra_info["episodes_per_s"] = episodes / benchmark.stats.stats.median
+    benchmark.extra_info["episodes_per_call"] = episodes
+    benchmark.extra_info["threads"] = THREADS
+
+
+# --- inner loops (forward in training mode: the graph the meta-gradient needs is recorded) ---
+
+
+@SHOTS
+def test_leo_latent_inner_loop(benchmark, host, synthetic, k_shot):
+    leo = make_learner(host, "leo", k_shot)
+    batch = train_batch(synthetic, k_shot)
+    support = flat(batch.support)
+    onehot = onehot_labels(batch.support_labels, N_WAY, support.dtype)
+    with torch.no_grad():
+        z_init = leo.encode(batch.support)[0]
+    z = benchmark(leo.leo_inner_loop, support, onehot, z_init.requires_grad_())
+    assert z.shape == z_init.shape and z.requires_grad and torch.isfinite(z).all()
+    record(benchmark, META_BATCH)
+
+
+@SHOTS
+def test_leo_finetune_loop(benchmark, host, synthetic, k_shot):
+    leo = make_learner(host, "leo", k_shot)
+    batch = train_batch(synthetic, k_shot)
+    support = flat(batch.support)
+    onehot = onehot_labels(batch.support_labels, N_WAY, support.dtype)
+    with torch.no_grad():
+        z = leo.encode(batch.support)[0]
+        weights = leo.decoder(z).weights
+    copies = z.shape[2]
+    out = benchmark(leo.finetuning_inner_loop, support, onehot, weights.requires_grad_(), copies)
+    assert out.shape == (META_BATCH, N_WAY, 640) and out.requires_grad
+    record(benchmark, META_BATCH)
+
+
+@SHOTS
+def test_metasgd_inner_loop(benchmark, host, synthetic, k_shot):
+    learner = make_learner(host, "metasgd", k_shot)
+    w = benchmark(learner.adapt, train_batch(synthetic, k_shot))
+    assert w.shape == (META_BATCH, N_WAY, 640) and w.requires_grad
+    record(benchmark, META_BATCH)
+
+
+@SHOTS
+def test_maml_inner_loop(benchmark, host, synthetic, k_shot):
+    learner = make_learner(host, "maml", k_shot)
+    params = benchmark(learner.adapt, train_batch(synthetic, k_shot))
+    assert params[-1].shape == (META_BATCH, N_WAY, 640) and params[-1].requires_grad
+    record(benchmark, META_BATCH)
+
+
+# --- one full MetaTrainer step: sampling, meta_loss, backward, NaN guard, clipping, Adam ---
+
+
+def trainer_for(host, synthetic, name: str, k_shot: int) -> MetaTrainer:
+    """A MetaTrainer on the synthetic train split (validation is never run here)."""
+    learner = make_learner(host, name, k_shot)
+    return MetaTrainer(
+        learner, synthetic.split("train"), synthetic.split("val"), N_WAY, k_shot,
+        TrainOptions(seed=0), torch.device("cpu"),
+    )
+
+
+def bench_train_step(benchmark, trainer) -> None:
+    """Time ``trainer.step`` on fresh meta-batches (a new step index per call)."""
+    steps = itertools.count()
+    metrics = benchmark(lambda: trainer.step(next(steps)))
+    assert torch.isfinite(metrics["loss"]) and metrics["nan_step"] == 0
+    record(benchmark, META_BATCH)
+
+
+@SHOTS
+def test_leo_meta_train_step(benchmark, host, synthetic, k_shot):
+    bench_train_step(benchmark, trainer_for(host, synthetic, "leo", k_shot))
+
+
+@SHOTS
+def test_metasgd_meta_train_step(benchmark, host, synthetic, k_shot):
+    bench_train_step(benchmark, trainer_for(host, synthetic, "metasgd", k_shot))
+
+
+@SHOTS
+def test_maml_meta_train_step(benchmark, host, synthetic, k_shot):
+    bench_train_step(benchmark, trainer_for(host, synthetic, "maml", k_shot))
+
+
+@SHOTS
+def test_metasgd_meta_train_step_loop(benchmark, host, synthetic, k_shot):
+    """The per-episode-loop reference: same math, same sampling, clipping and Adam, one episode at a time."""
+    batched = make_learner(host, "metasgd", k_shot)
+    cfg = batched.config
+    loop = LoopMetaSGD(batched.init_weights, batched.inner_lr, cfg.inner_steps)
+    # Same meta-gradient as the batched learner on a fixed batch, or the ratio would compare different work.
+    batch = train_batch(synthetic, k_shot)
+    expected = torch.autograd.grad(batched.meta_loss(batch).loss, [batched.init_weights, batched.inner_lr])
+    loop.accumulate_meta_gradient(batch)
+    for got, want in zip((loop.model.weight.grad, loop.inner_lr.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    loop.zero_grad()
+    sampler = synthetic.split("train").sampler(N_WAY, k_shot, TRAIN_QUERY, seed=0, stream="train")
+    trainer = LoopTrainer(loop, sampler, META_BATCH, cfg.outer_lr, cfg.grad_clip_value, cfg.grad_clip_norm)
+    steps = itertools.count()
+    loss = benchmark.pedantic(lambda: trainer.step(next(steps)), rounds=10, iterations=1, warmup_rounds=1)
+    assert torch.isfinite(loss)
+    record(benchmark, META_BATCH)
+
+
+# --- evaluation: 1,000 test episodes, 600 - K queries per class --------------------------
+
+
+@SHOTS
+def test_leo_evaluate_1000(benchmark, host, synthetic, k_shot):
+    leo = make_learner(host, "leo", k_shot)
+    test = synthetic.split("test")
+    assert test.default_query(k_shot) == 600 - k_shot
+    acc = benchmark.pedantic(
+        evaluate, args=(leo, test, N_WAY, k_shot), kwargs={"seed": 0, "episodes": EVAL_EPISODES},
+        rounds=3, iterations=1, warmup_rounds=1,
+    )
+    assert acc.shape == (EVAL_EPISODES,) and 0.2 < acc.mean() <= 1.0
+    record(benchmark, EVAL_EPISODES)
