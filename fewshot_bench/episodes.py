@@ -239,6 +239,21 @@ class EpisodeSampler:
         )
 
 
+
+def hashed_uniforms(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:
+    """``count`` hashed uniforms in [0, 1) per uint64 key: ``[B, count]``, entry j independent of ``count``."""
+    j = np.arange(count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _uniform(_mix((keys[:, None] ^ _mix(np.array([salt], dtype=np.uint64))) + j * _GOLDEN))
+
+
+def hashed_normals(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:
+    """``count`` hashed standard normals per uint64 key (Box-Muller on pairs of hashed uniforms)."""
+    u = hashed_uniforms(keys, salt, 2 * count)
+    # 1 - u lies in (0, 1], so the log is finite.
+    return np.sqrt(-2.0 * np.log1p(-u[:, 0::2])) * np.cos(2.0 * np.pi * u[:, 1::2])
+
+
 def episode_normal(episode_ids: Tensor, draw: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
     """Standard normals [B, *shape] that are a pure function of (episode id, draw, element).
 
@@ -246,12 +261,6 @@ def episode_normal(episode_ids: Tensor, draw: int, shape: tuple[int, ...], like:
     position in the batch, the batch size or the other episodes, so evaluation stays
     reproducible and paired across learners.
     """
-    n = int(np.prod(shape))
-    with np.errstate(over="ignore"):
-        keys = _mix(episode_ids.cpu().numpy().astype(np.uint64) * _GOLDEN + np.uint64(draw))
-        j = np.arange(2 * n, dtype=np.uint64)
-        h = _mix(keys[:, None] ^ _mix(j + _EXAMPLE_STREAM))
-    u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))  # in (0, 1)
-    u1, u2 = u[:, :n], u[:, n:]
-    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    keys = _mix(episode_ids.cpu().numpy().astype(np.uint64))
+    z = hashed_normals(keys, np.uint64(draw), int(np.prod(shape)))
     return torch.from_numpy(z.reshape(len(keys), *shape)).to(device=like.device, dtype=like.dtype)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.data.base import DataRequest, DatasetSpec, FeatureDataset
-from fewshot_bench.episodes import _GOLDEN, EpisodeBatch, _mix, _uniform, episode_keys
+from fewshot_bench.episodes import EpisodeBatch, episode_keys, hashed_normals, hashed_uniforms
 from fewshot_bench.errors import DataError
 from fewshot_bench.hookspecs import hookimpl
 
@@ -68,13 +68,6 @@ class Problems:
         return np.where(self.mode[:, None] == SINE, sine, line)
 
 
-def _stream(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:
-    """``count`` hashed uniforms in [0, 1) per episode key: ``[B, count]``, entry j independent of ``count``."""
-    j = np.arange(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return _uniform(_mix((keys[:, None] ^ _mix(np.array([salt]))) + j * _GOLDEN))
-
-
 def _between(u: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     lo, hi = bounds
     return lo + (hi - lo) * u
@@ -92,7 +85,7 @@ class SinesLinesSampler:
 
     def problems(self, episode_ids: np.ndarray) -> Problems:
         """The functions of the given episodes."""
-        u = _stream(episode_keys(self.seed, self.stream, episode_ids), _TASK_SALT, 3)
+        u = hashed_uniforms(episode_keys(self.seed, self.stream, episode_ids), _TASK_SALT, 3)
         mode = np.where(u[:, 0] < 0.5, SINE, LINE)
         p1 = np.where(mode == SINE, _between(u[:, 1], AMPLITUDE), _between(u[:, 1], LINE_RANGE))
         p2 = np.where(mode == SINE, _between(u[:, 2], PHASE), _between(u[:, 2], LINE_RANGE))
@@ -101,11 +94,8 @@ class SinesLinesSampler:
     def points(self, episode_ids: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs ``[B, count]`` and noisy targets ``[B, count]`` of the first ``count`` points of each episode."""
         keys = episode_keys(self.seed, self.stream, episode_ids)
-        x = _between(_stream(keys, _X_SALT, count), X_RANGE)
-        u = _stream(keys, _NOISE_SALT, 2 * count)
-        # Box-Muller: 1 - u lies in (0, 1], so the log is finite.
-        noise = np.sqrt(-2.0 * np.log1p(-u[:, 0::2])) * np.cos(2.0 * math.pi * u[:, 1::2])
-        return x, self.problems(episode_ids)(x) + NOISE_STD * noise
+        x = _between(hashed_uniforms(keys, _X_SALT, count), X_RANGE)
+        return x, self.problems(episode_ids)(x) + NOISE_STD * hashed_normals(keys, _NOISE_SALT, count)
 
     def batch(
         self,
