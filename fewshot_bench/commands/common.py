@@ -12,7 +12,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from fewshot_bench.errors import ConfigError
 from fewshot_bench.plugins import PluginHost, load_plugins
+from fewshot_bench.runner import BUDGETS
 from fewshot_bench.store import DEFAULT_STORE
 
 DATA_ENV = "FEWSHOT_BENCH_DATA"
@@ -55,3 +57,25 @@ def print_table(rows: Iterable[dict[str, Any]], empty: str = "(none)") -> None:
 def progress_enabled(args: argparse.Namespace) -> bool:
     """Progress bars unless ``--quiet`` or ``--json``, and only on a terminal."""
     return not getattr(args, "quiet", False) and not getattr(args, "json", False) and sys.stderr.isatty()
+
+
+def add_budget_options(parser: argparse.ArgumentParser) -> None:
+    """Options that refine the training and evaluation budget (``run`` and ``sweep``)."""
+    parser.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")
+    parser.add_argument("--episodes", type=int, help="test episodes per run (overrides --budget)")
+    parser.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
+    parser.add_argument("--val-episodes", type=int, help="validation episodes (overrides --budget)")
+    parser.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never stop)")
+    parser.add_argument("--eval-query", type=int, help="queries per class at test time (default: all remaining examples)")
+
+
+def budget_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """RunSpec fields from ``--budget`` and the options that override it, checked."""
+    budget = BUDGETS[args.budget]
+    fields = {key: budget[key] if getattr(args, key) is None else getattr(args, key)
+              for key in ("steps", "episodes", "val_every", "val_episodes")}
+    for name, value in fields.items():
+        minimum = 0 if name == "steps" else 1
+        if value < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
+    return {**fields, "patience": args.patience or None, "eval_query": args.eval_query}

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from fewshot_bench.commands.common import (
+    add_budget_options,
+    budget_fields,
     add_data_option,
     add_store_option,
     data_dir,
@@ -34,12 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
                    help="quick (default: 1,000 steps, 2,000 test episodes) or paper (100,000 steps, 50,000 episodes)")
-    p.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")
-    p.add_argument("--episodes", type=int, help="test episodes (overrides --budget)")
-    p.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
-    p.add_argument("--val-episodes", type=int, help="validation episodes (overrides --budget)")
-    p.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never stop)")
-    p.add_argument("--eval-query", type=int, help="queries per class at test time (default: all remaining examples)")
+    add_budget_options(p)
     p.add_argument("--train-on-val", action="store_true", help="meta-train on train + val classes (paper stage 3); early-stop on val")
     p.add_argument("--hparams", help="hyperparameter preset of the learner, e.g. paper or reference (LEO)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -71,32 +68,18 @@ def episode_shape(args: argparse.Namespace, host: PluginHost | None) -> tuple[in
 def spec_from_args(args: argparse.Namespace, host: PluginHost | None = None) -> RunSpec:
     """A RunSpec from parsed arguments, budget and dataset defaults filled in."""
     way, shot = episode_shape(args, host)
-    budget = BUDGETS[args.budget]
-
-    def pick(value: int | None, key: str) -> int:
-        return budget[key] if value is None else value
-
     spec = RunSpec(
         learner=args.learner,
         dataset=args.dataset,
         way=way,
         shot=shot,
         seed=args.seed,
-        steps=pick(args.steps, "steps"),
-        episodes=pick(args.episodes, "episodes"),
-        val_every=pick(args.val_every, "val_every"),
-        val_episodes=pick(args.val_episodes, "val_episodes"),
-        patience=args.patience or None,
-        eval_query=args.eval_query,
         train_on_val=args.train_on_val,
         hparams=args.hparams,
         overrides=parse_assignments(args.overrides),
         crop=args.crop,
+        **budget_fields(args),
     )
-    for name in ("steps", "val_every", "val_episodes", "episodes"):
-        minimum = 0 if name == "steps" else 1
-        if getattr(spec, name) < minimum:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
     return spec
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from fewshot_bench.commands.common import (
+    add_budget_options,
+    budget_fields,
     add_data_option,
     add_store_option,
     data_dir,
@@ -50,12 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="paper",
                    help="paper (default: 100,000 steps, 50,000 test episodes) or quick (1,000 steps, 2,000 episodes)")
-    p.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")
-    p.add_argument("--episodes", type=int, help="test episodes per run (overrides --budget)")
-    p.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
-    p.add_argument("--val-episodes", type=int, help="validation episodes (overrides --budget)")
-    p.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never)")
-    p.add_argument("--eval-query", type=int, help="queries per class at test time (default: all remaining examples)")
+    add_budget_options(p)
     p.add_argument("--train-on-val", action=argparse.BooleanOptionalAction, default=True,
                    help="meta-train on train + val, early-stop on val (paper stage 3; default on)")
     p.add_argument("--hparams", help="hyperparameter preset for learners that have presets (e.g. LEO: paper, reference)")
@@ -74,24 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
     """The shared protocol of every cell, budget defaults filled in and checked."""
-    budget = BUDGETS[args.budget]
-    pick = lambda value, key: budget[key] if value is None else value  # noqa: E731
     protocol = Protocol(
         way=args.way,
-        steps=pick(args.steps, "steps"),
-        episodes=pick(args.episodes, "episodes"),
-        val_every=pick(args.val_every, "val_every"),
-        val_episodes=pick(args.val_episodes, "val_episodes"),
-        patience=args.patience or None,
-        eval_query=args.eval_query,
         train_on_val=args.train_on_val,
         hparams=args.hparams,
         crop=args.crop,
+        **budget_fields(args),
     )
-    for name in ("steps", "val_every", "val_episodes", "episodes"):
-        minimum = 0 if name == "steps" else 1
-        if getattr(protocol, name) < minimum:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
     if protocol.way < 2:
         raise ConfigError("--way must be at least 2")
     return protocol
