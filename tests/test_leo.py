@@ -420,11 +420,14 @@ def test_equations_objective_reads_eq6_and_eq7_literally():
 def test_latent_copies_per_example_or_per_class():
     batch = tiny_batch(k=2)
     per_example, per_class = tiny_learner(), tiny_learner(latent_copies="per-class")
-    for learner in (per_example, per_class):
-        learner.eval()
-    a, c = per_example.adapt(batch), per_class.adapt(batch)
-    assert a.z_init.shape == (2, 3, 2, 3) and c.z_init.shape == (2, 3, 1, 3)
-    torch.testing.assert_close(a.z_init[:, :, :1], c.z_init)  # the same class means
+    # In training, K independently sampled latents per class, or one.
+    assert per_example.train().adapt(batch).z_init.shape == (2, 3, 2, 3)
+    assert per_class.train().adapt(batch).z_init.shape == (2, 3, 1, 3)
+    # Without sampling the K copies are equal and one is held; it moves by g / K per step.
+    a, c = per_example.eval().adapt(batch), per_class.eval().adapt(batch)
+    assert a.z_init.shape == c.z_init.shape == (2, 3, 1, 3)
+    torch.testing.assert_close(a.z_init, c.z_init)  # the same class means
+    assert not torch.allclose(a.weights, c.weights)
     # At 1-shot the two readings are the same computation.
     one_shot = tiny_batch(k=1)
     torch.testing.assert_close(per_example.predict(one_shot), per_class.predict(one_shot))
