@@ -1,9 +1,9 @@
 """Cold and warm load of a LEO-format file the size of tieredImageNet's train split (448,695 x 640).
 
-The file (1.15 GB, written once per session with the LEO writer) is created inside the
-tests, after the ``benchmark`` fixture, so ``-m "not slow"`` or ``--benchmark-skip`` skip
-it without writing anything. Cold: restricted unpickling, validation, grouping,
-normalisation and writing the .npy cache. Warm: memory-mapping the cache.
+The file (1.15 GB, written once with the LEO writer by ``tiered_data`` and kept in a temp
+dir across sessions) is created inside the tests, after the ``benchmark`` fixture, so
+``-m "not slow"`` or ``--benchmark-skip`` skip it without writing anything. Cold: restricted
+unpickling, validation, grouping, normalisation and writing the .npy cache. Warm: memory-mapping the cache.
 """
 
 from __future__ import annotations
@@ -18,25 +18,12 @@ from fewshot_bench.data import cache
 from fewshot_bench.data.leo import write_embeddings
 from fewshot_bench.data.base import DataRequest
 from fewshot_bench.data.leo_datasets import load_leo, load_split_file
+from tiered_data import DIM, SIZES, tiered_file
 
 pytestmark = pytest.mark.slow
 
-ROWS, DIM, CLASSES = 448_695, 640, 351  # tieredImageNet train, REFERENCE.md §3
+ROWS = SIZES["train"][1]  # 448,695 rows of tieredImageNet train, REFERENCE.md §3
 _made: dict[str, Path] = {}
-
-
-def tiered_train_file(factory: pytest.TempPathFactory) -> Path:
-    """Write (once) a synthetic train_embeddings.pkl of tieredImageNet's train size."""
-    if "pkl" not in _made:
-        rng = np.random.default_rng(0)
-        labels = np.sort(rng.integers(0, CLASSES, ROWS))
-        names = [f"n{1_000_000 + c:08d}" for c in range(CLASSES)]
-        keys = [f"{10**17 + i}-{names[c]}-{names[c]}_{i}.JPEG" for i, c in enumerate(labels.tolist())]
-        x = rng.random((ROWS, DIM), dtype=np.float32)
-        path = factory.mktemp("tiered") / "center" / "train_embeddings.pkl"
-        write_embeddings(path, x, labels, keys)
-        _made["pkl"] = path
-    return _made["pkl"]
 
 
 def _load(path: Path):
@@ -45,8 +32,8 @@ def _load(path: Path):
     return cached.status
 
 
-def test_tiered_train_cold_load(benchmark, tmp_path_factory):
-    path = tiered_train_file(tmp_path_factory)
+def test_tiered_train_cold_load(benchmark):
+    path = tiered_file("train")
 
     def clear():
         shutil.rmtree(path.parent / cache.BESIDE, ignore_errors=True)
@@ -55,8 +42,8 @@ def test_tiered_train_cold_load(benchmark, tmp_path_factory):
     assert status == "built"
 
 
-def test_tiered_train_warm_load(benchmark, tmp_path_factory):
-    path = tiered_train_file(tmp_path_factory)
+def test_tiered_train_warm_load(benchmark):
+    path = tiered_file("train")
     _load(path)  # make sure the cache exists
     assert benchmark(_load, path) == "hit"
 

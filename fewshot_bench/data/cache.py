@@ -189,15 +189,19 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
     try:
         feats_tmp = _tmp(directory, names["features"])
         written.append(feats_tmp)
-        out = np.lib.format.open_memmap(feats_tmp, mode="w+", dtype=np.float32, shape=(n, d))
-        for start in range(0, n, _CHUNK_ROWS):  # gather, normalise and write in bounded chunks
-            chunk = rows.features[order[start : start + _CHUNK_ROWS]]
-            if variant == "l2":
-                chunk = l2_normalize(torch.from_numpy(np.ascontiguousarray(chunk))).numpy()
-            out[start : start + len(chunk)] = chunk
-        out.flush()
-        fingerprint = _fingerprint(out)
-        del out
+        # Gather, normalise and append in bounded chunks with plain writes: writing through a
+        # shared memmap would map every page of the new file into this process (1 GB of
+        # resident memory for tieredImageNet's train split, on top of the source rows).
+        with open(feats_tmp, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                      "shape": (n, d)}
+            np.lib.format.write_array_header_1_0(f, header)
+            for start in range(0, n, _CHUNK_ROWS):
+                chunk = np.ascontiguousarray(rows.features[order[start : start + _CHUNK_ROWS]], dtype=np.float32)
+                if variant == "l2":
+                    chunk = l2_normalize(torch.from_numpy(chunk)).numpy()
+                f.write(memoryview(chunk).cast("B"))
+        fingerprint = _fingerprint(np.load(feats_tmp, mmap_mode="r"))
         keys_tmp = _tmp(directory, names["keys"])
         written.append(keys_tmp)
         with open(keys_tmp, "wb") as f:

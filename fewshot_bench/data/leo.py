@@ -36,6 +36,7 @@ FIELDS = ("embeddings", "labels", "keys")
 # Python 2's BINSTRING length is a signed 32-bit int: larger arrays need the .npz variant.
 MAX_PICKLE_STRING = 2**31 - 1
 _CHUNK_ROWS = 1 << 16  # rows per chunk when scanning large arrays (bounds temporary memory)
+_RAW_BYTES_MIN = 1 << 16  # BINSTRINGs from this size on are array payloads, kept as raw bytes
 
 
 class UnsafePickleError(DataError):
@@ -135,9 +136,9 @@ class _ArrayStub:
             out = np.empty(count, dtype=object)
             out[:] = data
             return out.reshape(shape, order=order)
-        if isinstance(data, str):  # a py2 str, decoded as latin-1 by the unpickler
+        if isinstance(data, str):  # a small py2 str, decoded as latin-1 by the unpickler
             data = data.encode("latin1")
-        if not isinstance(data, (bytes, bytearray)):
+        if not isinstance(data, (bytes, bytearray)):  # a _RawBytes is a bytearray: used without a copy
             raise UnsafePickleError("an array's data is not a byte string")
         if len(data) != count * dt.itemsize:
             raise UnsafePickleError(
@@ -177,8 +178,60 @@ for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _ALLOWED[(_module, "scalar")] = _scalar
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in ``_ALLOWED``, each to a local stub; refuses everything else."""
+class _RawBytes(bytearray):
+    """A large Python-2 byte string (BINSTRING) kept as raw bytes instead of a latin-1 ``str``.
+
+    Decoding a 1 GB array payload to ``str`` and encoding it back would hold the file's
+    bytes, the ``str`` and the array at once; latin-1 maps bytes to code points one to one,
+    so keeping the bytes loses nothing. Only :class:`_ArrayStub` and :func:`_text` accept it.
+    """
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Resolves only the globals in ``_ALLOWED``, each to a local stub; refuses everything else.
+
+    The pure-Python unpickler is used because its opcode table can be extended: large
+    BINSTRINGs (array payloads) are read straight into a buffer (:class:`_RawBytes`), so an
+    embeddings file needs about one copy of its arrays in memory, not three.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: BinaryIO, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._file = file
+
+    def _load_binstring(self) -> None:
+        (size,) = struct.unpack("<i", self.read(4))
+        if size < 0:
+            raise pickle.UnpicklingError("BINSTRING pickle has negative byte count")
+        if size < _RAW_BYTES_MIN:
+            data = self.read(size)
+            if len(data) != size:
+                raise pickle.UnpicklingError("pickle data was truncated")
+            self.append(self._decode_string(data))
+            return
+        self.append(self._read_raw(size))
+
+    def _read_raw(self, size: int) -> _RawBytes:
+        """``size`` bytes straight from the file into one buffer (no intermediate ``bytes``)."""
+        data = _RawBytes(size)
+        if self._unframer.current_frame is not None:  # protocol 4 frames (never in py2 files)
+            chunk = self.read(size)
+            data[: len(chunk)] = chunk
+            got = len(chunk)
+        else:
+            view, got = memoryview(data), 0
+            while got < size:
+                n = self._file.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        if got != size:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        return data
+
+    dispatch[pickle.BINSTRING[0]] = _load_binstring
 
     def find_class(self, module: str, name: str) -> Any:
         """Refuse any global that is not part of the embeddings format."""
