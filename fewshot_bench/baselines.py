@@ -35,9 +35,17 @@ class NearestCentroid(Learner):
     meta_trainable = False
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
+        w, b = self.linear_readout(batch)
+        return linear_logits(batch.query, w, b)
+
+    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+        """Weights ``2 c`` and biases ``-||c||^2`` of the class centroids ``c``.
+
+        -||x - c||^2 is 2 x.c - ||c||^2 - ||x||^2; the last term is the same for every class,
+        so dropping it leaves each query's nearest centroid (the argmax) unchanged.
+        """
         centroids = batch.support.mean(dim=2)  # [B, N, D]
-        # -||x - c||^2 up to a per-query constant: 2 x.c - ||c||^2
-        return 2 * linear_logits(batch.query, centroids) - centroids.pow(2).sum(-1)[:, None, None, :]
+        return 2 * centroids, -centroids.pow(2).sum(-1)
 
 
 @dataclass
@@ -92,8 +100,12 @@ class LogisticRegression(Learner):
         return w, b
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
+        return linear_logits(batch.query, *self.linear_readout(batch))
+
+    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor | None]:
+        """The fitted weights and biases (None without an intercept)."""
         w, b = self.fit(batch)
-        return linear_logits(batch.query, w, b if self.config.fit_intercept else None)
+        return w, b if self.config.fit_intercept else None
 
 
 @hookimpl

@@ -238,6 +238,39 @@ class EpisodeSampler:
             episode_ids=torch.from_numpy(ids),
         )
 
+    def support_batch(
+        self,
+        start: int,
+        size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[EpisodeBatch, np.ndarray]:
+        """Episodes ``start .. start + size - 1`` with only their support rows gathered, and all their row indices.
+
+        The batch is :meth:`batch`'s with an empty query (``[B, N, 0, D]``); ``rows``
+        ``[B, N, K + Q]`` are the split rows of each (episode, class slot), so ``rows[b, n, K:]``
+        are the queries :meth:`batch` would gather. For evaluators that score queries straight
+        from the class-sorted split instead of copying them per episode.
+        """
+        ids = np.arange(start, start + size, dtype=np.int64)
+        classes, rows = self.indices(ids)
+        feats = self.split.features
+        support_rows = np.ascontiguousarray(rows[..., : self.k_shot])
+        index = torch.from_numpy(support_rows.reshape(-1)).to(feats.device)
+        x = feats.index_select(0, index).view(*support_rows.shape, feats.shape[1])
+        x = x.to(device=device, dtype=dtype)
+        b, n, k = support_rows.shape
+        labels = torch.arange(n, device=x.device).view(1, n, 1)
+        batch = EpisodeBatch(
+            support=x,
+            query=x[:, :, :0],
+            support_labels=labels.expand(b, n, k),
+            query_labels=labels.expand(b, n, 0),
+            classes=torch.from_numpy(classes),
+            episode_ids=torch.from_numpy(ids),
+        )
+        return batch, rows
+
 
 
 def hashed_uniforms(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:

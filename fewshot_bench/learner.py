@@ -95,6 +95,20 @@ class Learner(nn.Module):
         """Query logits ``[B, N, Q, N]`` for classification; outputs ``[B, 1, Q, 1]`` for regression."""
         raise NotImplementedError
 
+    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor | None] | None:
+        """Optional: per-episode classifier weights ``[B, N, D]`` and bias ``[B, N]`` (or None) behind ``predict``.
+
+        A learner whose evaluation-mode logits are a linear readout of each query's features,
+        ``predict(batch)[b, n, q] == batch.query[b, n, q] @ w[b].T (+ bias[b])``, may return
+        ``(w, bias)`` computed from the support set alone (``batch.query`` may hold zero
+        queries); :func:`fewshot_bench.evaluate.evaluate` then scores every query straight
+        from the class-sorted split instead of gathering them per episode. The logits may
+        differ from ``predict``'s by a per-query constant (same argmax), since only argmax
+        predictions are scored. ``None`` (the default; return it before doing any work): not
+        a linear readout, evaluation calls ``predict``. Plugin authors may ignore this hook.
+        """
+        return None
+
     def nan_fallback_loss(self) -> Tensor | None:
         """A loss whose gradients replace the meta-gradients on a step whose loss or gradients are not finite.
 

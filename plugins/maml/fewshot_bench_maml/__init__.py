@@ -120,6 +120,13 @@ class MAML(Learner):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.head(batch.query, self.adapt(batch))
 
+    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None] | None:
+        """The adapted output weights for the linear classifier; None with hidden layers (not a linear readout)."""
+        if not self.is_linear:
+            return None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
+            return self.adapt(batch)[0], None
+
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         """Mean query cross-entropy after adaptation, plus an optional L2 penalty on the initialisation."""
         logits = self.head(batch.query, self.adapt(batch))

@@ -66,6 +66,11 @@ class MetaSGD(Learner):
     def predict(self, batch: EpisodeBatch) -> Tensor:
         return linear_logits(batch.query, self.adapt(batch))
 
+    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None]:
+        """The adapted weights (no bias); at evaluation nothing is recorded for autograd."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
+            return self.adapt(batch), None
+
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         logits = self.predict(batch)
         n = batch.n_way
