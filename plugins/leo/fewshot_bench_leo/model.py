@@ -344,11 +344,6 @@ class LatentEmbeddingOptimization(Learner):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.adapt(batch).weights, None
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None]:
-        """The adapted classifier weights [B, N, D] (no bias): ``predict`` at evaluation is ``query @ w^T``."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.adapt(batch).weights, None
-
     def encoder_penalty(self, adaptation: Adaptation) -> Tensor:
         """Eq. 6's third term: squared distance of the initial latents to the (stop-gradient) adapted ones."""
         err = (adaptation.z_adapted.detach() - adaptation.z_init).pow(2)
