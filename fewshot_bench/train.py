@@ -63,12 +63,16 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float | None) -> None:
-    """Clip each gradient in place, first elementwise to [-value, value], then to L2 norm ``norm``."""
-    for g in grads:
-        if value is not None:
-            g.clamp_(-value, value)
-        if norm is not None:
-            g.mul_((norm / g.norm().clamp_min(1e-12)).clamp(max=1.0))
+    """Clip each gradient in place, first elementwise to [-value, value], then to L2 norm ``norm``.
+
+    Multi-tensor (``_foreach``) kernels: a few calls for all tensors, not a few per tensor.
+    """
+    if value is not None:
+        torch._foreach_clamp_min_(grads, -value)
+        torch._foreach_clamp_max_(grads, value)
+    if norm is not None:
+        norms = torch.stack(torch._foreach_norm(grads))
+        torch._foreach_mul_(grads, list((norm / norms.clamp_min(1e-12)).clamp(max=1.0).unbind()))
 
 
 def save_atomic(obj: object, path: Path) -> None:
@@ -108,7 +112,8 @@ class MetaTrainer:
         if options.val_query is None and val_split.default_query(k_shot) < 1:
             raise DataError(f"validation split {val_split.name!r} has a class with no rows left after K = {k_shot}")
         self.params = [p for p in learner.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=float(getattr(cfg, "outer_lr", 1e-3)))
+        # The fused kernel: one call per step for all parameters, on CPU and CUDA alike.
+        self.optimizer = torch.optim.Adam(self.params, lr=float(getattr(cfg, "outer_lr", 1e-3)), fused=True)
         self.result = TrainResult(metric=self.kind.metric)
         self.best_state: dict | None = None
         self._since_best = 0
@@ -157,17 +162,7 @@ class MetaTrainer:
         with prof.section("meta_loss"):
             out = self.learner.meta_loss(batch)
         with prof.section("backward"):
-            grads = torch.autograd.grad(out.loss, self.params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
-            finite = torch.stack([out.loss.isfinite(), *[g.isfinite().all() for g in grads]]).all()
-            fallback = self.learner.nan_fallback_loss()
-            if fallback is None:
-                safe = [torch.zeros_like(p) for p in self.params]
-            else:
-                safe = torch.autograd.grad(fallback, self.params, allow_unused=True)
-                safe = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, safe)]
-            # Branch-free NaN guard: no host sync inside the step.
-            grads = [torch.where(finite, g, s) for g, s in zip(grads, safe)]
+            grads, finite = self.guard_nan(out.loss, self.gradients(out.loss))
             clip_per_tensor(grads, self.clip_value, self.clip_norm)
         with prof.section("optimizer"):
             for p, g in zip(self.params, grads):
@@ -176,6 +171,24 @@ class MetaTrainer:
         metrics = {"loss": out.loss.detach(), "nan_step": (~finite).float()}
         metrics.update(out.metrics)
         return metrics
+
+    def gradients(self, loss: torch.Tensor | None) -> list[torch.Tensor]:
+        """d loss / d params, zeros for parameters the loss does not reach (and for ``loss=None``)."""
+        grads = [None] * len(self.params) if loss is None else torch.autograd.grad(loss, self.params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
+
+    def guard_nan(self, loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The meta-gradients if the loss and all of them are finite, else the learner's fallback gradients.
+
+        On CUDA the choice is made on the device (``torch.where``), with no host sync, so the
+        step can be captured in a CUDA graph; on CPU reading the flag costs nothing, and the
+        fallback (rarely needed) is only computed when it is.
+        """
+        finite = loss.isfinite() & torch.cat([g.reshape(-1) for g in grads]).isfinite().all()
+        if self.device.type == "cpu" and bool(finite):
+            return grads, finite
+        safe = self.gradients(self.learner.nan_fallback_loss())
+        return [torch.where(finite, g, s) for g, s in zip(grads, safe)], finite
 
     # --- the loop ------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class Decoded:
 
     weights: Tensor  # [B, N, D]: the mean of each class's C weight samples (all the logits need)
     exp_raw: Tensor | None  # [B, N, C, D] exp(raw stddev); None when means are used
-    unfloored: Tensor | None  # [B, N, C, D] exp(raw) - (1 - offset), the stddev before its floor
+    excess: Tensor | None  # [B, N, C, D] the stddev minus its floor (0 where floored)
     noise: Tensor | None  # [B, N, C, D] standard-normal draws
 
 
@@ -104,7 +104,16 @@ def glorot_uniform(fan_in: int, fan_out: int, dtype: torch.dtype) -> nn.Paramete
 
 def stddev(raw: Tensor, offset: float) -> Tensor:
     """``exp(raw) - (1 - offset)`` floored at 1e-10: never the raw output, which can go negative."""
-    return (raw.exp() - (1.0 - offset)).clamp_min(STDDEV_FLOOR)
+    return stddev_excess(raw.exp(), offset) + STDDEV_FLOOR
+
+
+def stddev_excess(exp_raw: Tensor, offset: float) -> Tensor:
+    """How far the stddev lies above its floor: ``relu(exp(raw) - (1 - offset) - floor)``.
+
+    ``floor + relu(s - floor)`` is ``max(s, floor)``; written with relu because the CPU
+    kernels of ``clamp``'s and ``where``'s backward are many times slower than relu's.
+    """
+    return torch.relu(exp_raw - (1.0 - offset + STDDEV_FLOOR))
 
 
 def orthogonality_penalty(weight: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
@@ -261,16 +270,17 @@ class LatentEmbeddingOptimization(Learner):
 
     def decoder(self, z: Tensor) -> Decoded:
         """Classifier weights from latents [B, N, C, Z]: sampled in training, the means otherwise."""
+        # Two products with the weight's halves rather than slicing the [.., 2D] output: no
+        # stddev half is computed when means are used, and no zero-filled gradient is built.
         d = self.task.feature_dim
-        params = z @ self.decoder_weight
-        mean, raw = params[..., :d], params[..., d:]
+        mean = z @ self.decoder_weight[:, :d]
         if not self.sampling:
             return Decoded(mean.mean(dim=2), None, None, None)
         noise = torch.randn_like(mean)
-        exp_raw = raw.exp()  # computed once: the latent gradient needs it too
-        unfloored = exp_raw - (1.0 - self.weight_stddev_offset)
-        w = mean + unfloored.clamp_min(STDDEV_FLOOR) * noise
-        return Decoded(w.mean(dim=2), exp_raw, unfloored, noise)
+        exp_raw = (z @ self.decoder_weight[:, d:]).exp()  # kept: the latent gradient needs it too
+        excess = stddev_excess(exp_raw, self.weight_stddev_offset)
+        w = mean + (excess + STDDEV_FLOOR) * noise
+        return Decoded(w.mean(dim=2), exp_raw, excess, noise)
 
     def latent_gradient(self, decoded: Decoded, grad_weights: Tensor, copies: int) -> Tensor:
         """dL/dz [B, N, C, Z] from dL/dw [B, N, D] of the averaged class weights (chain rule through Eq. 4).
@@ -283,8 +293,9 @@ class LatentEmbeddingOptimization(Learner):
         grad_z = g @ self.decoder_weight[:, :d].T
         if decoded.noise is None:
             return grad_z
-        slope = torch.where(decoded.unfloored > STDDEV_FLOOR, decoded.exp_raw, 0.0)
-        return grad_z + (g * decoded.noise * slope) @ self.decoder_weight[:, d:].T
+        # d stddev / d raw is exp(raw) above the floor, 0 on it; sign() of the excess is that mask.
+        noise_slope = decoded.noise * decoded.exp_raw * decoded.excess.detach().sign()
+        return grad_z + (g * noise_slope) @ self.decoder_weight[:, d:].T
 
     # --- Eq. 5 and the inner loops -----------------------------------------------------------
 
