@@ -69,6 +69,21 @@ def class_blocked_applies(split: EpisodeSource, kind: str, n_query: int) -> bool
     )
 
 
+def _defined_in(cls: type, attribute: str) -> type:
+    """The class of ``cls``'s MRO whose body defines ``attribute``."""
+    return next(k for k in cls.__mro__ if attribute in vars(k))
+
+
+def readout_follows_predict(learner: Learner) -> bool:
+    """Whether ``learner``'s ``linear_readout`` is defined no higher in its class hierarchy than its ``predict``.
+
+    A subclass that overrides ``predict`` but inherits ``linear_readout`` (e.g. a scaled
+    nearest centroid) would be scored by its parent's classifier; its readout is not used.
+    """
+    cls = type(learner)
+    return issubclass(_defined_in(cls, "linear_readout"), _defined_in(cls, "predict"))
+
+
 def episode_accuracy(logits: torch.Tensor, batch: EpisodeBatch) -> torch.Tensor:
     """Fraction of correct query predictions per episode, [B]."""
     correct = logits.argmax(-1) == batch.query_labels
@@ -134,8 +149,9 @@ def evaluate(
     class for class-sorted features (the paper's protocol).
     The learner is put in evaluation mode (no dropout, no sampling) and restored after.
     ``fast``: None takes the class-blocked path when :func:`class_blocked_applies` and the
-    learner has a ``linear_readout``; False forces the generic path (``predict``); True
-    also ignores the query-fraction rule (still needs a readout and class-sorted features).
+    learner has a ``linear_readout`` (:func:`readout_follows_predict`); False forces the
+    generic path (``predict``); True also ignores the query-fraction rule (still needs a
+    readout, classification and class-sorted features).
     Both paths give the same accuracies (up to float rounding of exactly tied logits).
     """
     q = all_remaining_queries(split, k_shot) if n_query is None else n_query
@@ -145,6 +161,7 @@ def evaluate(
         blocked = class_blocked_applies(split, kind, q)
     else:
         blocked = fast and kind == "classification" and isinstance(split, FeatureSplit)
+    blocked = blocked and readout_follows_predict(learner)
     was_training = learner.training
     learner.eval()
     try:

@@ -105,7 +105,9 @@ class Learner(nn.Module):
         from the class-sorted split instead of gathering them per episode. The logits may
         differ from ``predict``'s by a per-query constant (same argmax), since only argmax
         predictions are scored. ``None`` (the default; return it before doing any work): not
-        a linear readout, evaluation calls ``predict``. Plugin authors may ignore this hook.
+        a linear readout, evaluation calls ``predict``. Plugin authors may ignore this hook;
+        a subclass that overrides ``predict`` must override it too, or evaluation ignores
+        the inherited readout.
         """
         return None
 

@@ -16,7 +16,8 @@ import torch
 
 import fewshot_bench.evaluate as evaluate_module
 from fewshot_bench.data.base import FeatureSplit
-from fewshot_bench.evaluate import class_blocked_applies, evaluate
+from fewshot_bench.baselines import NearestCentroid
+from fewshot_bench.evaluate import class_blocked_applies, evaluate, readout_follows_predict
 from fewshot_bench.learner import Learner, TaskSpec
 
 N_WAY = 5
@@ -99,6 +100,19 @@ def test_learner_without_readout_uses_predict(host, synthetic, one_thread):
     reference = evaluate(mlp_maml, test, N_WAY, 1, seed=0, episodes=12, fast=False)
     np.testing.assert_array_equal(acc, reference)
     assert 0.0 <= acc.min() and acc.max() <= 1.0
+
+
+def test_subclass_overriding_predict_is_not_scored_by_an_inherited_readout(host, synthetic, one_thread):
+    class Farthest(NearestCentroid):  # predict changes; linear_readout is the parent's
+        def predict(self, batch):
+            return -super().predict(batch)
+
+    test = synthetic.split("test")
+    farthest = Farthest(Farthest.Config(dtype="float64"), TaskSpec(N_WAY, 1, 640))
+    assert not readout_follows_predict(farthest) and readout_follows_predict(make(host, "nearest-centroid", 1))
+    acc = evaluate(farthest, test, N_WAY, 1, seed=0, episodes=20)
+    np.testing.assert_array_equal(acc, evaluate(farthest, test, N_WAY, 1, seed=0, episodes=20, fast=False))
+    assert acc.mean() < 0.2  # the farthest centroid: below chance, so predict (not the readout) was scored
 
 
 def test_few_queries_take_the_generic_path_and_forcing_fast_agrees(host, synthetic, one_thread, monkeypatch):
