@@ -43,7 +43,7 @@ class LoopMetaSGD(nn.Module):
     def accumulate_meta_gradient(self, batch: EpisodeBatch) -> Tensor:
         """Backward episode by episode (grads accumulate in ``.grad``); returns the detached mean query loss."""
         b, d = batch.batch_size, batch.support.shape[-1]
-        total = torch.zeros(())
+        total = torch.zeros((), device=batch.support.device)
         for i in range(b):  # one episode at a time, as the libraries' examples do
             loss = self.episode_loss(
                 batch.support[i].reshape(-1, d),
@@ -60,15 +60,15 @@ class LoopTrainer:
     """Sampling, per-episode meta-gradient, per-tensor clipping and Adam: one step like ``MetaTrainer.step``."""
 
     def __init__(self, learner: LoopMetaSGD, sampler: EpisodeSampler, batch_size: int, lr: float,
-                 clip_value: float | None, clip_norm: float | None) -> None:
-        self.learner, self.sampler, self.batch_size = learner, sampler, batch_size
+                 clip_value: float | None, clip_norm: float | None, device: torch.device | None = None) -> None:
+        self.learner, self.sampler, self.batch_size, self.device = learner, sampler, batch_size, device
         self.clip_value, self.clip_norm = clip_value, clip_norm
         self.params = [p for p in learner.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
 
     def step(self, step: int) -> Tensor:
         """One meta-training step on meta-batch ``step``; returns the detached loss."""
-        batch = self.sampler.batch(step * self.batch_size, self.batch_size)
+        batch = self.sampler.batch(step * self.batch_size, self.batch_size, self.device)
         self.optimizer.zero_grad(set_to_none=False)
         loss = self.learner.accumulate_meta_gradient(batch)
         clip_per_tensor([p.grad for p in self.params], self.clip_value, self.clip_norm)

@@ -5,7 +5,9 @@ class, 1-shot and 5-shot. Every benchmark stores ``extra_info["episodes_per_s"]`
 per call / the call's median time). ``test_metasgd_meta_train_step_loop`` is the
 per-episode-loop reference (benchmarks/metasgd_loop.py): its ratio to
 ``test_metasgd_meta_train_step`` is the batching speed-up. ``FEWSHOT_BENCH_THREADS`` sets
-torch's intra-op threads. docs/speed.md has the figures.
+torch's intra-op threads; ``FEWSHOT_BENCH_DEVICE=cuda`` runs the suite on the GPU (every
+call then ends with a synchronisation, meta-training steps replay a captured CUDA graph and
+evaluation scores 50,000 episodes). docs/speed.md has the figures.
 """
 
 from __future__ import annotations
@@ -35,12 +37,32 @@ torch.set_flush_denormal(True)
 # process makes 2 OpenMP threads stall ~200 ms at their barriers; 1 thread avoids that.
 THREADS = int(os.environ.get("FEWSHOT_BENCH_THREADS", torch.get_num_threads()))
 torch.set_num_threads(THREADS)
+DEVICE = torch.device(os.environ.get("FEWSHOT_BENCH_DEVICE", "cpu"))
+CUDA = DEVICE.type == "cuda"
+if CUDA:
+    EVAL_EPISODES = 50_000  # the paper's protocol: a GPU should do all of it in seconds
+
+
+def synced(fn):
+    """``fn`` followed, on CUDA, by a synchronisation, so a call's time includes its kernels."""
+    if not CUDA:
+        return fn
+
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return out
+
+    return call
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    """The embedded 640-d dataset (generated once per module, about a second)."""
-    return generate()
+    """The embedded 640-d dataset (generated once per module, about a second), on the benchmark device."""
+    dataset = generate()
+    for split in dataset.splits.values():
+        split.features = split.features.to(DEVICE)
+    return dataset
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +76,23 @@ def make_learner(host, name: str, k_shot: int) -> Learner:
     cls = host.learner(name)
     torch.manual_seed(0)
     learner = cls(cls.default_config("synthetic", k_shot), TaskSpec(N_WAY, k_shot, 640))
-    return learner.train()
+    return learner.to(DEVICE).train()
 
 
 def train_batch(synthetic, k_shot: int):
     """One fixed meta-batch of training episodes (15 queries per class)."""
     sampler = synthetic.split("train").sampler(N_WAY, k_shot, TRAIN_QUERY, seed=0, stream="train")
-    return sampler.batch(0, META_BATCH)
+    return sampler.batch(0, META_BATCH, DEVICE)
 
 
 def record(benchmark, episodes: int) -> None:
-    """Store episodes per second at the median time of one call."""
+    """Store episodes per second at the median time of one call (nothing to store under --benchmark-disable)."""
+    if benchmark.stats is None:
+        return
     benchmark.extra_info["episodes_per_s"] = episodes / benchmark.stats.stats.median
     benchmark.extra_info["episodes_per_call"] = episodes
     benchmark.extra_info["threads"] = THREADS
+    benchmark.extra_info["device"] = str(DEVICE)
 
 
 # --- inner loops (forward in training mode: the graph the meta-gradient needs is recorded) ---
@@ -81,7 +106,7 @@ def test_leo_latent_inner_loop(benchmark, host, synthetic, k_shot):
     onehot = onehot_labels(batch.support_labels, N_WAY, support.dtype)
     with torch.no_grad():
         z_init = leo.encode(batch.support)[0]
-    z = benchmark(leo.leo_inner_loop, support, onehot, z_init.requires_grad_())
+    z = benchmark(synced(leo.leo_inner_loop), support, onehot, z_init.requires_grad_())
     assert z.shape == z_init.shape and z.requires_grad and torch.isfinite(z).all()
     record(benchmark, META_BATCH)
 
@@ -96,7 +121,7 @@ def test_leo_finetune_loop(benchmark, host, synthetic, k_shot):
         z = leo.encode(batch.support)[0]
         weights = leo.decoder(z).weights
     copies = z.shape[2]
-    out = benchmark(leo.finetuning_inner_loop, support, onehot, weights.requires_grad_(), copies)
+    out = benchmark(synced(leo.finetuning_inner_loop), support, onehot, weights.requires_grad_(), copies)
     assert out.shape == (META_BATCH, N_WAY, 640) and out.requires_grad
     record(benchmark, META_BATCH)
 
@@ -104,7 +129,7 @@ def test_leo_finetune_loop(benchmark, host, synthetic, k_shot):
 @SHOTS
 def test_metasgd_inner_loop(benchmark, host, synthetic, k_shot):
     learner = make_learner(host, "metasgd", k_shot)
-    w = benchmark(learner.adapt, train_batch(synthetic, k_shot))
+    w = benchmark(synced(learner.adapt), train_batch(synthetic, k_shot))
     assert w.shape == (META_BATCH, N_WAY, 640) and w.requires_grad
     record(benchmark, META_BATCH)
 
@@ -112,7 +137,7 @@ def test_metasgd_inner_loop(benchmark, host, synthetic, k_shot):
 @SHOTS
 def test_maml_inner_loop(benchmark, host, synthetic, k_shot):
     learner = make_learner(host, "maml", k_shot)
-    params = benchmark(learner.adapt, train_batch(synthetic, k_shot))
+    params = benchmark(synced(learner.adapt), train_batch(synthetic, k_shot))
     assert params[-1].shape == (META_BATCH, N_WAY, 640) and params[-1].requires_grad
     record(benchmark, META_BATCH)
 
@@ -125,14 +150,14 @@ def trainer_for(host, synthetic, name: str, k_shot: int) -> MetaTrainer:
     learner = make_learner(host, name, k_shot)
     return MetaTrainer(
         learner, synthetic.split("train"), synthetic.split("val"), N_WAY, k_shot,
-        TrainOptions(seed=0), torch.device("cpu"),
+        TrainOptions(seed=0), DEVICE,
     )
 
 
 def bench_train_step(benchmark, trainer) -> None:
     """Time ``trainer.step`` on fresh meta-batches (a new step index per call)."""
     steps = itertools.count()
-    metrics = benchmark(lambda: trainer.step(next(steps)))
+    metrics = benchmark(synced(lambda: trainer.step(next(steps))))
     assert torch.isfinite(metrics["loss"]) and metrics["nan_step"] == 0
     record(benchmark, META_BATCH)
 
@@ -157,7 +182,7 @@ def test_metasgd_meta_train_step_loop(benchmark, host, synthetic, k_shot):
     """The per-episode-loop reference: same math, same sampling, clipping and Adam, one episode at a time."""
     batched = make_learner(host, "metasgd", k_shot)
     cfg = batched.config
-    loop = LoopMetaSGD(batched.init_weights, batched.inner_lr, cfg.inner_steps)
+    loop = LoopMetaSGD(batched.init_weights, batched.inner_lr, cfg.inner_steps).to(DEVICE)
     # Same meta-gradient as the batched learner on a fixed batch, or the ratio would compare different work.
     batch = train_batch(synthetic, k_shot)
     expected = torch.autograd.grad(batched.meta_loss(batch).loss, [batched.init_weights, batched.inner_lr])
@@ -166,14 +191,14 @@ def test_metasgd_meta_train_step_loop(benchmark, host, synthetic, k_shot):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     loop.zero_grad()
     sampler = synthetic.split("train").sampler(N_WAY, k_shot, TRAIN_QUERY, seed=0, stream="train")
-    trainer = LoopTrainer(loop, sampler, META_BATCH, cfg.outer_lr, cfg.grad_clip_value, cfg.grad_clip_norm)
+    trainer = LoopTrainer(loop, sampler, META_BATCH, cfg.outer_lr, cfg.grad_clip_value, cfg.grad_clip_norm, DEVICE)
     steps = itertools.count()
-    loss = benchmark.pedantic(lambda: trainer.step(next(steps)), rounds=10, iterations=1, warmup_rounds=1)
+    loss = benchmark.pedantic(synced(lambda: trainer.step(next(steps))), rounds=10, iterations=1, warmup_rounds=1)
     assert torch.isfinite(loss)
     record(benchmark, META_BATCH)
 
 
-# --- evaluation: 1,000 test episodes, 600 - K queries per class --------------------------
+# --- evaluation: 1,000 test episodes (50,000 on CUDA), 600 - K queries per class -----------
 
 
 @SHOTS
@@ -182,7 +207,7 @@ def test_leo_evaluate_1000(benchmark, host, synthetic, k_shot):
     test = synthetic.split("test")
     assert test.default_query(k_shot) == 600 - k_shot
     acc = benchmark.pedantic(
-        evaluate, args=(leo, test, N_WAY, k_shot), kwargs={"seed": 0, "episodes": EVAL_EPISODES},
+        synced(evaluate), args=(leo, test, N_WAY, k_shot), kwargs={"seed": 0, "episodes": EVAL_EPISODES, "device": DEVICE},
         rounds=3, iterations=1, warmup_rounds=1,
     )
     assert acc.shape == (EVAL_EPISODES,) and 0.2 < acc.mean() <= 1.0

@@ -77,6 +77,7 @@ class RunContext:
     checkpoint_dir: Path | None = None
     progress: bool = False
     profile: bool = False
+    cuda_graph: bool = True  # capture the meta-training step on CUDA (no effect on CPU)
     dataset_cache: dict = field(default_factory=dict)
 
 
@@ -227,6 +228,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
             checkpoint=checkpoint,
             run_key=run_key,
             progress=ctx.progress,
+            cuda_graph=ctx.cuda_graph,
         )
         trainer = MetaTrainer(learner, train_split, val_split, spec.way, spec.shot, options, ctx.device, profiler)
         if trainer.try_resume():

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, _mix
+from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
+from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch, EpisodeSource, _mix
 from fewshot_bench.errors import DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.learner import Learner
@@ -37,6 +38,8 @@ class TrainOptions:
     checkpoint: Path | None = None
     run_key: str = ""
     progress: bool = False
+    # On CUDA, capture the step in a CUDA graph after a few eager warm-up steps (fewshot_bench.cuda_graph).
+    cuda_graph: bool = True
 
 
 @dataclass
@@ -112,8 +115,12 @@ class MetaTrainer:
         if options.val_query is None and val_split.default_query(k_shot) < 1:
             raise DataError(f"validation split {val_split.name!r} has a class with no rows left after K = {k_shot}")
         self.params = [p for p in learner.parameters() if p.requires_grad]
-        # The fused kernel: one call per step for all parameters, on CPU and CUDA alike.
-        self.optimizer = torch.optim.Adam(self.params, lr=float(getattr(cfg, "outer_lr", 1e-3)), fused=True)
+        # The fused kernel: one call per step for all parameters; capturable keeps its state on the GPU.
+        lr = float(getattr(cfg, "outer_lr", 1e-3))
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True, capturable=device.type == "cuda")
+        self.capture = options.cuda_graph and device.type == "cuda"
+        self.graphed: GraphedStep | None = None
+        self._warmups = 0
         self.result = TrainResult(metric=self.kind.metric)
         self.best_state: dict | None = None
         self._since_best = 0
@@ -155,10 +162,32 @@ class MetaTrainer:
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         """One meta-training step on meta-batch ``step``; returns detached metrics."""
-        prof = self.profiler
         torch.manual_seed(step_seed(self.options.seed, step))
-        with prof.section("sampling"):
+        with self.profiler.section("sampling"):
             batch = self.sampler.batch(step * self.batch_size, self.batch_size, self.device, self.learner.dtype)
+        if not self.capture:
+            return self.update(batch, self.profiler)
+        with self.profiler.section("step (CUDA graph)"):
+            return self.graphed_update(batch)
+
+    def graphed_update(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
+        """The update through a CUDA graph: eager warm-up steps on a side stream, then capture once, then replay."""
+        quiet = Profiler(False)  # no synchronisation may happen inside a capture
+        if self.graphed is None:
+            if self._warmups < WARMUP_STEPS:
+                self._warmups += 1
+                return warm_up(lambda b: self.update(b, quiet), batch, torch.cuda.Stream(self.device))
+            try:
+                self.graphed = GraphedStep(lambda b: self.update(b, quiet), batch)
+            except RuntimeError as exc:  # e.g. a learner that reads a value back to the host
+                log.warning("cannot capture %s's meta-training step in a CUDA graph (%s); running it eagerly",
+                            self.learner.name, exc)
+                self.capture = False
+                return self.update(batch, self.profiler)
+        return self.graphed(batch)
+
+    def update(self, batch: EpisodeBatch, prof: Profiler) -> dict[str, torch.Tensor]:
+        """Meta-loss, meta-gradients, NaN guard, clipping and one Adam step on ``batch``; returns detached metrics."""
         with prof.section("meta_loss"):
             out = self.learner.meta_loss(batch)
         with prof.section("backward"):

@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--profile", action="store_true", help="print where the run's time went")
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                   help="on CUDA, run every meta-training step eagerly instead of replaying a captured CUDA graph")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p.set_defaults(handler=handle)
 
@@ -99,6 +101,7 @@ def handle(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints",
         progress=progress_enabled(args),
         profile=args.profile,
+        cuda_graph=args.cuda_graph,
     )
     if not args.json and not args.quiet:
         print(
