@@ -37,8 +37,8 @@ EVAL_BATCH_ELEMENTS = 1 << 25
 # for copying every query row; below that it would compute mostly unused logits.
 BLOCKED_MIN_QUERY_FRACTION = 0.5
 # Episodes per class-blocked batch: only supports and weights are held, so batches are
-# larger than the generic path's; 1,000 keeps each class's weight matrix large enough
-# for an efficient matrix product and the learner's own intermediates small.
+# larger than the generic path's; 1,000 gives each class's product about 250 episodes'
+# weights (5-way, 20 classes), large enough to run near the CPU's peak.
 BLOCKED_BATCH_CAP = 1000
 # Episodes per linear_readout call (fewer when their supports pass 2^21 elements): the
 # learner's inner loop runs fastest on small batches whose intermediates stay in cache
