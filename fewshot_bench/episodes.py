@@ -8,8 +8,11 @@ size, on any machine, and every learner is evaluated on exactly the same test ep
 
 from __future__ import annotations
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from fewshot_bench.data.base import FeatureSplit
 
 TRAIN_QUERY = 15  # queries per class during meta-training (paper, reference code)
+# Example hashes per ``indices`` call above which its episodes are split over threads.
+PARALLEL_MIN_HASHES = 1 << 18
 
 
 @dataclass
@@ -186,8 +191,20 @@ class EpisodeSampler:
         self._offsets = split.offsets.astype(np.int64)
 
     def indices(self, episode_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids [B, N] and row indices [B, N, K + Q] of the given episodes."""
+        """Class ids [B, N] and row indices [B, N, K + Q] of the given episodes.
+
+        Large draws (evaluation: every row of each class is hashed and sorted) are split
+        over the cores: episodes are independent and numpy releases the GIL, so the result
+        is the same and a many-core machine feeding a GPU is not held up by one core.
+        """
         ids = np.asarray(episode_ids, dtype=np.int64)
+        parts = min(_cores(), len(ids), len(ids) * self.n_way * int(self._counts.max()) // PARALLEL_MIN_HASHES)
+        if parts < 2:
+            return self._indices(ids)
+        drawn = list(_sampler_pool().map(self._indices, np.array_split(ids, parts)))
+        return np.concatenate([c for c, _ in drawn]), np.concatenate([r for _, r in drawn])
+
+    def _indices(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = episode_keys(self.seed, self.stream, ids)
         n_classes = len(self._counts)
         with np.errstate(over="ignore"):
@@ -271,6 +288,17 @@ class EpisodeSampler:
         )
         return batch, rows
 
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@cache
+def _sampler_pool() -> ThreadPoolExecutor:
+    """One process-wide thread pool for large episode draws."""
+    return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="fewshot-sampler")
 
 
 def hashed_uniforms(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:

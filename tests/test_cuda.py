@@ -63,7 +63,9 @@ def test_evaluation_on_cuda_matches_cpu(host, synthetic):
     cpu = evaluate(learner, synthetic.split("test"), 5, 1, seed=0, episodes=300)
     gpu_split = on_device(synthetic, CUDA)["test"]
     gpu = evaluate(learner.to(CUDA), gpu_split, 5, 1, seed=0, episodes=300, device=CUDA)
-    np.testing.assert_array_equal(gpu, cpu)
+    # Same predictions; the float32 accuracies may differ in their last bit (1e-7), while a
+    # single changed prediction would move an episode's accuracy by 1 / (5 * 599) = 3e-4.
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("graph", ["--cuda-graph", "--no-cuda-graph"])

@@ -80,3 +80,13 @@ def test_too_many_classes_and_too_small_class_are_clear_errors():
         EpisodeSampler(make_split([20] * 4), 5, 1, 1, seed=0)
     with pytest.raises(DataError, match="class 'c4' .* has 6 examples, fewer than K \\+ Q = 1 \\+ 15"):
         EpisodeSampler(split, 5, 1, 15, seed=0)
+
+
+def test_large_draws_split_over_threads_give_the_same_episodes(synthetic):
+    """An evaluation-sized draw (hashing every row of every class) equals the same episodes drawn in small calls."""
+    sampler = synthetic.split("test").sampler(5, 1, 599, seed=3, stream="test")
+    ids = np.arange(400)
+    classes, rows = sampler.indices(ids)
+    parts = [sampler.indices(ids[i : i + 50]) for i in range(0, 400, 50)]
+    assert np.array_equal(classes, np.concatenate([c for c, _ in parts]))
+    assert np.array_equal(rows, np.concatenate([r for _, r in parts]))
