@@ -19,12 +19,16 @@ def flat(x: Tensor) -> Tensor:
 
 
 def linear_logits(x: Tensor, weights: Tensor, bias: Tensor | None = None) -> Tensor:
-    """Logits of a per-episode linear classifier: x [B, ..., D], weights [B, N, D] -> [B, ..., N]."""
+    """Logits of a per-episode linear classifier: x [B, ..., D], weights [B, N, D] -> [B, ..., N].
+
+    Computed class-major (``weights @ x^T``) so that the gradient for the weights is a
+    [B, N, D]-shaped product, the fast one on CPU (see :func:`fewshot_bench.linear.support_loss_grad`).
+    """
     b = x.shape[0]
-    out = torch.bmm(x.reshape(b, -1, x.shape[-1]), weights.transpose(1, 2))
+    out = torch.bmm(weights, x.reshape(b, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
     if bias is not None:
         out = out + bias[:, None, :]
-    return out.view(*x.shape[:-1], weights.shape[1])
+    return out.reshape(*x.shape[:-1], weights.shape[1])
 
 
 class NearestCentroid(Learner):

@@ -18,6 +18,11 @@ def support_loss_grad(x: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
     ``x`` [B, M, D], ``onehot`` [B, M, N], ``w`` [B, N, D] -> [B, N, D]. For a linear softmax
     classifier the gradient is (softmax(x w^T) - y)^T x; writing it out keeps the graph small
     and stays differentiable, so a meta-gradient through it is exactly second order.
+
+    The logits are formed class-major, ``w x^T`` [B, N, M]: then every product of the
+    backward pass (``[B, N, M] @ [B, M, D]``) yields a [B, N, D] gradient directly, which
+    CPU BLAS computes several times faster than the [B, D, N] products that ``x w^T`` leads
+    to (2.3x for Meta-SGD's whole meta-gradient at 5-way 1-shot, 640-d).
     """
-    probs = torch.softmax(torch.bmm(x, w.transpose(1, 2)), dim=-1)
-    return torch.bmm((probs - onehot).transpose(1, 2), x)
+    probs = torch.softmax(torch.bmm(w, x.transpose(1, 2)), dim=1)  # [B, N, M]
+    return torch.bmm(probs - onehot.transpose(1, 2), x)
