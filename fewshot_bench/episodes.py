@@ -198,7 +198,7 @@ class EpisodeSampler:
         is the same and a many-core machine feeding a GPU is not held up by one core.
         """
         ids = np.asarray(episode_ids, dtype=np.int64)
-        parts = min(_cores(), len(ids), len(ids) * self.n_way * int(self._counts.max()) // PARALLEL_MIN_HASHES)
+        parts = min(cpu_cores(), len(ids), len(ids) * self.n_way * int(self._counts.max()) // PARALLEL_MIN_HASHES)
         if parts < 2:
             return self._indices(ids)
         drawn = list(_sampler_pool().map(self._indices, np.array_split(ids, parts)))
@@ -290,7 +290,7 @@ class EpisodeSampler:
 
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -298,7 +298,7 @@ def _cores() -> int:
 @cache
 def _sampler_pool() -> ThreadPoolExecutor:
     """One process-wide thread pool for large episode draws."""
-    return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="fewshot-sampler")
+    return ThreadPoolExecutor(max_workers=cpu_cores(), thread_name_prefix="fewshot-sampler")
 
 
 def hashed_uniforms(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
-from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch, EpisodeSource, _mix
+from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch, EpisodeSource, _mix, cpu_cores
 from fewshot_bench.errors import DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.learner import Learner
@@ -58,6 +60,12 @@ class TrainResult:
     resumed_from: int | None = None
     history: list[dict] = field(default_factory=list)
     metric: str = "accuracy"
+
+
+@cache
+def _prefetch_pool() -> ThreadPoolExecutor:
+    """One background thread for drawing the next meta-batch."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="fewshot-prefetch")
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -110,6 +118,7 @@ class MetaTrainer:
         self.clip_norm = getattr(cfg, "grad_clip_norm", None)
         self.kind = task_kind(learner.task.kind)
         self.sampler = train_split.sampler(n_way, k_shot, options.train_query, options.seed, stream="train")
+        self._next: tuple[int, Future] | None = None  # (step, its meta-batch being drawn in the background)
         # Fail now, not after hours of training, if validation episodes cannot be drawn.
         val_split.sampler(n_way, k_shot, options.val_query or 1, options.seed, stream="val")
         if options.val_query is None and val_split.default_query(k_shot) < 1:
@@ -164,11 +173,29 @@ class MetaTrainer:
         """One meta-training step on meta-batch ``step``; returns detached metrics."""
         torch.manual_seed(step_seed(self.options.seed, step))
         with self.profiler.section("sampling"):
-            batch = self.sampler.batch(step * self.batch_size, self.batch_size, self.device, self.learner.dtype)
+            batch = self.meta_batch(step)
         if not self.capture:
             return self.update(batch, self.profiler)
         with self.profiler.section("step (CUDA graph)"):
             return self.graphed_update(batch)
+
+    def meta_batch(self, step: int) -> EpisodeBatch:
+        """Meta-batch ``step``; on CPU, with a core that torch's threads leave free, the next one is drawn meanwhile.
+
+        Episodes are a pure function of their index, so a batch is the same whichever thread
+        draws it; numpy and torch release the GIL, so drawing overlaps the step's compute. On
+        CUDA the step is asynchronous already; with every core busy in torch's thread pool a
+        third thread only makes its threads wait for each other.
+        """
+        def draw(i: int) -> EpisodeBatch:
+            return self.sampler.batch(i * self.batch_size, self.batch_size, self.device, self.learner.dtype)
+
+        if self.device.type != "cpu" or torch.get_num_threads() >= cpu_cores():
+            return draw(step)
+        pending, self._next = self._next, None
+        batch = pending[1].result() if pending is not None and pending[0] == step else draw(step)
+        self._next = (step + 1, _prefetch_pool().submit(draw, step + 1))
+        return batch
 
     def graphed_update(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
         """The update through a CUDA graph: eager warm-up steps on a side stream, then capture once, then replay."""

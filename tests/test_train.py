@@ -75,3 +75,15 @@ def test_nan_guard_uses_the_fallback_and_keeps_parameters_finite(synthetic):
     result = trainer.run()
     assert torch.isfinite(learner.w).all() and result.nan_steps == 0  # only steps inside run() are counted
     assert (learner.w.abs() < before.abs()).any()
+
+
+def test_prefetched_meta_batches_are_the_batches_of_their_steps(host, synthetic, monkeypatch):
+    """With a free core the next meta-batch is drawn in the background; every step still gets its own batch."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 0)  # as if torch left every core free
+    cls = host.learner("metasgd")
+    trainer = make_trainer(cls(cls.default_config("synthetic", 1), TaskSpec(5, 1, synthetic.feature_dim)), synthetic)
+    for step in [0, 1, 2, 7, 8]:  # in order, then a jump (as after a resume)
+        got = trainer.meta_batch(step)
+        want = trainer.sampler.batch(step * 12, 12)
+        assert torch.equal(got.episode_ids, want.episode_ids) and torch.equal(got.support, want.support)
+    assert trainer._next[0] == 9
