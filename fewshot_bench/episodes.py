@@ -237,18 +237,27 @@ class EpisodeSampler:
         """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch`."""
         ids = np.arange(start, start + size, dtype=np.int64)
         classes, rows = self.indices(ids)
-        feats = self.split.features
-        index = torch.from_numpy(rows.reshape(-1)).to(feats.device)
-        x = feats.index_select(0, index).view(*rows.shape, feats.shape[1])
-        x = x.to(device=device, dtype=dtype)
         k = self.k_shot
+        # Support and query are gathered apart, so each is contiguous: learners flatten them without a copy.
+        support, query = self._gather(rows[..., :k], device, dtype), self._gather(rows[..., k:], device, dtype)
+        return self._episodes(ids, classes, support, query)
+
+    def _gather(self, rows: np.ndarray, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
+        """The features of split rows ``rows`` [..., M] as one contiguous [..., M, D] tensor on ``device``."""
+        feats = self.split.features
+        index = torch.from_numpy(np.ascontiguousarray(rows).reshape(-1)).to(feats.device)
+        return feats.index_select(0, index).view(*rows.shape, feats.shape[1]).to(device=device, dtype=dtype)
+
+    @staticmethod
+    def _episodes(ids: np.ndarray, classes: np.ndarray, support: Tensor, query: Tensor) -> EpisodeBatch:
+        """An EpisodeBatch of gathered features, labelled by class position."""
         b, n = classes.shape
-        labels = torch.arange(n, device=x.device).view(1, n, 1)
+        labels = torch.arange(n, device=support.device).view(1, n, 1)
         return EpisodeBatch(
-            support=x[:, :, :k],
-            query=x[:, :, k:],
-            support_labels=labels.expand(b, n, k),
-            query_labels=labels.expand(b, n, self.n_query),
+            support=support,
+            query=query,
+            support_labels=labels.expand(b, n, support.shape[2]),
+            query_labels=labels.expand(b, n, query.shape[2]),
             classes=torch.from_numpy(classes),
             episode_ids=torch.from_numpy(ids),
         )
@@ -269,22 +278,8 @@ class EpisodeSampler:
         """
         ids = np.arange(start, start + size, dtype=np.int64)
         classes, rows = self.indices(ids)
-        feats = self.split.features
-        support_rows = np.ascontiguousarray(rows[..., : self.k_shot])
-        index = torch.from_numpy(support_rows.reshape(-1)).to(feats.device)
-        x = feats.index_select(0, index).view(*support_rows.shape, feats.shape[1])
-        x = x.to(device=device, dtype=dtype)
-        b, n, k = support_rows.shape
-        labels = torch.arange(n, device=x.device).view(1, n, 1)
-        batch = EpisodeBatch(
-            support=x,
-            query=x[:, :, :0],
-            support_labels=labels.expand(b, n, k),
-            query_labels=labels.expand(b, n, 0),
-            classes=torch.from_numpy(classes),
-            episode_ids=torch.from_numpy(ids),
-        )
-        return batch, rows
+        support = self._gather(rows[..., : self.k_shot], device, dtype)
+        return self._episodes(ids, classes, support, support[:, :, :0]), rows
 
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
 def onehot_labels(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:
-    """Labels [B, ...] -> one-hot [B, M, N] with the example axes flattened to M."""
-    return F.one_hot(labels.reshape(labels.shape[0], -1), n_way).to(dtype)
+    """Labels [B, ...] -> one-hot [B, M, N] with the example axes flattened to M.
+
+    A comparison with ``arange(N)``, not ``F.one_hot``, which reads the labels' range back
+    to the host on every call.
+    """
+    classes = torch.arange(n_way, device=labels.device)
+    return (labels.reshape(labels.shape[0], -1, 1) == classes).to(dtype)
 
 
 def support_loss_grad(x: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
