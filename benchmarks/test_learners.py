@@ -6,8 +6,9 @@ per call / the call's median time). ``test_metasgd_meta_train_step_loop`` is the
 per-episode-loop reference (benchmarks/metasgd_loop.py): its ratio to
 ``test_metasgd_meta_train_step`` is the batching speed-up. ``FEWSHOT_BENCH_THREADS`` sets
 torch's intra-op threads; ``FEWSHOT_BENCH_DEVICE=cuda`` runs the suite on the GPU (every
-call then ends with a synchronisation, meta-training steps replay a captured CUDA graph and
-evaluation scores 50,000 episodes). docs/speed.md has the figures.
+call then ends with a synchronisation, meta-training steps replay a captured CUDA graph,
+``FEWSHOT_BENCH_CUDA_GRAPH=0`` for eager steps, and evaluation scores 50,000 episodes).
+docs/speed.md has the figures.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ THREADS = int(os.environ.get("FEWSHOT_BENCH_THREADS", torch.get_num_threads()))
 torch.set_num_threads(THREADS)
 DEVICE = torch.device(os.environ.get("FEWSHOT_BENCH_DEVICE", "cpu"))
 CUDA = DEVICE.type == "cuda"
+# FEWSHOT_BENCH_CUDA_GRAPH=0 times eager CUDA steps (the baseline the captured graph is compared with).
+CUDA_GRAPH = os.environ.get("FEWSHOT_BENCH_CUDA_GRAPH", "1") != "0"
 if CUDA:
     EVAL_EPISODES = 50_000  # the paper's protocol: a GPU should do all of it in seconds
 
@@ -150,7 +153,7 @@ def trainer_for(host, synthetic, name: str, k_shot: int) -> MetaTrainer:
     learner = make_learner(host, name, k_shot)
     return MetaTrainer(
         learner, synthetic.split("train"), synthetic.split("val"), N_WAY, k_shot,
-        TrainOptions(seed=0), DEVICE,
+        TrainOptions(seed=0, cuda_graph=CUDA_GRAPH), DEVICE,
     )
 
 
