@@ -116,6 +116,11 @@ def stddev_excess(exp_raw: Tensor, offset: float) -> Tensor:
     return torch.relu(exp_raw - (1.0 - offset + STDDEV_FLOOR))
 
 
+def mean_over_copies(t: Tensor) -> Tensor:
+    """[B, N, C, D] -> [B, N, D], the mean over the C copies (a view when C = 1)."""
+    return t.squeeze(2) if t.shape[2] == 1 else t.mean(dim=2)
+
+
 def orthogonality_penalty(weight: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
     """Error of the rows' correlation matrix from I: mean (or sum) of (C - I)^2, C = W W^T / (|w_i| |w_j|)."""
     norms = weight.norm(dim=1, keepdim=True) + 1e-32
@@ -275,12 +280,12 @@ class LatentEmbeddingOptimization(Learner):
         d = self.task.feature_dim
         mean = z @ self.decoder_weight[:, :d]
         if not self.sampling:
-            return Decoded(mean.mean(dim=2), None, None, None)
+            return Decoded(mean_over_copies(mean), None, None, None)
         noise = torch.randn_like(mean)
         exp_raw = (z @ self.decoder_weight[:, d:]).exp()  # kept: the latent gradient needs it too
         excess = stddev_excess(exp_raw, self.weight_stddev_offset)
-        w = mean + (excess + STDDEV_FLOOR) * noise
-        return Decoded(w.mean(dim=2), exp_raw, excess, noise)
+        w = torch.addcmul(mean, excess + STDDEV_FLOOR, noise)
+        return Decoded(mean_over_copies(w), exp_raw, excess, noise)
 
     def latent_gradient(self, decoded: Decoded, grad_weights: Tensor, copies: int) -> Tensor:
         """dL/dz [B, N, C, Z] from dL/dw [B, N, D] of the averaged class weights (chain rule through Eq. 4).
@@ -289,7 +294,9 @@ class LatentEmbeddingOptimization(Learner):
         ``mean + stddev(raw) * noise``, and the floor of the stddev passes no gradient.
         """
         d = self.task.feature_dim
-        g = grad_weights.unsqueeze(2) / copies  # [B, N, 1, D]: the same for every sample
+        g = grad_weights.unsqueeze(2)  # [B, N, 1, D]: the same for every sample
+        if copies != 1:
+            g = g / copies
         grad_z = g @ self.decoder_weight[:, :d].T
         if decoded.noise is None:
             return grad_z
@@ -312,7 +319,7 @@ class LatentEmbeddingOptimization(Learner):
         for _ in range(self.config.latent_steps):
             decoded = self.decoder(z)
             grad_w = self.support_loss_grad(support, onehot, decoded.weights)
-            z = z - self.inner_lr * self.latent_gradient(decoded, grad_w, copies)
+            z = torch.addcmul(z, self.inner_lr, self.latent_gradient(decoded, grad_w, copies), value=-1.0)
         return z
 
     def finetuning_inner_loop(self, support: Tensor, onehot: Tensor, weights: Tensor, copies: int) -> Tensor:
@@ -322,7 +329,8 @@ class LatentEmbeddingOptimization(Learner):
         logits use) moves by the same amount.
         """
         for _ in range(self.config.finetune_steps):
-            weights = weights - self.finetune_lr * self.support_loss_grad(support, onehot, weights) / copies
+            grad = self.support_loss_grad(support, onehot, weights)
+            weights = torch.addcmul(weights, self.finetune_lr, grad, value=-1.0 / copies)
         return weights
 
     def adapt(self, batch: EpisodeBatch) -> Adaptation:
