@@ -282,7 +282,6 @@ class EpisodeSampler:
         return self._episodes(ids, classes, support, support[:, :, :0]), rows
 
 
-
 def cpu_cores() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

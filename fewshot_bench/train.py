@@ -7,8 +7,8 @@ import copy
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cache
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
