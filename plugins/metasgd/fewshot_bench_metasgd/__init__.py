@@ -64,7 +64,9 @@ class MetaSGD(Learner):
         return w
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
-        return linear_logits(batch.query, self.adapt(batch))
+        """Query logits [B, N, Q, N] of the adapted weights (no graph kept at evaluation)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
+            return linear_logits(batch.query, self.adapt(batch))
 
     def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None]:
         """The adapted weights (no bias); at evaluation nothing is recorded for autograd."""
