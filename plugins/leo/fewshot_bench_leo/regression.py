@@ -38,9 +38,7 @@ from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.mlp import MLP, support_mse
 from fewshot_bench.regression_learners import as_outputs, episode_points
 from fewshot_bench.tasks import REGRESSION
-
-STDDEV_FLOOR = 1e-10
-NAN_FALLBACK_SCALE = 1e-4
+from fewshot_bench_leo.model import NAN_FALLBACK_SCALE, stddev
 
 
 @dataclass
@@ -98,11 +96,6 @@ def mlp_no_bias(sizes: tuple[int, ...], out_gain: float = 1.0) -> nn.Sequential:
         if not last:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def stddev(raw: Tensor) -> Tensor:
-    """``exp(raw) - 1`` floored at 1e-10: never the raw output, which can go negative."""
-    return (raw.exp() - 1.0).clamp_min(STDDEV_FLOOR)
 
 
 def gradient(fn: Callable[[Tensor], Tensor], at: Tensor, create_graph: bool) -> Tensor:
@@ -166,7 +159,7 @@ class LEORegression(Learner):
         mean, raw = self.relation_network(pairs).mean(dim=(1, 2)).split(z, dim=-1)
         if not self.sampling:
             return mean, mean.new_zeros(())
-        std = stddev(raw)
+        std = stddev(raw, offset=0.0)
         noise = self.noise_like(mean)
         latent = mean + std * noise
         # Monte-Carlo KL(q || N(0, I)) at the sample, averaged over elements; (z - mean) / std is the noise.
@@ -178,7 +171,7 @@ class LEORegression(Learner):
         mean, raw = self.decoder(z).split(self.mlp.n_params, dim=-1)
         if not self.sampling:
             return mean
-        return mean + stddev(raw) * self.noise_like(mean)
+        return mean + stddev(raw, offset=0.0) * self.noise_like(mean)
 
     def noise_like(self, mean: Tensor) -> Tensor:
         """Standard normals like ``mean``: fresh in training; at evaluation a pure function of each
