@@ -101,14 +101,20 @@ def record(benchmark, episodes: int) -> None:
 # --- inner loops (forward in training mode: the graph the meta-gradient needs is recorded) ---
 
 
-@SHOTS
-def test_leo_latent_inner_loop(benchmark, host, synthetic, k_shot):
+def leo_inner_loop_inputs(host, synthetic, k_shot):
+    """LEO in training mode, a fixed meta-batch's flattened support and one-hot labels, and its encoded latents."""
     leo = make_learner(host, "leo", k_shot)
     batch = train_batch(synthetic, k_shot)
     support = flat(batch.support)
     onehot = onehot_labels(batch.support_labels, N_WAY, support.dtype)
     with torch.no_grad():
-        z_init = leo.encode(batch.support)[0]
+        z = leo.encode(batch.support)[0]
+    return leo, support, onehot, z
+
+
+@SHOTS
+def test_leo_latent_inner_loop(benchmark, host, synthetic, k_shot):
+    leo, support, onehot, z_init = leo_inner_loop_inputs(host, synthetic, k_shot)
     z = benchmark(synced(leo.leo_inner_loop), support, onehot, z_init.requires_grad_())
     assert z.shape == z_init.shape and z.requires_grad and torch.isfinite(z).all()
     record(benchmark, META_BATCH)
@@ -116,12 +122,8 @@ def test_leo_latent_inner_loop(benchmark, host, synthetic, k_shot):
 
 @SHOTS
 def test_leo_finetune_loop(benchmark, host, synthetic, k_shot):
-    leo = make_learner(host, "leo", k_shot)
-    batch = train_batch(synthetic, k_shot)
-    support = flat(batch.support)
-    onehot = onehot_labels(batch.support_labels, N_WAY, support.dtype)
+    leo, support, onehot, z = leo_inner_loop_inputs(host, synthetic, k_shot)
     with torch.no_grad():
-        z = leo.encode(batch.support)[0]
         weights = leo.decoder(z).weights
     copies = z.shape[2]
     out = benchmark(synced(leo.finetuning_inner_loop), support, onehot, weights.requires_grad_(), copies)
