@@ -18,7 +18,7 @@ import torch
 
 from fewshot_bench import stats
 from fewshot_bench.config import apply_overrides, config_to_dict
-from fewshot_bench.data.base import DataRequest, FeatureDataset, FeatureSplit, merge_splits
+from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
 from fewshot_bench.errors import ConfigError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.learner import Learner, TaskSpec
@@ -86,12 +86,7 @@ def load_dataset(ctx: RunContext, name: str, crop: str = "center") -> FeatureDat
     spec = ctx.host.dataset(name)
     cache_key = (spec.name, crop, str(ctx.data_dir))
     if cache_key not in ctx.dataset_cache:
-        ds = spec.load(DataRequest(data_dir=ctx.data_dir, crop=crop))
-        if ctx.device.type != "cpu":
-            for s in ds.splits.values():
-                if isinstance(s, FeatureSplit):  # generated task families draw on the fly
-                    s.features = s.features.to(ctx.device)
-        ctx.dataset_cache[cache_key] = ds
+        ctx.dataset_cache[cache_key] = spec.load(DataRequest(data_dir=ctx.data_dir, crop=crop)).to(ctx.device)
     return ctx.dataset_cache[cache_key]
 
 

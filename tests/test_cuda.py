@@ -16,11 +16,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 CUDA = torch.device("cuda")
 
 
-def on_device(dataset, device):
-    """The dataset's splits with their features on ``device`` (as the runner places them)."""
-    return {name: dataclasses.replace(s, features=s.features.to(device)) for name, s in dataset.splits.items()}
-
-
 def trainer(host, splits, name, device, cuda_graph, seed=0, **changes):
     cls = host.learner(name)
     torch.manual_seed(seed)
@@ -33,7 +28,7 @@ def trainer(host, splits, name, device, cuda_graph, seed=0, **changes):
 @pytest.mark.parametrize("name", ["leo", "metasgd", "maml"])
 def test_graphed_steps_reproduce_eager_steps(host, synthetic, name):
     """Same seed, same steps: the CUDA graph replays give the eager parameters (and do replay)."""
-    splits = on_device(synthetic, CUDA)
+    splits = synthetic.to(CUDA).splits
     # Without dropout and sampling the steps involve no random numbers at all.
     changes = {"dropout_rate": 0.0, "stochastic": False} if name == "leo" else {}
     eager = trainer(host, splits, name, CUDA, cuda_graph=False, **changes)
@@ -48,7 +43,7 @@ def test_graphed_steps_reproduce_eager_steps(host, synthetic, name):
 
 def test_graphed_stochastic_leo_is_reproducible_per_step(host, synthetic):
     """With sampling and dropout, two graphed runs of the same seed agree, and differ from another seed."""
-    splits = on_device(synthetic, CUDA)
+    splits = synthetic.to(CUDA).splits
     runs = [trainer(host, splits, "leo", CUDA, cuda_graph=True, seed=s) for s in (0, 0, 1)]
     losses = [[float(t.step(i)["loss"]) for i in range(6)] for t in runs]
     assert losses[0] == losses[1] and losses[0] != losses[2]
@@ -61,7 +56,7 @@ def test_evaluation_on_cuda_matches_cpu(host, synthetic):
     config = dataclasses.replace(cls.default_config("synthetic", 1), dtype="float64")
     learner = cls(config, TaskSpec(5, 1, 640)).to(torch.float64)
     cpu = evaluate(learner, synthetic.split("test"), 5, 1, seed=0, episodes=300)
-    gpu_split = on_device(synthetic, CUDA)["test"]
+    gpu_split = synthetic.to(CUDA).split("test")
     gpu = evaluate(learner.to(CUDA), gpu_split, 5, 1, seed=0, episodes=300, device=CUDA)
     # Same predictions; the float32 accuracies may differ in their last bit (1e-7), while a
     # single changed prediction would move an episode's accuracy by 1 / (5 * 599) = 3e-4.

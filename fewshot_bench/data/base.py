@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,6 +136,14 @@ class FeatureDataset:
     def feature_dim(self) -> int:
         """Feature dimension D shared by all splits."""
         return next(iter(self.splits.values())).feature_dim
+
+    def to(self, device: torch.device | str) -> FeatureDataset:
+        """This dataset with every class-sorted split's features on ``device`` (generated splits draw on the fly)."""
+        splits = {
+            name: replace(s, features=s.features.to(device)) if isinstance(s, FeatureSplit) else s
+            for name, s in self.splits.items()
+        }
+        return replace(self, splits=splits)
 
 
 @dataclass(frozen=True)
