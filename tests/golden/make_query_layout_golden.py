@@ -1,0 +1,86 @@
+"""Per-episode test metrics of every built-in learner after a short seeded meta-training.
+
+Written once by the code that gave ``predict`` class-grouped queries (``[B, N, Q, D]``,
+commit 2f99443) and checked by ``tests/test_query_layout.py`` against the current code, which
+gives ``predict`` each episode's queries as an unordered set: the same queries are scored,
+so every episode's metric must be the same. Regenerate (only on purpose) with
+``python tests/golden/make_query_layout_golden.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewshot_bench.data.base import DataRequest
+from fewshot_bench.evaluate import evaluate
+from fewshot_bench.learner import TaskSpec
+from fewshot_bench.plugins import load_plugins
+from fewshot_bench.runner import build_learner
+from fewshot_bench.train import MetaTrainer, TrainOptions
+
+GOLDEN = Path(__file__).with_name("query_layout.json")
+SEED = 0
+# (learner, dataset, way, shot, config changes, meta-training steps, test episodes, test queries per class)
+CASES = [
+    ("nearest-centroid", "synthetic", 5, 1, {}, 0, 40, 15),
+    ("logreg", "synthetic", 5, 5, {"iterations": 20}, 0, 40, 15),
+    ("metasgd", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("maml", "synthetic", 5, 5, {}, 15, 40, 15),
+    ("maml", "synthetic", 5, 1, {"hidden_sizes": (16,)}, 15, 40, 15),
+    ("leo", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("leo", "synthetic", 5, 5, {}, 10, 40, 15),
+    ("leo-deterministic", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("leo-random-prior", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("leo-no-finetune", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("leo-generator-only", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("leo-generator-finetune", "synthetic", 5, 1, {}, 15, 40, 15),
+    ("mlp-scratch", "sines-lines", 1, 5, {"fit_steps": 20}, 0, 20, 10),
+    ("metasgd", "sines-lines", 1, 5, {}, 10, 20, 10),
+    ("maml", "sines-lines", 1, 5, {}, 10, 20, 10),
+    ("leo", "sines-lines", 1, 5, {}, 10, 20, 10),
+]
+
+
+def case_id(case: tuple) -> str:
+    """A readable id: learner/dataset/N-way K-shot plus the config changes."""
+    name, data, way, shot, changes = case[:5]
+    extra = ",".join(f"{k}={v}" for k, v in changes.items())
+    return f"{name}/{data}/{way}-way-{shot}-shot" + (f"/{extra}" if extra else "")
+
+
+def metrics(case: tuple, host=None) -> dict[str, list[float]]:
+    """Per-episode test metrics of one case, by the generic path (``predict``) and by evaluation's default path."""
+    name, data, way, shot, changes, steps, episodes, query = case
+    host = host or load_plugins()
+    dataset = host.dataset(data).load(DataRequest())
+    cls = host.learner(name).for_kind(dataset.kind)
+    config = replace(cls.default_config(data, shot), meta_batch_size=4, **changes)
+    task = TaskSpec(way, shot, dataset.feature_dim, dataset.kind, data)
+    torch.manual_seed(SEED)
+    learner = build_learner(cls, config, task, torch.device("cpu"))
+    if steps:
+        options = TrainOptions(steps=steps, val_every=steps, val_episodes=10, val_query=query, patience=None, seed=SEED)
+        MetaTrainer(learner, dataset.split("train"), dataset.split("val"), way, shot, options, torch.device("cpu")).run()
+    score = dict(split=dataset.split("test"), n_way=way, k_shot=shot, seed=SEED, episodes=episodes, n_query=query)
+    return {
+        "generic": evaluate(learner, fast=False, **score).astype(float).tolist(),
+        "default": evaluate(learner, **score).astype(float).tolist(),
+    }
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    host = load_plugins()
+    golden = {case_id(case): metrics(case, host) for case in CASES}
+    GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+    print(f"wrote {GOLDEN}: {len(golden)} cases, mean metrics", {k: float(np.mean(v["generic"])) for k, v in golden.items()})
+
+
+if __name__ == "__main__":
+    main()
