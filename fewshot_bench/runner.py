@@ -255,7 +255,11 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         "ci95": summary.ci95,
         "episodes": summary.episodes,
         "config": config_dict,
-        "options": {**asdict(spec), "eval_query": eval_query, "plugin": plugin.distribution},
+        "options": {
+            **asdict(spec), "eval_query": eval_query, "plugin": plugin.distribution,
+            # Marked in tables, `results` and `compare` (see fewshot_bench.protocols).
+            "transductive": bool(getattr(cls.for_kind(kind), "transductive", False)),
+        },
         "summary": {"std": summary.std, "metric": task_kind(kind).metric, "train": train_summary},
         "versions": versions(plugin.distribution),
         "hardware": hardware(ctx.device),
