@@ -3,7 +3,9 @@
 Test episodes are a pure function of (dataset, N, K, Q, seed, index), so two runs with
 equal (dataset, way, shot, seed) and queries per class saw exactly the same episodes.
 Per-episode differences then cancel the episode-to-episode variance that dominates
-each run's own confidence interval.
+each run's own confidence interval. Only runs made under one shared protocol (same
+budget, test episodes and queries, validation, preset, train-on-val and crop; see
+:mod:`fewshot_bench.protocols`) are paired.
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fewshot_bench import stats
-from fewshot_bench.errors import StoreError
+from fewshot_bench.errors import ConfigError, StoreError
+from fewshot_bench.protocols import (
+    Selection,
+    choose,
+    group_by_protocol,
+    is_transductive,
+    one_per_seed,
+    overrides_of,
+    overrides_text,
+    set_options,
+)
 from fewshot_bench.store import ResultStore, RunRecord
 
 
@@ -42,6 +54,7 @@ class Comparison:
     ci95: float
     episodes: int
     seeds: list[SeedPair] = field(default_factory=list)
+    protocol: str = ""  # id of the shared protocol of every run compared
 
     @property
     def agree(self) -> int:
@@ -49,10 +62,35 @@ class Comparison:
         return sum(1 for p in self.seeds if np.sign(p.diff) == np.sign(self.diff) and p.diff != 0)
 
 
-def _latest_by_cell(runs: list[RunRecord]) -> dict[tuple, RunRecord]:
-    out = {}
-    for r in runs:  # oldest first: a later run of the same cell replaces an earlier one
-        out[(r.dataset, r.way, r.shot, r.options.get("crop", "center"), r.seed)] = r
+@dataclass
+class PairedReport:
+    """The comparisons of one ``compare``, the protocol they were made under and the runs' learners."""
+
+    a: str
+    b: str
+    selection: Selection
+    comparisons: list[Comparison]
+    overrides_a: dict[str, str] = field(default_factory=dict)
+    overrides_b: dict[str, str] = field(default_factory=dict)
+    transductive_a: bool = False
+    transductive_b: bool = False
+
+
+def _with_overrides(runs: list[RunRecord], learner: str, wanted: dict[str, str]) -> list[RunRecord]:
+    """The runs made with exactly ``wanted`` overrides, or an error naming the override sets there are."""
+    kept = [r for r in runs if overrides_of(r) == wanted]
+    if runs and not kept:
+        sets = sorted({overrides_text(overrides_of(r)): overrides_of(r) for r in runs}.items())
+        what = f"with --set {overrides_text(wanted)}" if wanted else "with the learner's defaults (no --set)"
+        hints = " or ".join(f"`{set_options(learner, o)}`" if o else "no --set" for _, o in sets)
+        raise StoreError(f"no runs of {learner!r} {what} match; its runs were made with other overrides: use {hints}")
+    return kept
+
+
+def _cells(runs: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    out: dict[tuple, list[RunRecord]] = {}
+    for r in runs:
+        out.setdefault((r.dataset, r.way, r.shot, r.seed), []).append(r)
     return out
 
 
@@ -64,36 +102,59 @@ def compare(
     shot: int | None = None,
     way: int | None = None,
     steps: int | None = None,
-) -> list[Comparison]:
-    """Pair runs of learners ``a`` and ``b`` by (dataset, way, shot, crop, seed) and compare per setting.
+    protocol: str | None = None,
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> PairedReport:
+    """Pair runs of learners ``a`` and ``b`` by (dataset, way, shot, seed) under one protocol and compare per setting.
 
-    ``datasets`` (lower-cased names) restricts the datasets; the latest run of each cell is used.
+    ``datasets`` (lower-cased names) restricts the datasets. Only runs of one shared
+    protocol are paired (see :mod:`fewshot_bench.protocols`): ``protocol`` (an id prefix)
+    or ``steps`` picks it, else the protocol with the most paired seeds. Each learner's
+    runs are those with its defaults unless ``overrides`` ({learner: {key: value}}) names
+    the ``--set`` overrides to use. A cell's seed is used once (the latest run of one config).
     """
+    overrides = overrides or {}
+    outside = sorted(set(overrides) - {a, b})
+    if outside:
+        raise ConfigError(f"--set names learner(s) not compared: {', '.join(outside)}; use {a}.KEY=VALUE or {b}.KEY=VALUE")
+
     def keep(r: RunRecord) -> bool:
         return (
-            (datasets is None or r.dataset.lower() in datasets)
+            r.status == "complete"
+            and (datasets is None or r.dataset.lower() in datasets)
             and (shot is None or r.shot == shot)
             and (way is None or r.way == way)
-            and (steps is None or r.options.get("steps") == steps)
         )
 
-    runs_a = _latest_by_cell([r for r in store.runs(learner=a) if keep(r)])
-    runs_b = _latest_by_cell([r for r in store.runs(learner=b) if keep(r)])
-    settings: dict[tuple, list[tuple[RunRecord, RunRecord]]] = {}
-    for cell in sorted(set(runs_a) & set(runs_b), key=str):
-        ra, rb = runs_a[cell], runs_b[cell]
-        if ra.options.get("eval_query") != rb.options.get("eval_query"):
-            continue  # different queries per class: not the same episodes
-        settings.setdefault(cell[:4], []).append((ra, rb))
-    if not settings:
+    runs_a = _with_overrides([r for r in store.runs(learner=a) if keep(r)], a, overrides.get(a, {}))
+    runs_b = _with_overrides([r for r in store.runs(learner=b) if keep(r)], b, overrides.get(b, {}))
+
+    def pairs(runs: list[RunRecord]) -> int:
+        by_learner = {a: set(), b: set()}
+        for r in runs:
+            by_learner[r.learner].add((r.dataset, r.way, r.shot, r.seed))
+        return len(by_learner[a] & by_learner[b])
+
+    selection = choose(runs_a + runs_b, protocol, steps, score=pairs, unit="paired seeds", what=f" for {a!r} and {b!r}")
+    if selection.protocol is None or pairs(selection.runs) == 0:
+        described = lambda runs: ", ".join(p.id + f" ({p.description})" for p in group_by_protocol(runs)) or "none"  # noqa: E731
         raise StoreError(
-            f"no runs of {a!r} and {b!r} share a (dataset, way, shot, seed) with the same test queries in {store.path}; "
-            f"run both with the same seeds, e.g. `fewshot-bench sweep --learners {a},{b}`"
+            f"no runs of {a!r} and {b!r} share a (dataset, way, shot, seed) under the same protocol in {store.path} "
+            f"({a}: {described(runs_a)}; {b}: {described(runs_b)}); "
+            f"run both with the same seeds and options, e.g. `fewshot-bench sweep --learners {a},{b}`"
         )
+    cells_a = _cells([r for r in selection.runs if r.learner == a])
+    cells_b = _cells([r for r in selection.runs if r.learner == b])
+    settings: dict[tuple, list[tuple[RunRecord, RunRecord]]] = {}
+    for cell in sorted(set(cells_a) & set(cells_b), key=str):
+        (ra,), _ = one_per_seed(cells_a[cell])
+        (rb,), _ = one_per_seed(cells_b[cell])
+        settings.setdefault(cell[:3], []).append((ra, rb))
+    crop = selection.protocol.get("crop")
     out = []
-    for (dataset, n_way, k_shot, crop), pairs in settings.items():
+    for (dataset, n_way, k_shot), cell_pairs in settings.items():
         diffs, values_a, values_b, seeds = [], [], [], []
-        for ra, rb in pairs:
+        for ra, rb in sorted(cell_pairs, key=lambda p: p[0].seed):
             va, vb = store.episode_values(ra.run_id), store.episode_values(rb.run_id)
             n = min(va.size, vb.size)  # episode i is the same in both: the common prefix pairs up
             d = stats.paired_difference(va[:n], vb[:n])
@@ -107,6 +168,10 @@ def compare(
                 dataset, n_way, k_shot, crop,
                 mean_a=float(np.concatenate(values_a).mean()), mean_b=float(np.concatenate(values_b).mean()),
                 diff=pooled.mean, ci95=pooled.ci95, episodes=pooled.episodes, seeds=seeds,
+                protocol=selection.protocol.id,
             )
         )
-    return out
+    return PairedReport(
+        a, b, selection, out, overrides.get(a, {}), overrides.get(b, {}),
+        transductive_a=any(is_transductive(r) for r in runs_a), transductive_b=any(is_transductive(r) for r in runs_b),
+    )

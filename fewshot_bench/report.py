@@ -1,19 +1,21 @@
 """Tables from the results store: each cell is mean ± std over seeds of the runs' mean test
 accuracy, beside the paper's number; rendered as markdown, LaTeX, CSV or JSON, or plotted.
 
-Which runs fill a cell: those of the row's learner on the setting's dataset, way and shot
-(and feature crop). A store can hold runs of the same cell under several protocols (say
-a quick 1,000-step try and the paper's 100,000 steps); they are never mixed. The cell
-uses the protocol with the most seeds (the most recent on a tie), and says how many
-protocols it saw; ``--steps``/``--episodes`` pick one explicitly.
+Which runs fill a table: those of its learners on its settings' datasets, way and shot
+(and feature crop), all under one shared protocol (see :mod:`fewshot_bench.protocols`).
+A store can hold runs under several protocols (say a quick 1,000-step try and the
+paper's 100,000 steps); they are never mixed. Without ``--protocol``/``--steps``/
+``--episodes`` the table uses the protocol that fills the most (row, setting, seed)
+cells (the most recent on a tie) and says so under the table. A row uses its learner's
+runs with default hyperparameters unless ``--set LEARNER.KEY=VALUE`` selects the runs
+made with those overrides; such a row's label names them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,12 +24,23 @@ from tabulate import tabulate
 
 from fewshot_bench import stats
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.protocols import (
+    TRANSDUCTIVE_NOTE,
+    Selection,
+    choose,
+    is_transductive,
+    mark,
+    one_per_seed,
+    overrides_of,
+    overrides_text,
+    protocol_of,
+    seeds_text,
+    set_options,
+)
 from fewshot_bench.store import RunRecord
 from fewshot_bench.tables import Row, Setting, TableSpec, paper_cell
 
 FORMATS = ("markdown", "latex", "csv", "json")
-# Run options that identify a protocol: everything but the cell itself and the seed.
-CELL_OPTIONS = {"learner", "dataset", "way", "shot", "seed", "plugin"}
 
 
 @dataclass
@@ -45,9 +58,15 @@ class Cell:
     episodes: int | None = None
     steps: int | None = None
     train_on_val: bool | None = None
-    protocols: int = 0
+    protocols: int = 0  # shared protocols this cell has runs under (one of them is used)
     paper_mean: float | None = None
     paper_std: float | None = None
+    protocol: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+    seed_list: list[int] = field(default_factory=list)
+    variants: int = 0  # learner configs seen under the protocol and overrides (one is used)
+    transductive: bool = False
 
     @property
     def diff(self) -> float | None:
@@ -57,26 +76,19 @@ class Cell:
         return self.mean - self.paper_mean
 
 
-def protocol_signature(run: RunRecord) -> str:
-    """What a run's protocol is, apart from the cell and the seed: options and learner config."""
-    options = {k: v for k, v in run.options.items() if k not in CELL_OPTIONS}
-    return json.dumps({"options": options, "config": run.config}, sort_keys=True, default=str)
+@dataclass
+class TableRuns:
+    """A table's cells, the protocol that filled them, and notes on what was left out."""
+
+    cells: list[Cell]
+    selection: Selection
+    notes: list[str] = field(default_factory=list)
 
 
-def select_runs(runs: list[RunRecord]) -> tuple[list[RunRecord], int]:
-    """One run per seed, all under one protocol (most seeds, then most recent); and how many protocols there were."""
-    groups: dict[str, dict[int, RunRecord]] = defaultdict(dict)
-    for run in runs:  # oldest first, so a later run of the same seed wins
-        groups[protocol_signature(run)][run.seed] = run
-    if not groups:
-        return [], 0
-    best = max(groups.values(), key=lambda g: (len(g), max(r.created_at for r in g.values())))
-    return sorted(best.values(), key=lambda r: r.seed), len(groups)
-
-
-def fill_cell(cell: Cell, runs: list[RunRecord]) -> Cell:
-    """Fill ``cell`` with mean ± std over seeds of the chosen runs (accuracies in percent)."""
-    chosen, cell.protocols = select_runs(runs)
+def fill_cell(cell: Cell, runs: list[RunRecord], protocols: int = 1) -> Cell:
+    """Fill ``cell`` with mean ± std over seeds of ``runs`` (one protocol, one override set; percent)."""
+    chosen, cell.variants = one_per_seed(runs)
+    cell.protocols = protocols
     if not chosen:
         return cell
     summary = stats.summarize_seeds([100 * r.accuracy for r in chosen])
@@ -84,6 +96,10 @@ def fill_cell(cell: Cell, runs: list[RunRecord]) -> Cell:
     cell.episodes = min(r.episodes or 0 for r in chosen)
     cell.steps = chosen[0].options.get("steps")
     cell.train_on_val = chosen[0].options.get("train_on_val")
+    cell.protocol = protocol_of(chosen[0]).id
+    cell.run_ids = [r.run_id for r in chosen]
+    cell.seed_list = [r.seed for r in chosen]
+    cell.transductive = any(is_transductive(r) for r in chosen)
     return cell
 
 
@@ -95,32 +111,64 @@ def build_cells(
     crop: str = "center",
     steps: int | None = None,
     episodes: int | None = None,
-) -> list[Cell]:
-    """Every cell of ``table`` over ``settings`` from ``runs``; reported rows only where the paper has numbers.
+    protocol: str | None = None,
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> TableRuns:
+    """Every cell of ``table`` over ``settings`` from ``runs``, all under one shared protocol.
 
-    ``same_dataset(setting_dataset, run_dataset)`` says whether a run's dataset is the setting's.
+    ``same_dataset(setting_dataset, run_dataset)`` says whether a run's dataset is the
+    setting's; ``protocol`` (an id prefix), ``steps`` and ``episodes`` narrow the protocol;
+    ``overrides`` ({learner: {key: value}}) selects runs made with those ``--set`` overrides
+    instead of the learner's defaults. Reported rows appear only where the paper has numbers.
     """
-    def wanted(r: RunRecord) -> bool:
-        return (
-            r.way == table.way
-            and r.status == "complete"
-            and r.options.get("crop", "center") == crop
-            and (steps is None or r.options.get("steps") == steps)
-            and (episodes is None or r.episodes == episodes)
-        )
+    overrides = overrides or {}
+    outside = sorted(set(overrides) - set(table.learners))
+    if outside:
+        raise ConfigError(f"--set names learner(s) not in table {table.number}: {', '.join(outside)}; its learners: {', '.join(table.learners)}")
 
-    pool = [r for r in runs if wanted(r)]
-    cells = []
+    def setting_of(r: RunRecord) -> Setting | None:
+        return next((s for s in settings if s.shot == r.shot and same_dataset(s.dataset, r.dataset)), None)
+
+    pool = [
+        r for r in runs
+        if r.way == table.way and r.status == "complete" and r.learner in table.learners
+        and r.options.get("crop", "center") == crop and setting_of(r) is not None
+    ]
+    wanted = lambda r: overrides_of(r) == overrides.get(r.learner, {})  # noqa: E731
+    # A protocol's score: the (row, setting, seed) cells it fills with the runs the table would use.
+    score = lambda rs: len({(r.learner, r.dataset.lower(), r.shot, r.seed) for r in rs if wanted(r)})  # noqa: E731
+    selection = choose(pool, protocol, steps, episodes, score=score, unit="cells", what=f" for table {table.number}")
+    chosen = [r for r in selection.runs if wanted(r)]
+    seen_protocols: dict[tuple[str, Setting], set[str]] = {}
+    for r in pool:
+        seen_protocols.setdefault((r.learner, setting_of(r)), set()).add(protocol_of(r).id)
+
+    cells, notes = [], []
     for row in table.rows:
         row_cells = [_cell(row, s, crop) for s in settings]
         if row.reported:
             if any(c.paper_mean is not None for c in row_cells):
                 cells.extend(row_cells)
             continue
+        asked = overrides.get(row.learner, {})
         for cell, setting in zip(row_cells, settings):
-            matching = [r for r in pool if r.learner == row.learner and r.shot == setting.shot and same_dataset(setting.dataset, r.dataset)]
-            cells.append(fill_cell(cell, matching))
-    return cells
+            matching = [r for r in chosen if r.learner == row.learner and r.shot == setting.shot and same_dataset(setting.dataset, r.dataset)]
+            fill_cell(cell, matching, len(seen_protocols.get((row.learner, setting), ())))
+            cell.overrides = dict(asked)
+        transductive = any(c.transductive for c in row_cells)
+        label = row.label + (f" [{overrides_text(asked)}]" if asked else "")
+        for cell in row_cells:
+            cell.row = mark(label, transductive)
+            cell.transductive = transductive
+        cells.extend(row_cells)
+        if all(c.mean is None for c in row_cells):
+            unused = sorted({overrides_text(overrides_of(r)): overrides_of(r) for r in selection.runs
+                             if r.learner == row.learner and not wanted(r)}.items())
+            if unused:
+                what = "with overrides " + overrides_text(asked) if asked else "with the learner's defaults"
+                hints = " or ".join(f"`{set_options(row.learner, o)}`" for _, o in unused)
+                notes.append(f"{row.label}: no runs {what} under this protocol; runs with other overrides exist: show them with {hints}")
+    return TableRuns(cells, selection, notes)
 
 
 def _cell(row: Row, setting: Setting, crop: str) -> Cell:
@@ -166,11 +214,17 @@ def display_frame(cells: list[Cell], settings: list[Setting]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()), columns=columns)
 
 
-def numeric_frame(cells: list[Cell], settings: list[Setting]) -> pd.DataFrame:
-    """The same table with numbers: per setting mean, std, seeds, episodes, paper mean/std and diff (percent)."""
+def numeric_frame(cells: list[Cell], settings: list[Setting], protocol: str | None = None) -> pd.DataFrame:
+    """The same table with numbers: per setting mean, std, seeds, episodes, paper mean/std and diff (percent).
+
+    Our rows also carry the shared ``protocol`` id, their learner's ``overrides`` and whether it is ``transductive``.
+    """
     rows: dict[str, dict[str, Any]] = {}
     for c in cells:
         out = rows.setdefault(c.row, {"model": c.row, "learner": c.learner or "", "source": c.source})
+        if c.source == "ours":
+            out["overrides"] = overrides_text(c.overrides)
+            out["transductive"] = c.transductive
         prefix = f"{c.dataset}_{c.shot}shot_"
         for name, value in (
             ("mean", c.mean), ("std", c.std), ("seeds", c.seeds if c.source == "ours" else None),
@@ -178,29 +232,42 @@ def numeric_frame(cells: list[Cell], settings: list[Setting]) -> pd.DataFrame:
         ):
             out[prefix + name] = value
     frame = pd.DataFrame(list(rows.values()))
+    if protocol is not None:
+        frame.insert(3, "protocol", [protocol if src == "ours" else "" for src in frame["source"]])
     for col in frame.columns:
         if col.endswith(("_seeds", "_episodes")):
             frame[col] = frame[col].astype("Int64")  # integers with a missing marker, not floats
     return frame
 
 
-def footnotes(table: TableSpec, cells: list[Cell], crop: str) -> list[str]:
-    """Lines under a rendered table: what a cell is and which protocols filled it."""
+def footnotes(table: TableSpec, data: TableRuns, crop: str) -> list[str]:
+    """Lines under a rendered table: what a cell is, the protocol and runs that filled it, and what was left out."""
+    cells = data.cells
     ours = [c for c in cells if c.source == "ours" and c.mean is not None]
     lines = [
         f"{table.way}-way accuracy (%): ours = mean ± std over seeds of each run's mean over its test episodes; "
         "runs = seeds × test episodes per run; paper = the LEO paper's number; Δ = ours − paper (points)",
     ]
-    protocols = sorted({(c.steps, c.train_on_val) for c in ours}, key=str)
-    if protocols:
-        described = "; ".join(f"{s:,} steps on {'train+val' if tv else 'train'}" for s, tv in protocols if s is not None)
-        lines.append(f"meta-training: {described or 'none'}; features: {crop}")
-    mixed = [f"{c.row} {c.dataset} {c.shot}-shot" for c in cells if c.protocols > 1]
-    if mixed:
-        lines.append(f"cells with runs under several protocols (showing the one with most seeds; pick with --steps/--episodes): {', '.join(mixed)}")
+    if data.selection.protocol is not None:
+        lines.append(data.selection.note())
+    used = [run_id for c in ours for run_id in c.run_ids]
+    if used:
+        lines.append(
+            f"runs used: {len(used)} (seeds {seeds_text(s for c in ours for s in c.seed_list)}; features: {crop}); "
+            "`--format json` lists every cell's run ids"
+        )
+    lines.extend(data.notes)
+    variants = [f"{c.row} {c.dataset} {c.shot}-shot" for c in ours if c.variants > 1]
+    if variants:
+        lines.append(
+            "cells with runs of several learner configs under this protocol (e.g. another plugin version), "
+            f"showing the config with most seeds: {', '.join(variants)}"
+        )
+    if any(c.transductive for c in ours):
+        lines.append(TRANSDUCTIVE_NOTE)
     missing = sum(1 for c in cells if c.source == "ours" and c.mean is None)
     if missing:
-        lines.append(f"{missing} cell(s) missing: run `fewshot-bench sweep --table {table.number}` with the same --dataset")
+        lines.append(f"{missing} cell(s) missing: run `fewshot-bench sweep --table {table.number}` with the same --dataset and protocol")
     return lines
 
 
@@ -226,25 +293,29 @@ def latex_tabular(frame: pd.DataFrame) -> str:
     )
 
 
-def render(table: TableSpec, cells: list[Cell], settings: list[Setting], fmt: str, crop: str = "center") -> str:
+def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str, crop: str = "center") -> str:
     """The table as text in ``fmt`` (markdown, latex, csv or json)."""
+    cells = data.cells
     if fmt == "json":
         return json.dumps(
             {
                 "table": table.number,
                 "title": table.title,
                 "crop": crop,
+                **data.selection.to_json(),
                 "settings": [asdict(s) for s in settings],
                 "cells": [asdict(c) | {"diff": c.diff} for c in cells],
+                "notes": footnotes(table, data, crop)[1:],
             },
             default=str,
         )
+    protocol = data.selection.protocol.id if data.selection.protocol else None
     if fmt == "csv":
-        return numeric_frame(cells, settings).to_csv(index=False, float_format="%.4f")
+        return numeric_frame(cells, settings, protocol).to_csv(index=False, float_format="%.4f")
     frame = display_frame(cells, settings)
     # Each setting's extra columns follow its own: short headers keep the table narrow.
     frame.columns = [c.rsplit(" ", 1)[1] if c.endswith((" paper", " Δ", " runs")) else c for c in frame.columns]
-    notes = footnotes(table, cells, crop)
+    notes = footnotes(table, data, crop)
     if fmt == "markdown":
         body = tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="github", disable_numparse=True)
         return "\n".join([f"**{table.title}**", "", body, "", *(f"- {n}" for n in notes)])
@@ -253,16 +324,16 @@ def render(table: TableSpec, cells: list[Cell], settings: list[Setting], fmt: st
     raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path) -> None:
-    """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers."""
+def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path, protocol: str | None = None) -> None:
+    """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers; the title names ``protocol``."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
     by_key = {(c.row, c.dataset, c.shot): c for c in cells}
-    # Rows with at least one result; empty rows would only add blank legend entries.
-    ours_rows = [r.label for r in table.rows if not r.reported and any(c.mean is not None for c in cells if c.row == r.label)]
+    # Rows with at least one result, in table order; empty rows would only add blank legend entries.
+    ours_rows = list(dict.fromkeys(c.row for c in cells if c.source == "ours" and c.mean is not None))
     width = 0.8 / max(1, len(ours_rows))
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(settings) + 0.25 * len(settings) * len(ours_rows) + 3.5), 4.5))
     colors = plt.get_cmap("tab10").colors
@@ -287,7 +358,7 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
     ax.set_xticks(range(len(settings)), [s.label for s in settings])
     ax.set_xlim(-0.6, len(settings) - 0.4)
     ax.set_ylabel(f"{table.way}-way test accuracy (%)")
-    ax.set_title(table.title)
+    ax.set_title(table.title + (f"\nprotocol {protocol}" if protocol else ""), fontsize="medium")
     heights = [c.mean for c in cells if c.mean is not None] + [c.paper_mean for c in cells if c.paper_mean is not None and c.source == "ours"]
     if heights:
         ax.set_ylim(max(0.0, min(heights) - 10), min(100.0, max(heights) + 5))

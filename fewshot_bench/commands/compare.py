@@ -1,4 +1,9 @@
-"""``fewshot-bench compare A B``: the paired per-episode difference between two learners on the same test episodes."""
+"""``fewshot-bench compare A B``: the paired per-episode difference between two learners on the same test episodes.
+
+Only runs made under one protocol are paired (same steps, test episodes and queries,
+validation, preset, train-on-val and crop); with several in the store, the one with the
+most paired seeds is used and named; ``--protocol ID`` or ``--steps N`` picks another.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from dataclasses import asdict
 
 from fewshot_bench.commands.common import add_store_option, host_from_args, print_json, print_table
 from fewshot_bench.commands.sweep import comma_list
-from fewshot_bench.commands.table import dataset_names
+from fewshot_bench.commands.table import add_protocol_options, dataset_names
 from fewshot_bench.paired import compare
+from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, mark, overrides_text, parse_learner_overrides, seeds_text
 from fewshot_bench.store import ResultStore
 
 
@@ -20,36 +26,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]", help="only these datasets")
     p.add_argument("--shot", type=int, help="only this shot K")
     p.add_argument("--way", type=int, help="only this way N")
-    p.add_argument("--steps", type=int, help="only runs meta-trained for this many steps")
+    add_protocol_options(p)
     add_store_option(p)
-    p.add_argument("--json", action="store_true", help="print JSON (with every seed's pair)")
+    p.add_argument("--json", action="store_true", help="print JSON (with every seed's pair and the protocol)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Print, per setting, A - B with its 95% CI and how many seeds agree on the sign."""
+    """Print, per setting, A - B with its 95% CI and how many seeds agree on the sign; then the protocol and runs used."""
     datasets = None
     if args.dataset:
         host = host_from_args(args)
         datasets = set().union(*(dataset_names(host, d) for group in args.dataset for d in group))
     with ResultStore(args.store, create=False) as store:
-        results = compare(store, args.a, args.b, datasets, args.shot, args.way, args.steps)
+        report = compare(store, args.a, args.b, datasets, args.shot, args.way, args.steps,
+                         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides))
+    results = report.comparisons
     if args.json:
-        print_json([asdict(r) | {"agree": r.agree} for r in results])
+        extra = {
+            **report.selection.to_json(),
+            "overrides_a": report.overrides_a, "overrides_b": report.overrides_b,
+            "transductive_a": report.transductive_a, "transductive_b": report.transductive_b,
+        }
+        print_json([asdict(r) | {"agree": r.agree} | extra for r in results])
         return 0
+
+    def name(learner: str, overrides: dict[str, str], transductive: bool) -> str:
+        return mark(learner, transductive) + (f" [{overrides_text(overrides)}]" if overrides else "")
+
+    a = name(args.a, report.overrides_a, report.transductive_a)
+    b = name(args.b, report.overrides_b, report.transductive_b)
     print_table(
         {
             "dataset": r.dataset + ("" if r.crop == "center" else f" ({r.crop})"),
             "way": r.way,
             "shot": r.shot,
-            "seeds": len(r.seeds),
+            "seeds": seeds_text(p.seed for p in r.seeds),
             "episodes": f"{r.episodes:,}",
-            args.a: f"{100 * r.mean_a:.2f}%",
-            args.b: f"{100 * r.mean_b:.2f}%",
-            f"{args.a} - {args.b}": f"{100 * r.diff:+.2f} ± {100 * r.ci95:.2f}",
+            a: f"{100 * r.mean_a:.2f}%",
+            b: f"{100 * r.mean_b:.2f}%",
+            f"{a} - {b}": f"{100 * r.diff:+.2f} ± {100 * r.ci95:.2f}",
             "same sign": f"{r.agree}/{len(r.seeds)} seeds",
         }
         for r in results
     )
     print("difference: mean over paired test episodes (points), ± half-width of its 95% CI")
+    print(report.selection.note())
+    pairs = sum(len(r.seeds) for r in results)
+    print(f"runs used: {pairs} pair(s) of {args.a} and {args.b} runs; --json lists every pair's run ids")
+    if report.transductive_a or report.transductive_b:
+        print(TRANSDUCTIVE_NOTE)
     return 0

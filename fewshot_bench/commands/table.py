@@ -8,6 +8,7 @@ from pathlib import Path
 from fewshot_bench.commands.common import add_store_option, host_from_args
 from fewshot_bench.commands.sweep import comma_list
 from fewshot_bench.plugins import PluginHost
+from fewshot_bench.protocols import parse_learner_overrides
 from fewshot_bench.report import FORMATS, build_cells, plot, render
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tables import PAPER_DATASETS, get_table, settings
@@ -21,11 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]",
                    help="dataset(s) replacing miniImageNet and tieredImageNet (as given to `sweep`)")
     p.add_argument("--crop", default="center", help="feature crop the runs used (center|multiview; default center)")
-    p.add_argument("--steps", type=int, help="only runs meta-trained for this many steps")
-    p.add_argument("--episodes", type=int, help="only runs evaluated on this many test episodes")
+    add_protocol_options(p, episodes=True)
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the table as a grouped bar chart")
     add_store_option(p)
     p.set_defaults(handler=handle)
+
+
+def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False) -> None:
+    """``--protocol ID``, ``--steps N`` (and ``--episodes N``) and ``--set LEARNER.KEY=VALUE``: which stored runs to combine."""
+    parser.add_argument("--protocol", metavar="ID",
+                        help="use runs of this protocol (id or unique prefix, as `fewshot-bench results` shows; default: chosen and named in the output)")
+    parser.add_argument("--steps", type=int, help="only runs meta-trained for this many steps")
+    if episodes:
+        parser.add_argument("--episodes", type=int, help="only runs evaluated on this many test episodes")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="LEARNER.KEY=VALUE",
+                        help="use the learner's runs made with this --set override (repeatable; default: runs with its defaults)")
 
 
 def dataset_names(host: PluginHost, name: str) -> set[str]:
@@ -48,11 +59,12 @@ def handle(args: argparse.Namespace) -> int:
     cols = settings(table, chosen or None, paper_of)
     with ResultStore(args.store, create=False) as store:
         runs = store.runs()
-    cells = build_cells(
+    data = build_cells(
         table, cols, runs, lambda setting_ds, run_ds: run_ds.lower() in names(setting_ds),
-        crop=args.crop, steps=args.steps, episodes=args.episodes,
+        crop=args.crop, steps=args.steps, episodes=args.episodes, protocol=args.protocol,
+        overrides=parse_learner_overrides(args.overrides),
     )
-    print(render(table, cells, cols, args.format, args.crop))
+    print(render(table, data, cols, args.format, args.crop))
     if args.plot:
-        plot(table, cells, cols, args.plot)
+        plot(table, data.cells, cols, args.plot, data.selection.protocol.id if data.selection.protocol else None)
     return 0
