@@ -2,7 +2,8 @@
 
 The broken plugins (tests/plugin_fixtures/broken) are pip-installed into a temporary tree:
 one fails to import, one raises inside its hook, one registers a taken learner name, one
-reuses fewshot-bench's own entry-point name, and one provides a learner that raises.
+reuses fewshot-bench's own entry-point name (and loads: plugins are keyed by distribution and
+entry point), and one provides a learner that raises.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def test_plugins_shows_each_failure_with_distribution_and_error(plugins_on_path,
     r = cli("plugins", "--json")
     assert r.code == 0, r.err
     failed = failures_by_plugin(r.json())
-    assert set(failed) == {"broken-import", "broken-hook", "broken-duplicate", "baselines"}
+    assert set(failed) == {"broken-import", "broken-hook", "broken-duplicate"}
     assert failed["broken-import"]["stage"] == "import"
     assert "ModuleNotFoundError" in failed["broken-import"]["error"]
     assert "fewshot_bench_missing_dependency" in failed["broken-import"]["error"]
@@ -39,10 +40,11 @@ def test_plugins_shows_each_failure_with_distribution_and_error(plugins_on_path,
     assert failed["broken-duplicate"]["stage"] == "register"
     assert "duplicate learner name 'nearest-centroid'" in failed["broken-duplicate"]["error"]
     assert "'fewshot-bench'" in failed["broken-duplicate"]["error"] and f"'{BROKEN}'" in failed["broken-duplicate"]["error"]
-    assert "entry-point name 'baselines' is already used by distribution 'fewshot-bench'" in failed["baselines"]["error"]
-    # The built-in plugin that owns the name is intact.
-    (builtin,) = [p for p in r.json()["plugins"] if p["name"] == "baselines"]
-    assert builtin["distribution"] == "fewshot-bench" and builtin["learners"] == ["nearest-centroid", "logreg"]
+    assert f"FEWSHOT_BENCH_DISABLE_PLUGINS={BROKEN}:broken-duplicate" in failed["broken-duplicate"]["error"]
+    # Both plugins with the entry-point name `baselines` load; the built-in one is intact.
+    by_dist = {p["distribution"]: p for p in r.json()["plugins"] if p["name"] == "baselines"}
+    assert by_dist["fewshot-bench"]["learners"] == ["nearest-centroid", "logreg"]
+    assert by_dist[BROKEN]["learners"] == ["shadow-centroid"]
 
     text = cli("plugins")
     assert text.code == 0 and "failed to load:" in text.out
@@ -53,7 +55,7 @@ def test_learners_and_runs_of_other_learners_still_work(plugins_on_path, cli):
     """``learners`` lists the built-ins (not the impostor) and a built-in learner runs end to end."""
     rows = {row["learner"]: row for row in cli("learners", "--json").json()}
     assert rows["nearest-centroid"]["distribution"] == "fewshot-bench"
-    assert "shadow-centroid" not in rows  # its entry point was refused
+    assert rows["shadow-centroid"]["distribution"] == BROKEN  # its entry point shares a name with fewshot-bench's only
     assert rows["explodes"]["distribution"] == BROKEN  # a working registration from the broken distribution
     r = cli("run", "--learner", "nearest-centroid", "--episodes", "20", "--json")
     assert r.code == 0, r.err
@@ -72,9 +74,9 @@ def test_strict_plugins_turns_failures_into_an_error(plugins_on_path, cli, monke
     r = cli("--strict-plugins", "learners")
     assert r.code == 1
     assert r.err.count("\n") == 1 and "Traceback" not in r.err
-    # The first failure is named (the entry-point clash), the others counted.
-    assert f"plugin 'baselines' from '{BROKEN}' failed at import" in r.err and "(and 3 more" in r.err
-    assert f"FEWSHOT_BENCH_DISABLE_PLUGINS={BROKEN}" in r.err  # not =baselines, which would block the built-ins
+    # The first failure is named (the import error), the others counted.
+    assert f"plugin 'broken-import' from '{BROKEN}' failed at import" in r.err and "(and 2 more" in r.err
+    assert f"FEWSHOT_BENCH_DISABLE_PLUGINS={BROKEN}:broken-import)" in r.err  # exactly that plugin
     monkeypatch.setenv("FEWSHOT_BENCH_STRICT_PLUGINS", "1")
     r = cli("plugins")
     assert r.code == 1 and BROKEN in r.err
@@ -84,7 +86,7 @@ def test_disable_plugins_blocks_by_entry_point_and_distribution_name(plugins_on_
     """Blocked plugins are listed as disabled and never imported; blocking the distribution makes strict mode pass."""
     monkeypatch.setenv("FEWSHOT_BENCH_DISABLE_PLUGINS", "broken-import, broken-hook")
     report = cli("plugins", "--json").json()
-    assert set(failures_by_plugin(report)) == {"broken-duplicate", "baselines"}
+    assert set(failures_by_plugin(report)) == {"broken-duplicate"}
     disabled = {p["name"] for p in report["plugins"] if p["disabled"]}
     assert disabled == {"broken-import", "broken-hook"}
 

@@ -20,9 +20,17 @@ from fewshot_bench.store import DEFAULT_STORE
 DATA_ENV = "FEWSHOT_BENCH_DATA"
 
 
-def host_from_args(args: argparse.Namespace) -> PluginHost:
-    """Load plugins honouring ``--strict-plugins``."""
-    return load_plugins(strict=True if getattr(args, "strict_plugins", False) else None)
+def host_from_args(args: argparse.Namespace, warn: bool = False) -> PluginHost:
+    """Load plugins honouring ``--strict-plugins``.
+
+    With ``warn``, one line on stderr says how many plugins failed to load (the details are
+    in ``fewshot-bench plugins``): what ``learners``, ``run`` and ``sweep`` print.
+    """
+    host = load_plugins(strict=True if getattr(args, "strict_plugins", False) else None)
+    warning = host.failure_warning() if warn else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return host
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:

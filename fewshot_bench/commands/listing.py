@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 
 from fewshot_bench.commands.common import host_from_args, print_json, print_table
+from fewshot_bench.plugins import DISABLE_ENV
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def learners(args: argparse.Namespace) -> int:
     """Print each learner with its distribution and description."""
-    host = host_from_args(args)
+    host = host_from_args(args, warn=True)
     rows = [
         {
             "learner": name,
@@ -53,7 +54,7 @@ def datasets(args: argparse.Namespace) -> int:
 
 
 def plugins(args: argparse.Namespace) -> int:
-    """Print each plugin (distribution, version, what it provides) and every load failure."""
+    """Print each plugin (distribution, entry point, version, what it provides) and every load failure."""
     host = host_from_args(args)
     if args.json:
         print_json(
@@ -65,8 +66,8 @@ def plugins(args: argparse.Namespace) -> int:
         return 0
     print_table(
         {
-            "plugin": p.name,
             "distribution": p.distribution,
+            "entry point": p.name,
             "version": p.version,
             "provides": ", ".join(p.learners + p.datasets + p.backbones) or ("(disabled)" if p.disabled else "-"),
         }
@@ -74,5 +75,7 @@ def plugins(args: argparse.Namespace) -> int:
     )
     if host.failures:
         print("\nfailed to load:")
-        print_table(asdict(f) for f in host.failures)
+        for f in host.failures:
+            print(f"  {f.distribution}:{f.plugin} ({f.stage}): {f.error}")
+        print(f"\ndisable a plugin with {DISABLE_ENV}=DISTRIBUTION:ENTRYPOINT (comma-separated), e.g. {DISABLE_ENV}={host.failures[0].disable}")
     return 0

@@ -87,7 +87,7 @@ def spec_from_args(args: argparse.Namespace, host: PluginHost | None = None) -> 
 
 def handle(args: argparse.Namespace) -> int:
     """Run one learner and report its metric (accuracy, or query MSE for regression)."""
-    host = host_from_args(args)
+    host = host_from_args(args, warn=True)
     spec = spec_from_args(args, host)
     device = resolve_device(args.device)
     if device.type == "cpu":

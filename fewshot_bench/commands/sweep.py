@@ -110,7 +110,7 @@ def handle(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # for runs computed in this process (--workers 1)
-    host = host_from_args(args)
+    host = host_from_args(args, warn=True)
     specs = grid(host, learners, datasets, shots, seeds, protocol)
     todo = plan(host, specs, args.store)
     quiet = args.json or args.quiet

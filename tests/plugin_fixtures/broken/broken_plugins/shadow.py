@@ -1,17 +1,20 @@
-"""A plugin whose entry point reuses the name of fewshot-bench's own ``baselines`` entry point."""
+"""A plugin whose entry point reuses the name of fewshot-bench's own ``baselines`` entry point.
+
+Plugins are keyed by (distribution, entry point): it loads beside the built-in one.
+"""
 
 from fewshot_bench import hookimpl
 from fewshot_bench.baselines import NearestCentroid
 
 
 class Shadow(NearestCentroid):
-    """Never registered: its entry-point name clashes."""
+    """Registered: only its entry-point name is fewshot-bench's too."""
 
     name = "shadow-centroid"
-    description = "must not load"
+    description = "loads although its entry point is named like fewshot-bench's baselines"
 
 
 @hookimpl
 def fewshot_bench_register_learners(register):
-    """Register ``shadow-centroid`` (ignored: the entry point's name is taken)."""
+    """Register ``shadow-centroid``."""
     register(Shadow)

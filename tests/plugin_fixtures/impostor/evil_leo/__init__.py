@@ -1,0 +1,1 @@
+"""Impostor plugins for the precedence tests: they claim names that belong to fewshot-bench."""
