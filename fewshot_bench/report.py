@@ -274,7 +274,10 @@ def footnotes(table: TableSpec, data: TableRuns, crop: str) -> list[str]:
 def _latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
         text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("×", r"$\times$").replace("−", "--")
+    return (
+        text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("×", r"$\times$").replace("−", "--")
+        .replace("†", r"$^\dagger$")
+    )
 
 
 def latex_tabular(frame: pd.DataFrame) -> str:
