@@ -1,6 +1,6 @@
 """fewshot-bench: a benchmark harness for few-shot meta-learning."""
 
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 from fewshot_bench.errors import FewshotBenchError
 from fewshot_bench.hookspecs import hookimpl
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
@@ -13,6 +13,7 @@ __all__ = [
     "Learner",
     "LearnerConfig",
     "LossOutput",
+    "PredictionBatch",
     "TaskSpec",
     "hookimpl",
     "__version__",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import PredictionBatch
 from fewshot_bench.hookspecs import hookimpl
 from fewshot_bench.learner import Learner, LearnerConfig
 
@@ -38,11 +38,11 @@ class NearestCentroid(Learner):
     description = "nearest class mean of the support features (no meta-training)"
     meta_trainable = False
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
+    def predict(self, batch: PredictionBatch) -> Tensor:
         w, b = self.linear_readout(batch)
         return linear_logits(batch.query, w, b)
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+    def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, Tensor]:
         """Weights ``2 c`` and biases ``-||c||^2`` of the class centroids ``c``.
 
         -||x - c||^2 is 2 x.c - ||c||^2 - ||x||^2; the last term is the same for every class,
@@ -79,7 +79,7 @@ class LogisticRegression(Learner):
         return ce / y.shape[1] + 0.5 * lam * w.pow(2).sum()
 
     @torch.no_grad()
-    def fit(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+    def fit(self, batch: PredictionBatch) -> tuple[Tensor, Tensor]:
         """Weights [B, N, D] and biases [B, N] minimising each episode's regularised loss."""
         x, y = flat(batch.support), batch.support_labels.reshape(batch.batch_size, -1)
         n_way, n_support = batch.n_way, x.shape[1]
@@ -103,10 +103,10 @@ class LogisticRegression(Learner):
             b = (by - step[..., 0] * gb).detach() if self.config.fit_intercept else b
         return w, b
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
+    def predict(self, batch: PredictionBatch) -> Tensor:
         return linear_logits(batch.query, *self.linear_readout(batch))
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor | None]:
+    def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, Tensor | None]:
         """The fitted weights and biases (None without an intercept)."""
         w, b = self.fit(batch)
         return w, b if self.config.fit_intercept else None

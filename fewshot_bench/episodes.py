@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import numpy as np
 import torch
@@ -29,25 +29,35 @@ TRAIN_QUERY = 15  # queries per class during meta-training (paper, reference cod
 PARALLEL_MIN_HASHES = 1 << 18
 
 
-@dataclass
-class EpisodeBatch:
-    """A batch of B episodes: ``support`` [B, N, K, D], ``query`` [B, N, Q, D] and their labels.
+# What ``predict`` may not read: the harness scores queries against these, the learner never sees them.
+_HIDDEN = {"query_labels": "query labels", "classes": "the split's class ids"}
 
-    Classification: labels are the class's position in the draw order (0..N-1), so
-    ``support_labels[b, n]`` and ``query_labels[b, n]`` are all ``n``; ``classes`` [B, N]
-    are the split's class ids.
 
-    Regression (see :mod:`fewshot_bench.tasks`): each episode is one function, N = 1;
-    ``support`` [B, 1, K, D] holds the inputs and ``support_labels`` [B, 1, K, 1] the float
-    targets (the same for the query); ``classes`` [B, 1] may name the problem's family.
+@dataclass(kw_only=True)
+class PredictionBatch:
+    """What ``predict`` and ``linear_readout`` see of B episodes: labelled supports, an unordered set of unlabelled queries.
+
+    ``support`` [B, N, K, D] with ``support_labels`` [B, N, K] (the class slot 0..N-1 of each
+    example; for regression, float targets [B, 1, K, 1]). ``query`` [B, M, D]: each episode's
+    M queries in a hashed order that is a pure function of the episode (see
+    :func:`query_order`), so neither their labels nor their classes can be read from the
+    batch or its layout. ``episode_ids`` [B] (may be None): for learners that sample at
+    evaluation and need noise that is a pure function of the episode (:func:`episode_normal`).
     """
 
     support: Tensor
-    query: Tensor
     support_labels: Tensor
-    query_labels: Tensor
-    classes: Tensor | None = None
+    query: Tensor
     episode_ids: Tensor | None = None
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: say why a prediction batch has no labels.
+        if name in _HIDDEN:
+            raise AttributeError(
+                f"{type(self).__name__} has no {name!r}: predict never sees {_HIDDEN[name]} "
+                "(integrity rule, see docs/plugins.md); meta_loss receives a labelled EpisodeBatch"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def batch_size(self) -> int:
@@ -65,38 +75,61 @@ class EpisodeBatch:
         return self.support.shape[2]
 
     @property
-    def n_query(self) -> int:
-        """Query examples per class Q."""
-        return self.query.shape[2]
+    def n_queries(self) -> int:
+        """Queries per episode M (all classes together)."""
+        return self.query.shape[1]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> EpisodeBatch:
-        """This batch with features moved to ``device`` and cast to ``dtype``."""
-        return replace(
-            self,
-            support=self.support.to(device=device, dtype=dtype),
-            query=self.query.to(device=device, dtype=dtype),
-            support_labels=self._labels_to(self.support_labels, device, dtype),
-            query_labels=self._labels_to(self.query_labels, device, dtype),
-        )
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Self:
+        """This batch with features (and float targets) moved to ``device`` and cast to ``dtype``; ids stay."""
+        def move(name: str, t: Tensor | None) -> Tensor | None:
+            if t is None or name in ("classes", "episode_ids"):
+                return t
+            # Class labels stay integers; regression targets follow the features' dtype.
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
-    @staticmethod
-    def _labels_to(labels: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
-        # Class labels stay integers; regression targets follow the features' dtype.
-        return labels.to(device=device, dtype=dtype if labels.is_floating_point() else None)
+        return replace(self, **{f.name: move(f.name, getattr(self, f.name)) for f in fields(self)})
 
-    def select(self, index: Tensor | slice) -> EpisodeBatch:
+    def select(self, index: Tensor | slice) -> Self:
         """The sub-batch of the episodes at ``index`` (a slice or index tensor)."""
-        def pick(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t[index]
+        return replace(self, **{f.name: _pick(getattr(self, f.name), index) for f in fields(self)})
 
-        return EpisodeBatch(
-            support=self.support[index],
-            query=self.query[index],
-            support_labels=self.support_labels[index],
-            query_labels=self.query_labels[index],
-            classes=pick(self.classes),
-            episode_ids=pick(self.episode_ids),
+
+def _pick(t: Tensor | None, index: Tensor | slice) -> Tensor | None:
+    return None if t is None else t[index]
+
+
+@dataclass(kw_only=True)
+class EpisodeBatch(PredictionBatch):
+    """A labelled batch of B episodes: what the sampler draws, the harness scores and ``meta_loss`` trains on.
+
+    Classification: ``query`` [B, M, D] with ``query_labels`` [B, M], the class slot of each
+    query; ``classes`` [B, N] are the split's class ids of the slots. Meta-training batches
+    hold the queries class by class (slot 0's Q queries, then slot 1's, ...); evaluation
+    batches in each episode's hashed query order. Only :meth:`inputs` reaches ``predict``.
+
+    Regression (see :mod:`fewshot_bench.tasks`): each episode is one function, N = 1;
+    ``support`` [B, 1, K, D] holds the inputs and ``support_labels`` [B, 1, K, 1] the float
+    targets; ``query`` [B, M, D] and ``query_labels`` [B, M, 1] likewise; ``classes`` [B, 1]
+    may name the problem's family.
+    """
+
+    query_labels: Tensor
+    classes: Tensor | None = None
+
+    def inputs(self) -> PredictionBatch:
+        """What a learner may see to predict this batch: everything but the query labels and class ids."""
+        return PredictionBatch(
+            support=self.support, support_labels=self.support_labels, query=self.query, episode_ids=self.episode_ids
         )
+
+    def permute_queries(self, order: Tensor) -> EpisodeBatch:
+        """This batch with each episode's queries (and labels) reordered: ``order`` [B, M] indexes its queries."""
+        index = order.to(self.query.device)
+        features = self.query.gather(1, index[..., None].expand(-1, -1, self.query.shape[-1]))
+        labels = self.query_labels
+        shape = index.shape + labels.shape[2:]
+        labels = labels.gather(1, index.view(*index.shape, *([1] * (labels.dim() - 2))).expand(shape))
+        return replace(self, query=features, query_labels=labels)
 
 
 class EpisodeSource(Protocol):
@@ -104,7 +137,8 @@ class EpisodeSource(Protocol):
 
     :class:`~fewshot_bench.data.base.FeatureSplit` returns an :class:`EpisodeSampler`; a
     generated family (e.g. ``sines-lines``) returns its own sampler with the same
-    ``batch(start, size, device, dtype)`` method.
+    ``batch(start, size, device, dtype, shuffle=False)`` method, which with ``shuffle`` puts
+    each episode's queries in :func:`query_order` (as ``EpisodeBatch.permute_queries`` does).
     """
 
     name: str
@@ -114,7 +148,7 @@ class EpisodeSource(Protocol):
         """Input dimension D."""
 
     def sampler(self, n_way: int, k_shot: int, n_query: int, seed: int, stream: str | None = None) -> Any:
-        """A seeded sampler whose ``batch(start, size, device, dtype)`` returns episodes ``start ..``."""
+        """A seeded sampler whose ``batch(start, size, device, dtype, shuffle)`` returns episodes ``start ..``."""
 
     def default_query(self, k_shot: int) -> int:
         """Queries per class (per problem) at evaluation."""
@@ -127,6 +161,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _CLASS_STREAM = np.uint64(0x5CA1AB1E)
 _EXAMPLE_STREAM = np.uint64(0xE8A3B1E5)
+_QUERY_ORDER_STREAM = np.uint64(0x0DE5C0DE)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -149,6 +184,16 @@ def episode_keys(seed: int, stream: str, episode_ids: np.ndarray) -> np.ndarray:
         base = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + np.uint64(zlib.crc32(stream.encode())))
         ids = np.asarray(episode_ids, dtype=np.uint64)
         return _mix(_mix(base + ids * _GOLDEN))
+
+
+def query_order(seed: int, stream: str, episode_ids: np.ndarray, n_queries: int) -> np.ndarray:
+    """Each episode's query order at evaluation: a permutation [B, M] of its M queries.
+
+    A pure function of (seed, stream, episode id), the same for every learner; it mixes the
+    classes, so a query's position says nothing about its label.
+    """
+    u = hashed_uniforms(episode_keys(seed, stream, episode_ids), _QUERY_ORDER_STREAM, n_queries)
+    return np.argsort(u, axis=1, kind="stable")
 
 
 class EpisodeSampler:
@@ -233,14 +278,26 @@ class EpisodeSampler:
         size: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        shuffle: bool = False,
     ) -> EpisodeBatch:
-        """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch`."""
+        """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch`.
+
+        Queries come class by class, or with ``shuffle`` in each episode's :func:`query_order`
+        (folded into the row gather: the same batch as ``permute_queries``, without a copy).
+        """
         ids = np.arange(start, start + size, dtype=np.int64)
         classes, rows = self.indices(ids)
         k = self.k_shot
+        query_rows = rows[..., k:].reshape(size, -1)  # [B, M], class by class
+        labels = np.repeat(np.arange(self.n_way), self.n_query)[None, :]
+        if shuffle:
+            order = query_order(self.seed, self.stream, ids, query_rows.shape[1])
+            query_rows = np.take_along_axis(query_rows, order, axis=1)
+            labels = np.take_along_axis(np.broadcast_to(labels, order.shape), order, axis=1)
         # Support and query are gathered apart, so each is contiguous: learners flatten them without a copy.
-        support, query = self._gather(rows[..., :k], device, dtype), self._gather(rows[..., k:], device, dtype)
-        return self._episodes(ids, classes, support, query)
+        support, query = self._gather(rows[..., :k], device, dtype), self._gather(query_rows, device, dtype)
+        query_labels = torch.from_numpy(np.ascontiguousarray(labels)).to(support.device).expand(size, -1)
+        return self._episodes(ids, classes, support, query, query_labels)
 
     def _gather(self, rows: np.ndarray, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
         """The features of split rows ``rows`` [..., M] as one contiguous [..., M, D] tensor on ``device``."""
@@ -249,15 +306,14 @@ class EpisodeSampler:
         return feats.index_select(0, index).view(*rows.shape, feats.shape[1]).to(device=device, dtype=dtype)
 
     @staticmethod
-    def _episodes(ids: np.ndarray, classes: np.ndarray, support: Tensor, query: Tensor) -> EpisodeBatch:
-        """An EpisodeBatch of gathered features, labelled by class position."""
-        b, n = classes.shape
-        labels = torch.arange(n, device=support.device).view(1, n, 1)
+    def _episodes(ids: np.ndarray, classes: np.ndarray, support: Tensor, query: Tensor, query_labels: Tensor) -> EpisodeBatch:
+        """An EpisodeBatch of gathered features, labelled by class slot."""
+        b, n, k = support.shape[:3]
         return EpisodeBatch(
             support=support,
             query=query,
-            support_labels=labels.expand(b, n, support.shape[2]),
-            query_labels=labels.expand(b, n, query.shape[2]),
+            support_labels=torch.arange(n, device=support.device).view(1, n, 1).expand(b, n, k),
+            query_labels=query_labels,
             classes=torch.from_numpy(classes),
             episode_ids=torch.from_numpy(ids),
         )
@@ -271,15 +327,17 @@ class EpisodeSampler:
     ) -> tuple[EpisodeBatch, np.ndarray]:
         """Episodes ``start .. start + size - 1`` with only their support rows gathered, and all their row indices.
 
-        The batch is :meth:`batch`'s with an empty query (``[B, N, 0, D]``); ``rows``
+        The batch is :meth:`batch`'s with no queries (``query`` [B, 0, D]); ``rows``
         ``[B, N, K + Q]`` are the split rows of each (episode, class slot), so ``rows[b, n, K:]``
-        are the queries :meth:`batch` would gather. For evaluators that score queries straight
-        from the class-sorted split instead of copying them per episode.
+        are slot n's queries. For evaluators that score queries straight from the
+        class-sorted split instead of copying them per episode.
         """
         ids = np.arange(start, start + size, dtype=np.int64)
         classes, rows = self.indices(ids)
         support = self._gather(rows[..., : self.k_shot], device, dtype)
-        return self._episodes(ids, classes, support, support[:, :, :0]), rows
+        no_query = support.new_empty(size, 0, support.shape[-1])
+        no_labels = torch.empty(size, 0, dtype=torch.int64, device=support.device)
+        return self._episodes(ids, classes, support, no_query, no_labels), rows
 
 
 def cpu_cores() -> int:

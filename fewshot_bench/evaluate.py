@@ -2,8 +2,9 @@
 
 Two paths give the same per-episode values:
 
-* **generic**: gather each batch's support and query features, call ``learner.predict``,
-  score the logits. Works for every learner and every episode source.
+* **generic**: gather each batch's support and query features (each episode's queries in
+  its hashed query order, without labels), call ``learner.predict``, score the logits
+  against the labels the learner never saw. Works for every learner and every episode source.
 * **class-blocked** (classification on class-sorted features, for learners whose
   ``linear_readout`` gives per-episode classifier weights, when the queries cover most of
   each class): gather only the support rows, get the weights, then for each class of the
@@ -11,6 +12,11 @@ Two paths give the same per-episode values:
   matrix product on a view of the split, and count the hits at each episode's query rows.
   No query feature is copied, which is where the generic path spends its time at the
   paper's protocol (600 - K queries per class: gigabytes per thousand episodes).
+
+The class-blocked path trusts the learner's readout, so every evaluation checks it: on a
+few episodes drawn at random (unpredictably, so a readout cannot special-case them), the
+readout's predictions must be ``predict``'s; otherwise evaluation fails naming the learner
+rather than storing a number ``predict`` would not give.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from fewshot_bench.baselines import linear_logits
 from fewshot_bench.data.base import FeatureSplit
-from fewshot_bench.episodes import EpisodeBatch, EpisodeSampler, EpisodeSource
+from fewshot_bench.episodes import EpisodeSampler, EpisodeSource, PredictionBatch
+from fewshot_bench.errors import PluginError
 from fewshot_bench.learner import Learner
 from fewshot_bench.tasks import task_kind
 
@@ -48,6 +56,11 @@ BLOCKED_READOUT_EPISODES = 100
 BLOCKED_READOUT_ELEMENTS = 1 << 21
 # Logits of one class block computed at once (rows x episodes x N): 16 MB of float32.
 BLOCKED_LOGIT_ELEMENTS = 1 << 22
+# Episodes of every class-blocked evaluation on which the readout is checked against predict.
+READOUT_CHECK_EPISODES = 4
+# Two predictions of one query agree when they pick the same class, or classes whose logits
+# in predict differ by at most this fraction of the logits' scale (a tie up to rounding).
+TIE_RTOL = 1e-4
 
 
 def all_remaining_queries(split: EpisodeSource, k_shot: int) -> int:
@@ -90,10 +103,15 @@ def readout_follows_predict(learner: Learner) -> bool:
     return issubclass(_defined_in(cls, "linear_readout"), _defined_in(cls, "predict"))
 
 
-def episode_accuracy(logits: torch.Tensor, batch: EpisodeBatch) -> torch.Tensor:
-    """Fraction of correct query predictions per episode, [B]."""
-    correct = logits.argmax(-1) == batch.query_labels
-    return correct.flatten(1).float().mean(1)
+def readout_disagreements(logits: Tensor, readout_logits: Tensor) -> Tensor:
+    """Per episode [B], the queries whose readout class is not predict's (up to a tie within ``TIE_RTOL``).
+
+    ``logits`` are predict's [B, M, N]; ``readout_logits`` the readout's, which may differ
+    from them by a per-query constant.
+    """
+    chosen = logits.gather(-1, readout_logits.argmax(-1, keepdim=True)).squeeze(-1)
+    scale = logits.abs().amax(dim=(1, 2), keepdim=True).squeeze(-1).clamp_min(1.0)
+    return (logits.amax(-1) - chosen > TIE_RTOL * scale).sum(1)
 
 
 def class_blocked_correct(
@@ -192,12 +210,12 @@ def _evaluate_generic(
     device: torch.device | str,
     bar: tqdm,
 ) -> np.ndarray:
-    """Metric values from ``learner.predict`` on fully gathered episodes."""
+    """Metric values of ``learner.predict`` on fully gathered episodes, its queries shuffled and unlabelled."""
     out = np.empty(episodes, dtype=np.float32)
     for start in range(0, episodes, size):
         n = min(size, episodes - start)
-        batch = sampler.batch(start, n, device=device, dtype=learner.dtype)
-        predictions = learner.predict(batch).detach()
+        batch = sampler.batch(start, n, device=device, dtype=learner.dtype, shuffle=True)
+        predictions = learner.predict(batch.inputs()).detach()
         out[start : start + n] = metric(predictions, batch.query_labels).cpu().numpy()
         bar.update(n)
     return out
@@ -206,12 +224,18 @@ def _evaluate_generic(
 def _evaluate_blocked(
     learner: Learner, sampler: EpisodeSampler, episodes: int, size: int, device: torch.device | str, bar: tqdm
 ) -> np.ndarray | None:
-    """Accuracies from the learner's linear readout, scored class by class; None when the learner has none."""
+    """Accuracies from the learner's linear readout, scored class by class; None when the learner has none.
+
+    The readout of a few randomly chosen episodes is checked against ``predict``
+    (:func:`check_readout`) before any result is returned.
+    """
     out = np.empty(episodes, dtype=np.float32)
+    # Fresh entropy, not the run's seed: which episodes are checked must not be predictable.
+    checked = set(np.random.default_rng().choice(episodes, min(episodes, READOUT_CHECK_EPISODES), replace=False).tolist())
     for start in range(0, episodes, size):
         n = min(size, episodes - start)
         batch, rows = sampler.support_batch(start, n, device=device, dtype=learner.dtype)
-        readout = _linear_readout(learner, batch)
+        readout = _linear_readout(learner, batch.inputs())
         if readout is None:  # decided on the first batch: the learner has no readout
             return None
         weights, bias = readout
@@ -221,6 +245,8 @@ def _evaluate_blocked(
                 f"linear_readout of {learner.name!r} returned weights {tuple(weights.shape)} and bias "
                 f"{None if bias is None else tuple(bias.shape)}; expected {shape} and {shape[:2]} or None"
             )
+        for i in sorted(e - start for e in checked if start <= e < start + n):
+            check_readout(learner, sampler, start + i, weights[i : i + 1], None if bias is None else bias[i : i + 1])
         with torch.no_grad():
             correct = class_blocked_correct(sampler.split, batch.classes.numpy(), rows, sampler.k_shot, weights, bias)
         # Divided in float32 like the generic path's mean of 0/1 values, so both give the same numbers.
@@ -229,7 +255,21 @@ def _evaluate_blocked(
     return out
 
 
-def _linear_readout(learner: Learner, batch: EpisodeBatch) -> tuple[Tensor, Tensor | None] | None:
+def check_readout(learner: Learner, sampler: Any, episode: int, weights: Tensor, bias: Tensor | None) -> None:
+    """Raise a PluginError unless the readout ``weights``/``bias`` (as scored) predict episode ``episode`` as ``predict`` does."""
+    batch = sampler.batch(episode, 1, device=weights.device, dtype=learner.dtype, shuffle=True).inputs()
+    logits = learner.predict(batch).detach()
+    wrong = int(readout_disagreements(logits, linear_logits(batch.query, weights, bias))[0])
+    if wrong:
+        raise PluginError(
+            f"learner {learner.name!r}: its linear_readout disagrees with its predict on {wrong} of "
+            f"{batch.n_queries} queries of test episode {episode}; no result is stored. The readout must "
+            "give predict's classes from each episode's support set alone (fix linear_readout, or delete it "
+            "so evaluation calls predict)"
+        )
+
+
+def _linear_readout(learner: Learner, batch: PredictionBatch) -> tuple[Tensor, Tensor | None] | None:
     """The learner's readout of ``batch``, computed in calls of a few episodes and concatenated (detached)."""
     per_episode = batch.n_way * batch.k_shot * batch.support.shape[-1]
     step = max(1, min(BLOCKED_READOUT_EPISODES, BLOCKED_READOUT_ELEMENTS // per_episode))

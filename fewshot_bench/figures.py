@@ -22,7 +22,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from fewshot_bench.baselines import flat  # noqa: E402
 from fewshot_bench.data import regression  # noqa: E402
-from fewshot_bench.episodes import EpisodeBatch, EpisodeSource  # noqa: E402
+from fewshot_bench.episodes import EpisodeSource, PredictionBatch  # noqa: E402
 from fewshot_bench.learner import Learner  # noqa: E402
 
 CHUNK = 200  # episodes per batch when collecting latents and curvature
@@ -61,12 +61,11 @@ def pick_problems(sampler: regression.SinesLinesSampler, regular: int, ambiguous
 def regression_samples(learner: Learner, sampler: regression.SinesLinesSampler, episode: int, grid: np.ndarray, samples: int) -> np.ndarray:
     """``samples`` models' outputs [S, G] on ``grid`` for one problem's support set (one batch of S copies)."""
     support = sampler.batch(episode, 1, dtype=learner.dtype)
-    g = torch.as_tensor(grid, dtype=learner.dtype).view(1, 1, -1, 1).expand(samples, -1, -1, -1)
-    batch = EpisodeBatch(
+    g = torch.as_tensor(grid, dtype=learner.dtype).view(1, -1, 1).expand(samples, -1, -1)
+    batch = PredictionBatch(
         support=support.support.expand(samples, -1, -1, -1),
-        query=g,
         support_labels=support.support_labels.expand(samples, -1, -1, -1),
-        query_labels=torch.zeros_like(g),
+        query=g,
     )
     with torch.no_grad():
         return learner.predict(batch).reshape(samples, -1).cpu().numpy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -10,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 
 LEARNER_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -54,9 +53,11 @@ class Learner(nn.Module):
     """Base class of every learner: the math of one method over whole batches of episodes.
 
     The harness owns the protocol (sampling, the outer Adam loop, clipping, validation,
-    evaluation, statistics); a learner only maps an :class:`EpisodeBatch` to a meta-loss
-    and to query predictions. Both take a leading batch dimension: compute all episodes of
-    a batch in one tensor program, never in a Python loop over episodes.
+    evaluation, statistics); a learner only maps a labelled :class:`EpisodeBatch` to a
+    meta-loss and an unlabelled :class:`PredictionBatch` (supports with labels, each
+    episode's queries as an unordered set) to query predictions. Both take a leading batch
+    dimension: compute all episodes of a batch in one tensor program, never in a Python
+    loop over episodes.
     """
 
     name: ClassVar[str] = ""
@@ -71,6 +72,9 @@ class Learner(nn.Module):
     implementations: ClassVar[dict[str, type]] = {}
     # (dataset, k_shot) pairs for which default_config has tuned values, for docs and checks.
     tuned_settings: ClassVar[tuple[tuple[str, int], ...]] = ()
+    # True: a query's prediction may depend on the episode's other queries (transductive
+    # inference); the `inductive` check then passes and tables mark the learner's rows.
+    transductive: ClassVar[bool] = False
 
     def __init__(self, config: Any, task: TaskSpec) -> None:
         super().__init__()
@@ -91,23 +95,31 @@ class Learner(nn.Module):
         """The meta-training objective on a batch of episodes (called in training mode)."""
         raise NotImplementedError(f"learner {self.name!r} has no meta-training objective")
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        """Query logits ``[B, N, Q, N]`` for classification; outputs ``[B, 1, Q, 1]`` for regression."""
+    def predict(self, batch: PredictionBatch) -> Tensor:
+        """Predictions for each episode's queries: logits ``[B, M, N]`` (classification), outputs ``[B, M, 1]`` (regression).
+
+        ``batch.query`` [B, M, D] is an unordered set: no labels, no class order. Prediction
+        ``[b, m]`` must follow query ``m`` if the queries are permuted (the ``query-order``
+        check) and, unless the learner declares ``transductive = True``, depend on no other
+        query (the ``inductive`` check).
+        """
         raise NotImplementedError
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor | None] | None:
+    def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, Tensor | None] | None:
         """Optional: per-episode classifier weights ``[B, N, D]`` and bias ``[B, N]`` (or None) behind ``predict``.
 
         A learner whose evaluation-mode logits are a linear readout of each query's features,
-        ``predict(batch)[b, n, q] == batch.query[b, n, q] @ w[b].T (+ bias[b])``, may return
-        ``(w, bias)`` computed from the support set alone (``batch.query`` may hold zero
-        queries); :func:`fewshot_bench.evaluate.evaluate` then scores every query straight
+        ``predict(batch)[b, m] == batch.query[b, m] @ w[b].T (+ bias[b])``, may return
+        ``(w, bias)`` computed from each episode's support set alone (``batch.query`` may hold
+        zero queries); :func:`fewshot_bench.evaluate.evaluate` then scores every query straight
         from the class-sorted split instead of gathering them per episode. The logits may
         differ from ``predict``'s by a per-query constant (same argmax), since only argmax
-        predictions are scored. ``None`` (the default; return it before doing any work): not
-        a linear readout, evaluation calls ``predict``. Plugin authors may ignore this hook;
-        a subclass that overrides ``predict`` must override it too, or evaluation ignores
-        the inherited readout.
+        predictions are scored. Evaluation checks the readout against ``predict`` on a sample
+        of episodes and refuses to store a number when they disagree (the ``readout`` check
+        tests the same before a run). ``None`` (the default; return it before doing any
+        work): not a linear readout, evaluation calls ``predict``. Plugin authors may ignore
+        this hook; a subclass that overrides ``predict`` must override it too, or evaluation
+        ignores the inherited readout.
         """
         return None
 
@@ -123,7 +135,3 @@ class Learner(nn.Module):
         """The floating-point type this learner computes in."""
         return getattr(torch, getattr(self.config, "dtype", "float32"))
 
-
-def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
-    """The dataclass fields of a learner's Config, by name."""
-    return {f.name: f for f in dataclasses.fields(config_cls)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 from fewshot_bench.hookspecs import hookimpl
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.mlp import MLP, inner_gradient, support_mse
@@ -28,20 +28,10 @@ def mlp_for(task: TaskSpec, hidden: tuple[int, ...]) -> MLP:
     return MLP((task.feature_dim, *hidden, 1))
 
 
-def episode_points(batch: EpisodeBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(support x [B, K, D], support y [B, K, 1], query x [B, Q, D], query y [B, Q, 1]) of a regression batch."""
+def support_points(batch: PredictionBatch) -> tuple[Tensor, Tensor]:
+    """(support x [B, K, D], support y [B, K, 1]) of a regression batch; its queries are ``batch.query`` [B, M, D]."""
     b = batch.batch_size
-    return (
-        batch.support.reshape(b, -1, batch.support.shape[-1]),
-        batch.support_labels.reshape(b, -1, 1),
-        batch.query.reshape(b, -1, batch.query.shape[-1]),
-        batch.query_labels.reshape(b, -1, 1),
-    )
-
-
-def as_outputs(y: Tensor, batch: EpisodeBatch) -> Tensor:
-    """Network outputs [B, Q, 1] in the contract's regression shape [B, 1, Q, 1]."""
-    return y.reshape(batch.batch_size, 1, -1, 1)
+    return batch.support.reshape(b, -1, batch.support.shape[-1]), batch.support_labels.reshape(b, -1, 1)
 
 
 @dataclass
@@ -83,9 +73,8 @@ class MLPScratch(Learner):
                 opt.step()
         return theta.detach()
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        xs, ys, xq, _ = episode_points(batch)
-        return as_outputs(self.mlp.forward(self.fit(xs, ys), xq), batch)
+    def predict(self, batch: PredictionBatch) -> Tensor:
+        return self.mlp.forward(self.fit(*support_points(batch)), batch.query)
 
 
 @dataclass
@@ -132,11 +121,10 @@ class GradientMLPRegression(Learner):
             theta = theta - self.step_size() * grad
         return theta
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        xs, ys, xq, _ = episode_points(batch)
+    def predict(self, batch: PredictionBatch) -> Tensor:
         # At evaluation the inner loop still takes gradients, but nothing is recorded for the meta-parameters.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return as_outputs(self.mlp.forward(self.adapt(xs, ys), xq), batch)
+            return self.mlp.forward(self.adapt(*support_points(batch)), batch.query)
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         outputs = self.predict(batch)

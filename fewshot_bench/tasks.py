@@ -5,11 +5,12 @@ episodes, statistics, store); only the loss, the metric and the metric's directi
 differ. Harness code looks the kind up by name (``TaskSpec.kind``, ``FeatureDataset.kind``)
 instead of branching on it.
 
-* ``classification``: ``predict`` returns logits ``[B, N, Q, N]``; the loss is the query
-  cross-entropy, the metric per-episode accuracy (higher is better).
-* ``regression``: ``predict`` returns outputs ``[B, 1, Q, 1]`` for float targets in
-  ``query_labels`` ``[B, 1, Q, 1]``; the loss and the metric are the query mean squared
-  error (``mse``, lower is better).
+* ``classification``: ``predict`` returns logits ``[B, M, N]`` for the M queries of each
+  episode; the loss is the query cross-entropy, the metric per-episode accuracy (higher is
+  better).
+* ``regression``: ``predict`` returns outputs ``[B, M, 1]`` for float targets in
+  ``query_labels`` ``[B, M, 1]``; the loss and the metric are the query mean squared error
+  (``mse``, lower is better).
 """
 
 from __future__ import annotations

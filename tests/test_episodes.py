@@ -28,12 +28,13 @@ def test_classes_and_examples_are_distinct_and_labels_follow_draw_order():
         assert len(set(r.ravel().tolist())) == 50  # examples without replacement
         assert (labels[r] == c[:, None]).all()  # row n comes from the n-th drawn class
     batch = sampler.batch(0, 8)
-    assert batch.support.shape == (8, 5, 3, 4) and batch.query.shape == (8, 5, 7, 4)
+    assert batch.support.shape == (8, 5, 3, 4) and batch.query.shape == (8, 35, 4)
     assert (batch.support_labels == torch.arange(5).view(1, 5, 1)).all()
-    assert (batch.query_labels == torch.arange(5).view(1, 5, 1)).all()
+    assert (batch.query_labels == torch.arange(5).repeat_interleave(7)).all()  # meta-training: class by class
     # the gathered features are exactly the sampled rows
     _, r = sampler.indices(np.arange(8))
     assert torch.equal(batch.support[..., 0], torch.from_numpy(r[..., :3]).float())
+    assert torch.equal(batch.query[..., 0], torch.from_numpy(r[..., 3:].reshape(8, 35)).float())
 
 
 def test_episode_is_a_pure_function_of_its_inputs():
@@ -56,7 +57,7 @@ def test_more_queries_keep_the_same_support():
     few = EpisodeSampler(split, 5, 2, 3, seed=0).batch(0, 10)
     many = EpisodeSampler(split, 5, 2, 38, seed=0).batch(0, 10)
     assert torch.equal(few.support, many.support)
-    assert torch.equal(few.query, many.query[:, :, :3])
+    assert torch.equal(few.query.view(10, 5, 3, -1), many.query.view(10, 5, 38, -1)[:, :, :3])
 
 
 def test_sampling_is_uniform_over_classes_and_examples():

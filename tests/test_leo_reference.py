@@ -90,7 +90,7 @@ def reference_meta_loss(leo, batch):
     """Eq. 6 + 7 under the reference code's reductions, from ``reference_adapt``."""
     cfg = leo.config
     z_init, z, kl, weights = reference_adapt(leo, batch)
-    logits = dropout(leo, batch.query) @ weights.mean(dim=2).unsqueeze(1).transpose(-1, -2)
+    logits = dropout(leo, batch.query) @ weights.mean(dim=2).transpose(-1, -2)
     query_loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
     encoder_penalty = (z.detach() - z_init).pow(2).mean()
     networks = [leo.encoder_weight, *leo.relation_weights, leo.decoder_weight]
@@ -135,5 +135,5 @@ def test_evaluation_with_one_held_copy_equals_k_explicit_copies(k_shot):
     leo = tiny_learner(k=k_shot).eval()
     batch = tiny_batch(k=k_shot, q=3)
     weights = reference_adapt(leo, batch)[3].mean(dim=2)
-    expected = batch.query @ weights.unsqueeze(1).transpose(-1, -2)
-    torch.testing.assert_close(leo.predict(batch), expected)
+    expected = batch.query @ weights.transpose(-1, -2)
+    torch.testing.assert_close(leo.predict(batch.inputs()), expected)

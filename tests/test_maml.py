@@ -19,7 +19,10 @@ def tiny_batch(b=2, n=3, k=2, q=3, d=5, seed=0) -> EpisodeBatch:
     support = F.normalize(torch.rand(b, n, k, d, generator=g, dtype=torch.float64), dim=-1)
     query = F.normalize(torch.rand(b, n, q, d, generator=g, dtype=torch.float64), dim=-1)
     labels = lambda m: torch.arange(n).view(1, n, 1).expand(b, n, m)  # noqa: E731
-    return EpisodeBatch(support, query, labels(k), labels(q))
+    # Queries class by class, as meta-training batches hold them: [B, N * Q, D] with labels [B, N * Q].
+    return EpisodeBatch(
+        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d), query_labels=labels(q).reshape(b, n * q)
+    )
 
 
 def tiny_maml(**changes) -> MAML:
@@ -84,7 +87,7 @@ def test_evaluation_is_deterministic_and_keeps_no_graph(hidden):
     learner.eval()
     first, second = learner.predict(batch), learner.predict(batch)
     assert torch.equal(first, second) and not first.requires_grad
-    assert first.shape == (2, 3, 3, 3)
+    assert first.shape == (2, 9, 3)
 
 
 def test_cli_runs_maml_and_its_options(cli):

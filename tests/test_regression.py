@@ -17,7 +17,7 @@ def test_episodes_are_pure_functions_of_seed_stream_and_id():
     whole = sampler.batch(0, 20)
     part = sampler.batch(6, 4)
     assert torch.equal(whole.support[6:10], part.support) and torch.equal(whole.query_labels[6:10], part.query_labels)
-    assert whole.support.shape == (20, 1, 5, 1) and whole.query_labels.shape == (20, 1, 7, 1)
+    assert whole.support.shape == (20, 1, 5, 1) and whole.query.shape == whole.query_labels.shape == (20, 7, 1)
     more_queries = SinesLinesSampler(5, 50, seed=3, stream="test").batch(0, 20)
     assert torch.equal(more_queries.support_labels, whole.support_labels)  # support does not depend on Q
     other = SinesLinesSampler(5, 7, seed=3, stream="val").batch(0, 20)

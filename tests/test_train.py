@@ -51,7 +51,7 @@ class Bomb(Learner):
         self.calls = 0
 
     def predict(self, batch):
-        return torch.einsum("bnqd,md->bnqm", batch.query, self.w)
+        return torch.einsum("bqd,md->bqm", batch.query, self.w)
 
     def meta_loss(self, batch):
         self.calls += 1

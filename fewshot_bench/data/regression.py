@@ -14,8 +14,9 @@ K support points are the same whatever Q is. The train/val/test splits are the s
 distribution drawn from independent streams.
 
 An episode is one function ("N = 1 way"): ``support`` ``[B, 1, K, 1]`` inputs with float
-targets in ``support_labels`` ``[B, 1, K, 1]`` (same for the query); ``classes`` ``[B, 1]``
-holds the problem's mode (0 = sine, 1 = line).
+targets in ``support_labels`` ``[B, 1, K, 1]``; the Q query points ``query`` ``[B, Q, 1]`` with
+targets ``query_labels`` ``[B, Q, 1]``; ``classes`` ``[B, 1]`` holds the problem's mode (0 = sine,
+1 = line).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.data.base import DataRequest, DatasetSpec, FeatureDataset
-from fewshot_bench.episodes import EpisodeBatch, episode_keys, hashed_normals, hashed_uniforms
+from fewshot_bench.episodes import EpisodeBatch, episode_keys, hashed_normals, hashed_uniforms, query_order
 from fewshot_bench.errors import DataError
 from fewshot_bench.hookspecs import hookimpl
 
@@ -103,21 +104,28 @@ class SinesLinesSampler:
         size: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        shuffle: bool = False,
     ) -> EpisodeBatch:
-        """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch` (N = 1, D = 1)."""
+        """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch` (N = 1, D = 1).
+
+        ``shuffle``: each episode's query points in :func:`~fewshot_bench.episodes.query_order`.
+        """
         ids = np.arange(start, start + size, dtype=np.int64)
         x, y = self.points(ids, self.k_shot + self.n_query)
-        as_tensor = lambda a: torch.from_numpy(a).to(device=device, dtype=dtype or torch.float32).view(size, 1, -1, 1)  # noqa: E731
+        as_tensor = lambda a: torch.from_numpy(a).to(device=device, dtype=dtype or torch.float32)  # noqa: E731
         x, y = as_tensor(x), as_tensor(y)
         k = self.k_shot
-        return EpisodeBatch(
-            support=x[:, :, :k],
-            query=x[:, :, k:],
-            support_labels=y[:, :, :k],
-            query_labels=y[:, :, k:],
+        batch = EpisodeBatch(
+            support=x[:, None, :k, None],
+            query=x[:, k:, None],
+            support_labels=y[:, None, :k, None],
+            query_labels=y[:, k:, None],
             classes=torch.from_numpy(self.problems(ids).mode).view(size, 1),
             episode_ids=torch.from_numpy(ids),
         )
+        if not shuffle:
+            return batch
+        return batch.permute_queries(torch.from_numpy(query_order(self.seed, self.stream, ids, self.n_query)))
 
 
 @dataclass

@@ -16,14 +16,15 @@ import math
 import time
 import traceback
 import unittest
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import torch
 
+from fewshot_bench.baselines import linear_logits
 from fewshot_bench.config import config_to_dict
-from fewshot_bench.episodes import TRAIN_QUERY
-from fewshot_bench.evaluate import evaluate
+from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch
+from fewshot_bench.evaluate import evaluate, readout_disagreements, readout_follows_predict
 from fewshot_bench.learner import LEARNER_NAME, Learner, LearnerConfig, LossOutput
 from fewshot_bench.tasks import task_kind
 from fewshot_bench.testing.harness import (
@@ -127,10 +128,10 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _predict(learner: Learner, batch) -> torch.Tensor:
-    """Eval-mode predictions, detached (some learners need autograd inside predict)."""
+def _predict(learner: Learner, batch: EpisodeBatch) -> torch.Tensor:
+    """Eval-mode predictions of a labelled batch as evaluation asks for them (no labels), detached."""
     learner.eval()
-    return learner.predict(batch).detach()
+    return learner.predict(batch.inputs()).detach()
 
 
 
@@ -233,7 +234,7 @@ def check_predict(cls: type[Learner], opts: CheckOptions) -> str:
             fail_unless(
                 tuple(out.shape) == expected,
                 f"{k_shot}-shot {setting.kind}: predict returned shape {list(out.shape)}, expected {list(expected)} "
-                + ("[B, N, Q, N]" if setting.kind == "classification" else "[B, 1, Q, 1]"),
+                + ("[B, M, N]" if setting.kind == "classification" else "[B, M, 1]") + " for M queries per episode",
             )
             fail_unless(out.is_floating_point(), f"predict returned {out.dtype}; return floating-point scores")
             bad = int((~out.isfinite()).sum())
@@ -343,6 +344,91 @@ def check_isolation(cls: type[Learner], opts: CheckOptions) -> str:
         return f"max diff {diff:.2g} on the {batch.batch_size - 1} untouched episodes"
 
     return per_kind(cls, body)
+
+
+@check("query-order", "reordering an episode's queries reorders its predictions the same way")
+def check_query_order(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        learner = make_learner(cls, opts, setting, k_shot)
+        batch = episodes(opts, setting, k_shot, learner)
+        g = torch.Generator().manual_seed(opts.seed + 2)
+        order = torch.stack([torch.randperm(batch.n_queries, generator=g) for _ in range(batch.batch_size)])
+        ref = _predict(learner, batch)
+        ref = ref.gather(1, order[..., None].expand(-1, -1, ref.shape[-1]))
+        out = _predict(learner, batch.permute_queries(order))
+        diff = max_diff(out, ref)
+        fail_unless(
+            close(out, ref, opts.rtol),
+            f"predictions do not follow their queries when an episode's queries are reordered (max diff {diff:.3g}): "
+            "a query's position carries no information (evaluation shuffles them); compute each prediction "
+            "from the query's features, never from its index",
+        )
+        return f"max diff {diff:.2g} over {batch.batch_size} episodes of {batch.n_queries} reordered queries"
+
+    return per_kind(cls, body)
+
+
+@check("inductive", "a query's prediction does not depend on the episode's other queries (or the learner is transductive)")
+def check_inductive(cls: type[Learner], opts: CheckOptions) -> str:
+    if getattr(cls, "transductive", False):
+        return "declared transductive (transductive = True): predictions may use all of an episode's queries; tables mark its rows"
+
+    def body(setting: KindSetting) -> str:
+        k_shot = setting.shots[-1]
+        learner = make_learner(cls, opts, setting, k_shot)
+        batch = episodes(opts, setting, k_shot, learner)
+        keep = max(1, batch.n_queries // 2)
+        ref = _predict(learner, batch)[:, :keep]
+        # The other queries replaced by queries of training episodes, then left out altogether.
+        other = episodes(opts, setting, k_shot, learner, size=batch.batch_size, split="train")
+        swapped = replace(batch, query=torch.cat([batch.query[:, :keep], other.query[:, keep:]], 1))
+        alone = replace(batch, query=batch.query[:, :keep], query_labels=batch.query_labels[:, :keep])
+        outs = [_predict(learner, b)[:, :keep] for b in (swapped, alone)]
+        diffs = [max_diff(out, ref) for out in outs]
+        fail_unless(
+            all(close(out, ref, opts.rtol) for out in outs),
+            f"a query's prediction changes with the episode's other queries (max diff {max(diffs):.3g} when they are "
+            "replaced or left out): predict each query from the support set and that query alone (no statistics "
+            "over the queries), or declare the learner transductive (class attribute transductive = True), "
+            "which tables then mark",
+        )
+        return f"max diff {max(diffs):.2g} for {keep} queries per episode with the others replaced or left out"
+
+    return per_kind(cls, body)
+
+
+@check("readout", "where linear_readout is defined, it predicts the classes predict does")
+def check_readout_agrees(cls: type[Learner], opts: CheckOptions) -> str:
+    setting = KIND_SETTINGS["classification"]
+    if "classification" not in cls.kinds:
+        raise CheckSkipped("does not apply: linear readouts are for classification")
+    details = []
+    for k_shot in setting.shots:
+        learner = make_learner(cls, opts, setting, k_shot)
+        if not readout_follows_predict(learner):
+            raise CheckSkipped("linear_readout is inherited from above the class that defines predict: evaluation ignores it")
+        batch = episodes(opts, setting, k_shot, learner, size=max(3, opts.batch_episodes))
+        logits = _predict(learner, batch)
+        readout = learner.linear_readout(batch.inputs())
+        if readout is None:
+            raise CheckSkipped("no linear_readout: evaluation calls predict")
+        weights, bias = (None if t is None else t.detach() for t in readout)
+        expected = (batch.batch_size, batch.n_way, batch.query.shape[-1])
+        fail_unless(
+            tuple(weights.shape) == expected and (bias is None or tuple(bias.shape) == expected[:2]),
+            f"linear_readout returned weights {list(weights.shape)} and bias {None if bias is None else list(bias.shape)}; "
+            f"expected {list(expected)} and {list(expected[:2])} or None",
+        )
+        wrong = int(readout_disagreements(logits, linear_logits(batch.query, weights, bias)).sum())
+        fail_unless(
+            wrong == 0,
+            f"{k_shot}-shot: linear_readout picks another class than predict for {wrong} of "
+            f"{batch.batch_size * batch.n_queries} queries; the readout must reproduce predict from each episode's "
+            "support set alone (no statistics over the batch), or be deleted so evaluation calls predict",
+        )
+        details.append(f"{k_shot}-shot")
+    return f"readout agrees with predict on every query ({', '.join(details)})"
 
 
 @check("batching", "a batch of episodes predicts what the episodes predict one at a time")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor
 
 from fewshot_bench.data.base import DataRequest, FeatureDataset
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.learner import Learner, TaskSpec
 from fewshot_bench.plugins import PluginHost, load_plugins
@@ -39,16 +39,15 @@ def _env_budget() -> float:
     return value
 
 
-def chance_logits(batch: EpisodeBatch) -> Tensor:
-    """Equal logits for every class: argmax picks class 0, right for exactly 1/N of the queries."""
-    b, n, q = batch.batch_size, batch.n_way, batch.n_query
-    return batch.query.new_zeros(b, n, q, n)
+def chance_logits(batch: PredictionBatch) -> Tensor:
+    """Equal logits for every class, [B, M, N]: argmax picks class 0, right for exactly 1/N of the queries."""
+    return batch.query.new_zeros(batch.batch_size, batch.n_queries, batch.n_way)
 
 
-def support_mean(batch: EpisodeBatch) -> Tensor:
-    """Every query predicted as the mean of its episode's support targets, [B, 1, Q, 1]."""
-    mean = batch.support_labels.mean(dim=(1, 2), keepdim=True)
-    return mean.expand(-1, -1, batch.n_query, -1)
+def support_mean(batch: PredictionBatch) -> Tensor:
+    """Every query predicted as the mean of its episode's support targets, [B, M, 1]."""
+    mean = batch.support_labels.reshape(batch.batch_size, 1, -1).mean(dim=2, keepdim=True)
+    return mean.expand(-1, batch.n_queries, -1)
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class KindSetting:
     n_query: int
     score_query: int
     # What a learner that learned nothing predicts; the meta-training check must beat it.
-    trivial: Callable[[EpisodeBatch], Tensor]
+    trivial: Callable[[PredictionBatch], Tensor]
 
 
 KIND_SETTINGS: dict[str, KindSetting] = {
@@ -140,10 +139,10 @@ def episodes(
     size: int | None = None,
     split: str = "test",
 ) -> EpisodeBatch:
-    """``size`` seeded episodes of one split of the setting's dataset, in the learner's dtype."""
+    """``size`` seeded episodes of one split of the setting's dataset, in the learner's dtype, queries shuffled as at evaluation."""
     source = dataset(options, setting).split(split)
     sampler = source.sampler(setting.n_way, k_shot, setting.n_query, options.seed, stream="checks")
-    return sampler.batch(0, size or options.batch_episodes, dtype=learner.dtype)
+    return sampler.batch(0, size or options.batch_episodes, dtype=learner.dtype, shuffle=True)
 
 
 def concat(batches: list[EpisodeBatch]) -> EpisodeBatch:
@@ -153,14 +152,7 @@ def concat(batches: list[EpisodeBatch]) -> EpisodeBatch:
         parts = [getattr(b, name) for b in batches]
         return None if any(p is None for p in parts) else torch.cat(parts)
 
-    return EpisodeBatch(
-        support=cat("support"),
-        query=cat("query"),
-        support_labels=cat("support_labels"),
-        query_labels=cat("query_labels"),
-        classes=cat("classes"),
-        episode_ids=cat("episode_ids"),
-    )
+    return EpisodeBatch(**{f.name: cat(f.name) for f in fields(EpisodeBatch)})
 
 
 def max_diff(a: Tensor, b: Tensor) -> float:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.baselines import flat, linear_logits
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.linear import onehot_labels, support_loss_grad
@@ -333,7 +333,7 @@ class LatentEmbeddingOptimization(Learner):
             weights = torch.addcmul(weights, self.finetune_lr, grad, value=-1.0 / copies)
         return weights
 
-    def adapt(self, batch: EpisodeBatch) -> Adaptation:
+    def adapt(self, batch: PredictionBatch) -> Adaptation:
         """Encode (or draw from the prior), adapt in latent space, decode, fine-tune: the whole inner loop."""
         support = flat(batch.support)
         onehot = onehot_labels(batch.support_labels, batch.n_way, support.dtype)
@@ -348,17 +348,17 @@ class LatentEmbeddingOptimization(Learner):
         return Adaptation(z_init, z, kl, decoded, weights)
 
     def classifier_logits(self, x: Tensor, weights: Tensor) -> Tensor:
-        """Logits of the linear softmax classifier on (dropped-out) features x [B, N, Q, D]."""
+        """Logits of the linear softmax classifier on (dropped-out) features x [B, M, D]."""
         return linear_logits(self.dropout(x), weights)
 
     # --- the learner contract ----------------------------------------------------------------
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        """Query logits [B, N, Q, N]; at evaluation (means, no dropout) nothing is recorded for autograd."""
+    def predict(self, batch: PredictionBatch) -> Tensor:
+        """Query logits [B, M, N]; at evaluation (means, no dropout) nothing is recorded for autograd."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.classifier_logits(batch.query, self.adapt(batch).weights)
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None]:
+    def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, None]:
         """The adapted classifier weights [B, N, D] (no bias): ``predict`` at evaluation is ``query @ w^T``."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.adapt(batch).weights, None

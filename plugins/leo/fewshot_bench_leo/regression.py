@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch, episode_normal
+from fewshot_bench.episodes import EpisodeBatch, PredictionBatch, episode_normal
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.mlp import MLP, support_mse
-from fewshot_bench.regression_learners import as_outputs, episode_points
+from fewshot_bench.regression_learners import support_points
 from fewshot_bench.tasks import REGRESSION
 from fewshot_bench_leo.model import NAN_FALLBACK_SCALE, stddev
 
@@ -206,12 +206,11 @@ class LEORegression(Learner):
 
     # --- the learner contract -----------------------------------------------------------------
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        """Query outputs [B, 1, Q, 1] of one sampled model per problem (all of them: call again for more)."""
-        xs, ys, xq, _ = episode_points(batch)
+    def predict(self, batch: PredictionBatch) -> Tensor:
+        """Query outputs [B, M, 1] of one sampled model per problem (all of them: call again for more)."""
         self._eval_ids, self._draws = batch.episode_ids, 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return as_outputs(self.mlp.forward(self.adapt(xs, ys).theta, xq), batch)
+            return self.mlp.forward(self.adapt(*support_points(batch)).theta, batch.query)
 
     def l2_penalty(self) -> Tensor:
         """Sum of ``sum(w^2) / 2`` over the generator's weights (not the learning rates)."""
@@ -220,9 +219,8 @@ class LEORegression(Learner):
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         """Query MSE + beta KL + gamma encoder penalty (averaged over problems) + lambda1 L2."""
         cfg = self.config
-        xs, ys, xq, yq = episode_points(batch)
-        adaptation = self.adapt(xs, ys)
-        query_mse = REGRESSION.loss(self.mlp.forward(adaptation.theta, xq), yq)
+        adaptation = self.adapt(*support_points(batch))
+        query_mse = REGRESSION.loss(self.mlp.forward(adaptation.theta, batch.query), batch.query_labels)
         enc_penalty = (adaptation.z_adapted.detach() - adaptation.z_init).pow(2).mean()
         l2 = self.l2_penalty()
         loss = query_mse + cfg.kl_weight * adaptation.kl + cfg.encoder_penalty_weight * enc_penalty + cfg.l2_penalty_weight * l2

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, TaskSpec, hookimpl
+from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
 from fewshot_bench.baselines import flat, linear_logits
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.linear import onehot_labels, support_loss_grad
@@ -103,7 +103,7 @@ class MAML(Learner):
             loss = -(onehot * torch.log_softmax(self.head(x, params), -1)).sum()
             return list(torch.autograd.grad(loss, params, create_graph=second_order))
 
-    def adapt(self, batch: EpisodeBatch) -> list[Tensor]:
+    def adapt(self, batch: PredictionBatch) -> list[Tensor]:
         """Per-episode parameters after ``inner_steps`` steps on the support set."""
         x = flat(batch.support)
         onehot = onehot_labels(batch.support_labels, batch.n_way, x.dtype)
@@ -115,12 +115,12 @@ class MAML(Learner):
             params = [p - self.config.inner_lr * g for p, g in zip(params, grads)]
         return params
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        """Query logits [B, N, Q, N] of the adapted parameters (no graph kept at evaluation)."""
+    def predict(self, batch: PredictionBatch) -> Tensor:
+        """Query logits [B, M, N] of the adapted parameters (no graph kept at evaluation)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.head(batch.query, self.adapt(batch))
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None] | None:
+    def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, None] | None:
         """The adapted output weights for the linear classifier; None with hidden layers (not a linear readout)."""
         if not self.is_linear:
             return None

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, TaskSpec, hookimpl
+from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
 from fewshot_bench.baselines import flat, linear_logits
 from fewshot_bench.linear import onehot_labels, support_loss_grad
 from fewshot_bench.regression_learners import GradientMLPRegression
@@ -53,7 +53,7 @@ class MetaSGD(Learner):
         self.init_weights = nn.Parameter(torch.randn(shape) * config.init_std)
         self.inner_lr = nn.Parameter(torch.full(shape, config.inner_lr_init))
 
-    def adapt(self, batch: EpisodeBatch) -> Tensor:
+    def adapt(self, batch: PredictionBatch) -> Tensor:
         """Per-episode classifier weights [B, N, D] after the inner loop on the support set."""
         x = flat(batch.support)
         onehot = onehot_labels(batch.support_labels, batch.n_way, x.dtype)
@@ -63,12 +63,12 @@ class MetaSGD(Learner):
             w = w - self.inner_lr * (g.detach() if self.config.first_order else g)
         return w
 
-    def predict(self, batch: EpisodeBatch) -> Tensor:
-        """Query logits [B, N, Q, N] of the adapted weights (no graph kept at evaluation)."""
+    def predict(self, batch: PredictionBatch) -> Tensor:
+        """Query logits [B, M, N] of the adapted weights (no graph kept at evaluation)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return linear_logits(batch.query, self.adapt(batch))
 
-    def linear_readout(self, batch: EpisodeBatch) -> tuple[Tensor, None]:
+    def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, None]:
         """The adapted weights (no bias); at evaluation nothing is recorded for autograd."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.adapt(batch), None
