@@ -69,7 +69,7 @@ def _build(root: Path) -> PluginTree:
     template = root / "fewshot-bench-toy-proto"
     assert main(["-q", "new-plugin", TEMPLATE_LEARNER, "--dir", str(template)]) == 0
     sources = [template]
-    for name in ("leaky", "broken"):  # copied: pip builds in the source tree and would litter the repository
+    for name in ("leaky", "broken", "cheats"):  # copied: pip builds in the source tree and would litter the repository
         sources.append(Path(shutil.copytree(FIXTURES / name, root / name)))
     site = root / "site"
     pip_install(sources, site)

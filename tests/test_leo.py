@@ -185,8 +185,8 @@ def test_logits_average_the_k_weight_samples():
     params = z @ learner.decoder_weight
     mean, raw = params[..., :6], params[..., 6:]
     samples = mean + stddev(raw, math.sqrt(2 / (6 + 3))) * torch.randn_like(mean)
-    x = torch.randn(2, 3, 4, 6, dtype=torch.float64)
-    per_sample = torch.einsum("bnqd,bmkd->bnqmk", x, samples).mean(-1)
+    x = torch.randn(2, 12, 6, dtype=torch.float64)  # [B, M, D] queries
+    per_sample = torch.einsum("bqd,bmkd->bqmk", x, samples).mean(-1)
     torch.testing.assert_close(learner.classifier_logits(x, decoded.weights), per_sample)
 
 

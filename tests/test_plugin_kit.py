@@ -48,7 +48,7 @@ class BatchCentred(NearestCentroid):
     def predict(self, batch):
         centre = batch.support.mean(dim=(0, 1, 2))
         centroids = batch.support.mean(dim=2) - centre
-        return torch.einsum("bnqd,bmd->bnqm", batch.query - centre, centroids)
+        return torch.einsum("bqd,bnd->bqn", batch.query - centre, centroids)
 
 
 class PositionAware(NearestCentroid):
@@ -59,7 +59,7 @@ class PositionAware(NearestCentroid):
 
     def predict(self, batch):
         logits = super().predict(batch)
-        bias = torch.arange(batch.batch_size, dtype=logits.dtype).view(-1, 1, 1, 1) * torch.arange(batch.n_way, dtype=logits.dtype)
+        bias = torch.arange(batch.batch_size, dtype=logits.dtype).view(-1, 1, 1) * torch.arange(batch.n_way, dtype=logits.dtype)
         return logits + bias
 
 
@@ -74,14 +74,14 @@ class BatchSizeAware(NearestCentroid):
 
 
 class WrongShape(NearestCentroid):
-    """Returns one row of logits per query, flattened: [B, N * Q, N]."""
+    """Returns its logits class-major: [B, N, M] instead of [B, M, N]."""
 
     name = "wrong-shape"
-    description = "flattens the queries"
+    description = "transposes the logits"
 
     def predict(self, batch):
         logits = super().predict(batch)
-        return logits.flatten(1, 2)
+        return logits.transpose(1, 2)
 
 
 class NotFinite(NearestCentroid):
@@ -108,7 +108,7 @@ class Unseeded(NearestCentroid):
 
     def predict(self, batch):
         centroids = batch.support.mean(dim=2) @ self.projection
-        return torch.einsum("bnqd,bmd->bnqm", batch.query @ self.projection, centroids)
+        return torch.einsum("bqd,bnd->bqn", batch.query @ self.projection, centroids)
 
 
 class SamplesInEval(NearestCentroid):
@@ -182,8 +182,7 @@ class Constant(NearestCentroid):
         self.bias = nn.Parameter(torch.zeros(task.n_way))
 
     def predict(self, batch):
-        b, n, q = batch.batch_size, batch.n_way, batch.n_query
-        return self.bias.expand(b, n, q, n)
+        return self.bias.expand(batch.batch_size, batch.n_queries, batch.n_way)
 
     def meta_loss(self, batch):
         logits = self.predict(batch)
@@ -197,7 +196,7 @@ class Constant(NearestCentroid):
         (BatchCentred, "batching", "batched and one-at-a-time predictions differ"),
         (PositionAware, "permutation", "position in the batch"),
         (BatchSizeAware, "batching", "batched and one-at-a-time predictions differ"),
-        (WrongShape, "predict", "expected [4, 5, 3, 5]"),
+        (WrongShape, "predict", "expected [4, 15, 5]"),
         (NotFinite, "predict", "NaN or infinite"),
         (Unseeded, "deterministic", "torch's global generator"),
         (SamplesInEval, "deterministic", "eval mode must not sample"),
@@ -261,7 +260,7 @@ def test_check_learner_fixture_fails_listing_each_failure(pytester):
             def predict(self, batch):
                 centre = batch.support.mean(dim=(0, 1, 2))
                 c = batch.support.mean(dim=2) - centre
-                return torch.einsum("bnqd,bmd->bnqm", batch.query - centre, c)
+                return torch.einsum("bqd,bnd->bqn", batch.query - centre, c)
 
         def test_leaky(check_learner):
             check_learner(Leaky, only=["isolation", "permutation", "batching"])

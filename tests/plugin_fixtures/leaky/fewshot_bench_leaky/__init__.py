@@ -21,8 +21,8 @@ class LeakyCentroid(Learner):
     def predict(self, batch):
         centre = batch.support.mean(dim=(0, 1, 2))  # the leak: averages across episodes
         centroids = F.normalize(batch.support.mean(dim=2) - centre, dim=-1)  # [B, N, D]
-        query = F.normalize(batch.query - centre, dim=-1)  # [B, N, Q, D]
-        return 10 * torch.einsum("bnqd,bmd->bnqm", query, centroids)
+        query = F.normalize(batch.query - centre, dim=-1)  # [B, M, D]
+        return 10 * torch.einsum("bqd,bnd->bqn", query, centroids)
 
 
 @hookimpl
