@@ -7,13 +7,13 @@ for the command-line tests; imported directly for the in-process ones).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fewshot_bench.errors import PluginError
 from fewshot_bench.evaluate import evaluate
@@ -77,8 +77,6 @@ def test_check_plugin_names_each_cheat_and_its_check(plugin_tree):
         "check-plugin", "label-reader", "slot-reader", "leaky-readout", "query-centred", "transductive-centroid", "--json"
     )
     assert done.returncode == 1
-    import json
-
     report = json.loads(done.stdout.strip().splitlines()[-1])
     failed = {r["learner"]: {c["check"] for c in r["checks"] if c["status"] == "failed"} for r in report["learners"]}
     assert "predict" in failed["label-reader"]
