@@ -13,6 +13,10 @@ class DataError(FewshotBenchError):
     """Missing, corrupt or unsuitable data files, or a split too small for the episodes asked."""
 
 
+class CheckpointError(DataError):
+    """A checkpoint or saved model that is unreadable, truncated, foreign or holds more than tensors and plain data."""
+
+
 class PluginError(FewshotBenchError):
     """A plugin failed to load or broke the plugin contract."""
 

@@ -19,7 +19,7 @@ import torch
 from fewshot_bench import stats
 from fewshot_bench.config import apply_overrides, config_to_dict
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
-from fewshot_bench.errors import ConfigError, FewshotBenchError, PluginError
+from fewshot_bench.errors import CheckpointError, ConfigError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.learner import Learner, TaskSpec
 from fewshot_bench.plugins import PluginHost
@@ -27,7 +27,7 @@ from fewshot_bench.profiling import Profiler
 from fewshot_bench.provenance import hardware, versions
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tasks import task_kind
-from fewshot_bench.train import MetaTrainer, TrainOptions, save_atomic
+from fewshot_bench.train import MetaTrainer, TrainOptions, load_torch_file, plain, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class RunContext:
     progress: bool = False
     profile: bool = False
     cuda_graph: bool = True  # capture the meta-training step on CUDA (no effect on CPU)
+    restart: bool = False  # delete the run's checkpoint, unread, and meta-train from the start
     dataset_cache: dict = field(default_factory=dict)
 
 
@@ -127,21 +128,43 @@ def save_model(learner: Learner, config: dict[str, Any], task: TaskSpec, path: P
     """
     path = path.resolve()
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
-    save_atomic({"learner": learner.name, "config": config, "task": asdict(task), "state_dict": state}, path)
+    save_atomic({"learner": learner.name, "config": plain(config), "task": plain(asdict(task)), "state_dict": state}, path)
     return path
 
 
 def load_model(host: PluginHost, path: Path, device: torch.device | str = "cpu") -> Learner:
-    """Rebuild a learner saved by :func:`save_model` (evaluation mode, on ``device``)."""
+    """Rebuild a learner saved by :func:`save_model` (evaluation mode, on ``device``).
+
+    The file is loaded with ``weights_only=True``: nothing in it can run. A file that is
+    unreadable, foreign or malformed is a one-line :class:`CheckpointError` naming it.
+    """
+    way_out = "rerun the run with `fewshot-bench run` to save it again"
+    saved = load_torch_file(path, "cpu", "saved model", way_out)
+
+    def malformed(why: str) -> CheckpointError:
+        return CheckpointError(f"saved model {path} is not a model saved by fewshot-bench ({why}); {way_out}")
+
+    if not isinstance(saved, dict):
+        raise malformed(f"it holds {type(saved).__name__}")
+    for key, kind in (("learner", str), ("config", dict), ("task", dict), ("state_dict", dict)):
+        if not isinstance(saved.get(key), kind):
+            raise malformed(f"{key!r} is missing or not a {kind.__name__}")
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in saved["state_dict"].items()):
+        raise malformed("'state_dict' holds more than named tensors")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"cannot read the saved model {path} ({exc}); rerun the run with `fewshot-bench run`") from None
-    task = TaskSpec(**saved["task"])
+        task = TaskSpec(**saved["task"])
+    except TypeError as exc:
+        raise malformed(f"'task': {exc}") from None
     impl = host.learner(saved["learner"]).for_kind(task.kind)
-    config = impl.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+    try:
+        config = impl.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+    except TypeError as exc:
+        raise malformed(f"'config': {exc}") from None
     learner = build_learner(impl, config, task, torch.device(device))
-    learner.load_state_dict(saved["state_dict"])
+    try:
+        learner.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise malformed(f"its weights do not fit learner {saved['learner']!r}: {str(exc).splitlines()[0][:120]}") from None
     return learner.eval()
 
 
@@ -226,7 +249,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
             cuda_graph=ctx.cuda_graph,
         )
         trainer = MetaTrainer(learner, train_split, val_split, spec.way, spec.shot, options, ctx.device, profiler)
-        if trainer.try_resume():
+        if trainer.try_resume(restart=ctx.restart):
             log.info("resuming %s from step %d", spec.learner, trainer.result.steps)
         with learner_errors(spec.learner, plugin.distribution, "meta-training"):
             result = trainer.run()

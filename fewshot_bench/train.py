@@ -6,10 +6,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
+import warnings
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +21,7 @@ from tqdm.auto import tqdm
 
 from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch, EpisodeSource, _mix, cpu_cores
-from fewshot_bench.errors import DataError
+from fewshot_bench.errors import CheckpointError, DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.learner import Learner
 from fewshot_bench.profiling import Profiler
@@ -87,11 +91,106 @@ def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float 
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename it over ``path`` (never half-written)."""
+    """``torch.save`` to a temporary file, then rename it over ``path`` (never half-written).
+
+    Save tensors and plain data only (dicts, lists, tuples, str, int, float, bool, None):
+    every reader loads with :func:`load_torch_file`, which refuses anything else.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+# What to do about a checkpoint that cannot be resumed (sweeps have no --restart: delete the file).
+RESUME_WAY_OUT = "delete it, or rerun `fewshot-bench run` with --restart, to start this run over"
+
+
+def unreadable_reason(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a few words (never torch's advice to
+    retry with ``weights_only=False``)."""
+    text = str(exc)
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return f"holds a Python object ({unsafe.group(1)}) that is not a tensor or plain data: refused, nothing in it was run"
+    if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
+        return f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        return "is empty"
+    if not zipfile.is_zipfile(path):
+        return "is corrupt or not a torch file (truncated, or not written by torch.save)"
+    first = (text.splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    return f"is corrupt ({type(exc).__name__}: {first[:100]})"
+
+
+def load_torch_file(path: Path, map_location: Any, what: str, way_out: str) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain data, never code to run.
+
+    Any failure (unreadable, empty, truncated, foreign, or holding other Python objects) is a
+    one-line :class:`CheckpointError` naming the file, ``what`` it should be and ``way_out``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on pickle protocols of foreign files
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # weights_only: whatever the file holds, nothing in it runs
+        raise CheckpointError(f"{what} {path} {unreadable_reason(path, exc)}; {way_out}") from None
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays made Python numbers and lists: what ``weights_only`` loads."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    return obj
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# TrainResult field -> (what a checkpoint's value must be, described for the error).
+_RESULT_FIELDS: dict[str, tuple[Any, str]] = {
+    "steps": (lambda v: _is_int(v) and v >= 0, "a count"),
+    "best_step": (lambda v: _is_int(v) and v >= 0, "a count"),
+    "best_val_accuracy": (lambda v: v is None or _is_number(v), "a number or None"),
+    "nan_steps": (lambda v: _is_int(v) and v >= 0, "a count"),
+    "stopped_early": (lambda v: isinstance(v, bool), "a bool"),
+    "resumed_from": (lambda v: v is None or (_is_int(v) and v >= 0), "a count or None"),
+    "history": (
+        lambda v: isinstance(v, list) and all(
+            isinstance(h, dict) and all(isinstance(k, str) and (x is None or _is_number(x)) for k, x in h.items()) for h in v
+        ),
+        "a list of {name: number}",
+    ),
+    "metric": (lambda v: isinstance(v, str), "a str"),
+}
+
+
+def _check_state_dict(state: Any, reference: dict[str, Any], what: str) -> str | None:
+    """Why ``state`` cannot be loaded where ``reference`` came from (None if it fits, key for key and shape for shape)."""
+    if not isinstance(state, dict):
+        return f"{what} is {type(state).__name__}, not a state dict"
+    missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
+    if missing or unexpected:
+        return f"{what} does not fit this learner (missing {missing[:3]}, unexpected {unexpected[:3]})"
+    for key, ref in reference.items():
+        value = state[key]
+        if torch.is_tensor(ref) and (not torch.is_tensor(value) or value.shape != ref.shape):
+            shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+            return f"{what}[{key!r}] is {shape}, not a tensor of shape {tuple(ref.shape)}"
+    return None
 
 
 class MetaTrainer:
@@ -137,30 +236,88 @@ class MetaTrainer:
     # --- checkpoints ---------------------------------------------------------------------
 
     def _checkpoint(self) -> dict:
+        """What resuming needs, as tensors and plain data only (``torch.load(weights_only=True)`` reads it)."""
         return {
             "run_key": self.options.run_key,
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_state": self.best_state,
-            "result": asdict(self.result),
-            "since_best": self._since_best,
+            "result": plain(asdict(self.result)),
+            "since_best": int(self._since_best),
         }
 
-    def try_resume(self) -> bool:
-        """Restore from this run's checkpoint if one exists; returns whether it did."""
+    def _check_checkpoint(self, state: dict) -> str | None:
+        """Why this run's checkpoint ``state`` cannot be resumed, or None: every key checked before any is used."""
+        reference = self.learner.state_dict()
+        for problem in (
+            _check_state_dict(state.get("learner"), reference, "'learner'"),
+            None if state.get("best_state") is None else _check_state_dict(state["best_state"], reference, "'best_state'"),
+        ):
+            if problem:
+                return problem
+        optimizer = state.get("optimizer")
+        groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+        mine = self.optimizer.state_dict()["param_groups"]
+        if (
+            not isinstance(groups, list) or not isinstance(optimizer.get("state"), dict)
+            or len(groups) != len(mine)
+            or any(not isinstance(g, dict) or not isinstance(g.get("params"), list) or len(g["params"]) != len(m["params"])
+                   for g, m in zip(groups, mine))
+        ):
+            return "'optimizer' is not this learner's optimizer state"
+        result = state.get("result")
+        if not isinstance(result, dict):
+            return f"'result' is {type(result).__name__}, not a dict"
+        names = {f.name for f in fields(TrainResult)}
+        if set(result) != names:
+            return f"'result' has keys {sorted(set(result) ^ names)} missing or unexpected"
+        for name, (ok, kind) in _RESULT_FIELDS.items():
+            if not ok(result[name]):
+                return f"'result'[{name!r}] is {result[name]!r:.40}, not {kind}"
+        if result["metric"] != self.result.metric:
+            return f"'result' holds {result['metric']!r}, not {self.result.metric!r}"
+        since_best = state.get("since_best")
+        if not (_is_int(since_best) and since_best >= 0):
+            return f"'since_best' is {since_best!r:.40}, not a count"
+        return None
+
+    def try_resume(self, restart: bool = False) -> bool:
+        """Restore from this run's checkpoint if one exists; returns whether it did.
+
+        The file is loaded with ``weights_only=True`` (nothing in it can run) and used whole
+        or not at all: a checkpoint that is unreadable, truncated, foreign or malformed is a
+        :class:`CheckpointError` naming it, and leaves the learner and optimizer untouched. A
+        well-formed checkpoint of another run (another run key) is ignored with a warning.
+        With ``restart`` the checkpoint is deleted, unread, and training starts over.
+        """
         path = self.options.checkpoint
         if path is None or not path.exists():
             return False
+        if restart:
+            path.unlink()
+            log.info("deleted checkpoint %s (--restart); starting over", path)
+            return False
+        state = load_torch_file(path, self.device, "checkpoint", RESUME_WAY_OUT)
+        if not isinstance(state, dict) or not isinstance(state.get("run_key"), str):
+            raise CheckpointError(f"checkpoint {path} is not a fewshot-bench run checkpoint; {RESUME_WAY_OUT}")
+        if state["run_key"] != self.options.run_key:
+            log.warning("ignoring checkpoint %s: it belongs to another run", path)
+            return False
+        problem = self._check_checkpoint(state)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} is malformed ({problem}); nothing was loaded from it; {RESUME_WAY_OUT}")
+        learner_before = {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.learner.state_dict().items()}
+        optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-            if state.get("run_key") != self.options.run_key:
-                log.warning("ignoring checkpoint %s: it belongs to another run", path)
-                return False
             self.learner.load_state_dict(state["learner"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except Exception as exc:  # a corrupt checkpoint is set aside, never trusted
-            log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, exc)
-            return False
+        except Exception as exc:  # whole or not at all
+            self.learner.load_state_dict(learner_before)
+            self.optimizer.load_state_dict(optimizer_before)
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this learner ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                f"nothing was loaded from it; {RESUME_WAY_OUT}"
+            ) from None
         self.best_state = state["best_state"]
         self.result = TrainResult(**state["result"])
         self.result.resumed_from = self.result.steps

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import inspect
-import pickle
 import typing
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from fewshot_bench.config import _convert
-from fewshot_bench.errors import ConfigError, DataError
+from fewshot_bench.errors import CheckpointError, ConfigError, DataError
+from fewshot_bench.train import load_torch_file
 
 CHECKPOINT_FORMAT = "fewshot-bench-backbone/1"
 
@@ -52,21 +50,29 @@ def build_backbone(factory: Callable[..., nn.Module], name: str, in_channels: in
     return model
 
 
+# Keys every checkpoint of `fewshot-bench pretrain` has, and their types.
+CHECKPOINT_KEYS: dict[str, type] = {
+    "backbone": str, "options": dict, "image": dict, "layout": str, "classes": list, "config": dict,
+    "epoch": int, "history": list, "model": dict, "head": dict, "optimizer": dict,
+}
+REMAKE = "make it again with `fewshot-bench pretrain --restart`"
+
+
 def load_checkpoint(path: Path, backbone: str | None = None) -> dict[str, Any]:
-    """A pretraining checkpoint (tensors and plain data only); errors for corrupt or foreign files."""
+    """A pretraining checkpoint (tensors and plain data only); errors for corrupt or foreign files.
+
+    Loaded with ``weights_only=True``: a checkpoint is data, never code to run.
+    """
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist; make one with `fewshot-bench pretrain`")
-    try:
-        # weights_only: a checkpoint is data, never code to run.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
-        raise DataError(
-            f"checkpoint {path} is corrupt or not a torch file ({first[:100]}); "
-            "make it again with `fewshot-bench pretrain --restart`"
-        ) from None
+    ckpt = load_torch_file(path, "cpu", "checkpoint", REMAKE)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a fewshot-bench backbone checkpoint (made by `fewshot-bench pretrain`)")
+        raise CheckpointError(f"{path} is not a fewshot-bench backbone checkpoint (made by `fewshot-bench pretrain`)")
+    bad = [key for key, kind in CHECKPOINT_KEYS.items() if not isinstance(ckpt.get(key), kind)]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} is malformed (missing or mistyped: {', '.join(bad)}); {REMAKE}")
+    if not isinstance(ckpt["image"].get("channels"), int):
+        raise CheckpointError(f"checkpoint {path} is malformed (no image channels); {REMAKE}")
     if backbone is not None and ckpt["backbone"] != backbone:
         raise ConfigError(
             f"checkpoint {path} holds backbone {ckpt['backbone']!r}, not {backbone!r}; "

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_option(p)
     add_store_option(p)
     p.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
+    p.add_argument("--restart", action="store_true",
+                   help="delete this run's checkpoint (unread) and meta-train from the start instead of resuming")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--profile", action="store_true", help="print where the run's time went")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
@@ -102,6 +104,7 @@ def handle(args: argparse.Namespace) -> int:
         progress=progress_enabled(args),
         profile=args.profile,
         cuda_graph=args.cuda_graph,
+        restart=args.restart,
     )
     if not args.json and not args.quiet:
         print(

@@ -1,0 +1,228 @@
+"""Checkpoints are data, never code: every file the harness reads back is loaded with
+``weights_only=True``, a bad one is a one-line error naming it (never silently skipped), and
+a run checkpoint is used whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewshot_bench.backbones.checkpoint import load_checkpoint
+from fewshot_bench.config import config_to_dict
+from fewshot_bench.errors import CheckpointError
+from fewshot_bench.learner import TaskSpec
+from fewshot_bench.runner import load_model, save_model
+from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult
+
+TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5", "--eval-query", "2")
+
+
+class Planted:
+    """Unpickling this (with ``weights_only=False``) would create the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def plant(path: Path, marker: Path, **extra) -> Path:
+    """A torch file at ``path`` whose loading with pickle's full powers would create ``marker``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**extra, "payload": Planted(marker)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_key(host) -> str:
+    """The run key of the TINY run: its checkpoint is ``CHECKPOINT_DIR/KEY.pt``."""
+    from fewshot_bench.cli import build_parser
+    from fewshot_bench.commands.run import spec_from_args
+    from fewshot_bench.runner import resolve_config
+
+    spec = spec_from_args(build_parser().parse_args(["run", *TINY]), host)
+    return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec)))
+
+
+def run_tiny(cli, checkpoint_dir: Path, *more: str):
+    return cli("-q", "run", *TINY, "--checkpoint-dir", checkpoint_dir, *more)
+
+
+def one_line_error(r) -> str:
+    assert r.code == 1 and "Traceback" not in r.err, r.err
+    (line,) = [ln for ln in r.err.splitlines() if ln.startswith("fewshot-bench: error: ")]
+    return line
+
+
+def test_a_planted_checkpoint_never_runs_and_is_a_one_line_error(cli, tmp_path, run_key):
+    marker = tmp_path / "pwned"
+    path = plant(tmp_path / "ck" / f"{run_key}.pt", marker, run_key=run_key)
+    line = one_line_error(run_tiny(cli, tmp_path / "ck"))
+    assert not marker.exists()
+    assert f"checkpoint {path} holds a Python object (io.open) that is not a tensor or plain data" in line
+    assert "nothing in it was run" in line and "--restart" in line and "weights_only=False" not in line
+    assert path.exists()  # evidence is left for the user
+
+    # --restart deletes it unread and runs from the start.
+    r = run_tiny(cli, tmp_path / "ck", "--restart", "--json")
+    assert r.code == 0, r.err
+    assert not marker.exists() and not path.exists()
+    assert list((tmp_path / "ck").glob("*.model.pt")) == [tmp_path / "ck" / f"{run_key}.model.pt"]  # the key was right
+
+
+def test_a_text_file_as_checkpoint_is_an_error_naming_it(cli, tmp_path, run_key):
+    path = tmp_path / "ck" / f"{run_key}.pt"
+    path.parent.mkdir()
+    path.write_text("hello, these are my notes\n" * 10)
+    line = one_line_error(run_tiny(cli, tmp_path / "ck"))
+    assert f"checkpoint {path} is corrupt or not a torch file" in line and "--restart" in line
+
+
+# --- the trainer: round trip and whole-or-nothing -------------------------------------------
+
+
+def make_trainer(host, synthetic, checkpoint: Path, seed: int = 0) -> MetaTrainer:
+    cls = host.learner("metasgd")
+    torch.manual_seed(seed)
+    learner = cls(cls.default_config("synthetic", 1), TaskSpec(5, 1, synthetic.feature_dim))
+    options = TrainOptions(steps=2, val_every=1, val_episodes=2, val_query=2, patience=None, checkpoint=checkpoint, run_key="k")
+    return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), 5, 1, options, torch.device("cpu"))
+
+
+def snapshot(trainer: MetaTrainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.learner.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("truncated", "is corrupt or not a torch file (truncated, or not written by torch.save)"),
+        (b"", "is empty"),
+        (os.urandom(512), "is corrupt or not a torch file"),
+        ("{'run_key': 'k'}\n", "is corrupt or not a torch file"),
+        ("list", "is not a fewshot-bench run checkpoint"),
+    ],
+    ids=["truncated", "empty", "random-bytes", "text", "not-a-dict"],
+)
+def test_unreadable_checkpoints_are_errors_naming_the_file(host, synthetic, tmp_path, content, reason):
+    path = tmp_path / "k.pt"
+    if content == "truncated":
+        torch.save({"run_key": "k", "weights": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:700])
+    elif content == "list":
+        torch.save([1, 2, 3], path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    trainer = make_trainer(host, synthetic, path)
+    with pytest.raises(CheckpointError) as info:
+        trainer.try_resume()
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {path} {reason}") and "--restart" in message and "\n" not in message
+
+
+def test_a_checkpoint_of_another_run_is_ignored_with_a_warning(host, synthetic, tmp_path, caplog):
+    path = tmp_path / "k.pt"
+    torch.save({"run_key": "someone-else", "learner": {}}, path)
+    assert not make_trainer(host, synthetic, path).try_resume()
+    assert f"ignoring checkpoint {path}: it belongs to another run" in caplog.text
+
+
+def test_restart_deletes_the_checkpoint_unread(host, synthetic, tmp_path):
+    marker = tmp_path / "pwned"
+    path = plant(tmp_path / "k.pt", marker, run_key="k")
+    assert not make_trainer(host, synthetic, path).try_resume(restart=True)
+    assert not path.exists() and not marker.exists()
+
+
+def test_a_checkpoint_round_trips_under_weights_only(host, synthetic, tmp_path):
+    path = tmp_path / "k.pt"
+    trained = make_trainer(host, synthetic, path)
+    result = trained.run()
+    raw = torch.load(path, weights_only=True)  # tensors and plain data only
+    assert asdict(TrainResult(**raw["result"])) == raw["result"]
+    fresh = make_trainer(host, synthetic, path, seed=1)
+    assert fresh.try_resume()
+    assert fresh.result.steps == result.steps == 2 and fresh.result.history == result.history
+    assert fresh.result.resumed_from == 2
+    saved = raw["learner"]
+    assert all(torch.equal(v, saved[k]) for k, v in fresh.learner.state_dict().items())
+    mine, theirs = fresh.optimizer.state_dict(), trained.optimizer.state_dict()
+    assert mine["param_groups"] == theirs["param_groups"]
+    assert all(torch.equal(mine["state"][i]["exp_avg"], theirs["state"][i]["exp_avg"]) for i in theirs["state"])
+
+
+@pytest.mark.parametrize(
+    "tamper, words",
+    [
+        (lambda s: s.pop("result"), "'result' is NoneType, not a dict"),
+        (lambda s: s.update(result="bogus"), "'result' is str, not a dict"),
+        (lambda s: s["result"].update(steps="many"), "'result'['steps'] is 'many', not a count"),
+        (lambda s: s["result"].update(extra=1), "'result' has keys ['extra'] missing or unexpected"),
+        (lambda s: s.update(since_best=None), "'since_best' is None, not a count"),
+        (lambda s: s["learner"].popitem(), "'learner' does not fit this learner"),
+        (lambda s: s["optimizer"].update(state={0: "bogus"}), "does not fit this learner"),  # fails while loading
+    ],
+    ids=["no-result", "bogus-result", "bogus-steps", "extra-field", "since-best", "missing-weight", "bogus-optimizer"],
+)
+def test_a_malformed_checkpoint_is_refused_whole(host, synthetic, tmp_path, tamper, words):
+    """Nothing of a checkpoint with one bad key is loaded: not the weights, not the optimizer state."""
+    path = tmp_path / "k.pt"
+    donor = make_trainer(host, synthetic, path, seed=1)
+    donor.run()
+    state = torch.load(path, weights_only=True)
+    tamper(state)
+    torch.save(state, path)
+
+    trainer = make_trainer(host, synthetic, path)
+    before = snapshot(trainer)
+    assert any(not torch.equal(v, donor.learner.state_dict()[k]) for k, v in before.items())  # a partial load would show
+    with pytest.raises(CheckpointError) as info:
+        trainer.try_resume()
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {path} ") and words in message and "\n" not in message
+    assert "nothing was loaded from it" in message and "--restart" in message
+    assert all(torch.equal(v, before[k]) for k, v in trainer.learner.state_dict().items())
+    assert trainer.optimizer.state_dict()["state"] == {} and trainer.result == TrainResult(metric="accuracy")
+
+
+# --- saved models and backbone checkpoints --------------------------------------------------
+
+
+def test_load_model_refuses_a_planted_file(host, synthetic, tmp_path):
+    marker = tmp_path / "pwned"
+    path = plant(tmp_path / "m.model.pt", marker, learner="metasgd", config={}, task={})
+    with pytest.raises(CheckpointError, match=f"saved model {path} holds a Python object"):
+        load_model(host, path)
+    assert not marker.exists()
+
+    # A real saved model loads; one with a bogus task is refused naming the file.
+    trainer = make_trainer(host, synthetic, None)
+    good = save_model(trainer.learner, config_to_dict(trainer.learner.config), trainer.learner.task, tmp_path / "good.model.pt")
+    assert load_model(host, good).name == "metasgd"
+    saved = torch.load(good, weights_only=True)
+    saved["task"] = {"n_way": 5, "bogus": 1}
+    torch.save(saved, tmp_path / "bad.model.pt")
+    with pytest.raises(CheckpointError, match="is not a model saved by fewshot-bench .*'task'"):
+        load_model(host, tmp_path / "bad.model.pt")
+
+
+def test_the_backbone_checkpoint_loader_refuses_a_planted_file(tmp_path):
+    marker = tmp_path / "pwned"
+    path = plant(tmp_path / "c.pt", marker, format="fewshot-bench-backbone/1", backbone="conv4")
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} holds a Python object .*pretrain --restart"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=f"checkpoint {text} is corrupt or not a torch file"):
+        load_checkpoint(text)
+    torch.save({"format": "fewshot-bench-backbone/1", "backbone": "conv4"}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="is malformed \\(missing or mistyped: options, image"):
+        load_checkpoint(tmp_path / "partial.pt")
