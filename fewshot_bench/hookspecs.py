@@ -32,7 +32,11 @@ def fewshot_bench_register_learners(register: Callable[[type], None]) -> None:
     :param register: Takes a subclass of :class:`fewshot_bench.learner.Learner` whose
         ``name`` class attribute is unique among all installed plugins (lower-case letters,
         digits and ``-``). A duplicate name is rejected with an error naming both
-        distributions; the first registration wins.
+        distributions: the project's own distributions (``fewshot-bench``,
+        ``fewshot-bench-leo``, ``-metasgd``, ``-maml``) always keep their names; among
+        other distributions the first registration wins. A learner's ``predict`` receives
+        a :class:`fewshot_bench.PredictionBatch` (no query labels, queries unordered) and
+        its ``meta_loss`` a labelled :class:`fewshot_bench.EpisodeBatch`.
     """
 
 
