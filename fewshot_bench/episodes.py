@@ -186,13 +186,18 @@ def episode_keys(seed: int, stream: str, episode_ids: np.ndarray) -> np.ndarray:
         return _mix(_mix(base + ids * _GOLDEN))
 
 
-def query_order(seed: int, stream: str, episode_ids: np.ndarray, n_queries: int) -> np.ndarray:
+def query_order(seed: int, stream: str, episode_ids: np.ndarray, n_queries: int, salt: int = 0) -> np.ndarray:
     """Each episode's query order at evaluation: a permutation [B, M] of its M queries.
 
-    A pure function of (seed, stream, episode id), the same for every learner; it mixes the
-    classes, so a query's position says nothing about its label.
+    A pure function of (seed, stream, episode id, ``salt``), the same for every learner; it
+    mixes the classes, so a query's position says nothing about its label. Class-sorted
+    splits salt it with their :attr:`~fewshot_bench.data.base.FeatureSplit.content_digest`,
+    which no learner can compute, so the order cannot be rebuilt from the episode ids that
+    ``predict`` receives (tests/plugin_fixtures/cheats: ``order-breaker``).
     """
-    u = hashed_uniforms(episode_keys(seed, stream, episode_ids), _QUERY_ORDER_STREAM, n_queries)
+    with np.errstate(over="ignore"):
+        salted = _QUERY_ORDER_STREAM ^ _mix(np.array([salt & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    u = hashed_uniforms(episode_keys(seed, stream, episode_ids), salted, n_queries)
     return np.argsort(u, axis=1, kind="stable")
 
 
@@ -291,7 +296,7 @@ class EpisodeSampler:
         query_rows = rows[..., k:].reshape(size, -1)  # [B, M], class by class
         labels = np.repeat(np.arange(self.n_way), self.n_query)[None, :]
         if shuffle:
-            order = query_order(self.seed, self.stream, ids, query_rows.shape[1])
+            order = query_order(self.seed, self.stream, ids, query_rows.shape[1], self.split.content_digest)
             query_rows = np.take_along_axis(query_rows, order, axis=1)
             labels = np.take_along_axis(np.broadcast_to(labels, order.shape), order, axis=1)
         # Support and query are gathered apart, so each is contiguous: learners flatten them without a copy.

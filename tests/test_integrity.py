@@ -64,6 +64,19 @@ def test_the_class_slot_reader_scores_chance_once_queries_are_shuffled(synthetic
     assert abs(float(acc.mean()) - 0.2) < 0.03
 
 
+def test_the_query_order_cannot_be_rebuilt_from_the_episode_ids(synthetic, monkeypatch):
+    """``order-breaker`` passes every check and recomputes the order from the ids it gets and guessed seeds:
+    unsalted, it scores far above the honest nearest centroid it falls back to; salted with the split's
+    contents, which it never sees, its guesses never fit and it scores exactly as the honest learner."""
+    learner = cheats.OrderBreaker(None, TaskSpec(5, 1, synthetic.feature_dim))
+    honest = cheats.LeakyReadout(None, TaskSpec(5, 1, synthetic.feature_dim))  # its predict is the honest centroid
+    score = dict(split=synthetic.split("test"), n_way=5, k_shot=1, seed=0, episodes=200, n_query=15, fast=False)
+    assert {r.status for r in run_checks(cheats.OrderBreaker)} <= {"passed", "skipped"}
+    np.testing.assert_array_equal(evaluate(learner, **score), evaluate(honest, **score))
+    monkeypatch.setitem(vars(score["split"]), "content_digest", 0)  # the order as it was before the salt
+    assert evaluate(learner, **score).mean() > evaluate(honest, **score).mean() + 0.3
+
+
 def test_evaluation_refuses_a_readout_that_disagrees_with_predict(synthetic):
     learner = cheats.LeakyReadout(None, TaskSpec(5, 1, synthetic.feature_dim))
     with pytest.raises(PluginError, match="learner 'leaky-readout': its linear_readout disagrees with its predict"):
@@ -74,7 +87,7 @@ def test_evaluation_refuses_a_readout_that_disagrees_with_predict(synthetic):
 
 def test_check_plugin_names_each_cheat_and_its_check(plugin_tree):
     done = plugin_tree.cli(
-        "check-plugin", "label-reader", "slot-reader", "leaky-readout", "query-centred", "transductive-centroid", "--json"
+        "check-plugin", "label-reader", "slot-reader", "leaky-readout", "query-centred", "transductive-centroid", "--json",
     )
     assert done.returncode == 1
     report = json.loads(done.stdout.strip().splitlines()[-1])

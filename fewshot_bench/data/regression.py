@@ -125,6 +125,7 @@ class SinesLinesSampler:
         )
         if not shuffle:
             return batch
+        # Unsalted: a problem's query points are i.i.d., so their order carries no information.
         return batch.permute_queries(torch.from_numpy(query_order(self.seed, self.stream, ids, self.n_query)))
 
 

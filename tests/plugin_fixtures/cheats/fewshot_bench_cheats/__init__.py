@@ -12,12 +12,18 @@ readout, evaluation itself) must catch each with a message saying what to fix:
 * ``query-centred`` centres features on the mean of the episode's queries, a transductive
   trick it does not declare (fails ``inductive``);
 * ``transductive-centroid`` does the same and declares ``transductive = True`` (passes;
-  tables mark its rows).
+  tables mark its rows);
+* ``order-breaker`` reverse-engineers the evaluation's query order from the episode ids it
+  is given and guessed seeds and streams, using the harness's own hash, and answers each
+  query's class from its original position when a guess fits (honest otherwise, so it passes
+  every check); the order's dependence on the whole split, which no learner sees, defeats it.
 """
 
+import numpy as np
 import torch
 
 from fewshot_bench import Learner, hookimpl
+from fewshot_bench.episodes import query_order
 
 
 def centroid_logits(support: torch.Tensor, query: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,8 +93,38 @@ class TransductiveCentroid(QueryCentred):
     transductive = True
 
 
+class OrderBreaker(Learner):
+    """Honest nearest centroid, unless a guessed (seed, stream) turns the episode ids into the query order."""
+
+    name = "order-breaker"
+    description = "cheat: recomputes the evaluation's query order from the episode ids"
+    meta_trainable = False
+    guesses = [(seed, stream) for seed in range(5) for stream in ("test", "val")]
+
+    def predict(self, batch):
+        honest = centroid_logits(batch.support, batch.query)
+        b, m, n = batch.batch_size, batch.n_queries, batch.n_way
+        if batch.episode_ids is None or m % n:
+            return honest
+        ids = batch.episode_ids.cpu().numpy()
+        guessed = honest.argmax(-1).cpu().numpy()
+        # A guess fits an episode when its positions agree with honest predictions 4 standard errors above chance.
+        chance = 1.0 / n
+        threshold = chance + 4 * np.sqrt(chance * (1 - chance) / m)
+        logits = honest.clone()
+        found = np.zeros(b, dtype=bool)
+        for seed, stream in self.guesses:
+            # Position j holds the query that stood at order[j] in the class-by-class layout.
+            slots = query_order(seed, stream, ids, m) // (m // n)
+            fits = ~found & ((slots == guessed).mean(1) > threshold)
+            for i in np.flatnonzero(fits):
+                logits[i] = 1e3 * torch.nn.functional.one_hot(torch.from_numpy(slots[i]), n).to(honest)
+            found |= fits
+        return logits
+
+
 @hookimpl
 def fewshot_bench_register_learners(register):
     """Register the cheats."""
-    for cls in (LabelReader, SlotReader, LeakyReadout, QueryCentred, TransductiveCentroid):
+    for cls in (LabelReader, SlotReader, LeakyReadout, QueryCentred, TransductiveCentroid, OrderBreaker):
         register(cls)
