@@ -18,7 +18,8 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from itertools import islice
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
@@ -72,8 +73,13 @@ class Executor(ABC):
     """Runs jobs and yields each with its outcome (or the exception it raised) as it finishes."""
 
     @abstractmethod
-    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
-        """Start every job; yield (job, outcome or exception) in completion order."""
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+        """Start the jobs; yield (job, outcome or exception) in completion order.
+
+        ``in_flight`` None starts every job at once; a number keeps at most that many running
+        and draws the next job from ``jobs`` only when one finishes, after its outcome was
+        yielded (a search asks its sampler for the next trial knowing every finished one).
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -95,8 +101,8 @@ class InlineExecutor(Executor):
     def description(self) -> str:
         return "in this process"
 
-    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
-        for job in jobs:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+        for job in jobs:  # one at a time: in flight is always 1
             try:
                 outcome: RunOutcome | BaseException = compute_job(job, self.settings)
             except Exception as exc:  # reported per cell by the driver
@@ -144,16 +150,22 @@ class LocalExecutor(Executor):
     def description(self) -> str:
         return f"a local pool of {self.workers} workers ({self.settings.threads} torch thread(s) each)"
 
-    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
         self.pool = cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
         )
-        futures = {self.pool.submit(compute_job, job, self.settings): job for job in jobs}
+        source = iter(jobs)
+        futures = {self.pool.submit(compute_job, job, self.settings): job for job in islice(source, in_flight)}
         self.outstanding = len(futures)
-        for future in cf.as_completed(futures):
+        while futures:
+            future = next(cf.as_completed(futures))
+            job = futures.pop(future)
             self.outstanding -= 1
             exc = future.exception()
-            yield futures[future], exc if exc is not None else future.result()
+            yield job, exc if exc is not None else future.result()
+            for job in islice(source, 1 if in_flight else 0):
+                futures[self.pool.submit(compute_job, job, self.settings)] = job
+                self.outstanding += 1
 
     def close(self) -> None:
         if self.pool is None:
@@ -206,9 +218,10 @@ class RayExecutor(Executor):
         cpus = int(self.ray.cluster_resources().get("CPU", 0))
         return f"Ray ({cpus} CPUs in the cluster)"
 
-    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
         task = self.ray.remote(num_cpus=1)(compute_job)
-        by_ref = {task.remote(job, self.settings): job for job in jobs}
+        source = iter(jobs)
+        by_ref = {task.remote(job, self.settings): job for job in islice(source, in_flight)}
         self.pending = list(by_ref)
         while self.pending:
             ready, self.pending = self.ray.wait(self.pending, num_returns=1)
@@ -217,7 +230,11 @@ class RayExecutor(Executor):
                 outcome: RunOutcome | BaseException = self.ray.get(ref)
             except Exception as exc:  # a task error carries the original exception as its cause
                 outcome = getattr(exc, "cause", None) or exc
-            yield by_ref[ref], outcome
+            yield by_ref.pop(ref), outcome
+            for job in islice(source, 1 if in_flight else 0):
+                ref = task.remote(job, self.settings)
+                by_ref[ref] = job
+                self.pending.append(ref)
 
     def close(self) -> None:
         for ref in self.pending:  # stopped, not waited for: checkpoints let the next sweep resume

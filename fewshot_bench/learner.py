@@ -75,6 +75,9 @@ class Learner(nn.Module):
     # True: a query's prediction may depend on the episode's other queries (transductive
     # inference); the `inductive` check then passes and tables mark the learner's rows.
     transductive: ClassVar[bool] = False
+    # The hyperparameters `fewshot-bench tune` searches: {Config field: Float/Int/Choice range}
+    # (fewshot_bench.search_space); empty: nothing to tune unless the user passes --space.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any, task: TaskSpec) -> None:
         super().__init__()

@@ -31,6 +31,8 @@ from fewshot_bench.train import MetaTrainer, TrainOptions, load_torch_file, plai
 
 log = logging.getLogger(__name__)
 
+TUNED = "tuned"  # --hparams tuned: the best trial of a hyperparameter search (fewshot_bench.tune)
+
 # Budgets: "quick" finishes a Meta-SGD run on the synthetic default in about a minute on
 # two CPU cores; "paper" is the LEO paper's protocol (100k steps, 50k test episodes).
 BUDGETS = {
@@ -58,10 +60,17 @@ class RunSpec:
     hparams: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     crop: str = "center"
+    # "tune": a search trial (paper stage 2), scored on the validation split; the test split is never read.
+    stage: str = "run"
+    # With hparams="tuned": the tuned preset's values and where they came from (fewshot_bench.tune.with_tuned).
+    tuned: dict[str, Any] | None = None
 
     def key(self, config: dict[str, Any]) -> str:
         """A stable hash of the spec and the resolved learner config: the run's identity."""
-        ident = {k: v for k, v in asdict(self).items() if k not in ("overrides",)}
+        # The resolved config holds the tuned values; ordinary runs keep the keys they had before stages.
+        ident = {k: v for k, v in asdict(self).items() if k not in ("overrides", "stage", "tuned")}
+        if self.stage != "run":
+            ident["stage"] = self.stage
         ident["config"] = config
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -99,7 +108,11 @@ def resolve_config(cls: type[Learner], spec: RunSpec, kind: str = "classificatio
     """
     cls = cls.for_kind(kind)
     params = inspect.signature(cls.default_config).parameters
-    if spec.hparams is not None and "preset" in params:
+    if spec.hparams == TUNED:  # the learner's defaults with a search's best values (fewshot_bench.tune)
+        if spec.tuned is None:
+            raise ConfigError("--hparams tuned: the tuned preset was not looked up (fewshot_bench.tune.with_tuned)")
+        config = apply_overrides(cls.default_config(spec.dataset, spec.shot), spec.tuned["values"], cls.name)
+    elif spec.hparams is not None and "preset" in params:
         config = cls.default_config(spec.dataset, spec.shot, preset=spec.hparams)
     elif spec.hparams not in (None, "paper"):
         raise ConfigError(f"learner {cls.name!r} has no hyperparameter presets; drop --hparams {spec.hparams}")
@@ -219,7 +232,9 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
             f"{expected_key}); install the same versions of fewshot-bench and its plugins everywhere"
         )
     dataset = load_dataset(ctx, spec.dataset, spec.crop)
-    test = dataset.split("test")
+    # A search trial is scored on validation episodes (those early stopping used): it never reads the test split.
+    scored = "val" if spec.stage == "tune" else "test"
+    test = dataset.split(scored)
     task = TaskSpec(spec.way, spec.shot, dataset.feature_dim, dataset.kind, dataset.name)
     eval_query = spec.eval_query if spec.eval_query is not None else all_remaining_queries(test, spec.shot)
 
@@ -262,7 +277,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     with profiler.section("evaluation"), learner_errors(spec.learner, plugin.distribution, "evaluation"):
         acc = evaluate(
             learner, test, spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
-            n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"test {spec.learner}",
+            n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"{scored} {spec.learner}", stream=scored,
         )
     timings["eval_s"] = time.perf_counter() - t0
     summary = stats.summarize_run(acc)

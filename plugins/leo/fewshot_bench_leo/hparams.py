@@ -12,6 +12,7 @@ import logging
 import re
 
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.search_space import Float
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,19 @@ def _reference(values: tuple[float, ...]) -> dict[str, float]:
 PRESETS: dict[str, dict[tuple[str, int], dict[str, float]]] = {
     "paper": {key: _paper(v) for key, v in _TABLE6.items()},
     "reference": {key: _reference(v) for key, v in _README.items()},
+}
+
+# `fewshot-bench tune` (paper stage 2): appendix B.5 chose the six Table 6 values by random
+# search on validation accuracy but publishes no ranges. These ranges (log-uniform; dropout
+# uniform) contain every published value, Table 6's and the reference README's, with room on
+# both sides (at least 3x, or 0.1 for dropout).
+SEARCH_SPACE = {
+    "outer_lr": Float(1e-4, 4e-3, log=True),
+    "encoder_penalty_weight": Float(1e-10, 1e-3, log=True),
+    "kl_weight": Float(1e-6, 10.0, log=True),
+    "l2_penalty_weight": Float(1e-11, 1e-3, log=True),
+    "orthogonality_penalty_weight": Float(1e-4, 1e4, log=True),
+    "dropout_rate": Float(0.1, 0.6),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fewshot_bench_leo.hparams import SEARCH_SPACE
 from fewshot_bench_leo.model import LatentEmbeddingOptimization, LEOConfig
 from fewshot_bench_leo.regression import LEORegression
 
@@ -38,6 +39,7 @@ class LEODeterministic(LatentEmbeddingOptimization):
     name = "leo-deterministic"
     description = "LEO ablation: means only, no sampling of latents or weights, no KL (paper Table 2)"
     Config = DeterministicConfig
+    search_space = {k: v for k, v in SEARCH_SPACE.items() if k != "kl_weight"}  # no sampling, no KL
 
 
 @dataclass
@@ -84,6 +86,8 @@ class LEOGeneratorOnly(LatentEmbeddingOptimization):
     name = "leo-generator-only"
     description = "LEO ablation: conditional generator only, no adaptation (paper Table 2)"
     Config = GeneratorOnlyConfig
+    # No latent steps: the encoder penalty (adapted minus initial latents) is always 0.
+    search_space = {k: v for k, v in SEARCH_SPACE.items() if k != "encoder_penalty_weight"}
 
 
 @dataclass
@@ -99,6 +103,7 @@ class LEOGeneratorFinetune(LatentEmbeddingOptimization):
     name = "leo-generator-finetune"
     description = "LEO ablation: conditional generator + fine-tuning, no latent adaptation (paper Table 2)"
     Config = GeneratorFinetuneConfig
+    search_space = {k: v for k, v in SEARCH_SPACE.items() if k != "encoder_penalty_weight"}  # no latent steps
 
 
 LEARNERS = (LEO, LEODeterministic, LEORandomPrior, LEONoFinetune, LEOGeneratorOnly, LEOGeneratorFinetune)

@@ -35,7 +35,7 @@ from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.linear import onehot_labels, support_loss_grad
-from fewshot_bench_leo.hparams import PRESETS, tuned_values
+from fewshot_bench_leo.hparams import PRESETS, SEARCH_SPACE, tuned_values
 
 STDDEV_FLOOR = 1e-10  # reference code: tf.maximum(stddev, 1e-10)
 NAN_FALLBACK_SCALE = 1e-4  # reference code: the NaN step's loss is 1e-4 / lambda1 * L2 penalty
@@ -135,6 +135,7 @@ class LatentEmbeddingOptimization(Learner):
     name: ClassVar[str] = ""  # the registered subclasses in learners.py name themselves
     Config: ClassVar[type] = LEOConfig
     tuned_settings = (("mini", 1), ("mini", 5), ("tiered", 1), ("tiered", 5))
+    search_space = SEARCH_SPACE  # Table 6's six hyperparameters (hparams.py); the ablations drop what they lack
 
     def __init__(self, config: LEOConfig, task: TaskSpec) -> None:
         super().__init__(config, task)

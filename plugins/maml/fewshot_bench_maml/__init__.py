@@ -21,6 +21,7 @@ from fewshot_bench.baselines import flat, linear_logits
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.linear import onehot_labels, support_loss_grad
 from fewshot_bench.regression_learners import GradientMLPRegression
+from fewshot_bench.search_space import Float
 
 
 @dataclass
@@ -56,6 +57,14 @@ class MAML(Learner):
     Config = MAMLConfig
     kinds = ("classification", "regression")
     implementations = {"regression": MAMLRegression}
+    # `fewshot-bench tune`: learning rates, clipping and the L2 penalty (docs/tuning.md).
+    search_space = {
+        "outer_lr": Float(1e-4, 1e-2, log=True),
+        "inner_lr": Float(0.01, 10.0, log=True),
+        "grad_clip_value": Float(0.01, 1.0, log=True),
+        "grad_clip_norm": Float(0.01, 1.0, log=True),
+        "l2_penalty_weight": Float(1e-8, 1e-2, log=True),
+    }
 
     def __init__(self, config: MAMLConfig, task: TaskSpec) -> None:
         super().__init__(config, task)

@@ -13,6 +13,7 @@ from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, Pred
 from fewshot_bench.baselines import flat, linear_logits
 from fewshot_bench.linear import onehot_labels, support_loss_grad
 from fewshot_bench.regression_learners import GradientMLPRegression
+from fewshot_bench.search_space import Float
 
 
 @dataclass
@@ -46,6 +47,14 @@ class MetaSGD(Learner):
     Config = MetaSGDConfig
     kinds = ("classification", "regression")
     implementations = {"regression": MetaSGDRegression}
+    # `fewshot-bench tune`: learning rates, clipping and the L2 penalty (docs/tuning.md).
+    search_space = {
+        "outer_lr": Float(1e-4, 1e-2, log=True),
+        "inner_lr_init": Float(0.05, 5.0, log=True),
+        "grad_clip_value": Float(0.01, 1.0, log=True),
+        "grad_clip_norm": Float(0.01, 1.0, log=True),
+        "l2_penalty_weight": Float(1e-8, 1e-2, log=True),
+    }
 
     def __init__(self, config: MetaSGDConfig, task: TaskSpec) -> None:
         super().__init__(config, task)

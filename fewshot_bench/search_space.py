@@ -1,0 +1,193 @@
+"""Hyperparameter search spaces: what ``fewshot-bench tune`` samples for a learner.
+
+A learner declares its space as a class attribute mapping Config fields to ranges::
+
+    from fewshot_bench.search_space import Choice, Float, Int
+
+    class MyLearner(Learner):
+        search_space = {
+            "outer_lr": Float(1e-4, 1e-2, log=True),
+            "inner_steps": Int(1, 10),
+            "first_order": Choice(False, True),
+        }
+
+On the command line ``--space KEY=SPEC`` overrides or adds a range (``log:1e-4..1e-2``,
+``float:0.1..0.5``, ``int:1..10``, ``choice:a,b,c``) and ``--set KEY=VALUE`` fixes a key
+(it is then not searched). Every key is checked against the learner's Config before
+anything runs; sampled values reach the learner exactly as ``--set`` values would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from fewshot_bench.config import apply_overrides
+from fewshot_bench.errors import ConfigError
+
+SPEC_HELP = "log:LOW..HIGH, float:LOW..HIGH, int:LOW..HIGH[:log] or choice:A,B,..."
+
+
+@dataclass(frozen=True)
+class Float:
+    """A real value in [low, high], uniform or (``log=True``) log-uniform."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def check(self, key: str) -> None:
+        """Raise a one-line error for an empty or (log) non-positive range."""
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
+            raise ConfigError(f"search range of {key!r}: need LOW <= HIGH, got {self.low}..{self.high}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"search range of {key!r}: a log range needs LOW > 0, got {self.low}")
+
+    def text(self) -> str:
+        """``log:0.0001..0.01``: the ``--space`` spelling."""
+        return f"{'log' if self.log else 'float'}:{self.low:g}..{self.high:g}"
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in [low, high] (inclusive), uniform or log-uniform."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def check(self, key: str) -> None:
+        """Raise a one-line error for an empty or (log) non-positive range."""
+        if self.low > self.high:
+            raise ConfigError(f"search range of {key!r}: need LOW <= HIGH, got {self.low}..{self.high}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"search range of {key!r}: a log range needs LOW > 0, got {self.low}")
+
+    def text(self) -> str:
+        """``int:1..10`` (``:log`` appended for a log range)."""
+        return f"int:{self.low}..{self.high}" + (":log" if self.log else "")
+
+
+class Choice:
+    """One of a few values (numbers, strings or booleans)."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = tuple(values)
+
+    def check(self, key: str) -> None:
+        """Raise a one-line error for an empty choice."""
+        if not self.values:
+            raise ConfigError(f"search range of {key!r}: a choice needs at least one value")
+
+    def text(self) -> str:
+        """``choice:a,b``."""
+        return "choice:" + ",".join(map(str, self.values))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Choice) and self.values == other.values
+
+    def __hash__(self) -> int:
+        return hash(self.values)
+
+    def __repr__(self) -> str:
+        return f"Choice{self.values!r}"
+
+
+Param = Float | Int | Choice
+
+
+def parse_spec(key: str, spec: str) -> Param:
+    """``log:1e-4..1e-2`` -> ``Float(1e-4, 1e-2, log=True)``; a one-line error for anything else."""
+    kind, sep, rest = spec.strip().partition(":")
+    bad = ConfigError(f"--space {key}={spec}: expected {SPEC_HELP}")
+    if not sep:
+        raise bad
+    if kind == "choice":
+        values = [v.strip() for v in rest.split(",") if v.strip()]
+        if not values:
+            raise bad
+        param: Param = Choice(*values)
+    elif kind in ("log", "float", "uniform", "int"):
+        body, _, flag = rest.partition(":")
+        low, dots, high = body.partition("..")
+        if not dots or flag not in ("", "log") or (flag and kind != "int"):
+            raise bad
+        try:
+            if kind == "int":
+                param = Int(int(low), int(high), log=flag == "log")
+            else:
+                param = Float(float(low), float(high), log=kind == "log")
+        except ValueError:
+            raise bad from None
+    else:
+        raise bad
+    param.check(key)
+    return param
+
+
+def parse_space(items: list[str]) -> dict[str, Param]:
+    """``["k=log:1e-4..1e-2", ...]`` -> {key: Param}."""
+    out = {}
+    for item in items:
+        key, eq, spec = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--space expects KEY=SPEC ({SPEC_HELP}), got {item!r}")
+        out[key.strip()] = parse_spec(key.strip(), spec)
+    return out
+
+
+def value_text(value: Any) -> str:
+    """A sampled value as a ``--set`` string that converts back to exactly the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _field_kind(hint: Any) -> set[type]:
+    """The scalar types a Config field accepts (``float | None`` -> {float})."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return {a for a in args if a is not type(None)}
+
+
+def check_space(config: Any, space: dict[str, Param], fixed: dict[str, str], learner: str) -> None:
+    """Check every searched and fixed key against the learner's Config (one-line errors)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))
+    for key in [*space, *fixed]:
+        if key not in names:
+            raise ConfigError(
+                f"unknown option {key!r} for learner {learner}; valid options: {', '.join(sorted(names))}"
+            )
+    for key, param in space.items():
+        param.check(key)
+        kinds = _field_kind(hints[key])
+        if isinstance(param, Float) and not kinds & {float}:
+            raise ConfigError(f"--space {key}: {learner}'s {key} is not a real number; use int: or choice:")
+        if isinstance(param, Int) and not kinds & {int, float}:
+            raise ConfigError(f"--space {key}: {learner}'s {key} is not a number; use choice:")
+        if isinstance(param, Choice):  # every value must convert as a --set value would
+            for value in param.values:
+                apply_overrides(config, {key: value_text(value)}, learner)
+    apply_overrides(config, fixed, learner)  # fixed values convert
+
+
+def space_text(space: dict[str, Param]) -> dict[str, str]:
+    """{key: ``--space`` spelling}: how a study records its space."""
+    return {k: p.text() for k, p in sorted(space.items())}
+
+
+def to_optuna(param: Param) -> Any:
+    """The Optuna distribution of a range."""
+    import optuna.distributions as d
+
+    if isinstance(param, Float):
+        return d.FloatDistribution(param.low, param.high, log=param.log)
+    if isinstance(param, Int):
+        return d.IntDistribution(param.low, param.high, log=param.log)
+    return d.CategoricalDistribution(param.values)

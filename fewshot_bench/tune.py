@@ -1,0 +1,570 @@
+"""Hyperparameter search on the validation split (the paper's stage 2) and the tuned presets it leaves.
+
+A *study* searches one learner's Config for one (dataset, way, shot) under one budget:
+Optuna samples each trial's values (random search as in the paper's appendix B.5, or
+TPE), the trial is an ordinary run with ``stage="tune"`` (meta-trained on the train
+split with early stopping on validation, then scored on the same validation episodes:
+the test split is never read), computed by the executors of ``sweep`` (in process, a
+local pool, Ray), and the driver alone writes the results store (every finished trial is
+a stored run carrying its study and trial number) and the Optuna study (an SQLite file
+beside the store).
+
+Resuming is exact: a study is named by a hash of everything that defines it, so running
+the same command again continues it; ``--trials T`` asks for T completed trials in all.
+A trial a killed driver left running is computed again with the same number and values
+(its run checkpoint resumes it; if its run was already stored, it is only told), and a
+trial killed while its values were being written is marked failed and replaced. Sampling
+is seeded per trial number, so a search gives the same trials whether or not it was
+interrupted (with one worker; in parallel TPE also depends on which trials had finished).
+
+The best trial of a study is a *tuned preset*: ``run --hparams tuned`` and ``sweep
+--hparams tuned`` look it up in the results store (:func:`with_tuned`), so any worker
+resolves the same config from the spec alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fewshot_bench.config import config_to_dict
+from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.executors import Executor
+from fewshot_bench.plugins import PluginHost
+from fewshot_bench.runner import TUNED, RunOutcome, RunSpec, resolve_config, store_outcome
+from fewshot_bench.search_space import Param, check_space, space_text, to_optuna, value_text
+from fewshot_bench.store import ResultStore, RunRecord
+from fewshot_bench.sweep import Job
+from fewshot_bench.tasks import task_kind
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("random", "tpe")
+STAGE = "tune"
+TPE_STARTUP = 10  # random trials before TPE models the results (Optuna's default)
+
+
+def storage_path(store_path: Path) -> Path:
+    """The Optuna study file beside a results store: ``fewshot-results.db`` -> ``fewshot-results.tune.db``."""
+    return store_path.with_name(store_path.stem + ".tune.db")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How each trial is trained and scored (meta-train on train, early stopping and score on val)."""
+
+    steps: int
+    val_every: int
+    val_episodes: int
+    patience: int | None = 20
+
+    def text(self) -> str:
+        """``500 steps, validation every 50 on 300 episodes``."""
+        return f"{self.steps:,} steps, validation every {self.val_every} on {self.val_episodes:,} episodes"
+
+
+@dataclass
+class SearchRequest:
+    """Everything that defines a study, checked: its name is a hash of all of it."""
+
+    learner: str
+    dataset: str
+    way: int
+    shot: int
+    budget: Budget
+    space: dict[str, Param]
+    fixed: dict[str, str] = field(default_factory=dict)
+    sampler: str = "random"
+    seed: int = 0
+    crop: str = "center"
+    direction: str = "maximize"
+
+    def definition(self) -> dict[str, Any]:
+        """The study's definition as stored in the study and hashed into its name."""
+        return {
+            "learner": self.learner, "dataset": self.dataset, "way": self.way, "shot": self.shot,
+            "budget": asdict(self.budget), "space": space_text(self.space), "fixed": dict(sorted(self.fixed.items())),
+            "sampler": self.sampler, "seed": self.seed, "crop": self.crop,
+        }
+
+    @property
+    def study_name(self) -> str:
+        """``metasgd-features-5way-1shot-1a2b3c4d``."""
+        digest = hashlib.sha256(json.dumps(self.definition(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.learner}-{self.dataset}-{self.way}way-{self.shot}shot-{digest}"
+
+    def spec(self, values: dict[str, str]) -> RunSpec:
+        """The run of one trial: the learner's defaults, the fixed keys and the trial's values."""
+        b = self.budget
+        return RunSpec(
+            learner=self.learner, dataset=self.dataset, way=self.way, shot=self.shot, seed=self.seed,
+            steps=b.steps, episodes=b.val_episodes, val_every=b.val_every, val_episodes=b.val_episodes,
+            patience=b.patience, train_on_val=False, overrides={**self.fixed, **values}, crop=self.crop, stage=STAGE,
+        )
+
+
+def make_request(
+    host: PluginHost, learner: str, dataset: str, way: int, shot: int, budget: Budget,
+    space: dict[str, Param] | None = None, fixed: dict[str, str] | None = None,
+    sampler: str = "random", seed: int = 0, crop: str = "center",
+) -> SearchRequest:
+    """A checked request: the learner's declared space, ``space`` overriding ranges, ``fixed`` keys removed.
+
+    Every error (unknown learner or key, bad range, empty space, impossible budget) is a
+    one-line :class:`ConfigError` raised before anything is written.
+    """
+    cls = host.learner(learner)
+    spec = host.dataset(dataset)
+    kind = spec.kind
+    if kind not in cls.kinds:
+        raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {spec.name!r}")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; use {' or '.join(SAMPLERS)}")
+    if way < 2 and task_kind(kind).fixed_way is None:
+        raise ConfigError("--way must be at least 2")
+    if budget.steps < 1 or budget.val_every < 1 or budget.val_episodes < 1:
+        raise ConfigError("a search needs --steps, --val-every and --val-episodes of at least 1")
+    fixed = dict(fixed or {})
+    impl = cls.for_kind(kind)
+    merged = {**dict(getattr(impl, "search_space", {}) or {}), **(space or {})}
+    searched = {k: p for k, p in merged.items() if k not in fixed}
+    base = resolve_config(cls, RunSpec(learner=learner, dataset=spec.name, shot=shot), kind)
+    check_space(base, searched, fixed, learner)
+    if not searched:
+        why = "all its keys are fixed with --set" if merged else "it declares no search space"
+        raise ConfigError(f"nothing to search for learner {learner!r}: {why}; add ranges with --space KEY=SPEC")
+    if not impl.meta_trainable and budget.steps:
+        budget = replace(budget, steps=0)  # nothing to meta-train: a trial only scores on val
+    direction = "maximize" if task_kind(kind).higher_is_better else "minimize"
+    return SearchRequest(learner, spec.name, way, shot, budget, searched, fixed, sampler, seed, crop, direction)
+
+
+# --- the study ---------------------------------------------------------------------------------
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_storage(path: Path) -> Any:
+    """The Optuna RDB storage in ``path`` (SQLite; each write is one transaction)."""
+    optuna = _optuna()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def make_sampler(kind: str, seed: int, parallel: bool = False) -> Any:
+    """A seeded Optuna sampler: random search (the paper's) or TPE."""
+    optuna = _optuna()
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP, constant_liar=parallel)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed for trial ``number``: a search gives the same values however often it was resumed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
+
+
+@contextlib.contextmanager
+def study_lock(lock_path: Path) -> Iterator[None]:
+    """Hold the study's lock file; a second live driver of the same study gets a one-line error.
+
+    The lock is the OS's (``flock``): a killed driver releases it, so its rerun proceeds.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another `fewshot-bench tune` is running this study (lock {lock_path}); wait for it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class TrialJob(Job):
+    """A study's trial as an executor job."""
+
+    number: int = -1
+    study: str = ""
+
+    @property
+    def label(self) -> str:
+        """``trial 7 of metasgd-features-5way-1shot-1a2b3c4d``."""
+        return f"trial {self.number} of {self.study}"
+
+
+@dataclass
+class SearchReport:
+    """What a search did."""
+
+    study: str
+    storage: str
+    complete: int
+    ran: int = 0
+    resumed: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+
+def _values(trial: Any, request: SearchRequest) -> dict[str, str]:
+    return {k: value_text(trial.params[k]) for k in sorted(request.space)}
+
+
+def search(
+    request: SearchRequest,
+    host: PluginHost,
+    store_path: Path,
+    trials: int,
+    executor: Executor,
+    in_flight: int = 1,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+) -> SearchReport:
+    """Run ``request``'s study until it has ``trials`` completed trials, storing each as it finishes."""
+    if trials < 1:
+        raise ConfigError("--trials must be at least 1")
+    optuna = _optuna()
+    from optuna.trial import TrialState
+
+    path = storage_path(store_path)
+    name = request.study_name
+    lock_dir = checkpoint_dir or store_path.resolve().parent / "fewshot-checkpoints"
+    kind = host.dataset(request.dataset).kind
+    with study_lock(lock_dir / f"tune-{name}.lock"):
+        storage = open_storage(path)
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction=request.direction, load_if_exists=True,
+            sampler=make_sampler(request.sampler, request.seed),
+        )
+        if "definition" not in study.user_attrs:
+            study.set_user_attr("definition", request.definition())
+        report = SearchReport(name, str(path), sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)))
+
+        # Trials a killed driver left running (this driver holds the lock, so nobody runs them).
+        stale = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if set(t.params) == set(request.space):
+                stale.append(t)
+            else:  # killed while its values were being written: replaced by a new trial
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                study._storage.set_trial_user_attr(t._trial_id, "failed", "interrupted while sampling")
+
+        def job_for(number: int, values: dict[str, str]) -> TrialJob:
+            spec = request.spec(values)
+            cls = host.learner(spec.learner)
+            key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
+            return TrialJob(spec, key, number=number, study=name)
+
+        running: set[int] = set()
+        failures = [0]
+
+        def jobs() -> Iterator[TrialJob]:
+            for t in stale:
+                running.add(t.number)
+                report.resumed += 1
+                yield job_for(t.number, _values(t, request))
+            while report.complete + len(running) < trials:
+                if failures[0] >= max(3, trials):
+                    return
+                number = len(study.get_trials(deepcopy=False))
+                study.sampler = make_sampler(request.sampler, trial_seed(request.seed, number), parallel=in_flight > 1)
+                trial = study.ask({k: to_optuna(p) for k, p in request.space.items()})
+                values = _values(trial, request)
+                job = job_for(trial.number, values)
+                trial.set_user_attr("run_key", job.key)
+                running.add(trial.number)
+                yield job
+
+        def tell(job: TrialJob, outcome: RunOutcome | None, error: str | None) -> None:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, job.number)
+            if error is not None:
+                storage.set_trial_user_attr(trial_id, "failed", error)
+                study.tell(job.number, state=TrialState.FAIL)
+                return
+            history = outcome.record["summary"]["train"].get("history", [])
+            for point in history:
+                storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
+            storage.set_trial_user_attr(trial_id, "run_id", outcome.record["run_id"])
+            study.tell(job.number, float(outcome.record["accuracy"]))
+
+        # A stale trial whose run was stored before the driver died is only told.
+        todo_stale = []
+        with ResultStore(store_path) as store:
+            for t in stale:
+                key = t.user_attrs.get("run_key")
+                found = store.find_complete(key) if key else None
+                if found is not None:
+                    tell(TrialJob(RunSpec(request.learner), key, number=t.number, study=name),
+                         RunOutcome(found.to_json(), None), None)  # type: ignore[arg-type]
+                    report.complete += 1
+                    report.resumed += 1
+                else:
+                    todo_stale.append(t)
+        stale = todo_stale
+
+        initial = report.complete
+        with logging_redirect_tqdm(), tqdm(total=max(trials, initial), initial=initial, desc=f"tune {request.learner}",
+                                           unit="trial", disable=not progress) as bar:
+            try:
+                for job, result in executor.run(jobs(), in_flight=in_flight):
+                    running.discard(job.number)
+                    if isinstance(result, FewshotBenchError):
+                        raise type(result)(f"{job.label}: {result}")
+                    if isinstance(result, BaseException):
+                        text = f"{type(result).__name__}: {result}"
+                        log.warning("%s failed: %s", job.label, text)
+                        tell(job, None, text)
+                        report.failed.append((job.number, text))
+                        failures[0] += 1
+                        continue
+                    _store_trial(result, job, request, store_path, checkpoint_dir)
+                    tell(job, result, None)
+                    report.ran += 1
+                    report.complete += 1
+                    bar.update(1)
+                    best = study.best_trial
+                    bar.set_postfix_str(f"trial {job.number}: {_score(result.record['accuracy'], kind)}, "
+                                        f"best {_score(best.value, kind)} (trial {best.number})")
+            finally:
+                executor.close()
+        if report.complete:
+            best = study.best_trial
+            report.best = {"trial": best.number, "value": best.value, "values": _values(best, request),
+                           "run_id": best.user_attrs.get("run_id")}
+    return report
+
+
+def _score(value: float, kind: str) -> str:
+    return f"{100 * value:.2f}%" if task_kind(kind).metric == "accuracy" else f"{value:.4f}"
+
+
+def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, store_path: Path,
+                 checkpoint_dir: Path | None) -> None:
+    if outcome.record["run_key"] != job.key:  # a worker with other plugin versions
+        raise ConfigError(f"{job.label}: the worker computed key {outcome.record['run_key']}, the driver expected {job.key}")
+    # The trial's values with the study's fixed keys: what its tuned preset applies.
+    values = dict(sorted(job.spec.overrides.items()))
+    outcome.record["options"]["tune"] = {"study": job.study, "trial": job.number, "sampler": request.sampler, "values": values}
+    outcome.record["run_id"] = store_outcome(outcome, store_path, checkpoint_dir, if_absent=True)
+
+
+# --- tuned presets ------------------------------------------------------------------------------
+
+
+def is_trial(run: RunRecord) -> bool:
+    """Whether a stored run is a search trial (scored on validation, not test)."""
+    return run.options.get("stage") == STAGE
+
+
+def _better(a: RunRecord, b: RunRecord) -> bool:
+    higher = a.metric == "accuracy"
+    if a.accuracy != b.accuracy:
+        return (a.accuracy > b.accuracy) if higher else (a.accuracy < b.accuracy)
+    return a.options["tune"]["trial"] < b.options["tune"]["trial"]
+
+
+def study_trials(store: ResultStore, learner: str, dataset: str, way: int, shot: int) -> dict[str, list[RunRecord]]:
+    """The stored trials of every study of (learner, dataset, way, shot), by study, oldest study first."""
+    studies: dict[str, list[RunRecord]] = {}
+    for run in store.runs(learner=learner, dataset=dataset, way=way, shot=shot):
+        if is_trial(run) and "tune" in run.options:
+            studies.setdefault(run.options["tune"]["study"], []).append(run)
+    return studies
+
+
+def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: int, study: str | None = None) -> dict[str, Any]:
+    """The tuned preset of (learner, dataset, way, shot): the best trial of ``study`` or of the latest study.
+
+    Returns ``{"values", "study", "trial", "trials", "val_accuracy", "budget", "run_id"}``;
+    a one-line :class:`ConfigError` when there is no such study.
+    """
+    how = f"fewshot-bench tune --learner {learner} --dataset {dataset} --way {way} --shot {shot} --trials N"
+    if not store_path.exists():
+        raise ConfigError(f"--hparams tuned: no tuned hyperparameters for {learner} on {dataset} {way}-way {shot}-shot "
+                          f"(no store {store_path}); run `{how}` first")
+    with ResultStore(store_path, create=False) as store:
+        studies = study_trials(store, learner, dataset, way, shot)
+    if study is not None:
+        matches = [s for s in studies if s.startswith(study)]
+        if len(matches) != 1:
+            raise ConfigError(f"--hparams tuned:{study}: {'no' if not matches else 'more than one'} study of {learner} on "
+                              f"{dataset} {way}-way {shot}-shot matches; studies: {', '.join(studies) or 'none'}")
+        name = matches[0]
+    elif studies:
+        name = max(studies, key=lambda s: max(r.created_at for r in studies[s]))
+    else:
+        raise ConfigError(f"--hparams tuned: no tuned hyperparameters for {learner} on {dataset} {way}-way {shot}-shot "
+                          f"in {store_path}; run `{how}` first")
+    runs = studies[name]
+    best = runs[0]
+    for run in runs[1:]:
+        if _better(run, best):
+            best = run
+    o = best.options
+    return {
+        "values": dict(o["tune"]["values"]), "study": name, "trial": o["tune"]["trial"], "trials": len(runs),
+        "val_accuracy": best.accuracy, "run_id": best.run_id,
+        "budget": {"steps": o["steps"], "val_every": min(o["val_every"], o["steps"]) if o["steps"] else o["val_every"],
+                   "val_episodes": o["val_episodes"]},
+    }
+
+
+def with_tuned(spec: RunSpec, store_path: Path, host: PluginHost) -> RunSpec:
+    """``spec`` with its tuned preset looked up when ``hparams`` is ``tuned`` or ``tuned:STUDY`` (else unchanged).
+
+    A learner with nothing to search runs its defaults under ``tuned`` (so it sits in the same
+    protocol as the tuned rows of a table); one that has a search space needs a study.
+    """
+    if spec.hparams is None or spec.hparams.split(":")[0] != TUNED:
+        return spec
+    study = spec.hparams.partition(":")[2] or None
+    cls = host.learner(spec.learner)
+    impl = cls.for_kind(host.dataset(spec.dataset).kind)
+    if not getattr(impl, "search_space", None) and study is None:
+        return replace(spec, hparams=TUNED, tuned={"values": {}, "source": "nothing to tune: the learner's defaults"})
+    dataset = host.dataset(spec.dataset).name
+    return replace(spec, hparams=TUNED, tuned=tuned_preset(store_path, spec.learner, dataset, spec.way, spec.shot, study))
+
+
+def apply_tuned(specs: list[RunSpec], store_path: Path, host: PluginHost) -> list[RunSpec]:
+    """:func:`with_tuned` for every spec; one error naming every setting that has no study."""
+    out, missing = [], []
+    for spec in specs:
+        try:
+            out.append(with_tuned(spec, store_path, host))
+        except ConfigError:
+            missing.append(f"{spec.learner} {spec.dataset} {spec.way}-way {spec.shot}-shot")
+    if missing:
+        unique = list(dict.fromkeys(missing))
+        raise ConfigError(f"--hparams tuned: no study in {store_path} for {', '.join(unique)}; "
+                          "run `fewshot-bench tune` for each first")
+    return out
+
+
+def hparams_source(run: RunRecord) -> str:
+    """Where a stored run's hyperparameters came from, in a few words (for `results` and `table`)."""
+    o = run.options
+    if is_trial(run):
+        tune = o.get("tune", {})
+        return f"trial {tune.get('trial', '?')} of {tune.get('study', '?')}"
+    preset = o.get("hparams")
+    if preset == TUNED:
+        t = o.get("tuned") or {}
+        if "study" not in t:
+            return "tuned (nothing to tune: defaults)"
+        b = t.get("budget", {})
+        return f"tuned: {t['study']}, best of {t['trials']} trials (trial {t['trial']}), {b.get('steps', '?')} steps"
+    return preset or "default"
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def load_study(store_path: Path, name: str) -> Any:
+    """An existing study from the study file beside ``store_path`` (a prefix of its name is enough)."""
+    optuna = _optuna()
+    path = storage_path(store_path)
+    if not path.exists():
+        raise ConfigError(f"no search studies beside {store_path} ({path} does not exist); run `fewshot-bench tune` first")
+    storage = open_storage(path)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    matches = [n for n in names if n.startswith(name)]
+    if len(matches) != 1:
+        raise ConfigError(f"{'no' if not matches else 'more than one'} study {name!r} in {path}; studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=matches[0], storage=storage)
+
+
+def study_names(store_path: Path) -> list[str]:
+    """Names of the studies beside ``store_path`` (empty when there is no study file)."""
+    path = storage_path(store_path)
+    if not path.exists():
+        return []
+    optuna = _optuna()
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(path), include_best_trial=False)]
+
+
+def trials_table(study: Any) -> list[dict[str, Any]]:
+    """One row per trial: number, state, validation score, best so far, each hyperparameter, run id."""
+    rows, best = [], None
+    maximize = study.direction.name == "MAXIMIZE"
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.value is not None and (best is None or (t.value > best if maximize else t.value < best)):
+            best = t.value
+        row = {"trial": t.number, "state": t.state.name.lower(), "val": t.value, "best so far": best}
+        row.update({k: t.params.get(k) for k in sorted(t.distributions)})
+        row["run"] = t.user_attrs.get("run_id", "-")
+        rows.append(row)
+    return rows
+
+
+def plot_study(study: Any, path: Path) -> Path:
+    """Validation score over trials (with the best so far) and against each hyperparameter, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    done.sort(key=lambda t: t.number)
+    params = sorted({k for t in done for k in t.params})
+    cols = min(3, len(params) + 1)
+    rows = math.ceil((len(params) + 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    maximize = study.direction.name == "MAXIMIZE"
+    xs = [t.number for t in done]
+    ys = [t.value for t in done]
+    running, best = [], None
+    for y in ys:
+        best = y if best is None or (y > best if maximize else y < best) else best
+        running.append(best)
+    ax = flat[0]
+    ax.plot(xs, ys, "o", ms=4, label="trial")
+    ax.step(xs, running, where="post", color="k", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation score")
+    ax.legend(fontsize=8)
+    for ax, key in zip(flat[1:], params):
+        pts = [(t.params[key], t.value) for t in done if key in t.params]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14)
+        dist = next((t.distributions[key] for t in done if key in t.distributions), None)
+        if getattr(dist, "log", False):
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel("validation score")
+    for ax in flat[len(params) + 1:]:
+        ax.axis("off")
+    fig.suptitle(study.study_name, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def executor_capacity(executor: Executor) -> int:
+    """How many trials to keep in flight on ``executor``: its workers, or the Ray cluster's CPUs."""
+    if hasattr(executor, "workers"):
+        return int(executor.workers)
+    ray = getattr(executor, "ray", None)
+    if ray is not None:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return 1
