@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch, EpisodeSource, _mix, cpu_cores
@@ -25,6 +24,7 @@ from fewshot_bench.errors import CheckpointError, DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.learner import Learner
 from fewshot_bench.profiling import Profiler
+from fewshot_bench.progress import progress
 from fewshot_bench.tasks import task_kind
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class TrainOptions:
     seed: int = 0
     checkpoint: Path | None = None
     run_key: str = ""
-    progress: bool = False
+    progress: bool = False  # a tqdm bar (on a terminal)
+    progress_every: float | None = None  # else, seconds between one-line progress records on stderr (logs)
     # On CUDA, capture the step in a CUDA graph after a few eager warm-up steps (fewshot_bench.cuda_graph).
     cuda_graph: bool = True
 
@@ -438,7 +439,8 @@ class MetaTrainer:
         self.learner.train()
         nan_steps = torch.zeros((), device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        with tqdm(total=opts.steps, initial=res.steps, desc=f"meta-train {self.learner.name}", unit="step", disable=not opts.progress) as bar:
+        with progress(opts.steps, f"meta-train {self.learner.name}", "step", opts.progress, opts.progress_every,
+                      initial=res.steps, scale=self.batch_size) as bar:
             while res.steps < opts.steps and not res.stopped_early:
                 metrics = self.step(res.steps)
                 nan_steps += metrics["nan_step"]

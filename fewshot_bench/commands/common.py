@@ -67,6 +67,15 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and not getattr(args, "json", False) and sys.stderr.isatty()
 
 
+def progress_every(args: argparse.Namespace) -> float | None:
+    """Seconds between one-line progress records on stderr when it is not a terminal (logs); None on a terminal or with ``--quiet``."""
+    from fewshot_bench.progress import log_interval
+
+    if getattr(args, "quiet", False) or sys.stderr.isatty():
+        return None
+    return log_interval()
+
+
 def add_budget_options(parser: argparse.ArgumentParser) -> None:
     """Options that refine the training and evaluation budget (``run`` and ``sweep``)."""
     parser.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")

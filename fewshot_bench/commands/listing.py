@@ -17,13 +17,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("plugins", plugins, "list installed plugins, their versions and load errors"),
     ):
         p = sub.add_parser(name, help=help_, description=help_)
+        if name == "learners":
+            p.add_argument("name", nargs="?", metavar="NAME",
+                           help="show one learner: task kinds, every Config key (type, default) and its presets")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
 
 
 def learners(args: argparse.Namespace) -> int:
-    """Print each learner with its distribution and description."""
+    """Print each learner with its distribution and description, or everything about one (``learners NAME``)."""
     host = host_from_args(args, warn=True)
+    if getattr(args, "name", None):
+        from fewshot_bench.describe import describe, render
+
+        info = describe(host, args.name)
+        print_json(info) if args.json else print(render(info))
+        return 0
     rows = [
         {
             "learner": name,
