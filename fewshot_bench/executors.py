@@ -58,6 +58,7 @@ def worker_context(settings: WorkerSettings) -> RunContext:
             data_dir=Path(settings.data_dir) if settings.data_dir else None,
             device=device,
             checkpoint_dir=Path(settings.checkpoint_dir) if settings.checkpoint_dir else None,
+            max_threads=settings.threads,  # a run may choose fewer threads (fewshot_bench.threads), never more
         )
     return _CONTEXTS[settings]
 

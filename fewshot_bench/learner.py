@@ -72,6 +72,8 @@ class Learner(nn.Module):
     implementations: ClassVar[dict[str, type]] = {}
     # (dataset, k_shot) pairs for which default_config has tuned values, for docs and checks.
     tuned_settings: ClassVar[tuple[tuple[str, int], ...]] = ()
+    # Names default_config(dataset, k_shot, preset=NAME) accepts (--hparams), default first; for `learners NAME`.
+    presets: ClassVar[tuple[str, ...]] = ()
     # True: a query's prediction may depend on the episode's other queries (transductive
     # inference); the `inductive` check then passes and tables mark the learner's rows.
     transductive: ClassVar[bool] = False

@@ -27,6 +27,7 @@ from fewshot_bench.profiling import Profiler
 from fewshot_bench.provenance import hardware, versions
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tasks import task_kind
+from fewshot_bench.threads import apply_threads, choose_threads, requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions, load_torch_file, plain, save_atomic
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,14 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint_dir: Path | None = None
     progress: bool = False
+    progress_every: float | None = None  # without a bar: seconds between one-line progress records (logs)
     profile: bool = False
     cuda_graph: bool = True  # capture the meta-training step on CUDA (no effect on CPU)
     restart: bool = False  # delete the run's checkpoint, unread, and meta-train from the start
     dataset_cache: dict = field(default_factory=dict)
+    # torch threads: a number, "auto" or None (then $FEWSHOT_BENCH_THREADS, else chosen per run: fewshot_bench.threads)
+    threads: int | str | None = None
+    max_threads: int | None = None  # ceiling of the automatic choice (a sweep worker's share of the cores)
 
 
 def load_dataset(ctx: RunContext, name: str, crop: str = "center") -> FeatureDataset:
@@ -240,6 +245,8 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
 
     torch.manual_seed(spec.seed)
     learner = build_learner(cls, config, task, ctx.device)
+    threads = apply_threads(choose_threads(learner, *requested_threads(ctx.threads), cap=ctx.max_threads))
+    log.info("torch threads: %d (%s)", threads.threads, threads.reason)
     profiler = Profiler(ctx.profile, ctx.device)
     timings: dict[str, float] = {}
     train_summary: dict[str, Any] = {"meta_trained": False}
@@ -261,6 +268,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
             checkpoint=checkpoint,
             run_key=run_key,
             progress=ctx.progress,
+            progress_every=ctx.progress_every,
             cuda_graph=ctx.cuda_graph,
         )
         trainer = MetaTrainer(learner, train_split, val_split, spec.way, spec.shot, options, ctx.device, profiler)
@@ -300,7 +308,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         },
         "summary": {"std": summary.std, "metric": task_kind(kind).metric, "train": train_summary},
         "versions": versions(plugin.distribution),
-        "hardware": hardware(ctx.device),
+        "hardware": hardware(ctx.device) | {"threads_reason": threads.reason},
         "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),
     }
     return RunOutcome(record, acc)

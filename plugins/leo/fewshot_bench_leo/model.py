@@ -135,6 +135,7 @@ class LatentEmbeddingOptimization(Learner):
     name: ClassVar[str] = ""  # the registered subclasses in learners.py name themselves
     Config: ClassVar[type] = LEOConfig
     tuned_settings = (("mini", 1), ("mini", 5), ("tiered", 1), ("tiered", 5))
+    presets = tuple(PRESETS)  # --hparams paper|reference (fewshot-bench learners leo lists their values)
     search_space = SEARCH_SPACE  # Table 6's six hyperparameters (hparams.py); the ablations drop what they lack
 
     def __init__(self, config: LEOConfig, task: TaskSpec) -> None:
