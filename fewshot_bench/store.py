@@ -2,13 +2,17 @@
 
 A run is written in a single transaction together with its per-episode accuracies, only
 once it has finished, so a run killed at any moment leaves no row at all; its checkpoint
-lets the same command resume it.
+lets the same command resume it. One run key has at most one complete row (a partial
+UNIQUE index, schema 2): the same run stored twice, even by two processes at once, is
+refused by the database itself.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +25,12 @@ from fewshot_bench.errors import StoreError
 
 DEFAULT_STORE = "fewshot-results.db"
 APPLICATION_ID = 0x46534231  # "FSB1": marks the file as a fewshot-bench store
-SCHEMA_VERSION = 1
+# 1: the first schema. 2: at most one complete row per run_key (UNIQUE index runs_key_complete);
+# a schema-1 store is migrated in place when opened for writing, in one transaction: of
+# several complete rows with one run key the latest stays complete (the one tables already
+# counted), the others are kept but marked status = 'duplicate' (never read as results).
+SCHEMA_VERSION = 2
+LOCK_WAIT_S = 60.0  # how long to wait for another process's lock (opening, writing)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -45,6 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs (run_key);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_key_complete ON runs (run_key) WHERE status = 'complete';
 CREATE INDEX IF NOT EXISTS runs_cell ON runs (learner, dataset, way, shot, seed);
 CREATE TABLE IF NOT EXISTS episode_results (
     run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -89,41 +99,186 @@ class RunRecord:
         return dict(self.__dict__)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _read_only_error(exc: BaseException) -> bool:
+    """Whether an SQLite error means the store (or its folder) cannot be written."""
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text
+
+
 class ResultStore:
-    """Read and write runs in a fewshot-bench SQLite store."""
+    """Read and write runs in a fewshot-bench SQLite store.
+
+    Opening checks the file whole before anything else happens: a non-database, another
+    application's database or a newer schema is refused untouched; with ``create`` (what
+    every command that writes uses) the store is also created, migrated and proved
+    writable, so a bad ``--store`` fails before any work, not after it. Many processes may
+    open (and create) one store at once.
+    """
 
     def __init__(self, path: str | Path = DEFAULT_STORE, create: bool = True) -> None:
         self.path = Path(path)
-        if not self.path.exists() and not create:
-            raise StoreError(f"no results store at {self.path}; run `fewshot-bench run` first or pass --store PATH")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = False
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path} is a directory, not a file; pass --store FILE")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no results store at {self.path}; run `fewshot-bench run` first or pass --store PATH")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create results store {self.path}: {exc.strerror or exc}; pass --store PATH in a writable place"
+                ) from None
+        self.conn: sqlite3.Connection | None = None
         try:
-            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._check_and_init()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a fewshot-bench results store ({exc}); pass another --store PATH") from None
+            self._open(create)
+        except BaseException:
+            if self.conn is not None:
+                self.conn.close()
+            raise
 
-    def _check_and_init(self) -> None:
+    def _connect(self, uri_query: str = "") -> sqlite3.Connection:
+        target: str | Path = self.path
+        if uri_query:
+            target = f"{self.path.resolve().as_uri()}?{uri_query}"
+        return sqlite3.connect(target, timeout=LOCK_WAIT_S, isolation_level=None, uri=bool(uri_query))
+
+    def _open(self, create: bool) -> None:
+        try:
+            self.conn = self._connect()
+            self._check_and_init(create)
+            return
+        except sqlite3.DatabaseError as exc:
+            if create or not _read_only_error(exc):
+                raise self.error(exc) from None
+        # Reading a store on a read-only mount (no -wal/-shm can be made beside it): read it as it is.
+        self.conn.close()
+        self.conn = self._connect("mode=ro&immutable=1")
+        self.read_only = True
+        try:
+            self._check_and_init(False)
+        except sqlite3.DatabaseError as exc:
+            raise self.error(exc) from None
+
+    def error(self, exc: BaseException, doing: str = "open") -> StoreError:
+        """A one-line :class:`StoreError` saying what really went wrong with the store."""
+        text = _first_line(exc)
+        low = text.lower()
+        if "not a database" in low or "malformed" in low:
+            return StoreError(f"{self.path} is not a fewshot-bench results store ({text}); pass another --store PATH")
+        if "disk is full" in low or "disk full" in low:
+            return StoreError(
+                f"cannot {doing} results store {self.path}: the disk is full ({text}); free some space and "
+                "run the same command again (an interrupted run resumes from its checkpoint)"
+            )
+        if "locked" in low or "busy" in low:
+            return StoreError(
+                f"results store {self.path} stayed locked by another process for {LOCK_WAIT_S:.0f} s ({text}); try again"
+            )
+        if _read_only_error(exc):
+            where = self.path.parent if self.path.exists() and os.access(self.path, os.W_OK) else self.path
+            return StoreError(
+                f"cannot {doing} results store {self.path}: it is read-only ({text}; check {where}); "
+                "pass --store PATH in a writable place"
+            )
+        return StoreError(f"cannot {doing} results store {self.path}: {text}")
+
+    def _header(self) -> tuple[int, set[str], int]:
+        """(application_id, table names, user_version), read in one transaction (one snapshot)."""
         c = self.conn
-        app_id = c.execute("PRAGMA application_id").fetchone()[0]
-        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if app_id != APPLICATION_ID and tables:
+        c.execute("BEGIN")
+        try:
+            return self._header_in_transaction()
+        finally:
+            if c.in_transaction:
+                c.execute("COMMIT")
+
+    def _refuse_foreign(self, app_id: int, tables: set[str], version: int) -> None:
+        if app_id != APPLICATION_ID and (tables or app_id != 0):
             raise StoreError(
                 f"{self.path} is an SQLite database but not a fewshot-bench results store; pass another --store PATH"
             )
-        version = c.execute("PRAGMA user_version").fetchone()[0]
         if tables and version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer fewshot-bench (schema {version}); upgrade fewshot-bench")
-        c.execute("PRAGMA journal_mode=WAL")
+
+    def _check_and_init(self, create: bool) -> None:
+        c = self.conn
+        app_id, tables, version = self._header()
+        self._refuse_foreign(app_id, tables, version)  # before anything is written: refused untouched
+        if self.read_only:
+            if not tables:
+                raise StoreError(f"{self.path} holds no fewshot-bench results")
+            return
+        try:
+            self._set_wal()
+            if not tables or version < SCHEMA_VERSION:
+                self._init_or_migrate()
+            if create:
+                self._prove_writable()
+        except sqlite3.OperationalError as exc:
+            if create or not tables or not _read_only_error(exc):
+                raise
+            self.read_only = True  # a store we may read but not write: reading needs neither
         c.execute("PRAGMA foreign_keys=ON")
-        if not tables:
-            c.execute("BEGIN IMMEDIATE")
-            c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+    def _set_wal(self) -> None:
+        """WAL mode; switching needs a moment alone with the file, so wait while others hold it."""
+        c = self.conn
+        if c.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                c.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _init_or_migrate(self) -> None:
+        """Create the schema, or migrate an older one, in one write transaction (all or nothing)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            app_id, tables, version = self._header_in_transaction()
+            self._refuse_foreign(app_id, tables, version)
+            if not tables:
+                c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit early
+                    c.execute(statement)
+            elif version < 2:
+                c.execute(
+                    "UPDATE runs SET status = 'duplicate' WHERE status = 'complete' AND rowid NOT IN "
+                    "(SELECT MAX(rowid) FROM runs WHERE status = 'complete' GROUP BY run_key)"
+                )
+                c.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_key_complete ON runs (run_key) WHERE status = 'complete'")
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit early
-                c.execute(statement)
             c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def _header_in_transaction(self) -> tuple[int, set[str], int]:
+        c = self.conn
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return app_id, tables, c.execute("PRAGMA user_version").fetchone()[0]
+
+    def _prove_writable(self) -> None:
+        """Take the write lock and write the header's own value back, then roll back: fails now on a read-only store."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        finally:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close the connection."""
@@ -137,12 +292,18 @@ class ResultStore:
 
     # --- writing -------------------------------------------------------------------------
 
-    def add_run(self, record: dict[str, Any], episode_values: np.ndarray, if_absent: bool = False) -> str:
+    def add_run(
+        self, record: dict[str, Any], episode_values: np.ndarray, if_absent: bool = False, replace: bool = False
+    ) -> str:
         """Insert a completed run and its per-episode values in one transaction; returns its id.
 
-        With ``if_absent``, a run whose ``run_key`` is already complete is left alone and the
-        existing id is returned; the check and the insert share one write transaction, so
-        concurrent writers cannot both insert the same run.
+        One run key has at most one complete row. With ``if_absent``, a run whose ``run_key``
+        is already complete is left alone and the existing id is returned; with ``replace``
+        the existing complete row is kept but marked ``status = 'replaced'`` and the new one
+        stored (``run --rerun``); otherwise storing a run key twice is a :class:`StoreError`.
+        The check and the insert share one write transaction, so concurrent writers cannot
+        both insert the same run. A write that fails (a full disk, a read-only store) is a
+        one-line :class:`StoreError` saying so, and leaves no row.
         """
         run_id = record.get("run_id") or uuid.uuid4().hex[:12]
         row = dict(record, run_id=run_id, created_at=record.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -151,21 +312,33 @@ class ResultStore:
         cols = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "accuracy", "ci95", "episodes", *JSON_COLUMNS, "created_at"]
         values = np.ascontiguousarray(episode_values, dtype=np.float32)
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
         try:
-            if if_absent:
+            c.execute("BEGIN IMMEDIATE")
+            try:
                 existing = c.execute(
-                    "SELECT run_id FROM runs WHERE run_key = ? AND status = 'complete' LIMIT 1", (row["run_key"],)
+                    "SELECT run_id FROM runs WHERE run_key = ? AND status = 'complete' ORDER BY rowid DESC LIMIT 1", (row["run_key"],)
                 ).fetchone()
-                if existing is not None:
+                if existing is not None and row["status"] == "complete":
+                    if if_absent:
+                        c.execute("ROLLBACK")
+                        return existing[0]
+                    if not replace:
+                        raise StoreError(
+                            f"run key {row['run_key']} is already stored in {self.path} as run {existing[0]}; "
+                            "one run key has one complete run (rerun it with `fewshot-bench run ... --rerun`)"
+                        )
+                    c.execute("UPDATE runs SET status = 'replaced' WHERE run_key = ? AND status = 'complete'", (row["run_key"],))
+                c.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row[k] for k in cols])
+                c.execute("INSERT INTO episode_results VALUES (?, ?, ?)", (run_id, "float32", values.tobytes()))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:  # SQLite may have rolled back already (e.g. on a full disk)
                     c.execute("ROLLBACK")
-                    return existing[0]
-            c.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row[k] for k in cols])
-            c.execute("INSERT INTO episode_results VALUES (?, ?, ?)", (run_id, "float32", values.tobytes()))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError:
             raise
+        except sqlite3.OperationalError as exc:
+            raise self.error(exc, "write to") from None
         return run_id
 
     def delete_run(self, run_id: str) -> None:
@@ -186,7 +359,13 @@ class ResultStore:
     def runs(self, **where: Any) -> list[RunRecord]:
         """Completed runs matching column=value filters, oldest first."""
         clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-        return list(self._records(f"SELECT * FROM runs WHERE {clause} ORDER BY created_at, rowid", tuple(where.values())))
+        # One row per run key, even in a schema-1 store read as it is (the latest complete row).
+        return list(self._records(
+            f"SELECT * FROM runs WHERE status = 'complete' AND NOT EXISTS (SELECT 1 FROM runs AS later "
+            f"WHERE later.run_key = runs.run_key AND later.status = 'complete' AND later.rowid > runs.rowid) "
+            f"AND {clause} ORDER BY created_at, rowid",
+            tuple(where.values()),
+        ))
 
     def run(self, run_id: str) -> RunRecord:
         """The run with this id (a unique prefix is enough)."""
@@ -196,7 +375,7 @@ class ResultStore:
         return found[0]
 
     def find_complete(self, run_key: str) -> RunRecord | None:
-        """The latest completed run with this identity key, if any."""
+        """The completed run with this identity key, if any (one per key; the latest in a schema-1 store)."""
         found = list(self._records("SELECT * FROM runs WHERE run_key = ? AND status = 'complete' ORDER BY rowid DESC LIMIT 1", (run_key,)))
         return found[0] if found else None
 

@@ -214,11 +214,13 @@ def test_table_row_never_silently_uses_overrides(cli, tmp_path):
 def test_a_seed_is_counted_once(cli, tmp_path):
     path = tmp_path / "d.db"
     with ResultStore(path) as s:
-        add_run(s, "leo", 0, 0.50, run_key="same")
-        again = add_run(s, "leo", 0, 0.70, run_key="same")  # the same run stored twice
+        first = add_run(s, "leo", 0, 0.50, run_key="same")
+        with pytest.raises(StoreError, match="already stored"):  # one run key, one complete row
+            add_run(s, "leo", 0, 0.70, run_key="same")
         other = add_run(s, "leo", 1, 0.72)
     _, cells = table_json(cli, path)
-    assert cells[("leo", 1)]["seeds"] == 2 and cells[("leo", 1)]["run_ids"] == [again, other]
+    assert cells[("leo", 1)]["seeds"] == 2 and cells[("leo", 1)]["run_ids"] == [first, other]
+    # A schema-1 store could hold the same run twice: counted once, the latest (tests/test_faults.py).
 
 
 # --- results and the transductive mark ---------------------------------------------------

@@ -1,0 +1,145 @@
+"""Faults found by trying to break the harness (issue 17, item 6): each test reproduces one.
+
+The store, checkpoints, data files, values on the command line and the CLI itself; every
+fault is a one-line error that says what really happened (or no error at all), and leaves
+nothing half-done behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from fewshot_bench.errors import StoreError
+from fewshot_bench.store import SCHEMA_VERSION, ResultStore
+
+RECORD = {
+    "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
+    "status": "complete", "accuracy": 0.5, "ci95": 0.01, "episodes": 3,
+    "config": {"a": 1}, "options": {}, "summary": {}, "versions": {}, "hardware": {}, "timings": {},
+}
+
+
+# --- 5. new-store race ---------------------------------------------------------------------
+
+
+def _open_at(args: tuple) -> str | None:
+    path, start = args
+    while time.time() < start:  # all processes open at the same moment
+        pass
+    try:
+        with ResultStore(path) as store:
+            store.runs()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def test_many_processes_create_one_new_store_at_once(tmp_path):
+    """16 processes opening one new store at once: every open succeeds (was 20 of 480 failing)."""
+    errors = []
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(16) as pool:
+        for round_ in range(4):
+            path = tmp_path / f"new{round_}.db"
+            start = time.time() + 0.3
+            errors += [e for e in pool.map(_open_at, [(path, start)] * 16) if e]
+    assert errors == []
+
+
+# --- 6. one run key, one complete row ---------------------------------------------------------
+
+
+def test_a_run_key_is_stored_once(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        first = store.add_run(RECORD, np.zeros(3))
+        with pytest.raises(StoreError, match="already stored .* --rerun"):
+            store.add_run(RECORD, np.zeros(3))
+        assert store.add_run(RECORD, np.zeros(3), if_absent=True) == first
+        # The database itself refuses a second complete row (two processes racing past any check).
+        with pytest.raises(sqlite3.IntegrityError):
+            store.conn.execute(
+                "INSERT INTO runs SELECT 'other', run_key, learner, dataset, way, shot, seed, status, accuracy, ci95,"
+                " episodes, config, options, summary, versions, hardware, timings, created_at FROM runs"
+            )
+        second = store.add_run(dict(RECORD, accuracy=0.6), np.ones(3), replace=True)
+        assert [r.run_id for r in store.runs()] == [second]
+        assert store.find_complete("k1").run_id == second
+
+
+def _schema1_store_with_duplicates(path):
+    """A schema-1 store (no unique index) holding the same run twice, as older versions could write."""
+    with ResultStore(path) as store:
+        store.add_run(RECORD, np.zeros(3))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP INDEX runs_key_complete")
+    conn.execute("INSERT INTO runs SELECT 'dup', run_key, learner, dataset, way, shot, seed, status, accuracy, ci95,"
+                 " episodes, config, options, summary, versions, hardware, timings, created_at FROM runs")
+    conn.execute("INSERT INTO episode_results SELECT 'dup', dtype, values_blob FROM episode_results")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+
+
+def test_old_store_with_duplicate_rows_is_read_once_and_migrated(tmp_path):
+    path = tmp_path / "old.db"
+    _schema1_store_with_duplicates(path)
+    with ResultStore(path, create=False) as store:  # tables, results, compare: each seed once (the latest)
+        assert [r.run_id for r in store.runs()] == ["dup"]
+    with ResultStore(path) as store:  # opened for writing: migrated in place
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        statuses = sorted(r[0] for r in store.conn.execute("SELECT status FROM runs"))
+        assert statuses == ["complete", "duplicate"]  # nothing deleted
+        assert [r.run_id for r in store.runs()] == ["dup"]
+        with pytest.raises(StoreError, match="already stored"):
+            store.add_run(RECORD, np.zeros(3))
+
+
+def test_newer_schema_store_still_refused_untouched(tmp_path):
+    path = tmp_path / "new.db"
+    with ResultStore(path) as store:
+        store.add_run(RECORD, np.zeros(3))
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer fewshot-bench"):
+        ResultStore(path)
+    assert path.read_bytes() == before
+
+
+# --- 4. disk full, 8. read-only store ------------------------------------------------------------
+
+
+def test_full_disk_is_one_line_with_the_real_cause(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count={pages}")  # what a full disk does to SQLite
+        with pytest.raises(StoreError, match="the disk is full") as info:
+            store.add_run(RECORD, np.zeros(100_000))
+        assert "rollback" not in str(info.value) and "\n" not in str(info.value)
+        assert store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_read_only_store_is_called_read_only(tmp_path, monkeypatch):
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        store.add_run(RECORD, np.zeros(3))
+    connect = ResultStore._connect
+    monkeypatch.setattr(ResultStore, "_connect", lambda self, q="": connect(self, q or "mode=ro"))  # a read-only mount
+    with ResultStore(path, create=False) as store:  # reading works
+        assert len(store.runs()) == 1
+    with pytest.raises(StoreError, match="read-only") as info:  # writing fails now, not after training
+        ResultStore(path)
+    assert "not a fewshot-bench results store" not in str(info.value)
+
+
+def test_store_that_is_a_directory(tmp_path):
+    with pytest.raises(StoreError, match="is a directory"):
+        ResultStore(tmp_path)
