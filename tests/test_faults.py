@@ -143,3 +143,71 @@ def test_read_only_store_is_called_read_only(tmp_path, monkeypatch):
 def test_store_that_is_a_directory(tmp_path):
     with pytest.raises(StoreError, match="is a directory"):
         ResultStore(tmp_path)
+
+
+# --- 1. pickle bombs in the embeddings loader -------------------------------------------------
+
+
+def _nested_shared_lists(levels: int, fanout: int) -> object:
+    inner: object = []
+    for _ in range(levels):
+        inner = [inner] * fanout  # pickled once, referred to `fanout` times (memo)
+    return inner
+
+
+@pytest.mark.parametrize("levels,fanout", [(8, 40), (2, 20_000)])
+def test_pickle_of_shared_references_is_refused_at_once(tmp_path, levels, fanout):
+    """A few hundred bytes of shared references used to expand to billions of lists (minutes, 3+ GB)."""
+    import pickle
+
+    from fewshot_bench.data.leo import read_embeddings
+    from fewshot_bench.errors import DataError
+
+    path = tmp_path / "train_embeddings.pkl"
+    bomb = _nested_shared_lists(levels, fanout)
+    path.write_bytes(pickle.dumps({"embeddings": bomb, "labels": bomb, "keys": bomb}, protocol=2))
+    assert path.stat().st_size < 250_000  # expands to 40**8 or 20,000**2 lists per field
+    t0 = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        read_embeddings(path)
+    assert time.perf_counter() - t0 < 2
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "opcodes,size",
+    [
+        (b"\x80\x02T" + (2**31 - 1).to_bytes(4, "little") + b"ab.", 2**31 - 1),  # BINSTRING, 2 GiB
+        (b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b".", 2**40),  # BINBYTES8, 1 TiB
+        (b"\x80\x04\x8d" + (2**40).to_bytes(8, "little") + b".", 2**40),  # BINUNICODE8
+    ],
+)
+def test_pickle_header_claiming_a_huge_string_allocates_nothing(tmp_path, opcodes, size):
+    """An 11-byte file whose header claims 2 GiB took 2.7 GB; 2**40 bytes said `cannot read PATH:` and no reason."""
+    import tracemalloc
+
+    from fewshot_bench.data.leo import read_embeddings
+    from fewshot_bench.errors import DataError
+
+    path = tmp_path / "train_embeddings.pkl"
+    path.write_bytes(opcodes)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=f"declares {size:,} bytes") as info:
+            read_embeddings(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+    assert "\n" not in str(info.value)
+
+
+def test_directory_named_like_an_embeddings_file(tmp_path):
+    """A directory called train_embeddings.pkl was reported as missing."""
+    from fewshot_bench.data.leo import read_embeddings
+    from fewshot_bench.errors import DataError
+
+    path = tmp_path / "train_embeddings.pkl"
+    path.mkdir()
+    with pytest.raises(DataError, match="is a directory"):
+        read_embeddings(path)

@@ -187,6 +187,45 @@ class _RawBytes(bytearray):
     """
 
 
+class _BoundedFile:
+    """A pickle file whose reads may not ask for more bytes than are left in it.
+
+    A pickle's header can claim any length (a 2 GiB string in an 11-byte file); reading
+    ``n`` bytes allocates ``n`` before finding out they are not there. Every read is
+    checked against the bytes left on disk first, so no file can make the loader allocate
+    more than its own size.
+    """
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._f, self._left = file, size
+
+    def _claim(self, n: int) -> int:
+        if n is None or n < 0:
+            return self._left
+        if n > self._left:
+            raise pickle.UnpicklingError(
+                f"it declares {n:,} bytes of data where only {self._left:,} bytes are left in the file "
+                "(truncated, or crafted to exhaust memory)"
+            )
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(self._claim(n))
+        self._left -= len(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        data = self._f.readline(self._left if limit is None or limit < 0 else min(limit, self._left))
+        self._left -= len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        self._claim(len(buf))
+        n = self._f.readinto(buf) or 0
+        self._left -= n
+        return n
+
+
 class _RestrictedUnpickler(pickle._Unpickler):
     """Resolves only the globals in ``_ALLOWED``, each to a local stub; refuses everything else.
 
@@ -215,6 +254,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def _read_raw(self, size: int) -> _RawBytes:
         """``size`` bytes straight from the file into one buffer (no intermediate ``bytes``)."""
+        if isinstance(self._file, _BoundedFile):
+            self._file._claim(size)  # before allocating: the header may lie about the size
         data = _RawBytes(size)
         if self._unframer.current_frame is not None:  # protocol 4 frames (never in py2 files)
             chunk = self.read(size)
@@ -248,23 +289,36 @@ class _RestrictedUnpickler(pickle._Unpickler):
         raise UnsafePickleError("it uses persistent ids, which an embeddings file never needs")
 
 
-def _materialise(obj: Any, depth: int = 0) -> Any:
-    """Replace array/dtype stubs by real numpy objects throughout dicts, lists and tuples."""
-    if depth > 8:
+# An embeddings file is a dict of arrays (or lists of key strings): containers nest at most this deep.
+_MAX_NESTING = 3
+
+
+def _materialise(obj: Any, depth: int = 0, done: dict[int, Any] | None = None) -> Any:
+    """Replace array/dtype stubs by real numpy objects throughout dicts, lists and tuples.
+
+    Each object is materialised once, however often the pickle refers to it (a few hundred
+    bytes of shared references would otherwise expand to billions of copies), and
+    containers may nest only as deep as an embeddings file's do.
+    """
+    done = {} if done is None else done
+    if id(obj) in done:
+        return done[id(obj)]
+    if depth > _MAX_NESTING:
         raise UnsafePickleError("it nests containers deeper than an embeddings file does")
-    if isinstance(obj, _ArrayStub):
-        return obj.build()
-    if isinstance(obj, _DtypeStub):
-        return obj.build()
-    if isinstance(obj, _NdarrayMarker):
+    if isinstance(obj, (_ArrayStub, _DtypeStub)):
+        out: Any = obj.build()
+    elif isinstance(obj, _NdarrayMarker):
         raise UnsafePickleError("it holds a bare numpy.ndarray type")
-    if isinstance(obj, dict):
-        return {k: _materialise(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_materialise(v, depth + 1) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_materialise(v, depth + 1) for v in obj)
-    return obj
+    elif isinstance(obj, dict):
+        out = {k: _materialise(v, depth + 1, done) for k, v in obj.items()}
+    elif isinstance(obj, list):
+        out = [_materialise(v, depth + 1, done) for v in obj]
+    elif isinstance(obj, tuple):
+        out = tuple(_materialise(v, depth + 1, done) for v in obj)
+    else:
+        return obj
+    done[id(obj)] = out
+    return out
 
 
 def restricted_load(path: Path) -> Any:
@@ -276,13 +330,18 @@ def restricted_load(path: Path) -> Any:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, encoding="latin1").load()
+            bounded = _BoundedFile(f, os.fstat(f.fileno()).st_size)
+            obj = _RestrictedUnpickler(bounded, encoding="latin1").load()
             trailing = f.read(1)
         obj = _materialise(obj)
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"refusing to load {path}: {exc}") from None
-    except (OSError, MemoryError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except MemoryError:
+        raise DataError(f"cannot read {path}: not enough memory to hold what it contains") from None
+    except IsADirectoryError:
+        raise DataError(f"cannot read {path}: it is a directory, not a file") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # any unpickling failure means a damaged or foreign file
         raise DataError(
             f"{path} is not a readable embeddings pickle ({type(exc).__name__}: {exc}); "
