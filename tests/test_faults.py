@@ -211,3 +211,28 @@ def test_directory_named_like_an_embeddings_file(tmp_path):
     path.mkdir()
     with pytest.raises(DataError, match="is a directory"):
         read_embeddings(path)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".npz"])
+def test_dataset_file_that_is_a_directory_is_not_called_missing(cli, tmp_path, suffix):
+    from fewshot_bench.data.leo import write_embeddings
+    from leo_fixtures import make_split
+
+    data = tmp_path / "feats"
+    for i, split in enumerate(("train", "val", "test")):
+        write_embeddings(data / f"{split}_embeddings.npz", *make_split([f"c{i}{j}" for j in range(6)], 20, dim=8))
+    (data / "val_embeddings.npz").unlink()
+    (data / f"val_embeddings{suffix}").mkdir()
+    r = cli("run", "--learner", "nearest-centroid", "--dataset", "features", "--data-dir", data, "--episodes", "10")
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "is a directory" in r.err and "missing" not in r.err
+
+
+def test_features_without_files_hint_at_exporting_not_the_leo_download(cli, tmp_path):
+    """`run --dataset features` without files suggested `data download leo`: wrong advice for one's own features."""
+    for args in ((), ("--data-dir", tmp_path / "nowhere"), ("--data-dir", tmp_path)):
+        r = cli("run", "--learner", "nearest-centroid", "--dataset", "features", *args, "--episodes", "10")
+        assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.err
+        assert "data download leo" not in r.err and "write_embeddings" in r.err and "embed" in r.err
+    r = cli("run", "--learner", "nearest-centroid", "--dataset", "mini", "--episodes", "10")
+    assert "data download leo" in r.err  # the right advice for the LEO datasets

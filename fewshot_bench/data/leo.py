@@ -510,6 +510,8 @@ def _load_npz(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
+    except IsADirectoryError:
+        raise DataError(f"cannot read {path}: it is a directory, not a file") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     except (ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:

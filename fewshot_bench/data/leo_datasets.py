@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 
 CROPS = ("center", "multiview")
 DOWNLOAD_HINT = "fewshot-bench data download leo --data-dir DIR"
+# What to do when one's own features are missing: the LEO download would not help.
+FEATURES_HINT = (
+    "export them with `fewshot-bench embed --checkpoint CKPT --out DIR` or "
+    "fewshot_bench.data.leo.write_embeddings (docs/data.md)"
+)
+
+
+def _hint(dataset: str) -> str:
+    """How to get the files of ``dataset``: the LEO download for mini/tiered, an export for features."""
+    return f"get the LEO embeddings with `{DOWNLOAD_HINT}`" if dataset in LEO else FEATURES_HINT
 
 
 @dataclass(frozen=True)
@@ -51,10 +61,18 @@ LEO = {
 
 
 def split_file(directory: Path, split: str) -> Path | None:
-    """The file holding ``split`` in ``directory`` (``.npz`` preferred), or None."""
+    """The file holding ``split`` in ``directory`` (``.npz`` preferred), or None.
+
+    A directory (or other non-file) by that name is returned too: reading it is an error
+    saying what it is, never "missing".
+    """
     for suffix in SUFFIXES:
         path = directory / f"{split}_embeddings{suffix}"
         if path.is_file():
+            return path
+    for suffix in SUFFIXES:
+        path = directory / f"{split}_embeddings{suffix}"
+        if path.exists():  # reading it says what it is (a directory, ...)
             return path
     return None
 
@@ -80,21 +98,21 @@ def _require_root(request: DataRequest, dataset: str, example: str) -> Path:
     if request.data_dir is None:
         raise DataError(
             f"dataset {dataset!r} needs embedding files: pass --data-dir DIR or set FEWSHOT_BENCH_DATA "
-            f"(expected DIR/{example}); get the LEO embeddings with `{DOWNLOAD_HINT}`"
+            f"(expected DIR/{example}); {_hint(dataset)}"
         )
     root = Path(request.data_dir).expanduser()
     if not root.is_dir():
         raise DataError(
             f"data directory {root} does not exist (from --data-dir or FEWSHOT_BENCH_DATA); "
-            f"expected {root / example}; get the LEO embeddings with `{DOWNLOAD_HINT}`"
+            f"expected {root / example}; {_hint(dataset)}"
         )
     return root
 
 
-def _missing(directory: Path, split: str) -> DataError:
+def _missing(directory: Path, split: str, dataset: str = "mini") -> DataError:
     return DataError(
         f"missing {directory / f'{split}_embeddings.pkl'} (or .npz); point --data-dir or "
-        f"FEWSHOT_BENCH_DATA at the folder holding it, or get the LEO embeddings with `{DOWNLOAD_HINT}`"
+        f"FEWSHOT_BENCH_DATA at the folder holding it, or {_hint(dataset)}"
     )
 
 
@@ -134,7 +152,7 @@ def _load_dir(
     for split in SPLITS:
         path = split_file(directory, split)
         if path is None:
-            raise _missing(directory, split)
+            raise _missing(directory, split, dataset)
         paths[split] = path
     splits, status = {}, {}
     for split, path in paths.items():
