@@ -96,7 +96,10 @@ def protocol_of(run: RunRecord) -> Protocol:
     if isinstance(options.get("steps"), int) and isinstance(options.get("val_every"), int):
         options["val_every"] = min(options["val_every"], options["steps"])  # what training used
     # A setting a run stored by an older fewshot-bench does not record reads "-".
-    return Protocol(tuple((k, options.get(k, UNRECORDED)) for k in SHARED_KEYS))
+    settings = tuple((k, options.get(k, UNRECORDED)) for k in SHARED_KEYS)
+    if options.get("stage", "run") != "run":  # search trials (scored on val) never combine with test runs
+        settings += (("stage", options["stage"]),)
+    return Protocol(settings)
 
 
 def overrides_of(run: RunRecord) -> dict[str, str]:

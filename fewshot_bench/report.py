@@ -39,6 +39,7 @@ from fewshot_bench.protocols import (
 )
 from fewshot_bench.store import RunRecord
 from fewshot_bench.tables import Row, Setting, TableSpec, paper_cell
+from fewshot_bench.tune import hparams_source
 
 FORMATS = ("markdown", "latex", "csv", "json")
 
@@ -143,7 +144,7 @@ def build_cells(
     for r in pool:
         seen_protocols.setdefault((r.learner, setting_of(r)), set()).add(protocol_of(r).id)
 
-    cells, notes = [], []
+    cells, notes, sources = [], [], []
     for row in table.rows:
         row_cells = [_cell(row, s, crop) for s in settings]
         if row.reported:
@@ -161,6 +162,9 @@ def build_cells(
             cell.row = mark(label, transductive)
             cell.transductive = transductive
         cells.extend(row_cells)
+        used = {run_id for c in row_cells for run_id in c.run_ids}
+        if used:  # where the row's hyperparameters came from: default, a preset, or a search (study, trials, budget)
+            sources.append(f"{row.label}: {'; '.join(sorted({hparams_source(r) for r in chosen if r.run_id in used}))}")
         if all(c.mean is None for c in row_cells):
             unused = sorted({overrides_text(overrides_of(r)): overrides_of(r) for r in selection.runs
                              if r.learner == row.learner and not wanted(r)}.items())
@@ -168,6 +172,8 @@ def build_cells(
                 what = "with overrides " + overrides_text(asked) if asked else "with the learner's defaults"
                 hints = " or ".join(f"`{set_options(row.learner, o)}`" for _, o in unused)
                 notes.append(f"{row.label}: no runs {what} under this protocol; runs with other overrides exist: show them with {hints}")
+    if any(not text.endswith(": default") for text in sources):  # all defaults: nothing to say
+        notes.append("hyperparameters: " + " | ".join(sources))
     return TableRuns(cells, selection, notes)
 
 

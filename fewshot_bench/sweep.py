@@ -23,7 +23,7 @@ from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.config import config_to_dict
-from fewshot_bench.runner import BUDGETS, RunOutcome, RunSpec, resolve_config, store_outcome
+from fewshot_bench.runner import BUDGETS, TUNED, RunOutcome, RunSpec, resolve_config, store_outcome
 from fewshot_bench.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,10 @@ def grid(
                 raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {name!r}; drop one of them")
     specs = []
     for learner in learners:
-        # A preset (e.g. LEO's paper vs reference hyperparameters) applies to learners that have presets.
-        hparams = protocol.hparams if protocol.hparams and _accepts_preset(host, learner) else None
+        # A preset (e.g. LEO's paper vs reference hyperparameters) applies to learners that have presets;
+        # "tuned" to every learner (fewshot_bench.tune.apply_tuned looks each cell's preset up).
+        tuned = (protocol.hparams or "").split(":")[0] == TUNED
+        hparams = protocol.hparams if protocol.hparams and (tuned or _accepts_preset(host, learner)) else None
         for dataset in canonical:
             for shot in shots:
                 for seed in seeds:

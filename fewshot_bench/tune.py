@@ -441,7 +441,11 @@ def with_tuned(spec: RunSpec, store_path: Path, host: PluginHost) -> RunSpec:
     if not getattr(impl, "search_space", None) and study is None:
         return replace(spec, hparams=TUNED, tuned={"values": {}, "source": "nothing to tune: the learner's defaults"})
     dataset = host.dataset(spec.dataset).name
-    return replace(spec, hparams=TUNED, tuned=tuned_preset(store_path, spec.learner, dataset, spec.way, spec.shot, study))
+    preset = tuned_preset(store_path, spec.learner, dataset, spec.way, spec.shot, study)
+    log.info("%s: tuned hyperparameters of study %s (best of %d trials: trial %d, validation %.4f at %d steps): %s",
+             spec.learner, preset["study"], preset["trials"], preset["trial"], preset["val_accuracy"],
+             preset["budget"]["steps"], " ".join(f"{k}={v}" for k, v in preset["values"].items()))
+    return replace(spec, hparams=TUNED, tuned=preset)
 
 
 def apply_tuned(specs: list[RunSpec], store_path: Path, host: PluginHost) -> list[RunSpec]:

@@ -7,6 +7,7 @@ import argparse
 from fewshot_bench.commands.common import add_store_option, print_json, print_table
 from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, is_transductive, mark, overrides_of, overrides_text, protocol_of
 from fewshot_bench.store import ResultStore
+from fewshot_bench.tune import hparams_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def handle(args: argparse.Namespace) -> int:
                 "shot": r.shot,
                 "seed": r.seed,
                 "steps": r.options.get("steps", "-"),
-                "preset": r.options.get("hparams") or "default",
+                "preset": hparams_source(r),  # paper, reference, default, tuned (study, trials, budget) or a search trial
                 "overrides": overrides_text(overrides_of(r)) or "-",
                 "protocol": protocols[r.run_id].id,
                 "accuracy": metric_text(r.metric, r.accuracy),

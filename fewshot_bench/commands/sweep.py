@@ -24,6 +24,7 @@ from fewshot_bench.provenance import resolve_device
 from fewshot_bench.runner import BUDGETS
 from fewshot_bench.sweep import Protocol, grid, plan, run_plan, seed_list
 from fewshot_bench.tables import get_table
+from fewshot_bench.tune import apply_tuned
 
 
 def comma_list(text: str) -> list[str]:
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_budget_options(p)
     p.add_argument("--train-on-val", action=argparse.BooleanOptionalAction, default=True,
                    help="meta-train on train + val, early-stop on val (paper stage 3; default on)")
-    p.add_argument("--hparams", help="hyperparameter preset for learners that have presets (e.g. LEO: paper, reference)")
+    p.add_argument("--hparams", help="hyperparameter preset for learners that have presets (e.g. LEO: paper, reference), "
+                   "or tuned: each learner's best trial of `fewshot-bench tune` for each setting")
     p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
     p.add_argument("--workers", type=int, help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
@@ -111,7 +113,7 @@ def handle(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # for runs computed in this process (--workers 1)
     host = host_from_args(args, warn=True)
-    specs = grid(host, learners, datasets, shots, seeds, protocol)
+    specs = apply_tuned(grid(host, learners, datasets, shots, seeds, protocol), args.store, host)
     todo = plan(host, specs, args.store)
     quiet = args.json or args.quiet
     what = f"table {args.table}" if args.table else "sweep"

@@ -1,0 +1,307 @@
+"""`fewshot-bench tune`: trials stored with stage=tune, the test split never read, kill -9 and resume,
+extending a study, tuned presets in run/sweep/results/table, --set/--space, errors, and Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from fewshot_bench import plugins
+from fewshot_bench.commands import common
+from fewshot_bench.data.base import DatasetSpec, FeatureDataset
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.hookspecs import hookimpl
+from fewshot_bench.plugins import load_plugins
+from fewshot_bench.search_space import Choice, Float, Int, parse_spec
+from fewshot_bench.store import ResultStore
+from fewshot_bench.tune import storage_path
+
+# Seconds per trial on two busy cores: a few steps, validation on a few episodes.
+TINY = ["--steps", "6", "--val-every", "3", "--val-episodes", "10", "--workers", "1"]
+METASGD = ["tune", "--learner", "metasgd", "--dataset", "synthetic", "--shot", "1"]
+
+
+def trials_in(store: Path) -> list:
+    with ResultStore(store, create=False) as s:
+        return [r for r in s.runs() if r.options.get("stage") == "tune"]
+
+
+def study_states(store: Path, name: str) -> dict[int, tuple[str, dict]]:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(store)}")
+    return {t.number: (t.state.name, t.params) for t in study.get_trials(deepcopy=False)}
+
+
+def one_line_error(result, text: str) -> None:
+    assert result.code == 1, result.out + result.err
+    lines = [line for line in result.err.strip().splitlines() if line.startswith("fewshot-bench: error:")]
+    assert len(lines) == 1 and text in lines[0], result.err
+    assert "Traceback" not in result.err
+
+
+def test_search_stores_every_trial_as_a_run_and_more_trials_extend_it(cli, tmp_path):
+    store = tmp_path / "t.db"
+    first = cli(*METASGD, "--trials", "2", *TINY, "--store", store, "--json")
+    assert first.code == 0, first.err
+    summary = first.json()
+    assert summary["complete"] == 2 and summary["ran"] == 2 and summary["failed"] == 0
+    name = summary["study"]
+    assert name.startswith("metasgd-synthetic-5way-1shot-")
+    runs = trials_in(store)
+    assert sorted(r.options["tune"]["trial"] for r in runs) == [0, 1]
+    for run in runs:
+        assert run.options["stage"] == "tune" and run.options["tune"]["study"] == name
+        assert not run.options["train_on_val"]  # stage 2: meta-train on train only
+        searched = {"outer_lr", "inner_lr_init", "grad_clip_value", "grad_clip_norm", "l2_penalty_weight"}
+        assert set(run.options["tune"]["values"]) == searched == set(run.options["overrides"])
+        # Scored on the validation episodes early stopping used: the best validation accuracy itself.
+        assert run.accuracy == pytest.approx(run.summary["train"]["best_val_accuracy"], abs=1e-6)
+        assert run.episodes == 10
+    assert {n: s for n, (s, _) in study_states(store, name).items()} == {0: "COMPLETE", 1: "COMPLETE"}
+
+    more = cli(*METASGD, "--trials", "3", *TINY, "--store", store, "--json")
+    assert more.json()["study"] == name and more.json()["ran"] == 1 and more.json()["complete"] == 3
+    again = cli(*METASGD, "--trials", "3", *TINY, "--store", store, "--json")
+    assert again.json()["ran"] == 0
+    assert sorted(r.options["tune"]["trial"] for r in trials_in(store)) == [0, 1, 2]
+
+    # Trials are not test runs: their protocol is their own, and `results` says what they are.
+    listing = cli("results", "--store", store)
+    assert f"trial 0 of {name}" in listing.out and "stage=tune" in listing.out
+
+    shown = cli("tune", "show", "--study", name[:-3], "--store", store, "--plot", tmp_path / "study.png")
+    assert shown.code == 0, shown.err
+    assert "3 complete of 3" in shown.out and "best: trial" in shown.out and "outer_lr" in shown.out
+    assert (tmp_path / "study.png").stat().st_size > 0
+
+
+def test_the_same_seed_gives_the_same_trials(cli, tmp_path):
+    a = cli(*METASGD, "--trials", "2", *TINY, "--store", tmp_path / "a.db", "--json")
+    b = cli(*METASGD, "--trials", "2", *TINY, "--store", tmp_path / "b.db", "--json")
+    assert a.json()["study"] == b.json()["study"]
+    assert study_states(tmp_path / "a.db", a.json()["study"]) == study_states(tmp_path / "b.db", b.json()["study"])
+    c = cli(*METASGD, "--trials", "2", *TINY, "--seed", "1", "--store", tmp_path / "c.db", "--json")
+    assert c.json()["study"] != a.json()["study"]
+
+
+class ForbiddenSplit:
+    """A split that fails the test the moment anything reads it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was read ({name})")
+
+
+def guarded_plugin(synthetic) -> types.ModuleType:
+    module = types.ModuleType("guarded_datasets")
+
+    @hookimpl
+    def fewshot_bench_register_datasets(register):
+        splits = {"train": synthetic.split("train"), "val": synthetic.split("val"), "test": ForbiddenSplit()}
+        register(DatasetSpec("guarded", lambda request: FeatureDataset("guarded", splits), "test split forbidden"))
+
+    module.fewshot_bench_register_datasets = fewshot_bench_register_datasets
+    return module
+
+
+def test_a_search_never_reads_the_test_split(cli, tmp_path, monkeypatch, synthetic):
+    plugin = guarded_plugin(synthetic)
+    with_guarded = lambda strict=None: load_plugins(strict=strict, extra=[("guarded", plugin)])  # noqa: E731
+    monkeypatch.setattr(common, "load_plugins", with_guarded)  # the driver's plugins
+    monkeypatch.setattr(plugins, "load_plugins", with_guarded)  # the in-process worker's (--workers 1)
+    store = tmp_path / "g.db"
+    r = cli("tune", "--learner", "metasgd", "--dataset", "guarded", "--trials", "2", *TINY, "--store", store, "--json")
+    assert r.code == 0, r.err
+    assert len(trials_in(store)) == 2
+    # The guard is real: an ordinary run reads the test split and trips it.
+    with pytest.raises(AssertionError, match="test split was read"):
+        cli("run", "--learner", "metasgd", "--dataset", "guarded", "--steps", "2", "--val-every", "2",
+            "--val-episodes", "5", "--episodes", "5", "--store", store)
+
+
+def _tune_command(store: Path, trials: int) -> list[str]:
+    return [sys.executable, "-m", "fewshot_bench", "-q", *METASGD, "--trials", str(trials), "--steps", "60",
+            "--val-every", "20", "--val-episodes", "20", "--workers", "1", "--store", str(store), "--json"]
+
+
+def test_kill_9_mid_search_then_rerun_loses_and_repeats_no_trial(tmp_path):
+    store = tmp_path / "k.db"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(_tune_command(store, 4), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if store.exists() and len(trials_in(store)) >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read()}"
+        time.sleep(0.5)  # into the next trial
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    stored_before = {r.run_id: r.options["tune"]["trial"] for r in trials_in(store)}
+    assert 1 <= len(stored_before) < 4
+
+    done = subprocess.run(_tune_command(store, 4), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["complete"] == 4
+    runs = trials_in(store)
+    numbers = [r.options["tune"]["trial"] for r in runs]
+    assert len(runs) == 4 and len(set(numbers)) == 4 and len({r.run_key for r in runs}) == 4
+    assert all(stored_before[r.run_id] == r.options["tune"]["trial"] for r in runs if r.run_id in stored_before)
+    states = study_states(store, summary["study"])
+    assert sum(state == "COMPLETE" for state, _ in states.values()) == 4
+    assert not [n for n, (state, _) in states.items() if state == "RUNNING"]
+
+    # The same trials as a search that was never interrupted (one worker, seeded per trial number).
+    clean = subprocess.run(_tune_command(tmp_path / "clean.db", 4), cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert clean.returncode == 0, clean.stderr
+    reference = study_states(tmp_path / "clean.db", summary["study"])
+    complete = {n: p for n, (s, p) in states.items() if s == "COMPLETE"}
+    if len(states) == 4:  # no trial was caught half-sampled (then it is failed and replaced)
+        assert complete == {n: p for n, (s, p) in reference.items()}
+
+
+def test_run_and_sweep_use_the_tuned_preset_and_tables_say_where_it_came_from(cli, tmp_path):
+    store = tmp_path / "p.db"
+    budget = ["--steps", "4", "--val-every", "2", "--val-episodes", "5", "--episodes", "10", "--eval-query", "5"]
+    missing = cli("run", "--learner", "metasgd", "--hparams", "tuned", *budget, "--store", store)
+    one_line_error(missing, "no tuned hyperparameters for metasgd on synthetic 5-way 1-shot")
+    assert not store.exists()  # nothing half-written
+
+    tuned = cli(*METASGD, "--trials", "3", *TINY, "--set", "init_std=0.02", "--store", store, "--json")
+    assert tuned.code == 0, tuned.err
+    name = tuned.json()["study"]
+    best = tuned.json()["best"]
+    r = cli("run", "--learner", "metasgd", "--hparams", "tuned", *budget, "--store", store, "--json")
+    assert r.code == 0, r.err
+    with ResultStore(store, create=False) as s:
+        run = s.run(r.json()["run_id"])
+        best_trial = s.run(best["run_id"])
+    assert run.config == best_trial.config  # the best trial's config exactly, fixed keys included
+    assert run.config["init_std"] == 0.02
+    assert run.options["hparams"] == "tuned" and run.options["stage"] == "run" and not run.options["overrides"]
+    assert run.options["tuned"]["study"] == name and run.options["tuned"]["trials"] == 3
+    assert run.options["tuned"]["trial"] == best["trial"] and run.options["tuned"]["budget"]["steps"] == 6
+
+    listing = cli("results", "--store", store)
+    assert f"tuned: {name}, best of 3 trials (trial {best['trial']}), 6 steps" in listing.out
+
+    # A learner with nothing to search runs its defaults under the same preset name, so tables can hold both.
+    nc = cli("run", "--learner", "nearest-centroid", "--hparams", "tuned", *budget, "--store", store)
+    assert nc.code == 0, nc.err
+    table = cli("table", "1", "--dataset", "synthetic", "--store", store)
+    assert table.code == 0, table.err
+    assert f"Meta-SGD (our features): tuned: {name}" in table.out and "hyperparameters:" in table.out
+
+    # sweep: every cell needs a study (or nothing to tune); a missing one is one line naming it.
+    sweep = ["sweep", "--learners", "metasgd,nearest-centroid", "--dataset", "synthetic", "--seeds", "1",
+             "--hparams", "tuned", *budget, "--workers", "1", "--store", store, "--json"]
+    no_five = cli(*sweep, "--shots", "1,5")
+    one_line_error(no_five, "metasgd synthetic 5-way 5-shot")
+    ok = cli(*sweep, "--shots", "1")
+    assert ok.code == 0, ok.err
+    with ResultStore(store, create=False) as s:
+        swept = [x for x in s.runs() if x.options.get("train_on_val")]
+    assert {x.learner for x in swept} == {"metasgd", "nearest-centroid"}
+    assert all(x.options["hparams"] == "tuned" for x in swept)
+    assert next(x for x in swept if x.learner == "metasgd").config == best_trial.config
+
+
+def test_set_fixes_a_key_and_space_overrides_ranges(cli, tmp_path):
+    store = tmp_path / "s.db"
+    r = cli(*METASGD, "--trials", "3", *TINY, "--set", "outer_lr=0.002", "--space", "inner_lr_init=float:0.5..0.6",
+            "--space", "init_std=choice:0.01,0.03", "--space", "inner_steps=int:2..3", "--store", store, "--json")
+    assert r.code == 0, r.err
+    for run in trials_in(store):
+        assert run.config["outer_lr"] == 0.002
+        assert 0.5 <= run.config["inner_lr_init"] <= 0.6
+        assert run.config["init_std"] in (0.01, 0.03) and run.config["inner_steps"] in (2, 3)
+        assert run.options["tune"]["values"]["outer_lr"] == "0.002"
+    params = study_states(store, r.json()["study"])[0][1]
+    assert "outer_lr" not in params and {"inner_lr_init", "init_std", "inner_steps"} <= set(params)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--learner", "nope"), "nope"),
+        (("--learner", "metasgd", "--space", "nope=log:1e-3..1e-2"), "unknown option 'nope' for learner metasgd"),
+        (("--learner", "metasgd", "--space", "outer_lr=log:1e-3"), "--space outer_lr=log:1e-3: expected"),
+        (("--learner", "metasgd", "--space", "outer_lr=log:0..1"), "a log range needs LOW > 0"),
+        (("--learner", "metasgd", "--space", "first_order=float:0..1"), "is not a real number"),
+        (("--learner", "metasgd", "--set", "nope=1"), "unknown option 'nope'"),
+        (("--learner", "nearest-centroid"), "nothing to search for learner 'nearest-centroid'"),
+        (("--learner", "metasgd", "--trials", "0"), "--trials must be at least 1"),
+        (("--learner", "metasgd", "--set", "outer_lr=1", "--set", "inner_lr_init=1", "--set", "grad_clip_value=1",
+          "--set", "grad_clip_norm=1", "--set", "l2_penalty_weight=0"), "all its keys are fixed"),
+    ],
+)
+def test_user_errors_are_one_line_and_write_nothing(cli, tmp_path, args, message):
+    store = tmp_path / "e.db"
+    r = cli("tune", "--dataset", "synthetic", *args, *TINY, "--store", store)
+    one_line_error(r, message)
+    assert not store.exists() and not storage_path(store).exists()
+
+
+def test_show_without_a_study_is_one_line(cli, tmp_path):
+    one_line_error(cli("tune", "show", "--study", "x", "--store", tmp_path / "none.db"), "no search studies beside")
+
+
+def test_range_syntax():
+    assert parse_spec("k", "log:1e-4..1e-2") == Float(1e-4, 1e-2, log=True)
+    assert parse_spec("k", "float:0.1..0.5") == Float(0.1, 0.5)
+    assert parse_spec("k", "int:1..10:log") == Int(1, 10, log=True)
+    assert parse_spec("k", "choice:a,b") == Choice("a", "b")
+    for bad in ("1..2", "log:2..1", "int:1.5..3", "float:0.1..0.5:log", "choice:", "what:1..2"):
+        with pytest.raises(ConfigError):
+            parse_spec("k", bad)
+
+
+def test_every_built_in_meta_learner_declares_a_valid_space(host):
+    from fewshot_bench.runner import RunSpec, resolve_config
+    from fewshot_bench.search_space import check_space
+
+    for name in ("leo", "leo-deterministic", "leo-random-prior", "leo-no-finetune", "leo-generator-only",
+                 "leo-generator-finetune", "metasgd", "maml"):
+        cls = host.learner(name)
+        assert cls.search_space, name
+        check_space(resolve_config(cls, RunSpec(learner=name)), cls.search_space, {}, name)
+    # The paper's Table 6 values lie inside LEO's ranges.
+    from fewshot_bench_leo.hparams import PRESETS
+
+    space = host.learner("leo").search_space
+    for preset in PRESETS.values():
+        for values in preset.values():
+            for key, value in values.items():
+                assert space[key].low <= value <= space[key].high, (key, value)
+
+
+def test_a_search_through_a_local_ray_instance(cli, tmp_path):
+    ray = pytest.importorskip("ray")
+    try:
+        ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="ERROR", log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+    except Exception as exc:  # no Ray on this machine: nothing to test
+        pytest.skip(f"ray could not start: {exc}")
+    try:
+        r = cli(*METASGD, "--trials", "3", "--steps", "6", "--val-every", "3", "--val-episodes", "10",
+                "--executor", "ray", "--store", tmp_path / "ray.db", "--json")
+        assert r.code == 0, r.err
+        assert r.json()["complete"] == 3 and ray.is_initialized()
+    finally:
+        ray.shutdown()
+    runs = trials_in(tmp_path / "ray.db")
+    assert sorted(x.options["tune"]["trial"] for x in runs) == [0, 1, 2]
+    assert all(x.hardware["torch_threads"] == 1 for x in runs)  # computed in Ray workers, one CPU each
