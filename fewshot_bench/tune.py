@@ -525,6 +525,7 @@ def plot_study(study: Any, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     done.sort(key=lambda t: t.number)
@@ -552,6 +553,7 @@ def plot_study(study: Any, path: Path) -> Path:
         dist = next((t.distributions[key] for t in done if key in t.distributions), None)
         if getattr(dist, "log", False):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # narrow log ranges: no crowded labels
         ax.set_xlabel(key)
         ax.set_ylabel("validation score")
     for ax in flat[len(params) + 1:]:

@@ -173,6 +173,30 @@ def test_kill_9_mid_search_then_rerun_loses_and_repeats_no_trial(tmp_path):
         assert complete == {n: p for n, (s, p) in reference.items()}
 
 
+def test_a_trial_stored_just_before_a_kill_is_told_not_recomputed(cli, tmp_path, monkeypatch):
+    import fewshot_bench.tune as tune
+
+    store = tmp_path / "d.db"
+    store_trial = tune._store_trial
+
+    def die_after_storing_trial_1(outcome, job, *args):
+        store_trial(outcome, job, *args)
+        if job.number == 1:
+            raise SystemExit(137)  # as if killed between the store's commit and the study's update
+
+    monkeypatch.setattr(tune, "_store_trial", die_after_storing_trial_1)
+    assert cli(*METASGD, "--trials", "3", *TINY, "--store", store).code == 137
+    monkeypatch.setattr(tune, "_store_trial", store_trial)
+    name = next(iter({r.options["tune"]["study"] for r in trials_in(store)}))
+    assert study_states(store, name)[1][0] == "RUNNING" and len(trials_in(store)) == 2
+
+    again = cli(*METASGD, "--trials", "3", *TINY, "--store", store, "--json")
+    assert again.code == 0, again.err
+    assert again.json()["complete"] == 3 and again.json()["resumed"] == 1 and again.json()["ran"] == 1
+    assert sorted(r.options["tune"]["trial"] for r in trials_in(store)) == [0, 1, 2]
+    assert [s for s, _ in study_states(store, name).values()] == ["COMPLETE"] * 3
+
+
 def test_run_and_sweep_use_the_tuned_preset_and_tables_say_where_it_came_from(cli, tmp_path):
     store = tmp_path / "p.db"
     budget = ["--steps", "4", "--val-every", "2", "--val-episodes", "5", "--episodes", "10", "--eval-query", "5"]
