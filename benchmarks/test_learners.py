@@ -26,6 +26,7 @@ from fewshot_bench.evaluate import evaluate
 from fewshot_bench.learner import Learner, TaskSpec
 from fewshot_bench.linear import onehot_labels
 from fewshot_bench.plugins import load_plugins
+from fewshot_bench.threads import requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions
 from metasgd_loop import LoopMetaSGD, LoopTrainer
 
@@ -36,7 +37,8 @@ SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])
 torch.set_flush_denormal(True)
 # Intra-op threads (default: torch's, one per core). On a shared 2-core machine another busy
 # process makes 2 OpenMP threads stall ~200 ms at their barriers; 1 thread avoids that.
-THREADS = int(os.environ.get("FEWSHOT_BENCH_THREADS", torch.get_num_threads()))
+# FEWSHOT_BENCH_THREADS is read as `fewshot-bench run` reads it (fewshot_bench.threads); unset or auto: torch's default.
+THREADS = requested_threads()[0] or torch.get_num_threads()
 torch.set_num_threads(THREADS)
 DEVICE = torch.device(os.environ.get("FEWSHOT_BENCH_DEVICE", "cpu"))
 CUDA = DEVICE.type == "cuda"

@@ -199,7 +199,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise ConfigError("--executor ray needs Ray: pip install 'fewshot-bench[ray]'") from None
+            raise ConfigError("--executor ray needs Ray: python -m pip install 'ray[default]>=2.9'") from None
         self.ray = ray
         self.settings = settings
         self.started_here = False

@@ -164,7 +164,7 @@ def _vision():
         from PIL import Image
         from torchvision.transforms.v2 import functional
     except ImportError as exc:  # optional dependencies: the feature-only harness does not need them
-        raise ConfigError(f"image support needs torchvision and Pillow ({exc}); pip install 'fewshot-bench[images]'") from None
+        raise ConfigError(f"image support needs torchvision and Pillow ({exc}); python -m pip install 'torchvision>=0.16' 'pillow>=9'") from None
     return functional, Image
 
 
