@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -51,9 +52,12 @@ def _convert(text: str, typ: Any, key: str) -> Any:
         raise ConfigError(f"--set {key}: expected true or false, got {text!r}")
     if typ in (int, float):
         try:
-            return typ(text)
+            value = typ(text)
         except ValueError:
             raise ConfigError(f"--set {key}: expected {typ.__name__}, got {text!r}") from None
+        if typ is float and not math.isfinite(value):
+            raise ConfigError(f"--set {key}={text}: expected a finite number")
+        return value
     if typ is str:
         return text
     if origin in (tuple, list):
@@ -68,7 +72,8 @@ def apply_overrides(config: Any, overrides: dict[str, str], learner: str = "") -
     if not overrides:
         return config
     hints = typing.get_type_hints(type(config))
-    names = {f.name for f in dataclasses.fields(config)}
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    names = set(fields)
     changes = {}
     for key, text in overrides.items():
         if key not in names:
@@ -77,7 +82,53 @@ def apply_overrides(config: Any, overrides: dict[str, str], learner: str = "") -
                 f"valid options: {', '.join(sorted(names))}"
             )
         changes[key] = _convert(text, hints[key], key)
-    return dataclasses.replace(config, **changes)
+        problem = check_value(key, changes[key], fields[key])
+        if problem:
+            raise ConfigError(f"--set {key}={text}: {problem}")
+    try:
+        return dataclasses.replace(config, **changes)
+    except (ValueError, TypeError) as exc:  # a Config's own __post_init__ checks
+        raise ConfigError(f"--set {', '.join(f'{k}={v}' for k, v in overrides.items())}: {exc}") from None
+
+
+# What the harness's own fields (fewshot_bench.learner.LearnerConfig) mean, checked before any work.
+DTYPES = ("float32", "float64")
+_AT_LEAST_ONE = ("meta_batch_size",)
+
+
+def check_value(key: str, value: Any, field_: dataclasses.Field | None = None) -> str | None:
+    """Why ``value`` is not a meaningful value of Config field ``key``, or None.
+
+    Every number must be finite and, unless the field's metadata says ``signed=True``, not
+    negative (learning rates, weights, rates, counts and sizes all are); ``min``/``max`` in a
+    field's metadata bound it further. The harness's own fields: ``outer_lr`` > 0,
+    ``meta_batch_size`` >= 1, gradient clipping > 0 (or none), ``dtype`` float32 or float64;
+    a ``dropout_rate`` is below 1 and a size (``*_dim``, ``hidden*``) at least 1.
+    """
+    meta = dict(field_.metadata) if field_ is not None else {}
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            return "expected a finite number"
+        if v < 0 and not meta.get("signed"):
+            return "must not be negative"
+        if "min" in meta and v < meta["min"]:
+            return f"must be at least {meta['min']}"
+        if "max" in meta and v > meta["max"]:
+            return f"must be at most {meta['max']}"
+        if (key in _AT_LEAST_ONE or key.endswith("_dim") or key.startswith("hidden") or key.endswith("_hidden")) and v < 1:
+            return "must be at least 1"
+    if key == "outer_lr" and value is not None and not value > 0:
+        return "the meta-learning rate must be positive"
+    if key.startswith("grad_clip") and value is not None and not value > 0:
+        return "a clipping threshold must be positive (or none to disable it)"
+    if key == "dropout_rate" and isinstance(value, (int, float)) and not value < 1:
+        return "a dropout rate must be below 1"
+    if key == "dtype" and value not in DTYPES:
+        return f"expected one of {', '.join(DTYPES)}"
+    return None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

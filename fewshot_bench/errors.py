@@ -23,3 +23,8 @@ class PluginError(FewshotBenchError):
 
 class StoreError(FewshotBenchError):
     """The results store is unreadable or is not a fewshot-bench database."""
+
+
+class WriteError(FewshotBenchError):
+    """The harness could not write one of its own files (a checkpoint, a saved model): a full
+    disk, a read-only place, a path that is a directory. Never the learner's fault."""

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewshot_bench import stats
+from fewshot_bench import preflight, stats
 from fewshot_bench.config import apply_overrides, config_to_dict
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
 from fewshot_bench.errors import CheckpointError, ConfigError, FewshotBenchError, PluginError
@@ -242,6 +243,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     test = dataset.split(scored)
     task = TaskSpec(spec.way, spec.shot, dataset.feature_dim, dataset.kind, dataset.name)
     eval_query = spec.eval_query if spec.eval_query is not None else all_remaining_queries(test, spec.shot)
+    preflight.check_episodes(dataset, spec, eval_query, test.name)  # the scored split too, before any training
 
     torch.manual_seed(spec.seed)
     learner = build_learner(cls, config, task, ctx.device)
@@ -315,26 +317,31 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
 
 
 def store_outcome(
-    outcome: RunOutcome, store_path: Path, checkpoint_dir: Path | None = None, if_absent: bool = False
+    outcome: RunOutcome, store_path: Path, checkpoint_dir: Path | None = None, if_absent: bool = False,
+    replace: bool = False,
 ) -> str:
     """Write a computed run to the store, then drop its checkpoint; returns the stored run id.
 
     The checkpoint goes only after the store commit, so a kill in between costs at most a
     re-evaluation. With ``if_absent`` a run whose key is already complete is not written
-    again and the existing run's id is returned (what sweeps use: never a duplicate).
+    again and the existing run's id is returned (what sweeps use: never a duplicate); with
+    ``replace`` it takes the stored run's place (``run --rerun``).
     """
     with ResultStore(store_path) as store:
-        run_id = store.add_run(outcome.record, outcome.values, if_absent=if_absent)
+        run_id = store.add_run(outcome.record, outcome.values, if_absent=if_absent, replace=replace)
     if checkpoint_dir is not None:
         (checkpoint_dir / f"{outcome.record['run_key']}.pt").unlink(missing_ok=True)
     return run_id
 
 
-def execute(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
+def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False) -> dict[str, Any]:
     """Run the protocol for ``spec`` and store the result; returns the stored summary.
 
-    Meta-training checkpoints after each validation; rerunning the same spec resumes.
+    Meta-training checkpoints after each validation; rerunning the same spec resumes. One
+    run key has one complete row: if another process stored the same run meanwhile, its row
+    is kept (``stored_by_other`` is set); with ``rerun`` this run replaces the stored one.
     """
     outcome = compute(spec, ctx)
-    run_id = store_outcome(outcome, ctx.store_path, ctx.checkpoint_dir)
-    return {"run_id": run_id, **outcome.record}
+    mine = outcome.record.setdefault("run_id", uuid.uuid4().hex[:12])
+    run_id = store_outcome(outcome, ctx.store_path, ctx.checkpoint_dir, if_absent=not rerun, replace=rerun)
+    return {**outcome.record, "run_id": run_id, "stored_by_other": run_id != mine}

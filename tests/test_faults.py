@@ -236,3 +236,236 @@ def test_features_without_files_hint_at_exporting_not_the_leo_download(cli, tmp_
         assert "data download leo" not in r.err and "write_embeddings" in r.err and "embed" in r.err
     r = cli("run", "--learner", "nearest-centroid", "--dataset", "mini", "--episodes", "10")
     assert "data download leo" in r.err  # the right advice for the LEO datasets
+
+
+# --- 5 (item). validate before working; 7. bad values; 10. one line -------------------------------
+
+TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5",
+        "--eval-query", "2")
+
+
+def one_line(r, header: bool = False) -> str:
+    assert r.code == 1 and "Traceback" not in r.err, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fewshot-bench: error: "), r.err
+    if not header:  # checks that need no data fail before the run header: nothing started
+        assert r.out == "", r.out
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("--shot", "0"), "--shot 0"),
+        (("--way", "1"), "--way 1"),
+        (("--seed", "-1"), "--seed -1"),
+        (("--seed", str(2**63)), "seeds run from 0"),
+        (("--eval-query", "0"), "--eval-query 0"),
+        (("--patience", "-2"), "--patience -2"),
+        (("--set", "outer_lr=nan"), "finite"),
+        (("--set", "outer_lr=inf"), "finite"),
+        (("--set", "outer_lr=-1"), "negative"),
+        (("--set", "outer_lr=0"), "positive"),
+        (("--set", "dtype=int8"), "float32, float64"),
+        (("--set", "meta_batch_size=0"), "at least 1"),
+        (("--set", "inner_steps=-3"), "negative"),
+        (("--set", "grad_clip_norm=0"), "positive"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(cli, tmp_path, args, words):
+    line = one_line(cli("run", *TINY, *args, "--store", tmp_path / "r.db"))
+    assert words in line and "failed during" not in line  # the user's value, not the plugin, is to blame
+    assert not (tmp_path / "fewshot-checkpoints").exists() or not any((tmp_path / "fewshot-checkpoints").iterdir())
+
+
+def test_leo_seed_range_and_dropout_checked_as_values(cli, tmp_path):
+    assert "seeds run from 0" in one_line(cli("run", "--learner", "leo", "--seed", "-1", "--store", tmp_path / "r.db"))
+    assert "dropout" in one_line(cli("run", "--learner", "leo", "--set", "dropout_rate=1", "--store", tmp_path / "r.db"))
+
+
+def test_episode_shape_is_checked_against_every_split_before_training(cli, tmp_path, monkeypatch):
+    from fewshot_bench import train
+
+    monkeypatch.setattr(train.MetaTrainer, "run", lambda self: pytest.fail("trained before the check"))
+    line = one_line(cli("run", *TINY[:-2], "--eval-query", "100000", "--store", tmp_path / "r.db"), header=True)
+    assert "fewer than K + Q" in line
+
+
+@pytest.mark.parametrize("store", ["text", "foreign", "directory", "newer"])
+def test_bad_store_is_refused_before_any_work(cli, tmp_path, monkeypatch, store):
+    """A bad --store was found only after training (40 s of LEO)."""
+    from fewshot_bench import runner
+
+    monkeypatch.setattr(runner, "compute", lambda *a, **k: pytest.fail("worked before checking the store"))
+    path = tmp_path / "s.db"
+    if store == "text":
+        path.write_text("my notes\n" * 100)
+    elif store == "foreign":
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    elif store == "directory":
+        path.mkdir()
+    else:
+        with ResultStore(path):
+            pass
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        conn.commit()
+        conn.close()
+    line = one_line(cli("run", *TINY, "--store", path))
+    assert str(path) in line
+
+
+def test_read_only_store_is_refused_before_any_work(cli, tmp_path, monkeypatch):
+    from fewshot_bench import runner
+
+    path = tmp_path / "s.db"
+    with ResultStore(path):
+        pass
+    connect = ResultStore._connect
+    monkeypatch.setattr(ResultStore, "_connect", lambda self, q="": connect(self, q or "mode=ro"))
+    monkeypatch.setattr(runner, "compute", lambda *a, **k: pytest.fail("worked before checking the store"))
+    line = one_line(cli("run", *TINY, "--store", path))
+    assert "read-only" in line and "not a fewshot-bench results store" not in line
+
+
+def test_one_line_even_when_a_preset_note_was_logged(tmp_path):
+    """Errors arrived as two lines: LEO's preset note first."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "fewshot_bench", "run", "--learner", "leo", "--shot", "3", "--seed", "-1",
+         "--store", str(tmp_path / "r.db")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "--seed -1" in r.stderr
+
+
+def test_broken_pipe_exits_quietly(tmp_path):
+    """`results --json | head -c 10` printed a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        for i in range(300):
+            store.add_run(dict(RECORD, run_key=f"k{i}", seed=i), np.zeros(3))
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "fewshot_bench", "results", "--json", "--store", str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.read(10)
+        proc.stdout.close()  # what `head -c 10` does
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+        assert "Traceback" not in err and "BrokenPipe" not in err and err == "", err
+
+
+# --- 6. a finished run is reused, not retrained and stored again -------------------------------
+
+
+def test_running_a_finished_run_again_reuses_it(cli, tmp_path, monkeypatch):
+    from fewshot_bench import runner
+
+    store = tmp_path / "r.db"
+    first = cli("run", *TINY, "--store", store, "--json")
+    assert first.code == 0, first.err
+    compute = runner.compute
+    monkeypatch.setattr(runner, "compute", lambda *a, **k: pytest.fail("retrained a stored run"))
+    again = cli("run", *TINY, "--store", store, "--json")
+    assert again.code == 0 and again.json()["run_id"] == first.json()["run_id"]
+    assert "reusing it" in again.err and "--rerun" in again.err
+    assert again.json()["accuracy"] == first.json()["accuracy"]
+    monkeypatch.setattr(runner, "compute", compute)
+    rerun = cli("run", *TINY, "--store", store, "--json", "--rerun")
+    assert rerun.code == 0 and rerun.json()["run_id"] != first.json()["run_id"]
+    with ResultStore(store, create=False) as s:
+        assert [r.run_id for r in s.runs()] == [rerun.json()["run_id"]]  # one run key, one complete row
+
+
+def test_identical_runs_finishing_together_store_one_row(host, synthetic, tmp_path):
+    from fewshot_bench.runner import RunContext, RunSpec, compute, execute
+
+    ctx = RunContext(host=host, store_path=tmp_path / "r.db", checkpoint_dir=tmp_path / "ck",
+                     dataset_cache={("synthetic", "center", "None"): synthetic})
+    spec = RunSpec(learner="nearest-centroid", steps=0, episodes=5, eval_query=2)
+    outcome = compute(spec, ctx)  # the other process finished first and stored the same run
+    from fewshot_bench.runner import store_outcome
+
+    theirs = store_outcome(outcome, ctx.store_path, if_absent=True)
+    mine = execute(spec, ctx)
+    assert mine["run_id"] == theirs and mine["stored_by_other"]
+    with ResultStore(ctx.store_path, create=False) as s:
+        assert len(s.runs()) == 1
+
+
+# --- 3, 4, 8. checkpoints: a directory, a file as the folder, a full disk ------------------------
+
+
+@pytest.fixture
+def run_key(host):
+    from fewshot_bench.cli import build_parser
+    from fewshot_bench.commands.run import spec_from_args
+    from fewshot_bench.config import config_to_dict
+    from fewshot_bench.runner import resolve_config
+
+    spec = spec_from_args(build_parser().parse_args(["run", *TINY]), host)
+    return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec)))
+
+
+def test_checkpoint_path_that_is_a_directory_fails_before_training(cli, tmp_path, run_key):
+    ck = tmp_path / "ck"
+    (ck / f"{run_key}.pt").mkdir(parents=True)
+    line = one_line(cli("run", *TINY, "--checkpoint-dir", ck, "--store", tmp_path / "r.db"))
+    assert "is a directory" in line and "learner" not in line
+    assert not list(ck.glob(".*.tmp"))
+
+
+def test_checkpoint_folder_that_is_a_file_is_the_harness_not_the_learner(cli, tmp_path):
+    (tmp_path / "ck").write_text("x")
+    line = one_line(cli("run", *TINY, "--checkpoint-dir", tmp_path / "ck", "--store", tmp_path / "r.db"))
+    assert "is a file" in line and "failed during meta-training" not in line
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_path, monkeypatch):
+    """An obscure torch error blamed on the plugin, and a .tmp left filling the disk."""
+    import shutil as shutil_module
+
+    import torch
+
+    from fewshot_bench import train
+
+    real_save = torch.save
+
+    def full_disk_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # the partial file exists when the write fails
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/3: file write failed")
+
+    monkeypatch.setattr(train.torch, "save", full_disk_save)
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda p: shutil_module._ntuple_diskusage(100, 100, 0))
+    ck = tmp_path / "ck"
+    r = cli("run", *TINY, "--checkpoint-dir", ck, "--store", tmp_path / "r.db")
+    assert r.code == 1 and "Traceback" not in r.err
+    line = r.err.strip().splitlines()[-1]
+    assert "the disk is full" in line and "learner" not in line and str(ck) in line
+    assert not [p for p in ck.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_full_disk_oserror_while_checkpointing(tmp_path, monkeypatch):
+    import errno
+
+    from fewshot_bench import train
+    from fewshot_bench.errors import WriteError
+
+    def enospc(obj, f, *a, **k):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train.torch, "save", enospc)
+    with pytest.raises(WriteError, match="the disk is full"):
+        train.save_atomic({"a": 1}, tmp_path / "x.pt")
+    assert list(tmp_path.iterdir()) == []
