@@ -93,6 +93,15 @@ def test_the_same_seed_gives_the_same_trials(cli, tmp_path):
     assert c.json()["study"] != a.json()["study"]
 
 
+def test_a_search_on_a_local_pool_keeps_one_trial_per_worker_in_flight(cli, tmp_path):
+    store = tmp_path / "pool.db"
+    tiny = [*TINY[:-1], "2"]  # --workers 2
+    r = cli(*METASGD, "--trials", "3", *tiny, "--sampler", "tpe", "--store", store, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["complete"] == 3 and r.json()["ran"] == 3
+    assert sorted(x.options["tune"]["trial"] for x in trials_in(store)) == [0, 1, 2]
+
+
 class ForbiddenSplit:
     """A split that fails the test the moment anything reads it."""
 
