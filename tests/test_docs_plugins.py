@@ -69,6 +69,7 @@ def test_every_check_is_described():
         assert f"| `{name}` |" in TEXT, f"check {name} is missing from the table in docs/plugins.md"
 
 
+@pytest.mark.slow
 def test_python_examples_run_in_order(monkeypatch, capsys):
     """The Python blocks run top to bottom as one module, ``my_learner``, like a reader's file would."""
     module = types.ModuleType("my_learner")
@@ -89,6 +90,7 @@ def test_toml_example_declares_the_entry_point():
     assert data["project"]["entry-points"]["fewshot_bench"] == {"scaled-centroid": "my_learner"}
 
 
+@pytest.mark.slow
 def test_console_examples_run(cli, tmp_path, monkeypatch):
     """Every ``$`` command runs and succeeds: fewshot-bench in-process, pip into a temporary target, pytest in a subprocess."""
     from plugin_tree import pip_install

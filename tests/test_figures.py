@@ -18,6 +18,7 @@ def assert_png(path: Path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 20_000, (path, len(data))
 
 
+@pytest.mark.slow
 def test_figures_4_and_5_from_classification_runs(cli):
     leo = cli("run", "--learner", "leo", *SHORT)
     assert leo.code == 0, leo.err

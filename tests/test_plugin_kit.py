@@ -370,6 +370,7 @@ def test_installed_template_plugin_is_listed_and_runs(plugins_on_path, cli):
     assert r.json()["accuracy"] > 0.3  # 5-way: chance is 0.2
 
 
+@pytest.mark.slow
 def test_check_plugin_passes_the_installed_template(plugin_tree):
     """``check-plugin`` on the pip-installed template, in its own process: every check passes (it has no readout to check)."""
     done = plugin_tree.cli("check-plugin", plugin_tree.template_learner, "--json")
@@ -381,6 +382,7 @@ def test_check_plugin_passes_the_installed_template(plugin_tree):
     assert {c["check"]: c["status"] for c in learner["checks"]} == expected
 
 
+@pytest.mark.slow
 def test_check_plugin_catches_the_installed_leaky_learner(plugin_tree):
     """``check-plugin`` exits 1 naming the learner, its distribution and the checks that caught the leak."""
     done = plugin_tree.cli("check-plugin", "leaky-centroid")
@@ -391,6 +393,7 @@ def test_check_plugin_catches_the_installed_leaky_learner(plugin_tree):
     assert "'leaky-centroid' (distribution 'fewshot-bench-leaky') failed isolation, batching" in error
 
 
+@pytest.mark.slow
 def test_generated_tests_run_under_pytest(plugin_tree):
     """The template's own tests (conformance via parametrize_with_checks, plus a unit test) pass under pytest."""
     import subprocess

@@ -82,6 +82,7 @@ def test_gradient_baselines_train_on_regression(cli, learner):
     assert np.isfinite(out.json()["mse"]) and out.json()["best_val_mse"] is not None
 
 
+@pytest.mark.slow
 def test_leo_regression_beats_the_mlp_from_scratch(cli):
     common = ("--dataset", "sines-lines", "--episodes", "500", "--json")
     scratch = cli("run", "--learner", "mlp-scratch", *common)

@@ -93,6 +93,7 @@ def test_run_refuses_a_malformed_thread_count(cli):
     assert r.code == 1 and "--threads must be a positive number" in r.err and "Traceback" not in r.err
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_thread_count_for_small_learners(cli):
     """Meta-SGD's 5-way 1-shot step is small: per-episode metrics are equal with 1 and 2 threads."""
     args = ["run", "--learner", "metasgd", "--steps", "6", "--val-every", "3", "--val-episodes", "10",
