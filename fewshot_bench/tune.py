@@ -51,6 +51,9 @@ from fewshot_bench.tasks import task_kind
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "tpe")
+# What a trial scores: "best", the best validation accuracy (its best checkpoint's: early stopping's pick,
+# the paper's criterion); "last", the validation accuracy at the end of training (favours runs that stay good).
+SCORES = ("best", "last")
 STAGE = "tune"
 TPE_STARTUP = 10  # random trials before TPE models the results (Optuna's default)
 
@@ -89,6 +92,7 @@ class SearchRequest:
     seed: int = 0
     crop: str = "center"
     direction: str = "maximize"
+    score: str = "best"
 
     def definition(self) -> dict[str, Any]:
         """The study's definition as stored in the study and hashed into its name."""
@@ -96,7 +100,7 @@ class SearchRequest:
             "learner": self.learner, "dataset": self.dataset, "way": self.way, "shot": self.shot,
             "budget": asdict(self.budget), "space": space_text(self.space), "fixed": dict(sorted(self.fixed.items())),
             "sampler": self.sampler, "seed": self.seed, "crop": self.crop,
-        }
+        } | ({} if self.score == "best" else {"score": self.score})  # studies made before --score keep their names
 
     @property
     def study_name(self) -> str:
@@ -117,7 +121,7 @@ class SearchRequest:
 def make_request(
     host: PluginHost, learner: str, dataset: str, way: int, shot: int, budget: Budget,
     space: dict[str, Param] | None = None, fixed: dict[str, str] | None = None,
-    sampler: str = "random", seed: int = 0, crop: str = "center",
+    sampler: str = "random", seed: int = 0, crop: str = "center", score: str = "best",
 ) -> SearchRequest:
     """A checked request: the learner's declared space, ``space`` overriding ranges, ``fixed`` keys removed.
 
@@ -129,6 +133,8 @@ def make_request(
     kind = spec.kind
     if kind not in cls.kinds:
         raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {spec.name!r}")
+    if score not in SCORES:
+        raise ConfigError(f"unknown score {score!r}; use {' or '.join(SCORES)}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r}; use {' or '.join(SAMPLERS)}")
     if way < 2 and task_kind(kind).fixed_way is None:
@@ -147,7 +153,7 @@ def make_request(
     if not impl.meta_trainable and budget.steps:
         budget = replace(budget, steps=0)  # nothing to meta-train: a trial only scores on val
     direction = "maximize" if task_kind(kind).higher_is_better else "minimize"
-    return SearchRequest(learner, spec.name, way, shot, budget, searched, fixed, sampler, seed, crop, direction)
+    return SearchRequest(learner, spec.name, way, shot, budget, searched, fixed, sampler, seed, crop, direction, score)
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -303,7 +309,7 @@ def search(
             for point in history:
                 storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
             storage.set_trial_user_attr(trial_id, "run_id", outcome.record["run_id"])
-            study.tell(job.number, float(outcome.record["accuracy"]))
+            study.tell(job.number, trial_score(outcome.record, request.score))
 
         # A stale trial whose run was stored before the driver died is only told.
         todo_stale = []
@@ -362,7 +368,10 @@ def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, sto
         raise ConfigError(f"{job.label}: the worker computed key {outcome.record['run_key']}, the driver expected {job.key}")
     # The trial's values with the study's fixed keys: what its tuned preset applies.
     values = dict(sorted(job.spec.overrides.items()))
-    outcome.record["options"]["tune"] = {"study": job.study, "trial": job.number, "sampler": request.sampler, "values": values}
+    outcome.record["options"]["tune"] = {
+        "study": job.study, "trial": job.number, "sampler": request.sampler, "values": values,
+        "objective": request.score, "score": trial_score(outcome.record, request.score),
+    }
     outcome.record["run_id"] = store_outcome(outcome, store_path, checkpoint_dir, if_absent=True)
 
 
@@ -374,10 +383,17 @@ def is_trial(run: RunRecord) -> bool:
     return run.options.get("stage") == STAGE
 
 
+def trial_score(record: dict[str, Any], score: str) -> float:
+    """A trial's objective: its best validation accuracy (the stored accuracy) or its last validation's."""
+    history = record["summary"]["train"].get("history") or []
+    return float(history[-1]["val_accuracy"] if score == "last" and history else record["accuracy"])
+
+
 def _better(a: RunRecord, b: RunRecord) -> bool:
     higher = a.metric == "accuracy"
-    if a.accuracy != b.accuracy:
-        return (a.accuracy > b.accuracy) if higher else (a.accuracy < b.accuracy)
+    sa, sb = (r.options["tune"].get("score", r.accuracy) for r in (a, b))
+    if sa != sb:
+        return (sa > sb) if higher else (sa < sb)
     return a.options["tune"]["trial"] < b.options["tune"]["trial"]
 
 
@@ -421,7 +437,8 @@ def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: i
     o = best.options
     return {
         "values": dict(o["tune"]["values"]), "study": name, "trial": o["tune"]["trial"], "trials": len(runs),
-        "val_accuracy": best.accuracy, "run_id": best.run_id,
+        "val_accuracy": best.accuracy, "objective": o["tune"].get("objective", "best"),
+        "score": o["tune"].get("score", best.accuracy), "run_id": best.run_id,
         "budget": {"steps": o["steps"], "val_every": min(o["val_every"], o["steps"]) if o["steps"] else o["val_every"],
                    "val_episodes": o["val_episodes"]},
     }

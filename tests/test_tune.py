@@ -84,6 +84,20 @@ def test_search_stores_every_trial_as_a_run_and_more_trials_extend_it(cli, tmp_p
     assert (tmp_path / "study.png").stat().st_size > 0
 
 
+def test_score_last_scores_each_trial_by_its_last_validation(cli, tmp_path):
+    store = tmp_path / "last.db"
+    best = cli(*METASGD, "--trials", "1", *TINY, "--store", store, "--json")
+    last = cli(*METASGD, "--trials", "2", *TINY, "--score", "last", "--store", store, "--json")
+    assert last.code == 0, last.err
+    assert last.json()["study"] != best.json()["study"]  # another objective, another study
+    runs = [r for r in trials_in(store) if r.options["tune"]["study"] == last.json()["study"]]
+    for run in runs:
+        assert run.options["tune"]["objective"] == "last"
+        assert run.options["tune"]["score"] == run.summary["train"]["history"][-1]["val_accuracy"]
+    top = max(runs, key=lambda r: (r.options["tune"]["score"], -r.options["tune"]["trial"]))
+    assert last.json()["best"]["trial"] == top.options["tune"]["trial"]
+
+
 def test_the_same_seed_gives_the_same_trials(cli, tmp_path):
     a = cli(*METASGD, "--trials", "2", *TINY, "--store", tmp_path / "a.db", "--json")
     b = cli(*METASGD, "--trials", "2", *TINY, "--store", tmp_path / "b.db", "--json")

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=20,
                    help="completed trials the study should have in all (default 20; a rerun with more extends it)")
     p.add_argument("--sampler", choices=SAMPLERS, default="random", help="random search (default, as the paper) or tpe")
+    p.add_argument("--score", choices=["best", "last"], default="best",
+                   help="a trial's score: its best validation accuracy (default, the paper's) or the last one "
+                        "(favours hyperparameters that stay good to the end of training)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a Config key (not searched; repeatable)")
@@ -99,7 +102,7 @@ def request_from_args(args: argparse.Namespace, host):
     return make_request(
         host, args.learner, args.dataset, way, shot, budget_from_args(args),
         space=parse_space(args.space), fixed=parse_assignments(args.overrides),
-        sampler=args.sampler, seed=args.seed, crop=args.crop,
+        sampler=args.sampler, seed=args.seed, crop=args.crop, score=args.score,
     )
 
 
@@ -121,7 +124,7 @@ def handle(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"tune {request.learner} on {request.dataset}, {request.way}-way {request.shot}-shot: study "
               f"{request.study_name}, {args.trials} trials ({request.sampler} search, seed {request.seed}); per trial "
-              f"{request.budget.text()}, scored on validation (the test split is not read)")
+              f"{request.budget.text()}, scored by its {request.score} validation accuracy (the test split is not read)")
         print("searching: " + ", ".join(f"{k}={p.text()}" for k, p in sorted(request.space.items()))
               + ("; fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(request.fixed.items())) if request.fixed else ""))
     executor = make_executor(args.executor, args.workers, settings, args.ray_address, str(device))
@@ -184,7 +187,8 @@ def show(args: argparse.Namespace) -> int:
         if definition:
             b = definition.get("budget", {})
             print(f"  {definition.get('learner')} on {definition.get('dataset')}, {definition.get('way')}-way "
-                  f"{definition.get('shot')}-shot; {definition.get('sampler')} search, seed {definition.get('seed')}; "
+                  f"{definition.get('shot')}-shot; {definition.get('sampler')} search, seed {definition.get('seed')}, "
+                  f"score {definition.get('score', 'best')} validation accuracy; "
                   f"per trial {Budget(**b).text() if b else '?'}")
             print("  space: " + ", ".join(f"{k}={v}" for k, v in definition.get("space", {}).items())
                   + ("; fixed: " + ", ".join(f"{k}={v}" for k, v in definition["fixed"].items())
