@@ -16,10 +16,13 @@ Which blocks (the convention, stated in README.md, "Documentation is tested"):
 * ``<!-- docs-runner: instead COMMANDS -->`` runs COMMANDS in its place (the README's test
   command: this test is part of the suite it would start);
 * budgets are shortened, as README.md says: ``fewshot-bench run`` and ``sweep`` get
-  :data:`SHORT` appended (the last value of an option wins), so the whole walk takes minutes.
+  :data:`SHORT` appended (the last value of an option wins), ``sweep`` also one seed,
+  ``figure`` 100 episodes, so the whole walk takes minutes.
 
 Marked ``slow`` (a virtual environment and a few dozen commands: minutes);
-``FEWSHOT_BENCH_DOCS_KEEP=DIR`` keeps the work directory for a look afterwards.
+``FEWSHOT_BENCH_DOCS_KEEP=DIR`` keeps the work directory for a look afterwards and reuses
+its ``.venv`` on the next run (the quickstart's pip then finds everything installed; CI
+never sets it).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_INFO = {"bash", "sh", "shell", "console"}
 DIRECTIVE = re.compile(r"^<!--\s*docs-runner:\s*(?P<verb>skip|instead)\b\s*(?P<rest>.*?)\s*-->\s*$")
-SHORT = "--steps 40 --val-every 20 --val-episodes 40 --episodes 200"
+SHORT = "--steps 20 --val-every 10 --val-episodes 20 --episodes 100"
+SHORT_SWEEP = "--seeds 1"
+SHORT_FIGURE = "--episodes 100"
 BLOCK_TIMEOUT_S = 900
 # What the copy leaves out: environments, caches, results, and the user's own outputs.
 IGNORE = shutil.ignore_patterns(".venv", ".tox", ".git", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
@@ -105,7 +110,12 @@ set -eo pipefail
 fewshot-bench() {{
   local sub="" a
   for a in "$@"; do case "$a" in -*) ;; *) sub="$a"; break;; esac; done
-  if [ "$sub" = run ] || [ "$sub" = sweep ]; then command fewshot-bench "$@" {SHORT}; else command fewshot-bench "$@"; fi
+  case "$sub" in
+    run) command fewshot-bench "$@" {SHORT};;
+    sweep) command fewshot-bench "$@" {SHORT} {SHORT_SWEEP};;
+    figure) command fewshot-bench "$@" {SHORT_FIGURE};;
+    *) command fewshot-bench "$@";;
+  esac
 }}
 """
 
@@ -157,13 +167,15 @@ def test_docs_commands_run_in_a_fresh_environment(tmp_path):
     keep = os.environ.get("FEWSHOT_BENCH_DOCS_KEEP")
     work = Path(keep).resolve() if keep else tmp_path
     checkout = work / "checkout"
-    if checkout.exists():
-        shutil.rmtree(checkout)
-    shutil.copytree(ROOT, checkout, ignore=IGNORE)
+    for old in [p for p in work.iterdir() if p.name != "checkout"] + (
+            [p for p in checkout.iterdir() if p.name != ".venv"] if checkout.exists() else []):
+        shutil.rmtree(old) if old.is_dir() else old.unlink()  # a kept .venv is reused: pip finds it complete
+    shutil.copytree(ROOT, checkout, ignore=IGNORE, dirs_exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "FEWSHOT_BENCH_"))}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT)))
     env["FEWSHOT_BENCH_PROGRESS_EVERY"] = "0"
     venv = checkout / ".venv"
+    active = False
     failures, ran, skipped = [], 0, 0
     for path in DOCS:
         cwd = checkout if path.name == "README.md" else work / f"docs-{path.stem}"
@@ -172,8 +184,9 @@ def test_docs_commands_run_in_a_fresh_environment(tmp_path):
             if block.skip is not None:
                 skipped += 1
                 continue
-            if venv.exists():
+            if venv.exists() and not active and ran:  # from the block after the quickstart on
                 env = env | {"VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"}
+                active = True
             result = run_block(block, cwd, env)
             ran += 1
             output = result.stdout + result.stderr
