@@ -34,6 +34,7 @@ from fewshot_bench.data.base import FeatureSplit
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSource, PredictionBatch
 from fewshot_bench.errors import PluginError
 from fewshot_bench.learner import Learner
+from fewshot_bench.progress import progress as progress_counter
 from fewshot_bench.tasks import task_kind
 
 PAPER_TEST_EPISODES = 50_000
@@ -165,6 +166,7 @@ def evaluate(
     progress: bool = False,
     desc: str = "evaluate",
     fast: bool | None = None,
+    progress_every: float | None = None,
 ) -> np.ndarray:
     """Per-episode metric values of ``learner`` on episodes ``0 .. episodes - 1`` of ``split``.
 
@@ -189,7 +191,8 @@ def evaluate(
     was_training = learner.training
     learner.eval()
     try:
-        with tqdm(total=episodes, desc=desc, unit="ep", disable=not progress, leave=False) as bar:
+        # A bar on a terminal, else (``progress_every``) a line every so often for logs.
+        with progress_counter(episodes, desc, "ep", progress, progress_every, leave=False) as bar:
             if blocked:
                 size = batch_size or blocked_batch_size(n_way, k_shot, split.feature_dim)
                 out = _evaluate_blocked(learner, sampler, episodes, size, device, bar)

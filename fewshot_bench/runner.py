@@ -288,6 +288,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         acc = evaluate(
             learner, test, spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
             n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"{scored} {spec.learner}", stream=scored,
+            progress_every=ctx.progress_every,
         )
     timings["eval_s"] = time.perf_counter() - t0
     summary = stats.summarize_run(acc)

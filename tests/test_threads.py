@@ -151,6 +151,7 @@ def test_a_run_logs_progress_when_stderr_is_not_a_terminal(cli, monkeypatch):
     assert r.code == 0, r.err
     records = [line for line in r.err.splitlines() if line.startswith("meta-train metasgd: step ")]
     assert records and "4/4 (100.0%)" in records[-1] and "took" in records[-1]
+    assert any(line.startswith("test metasgd: ep ") and "8/8 (100.0%)" in line for line in r.err.splitlines())
     assert "meta-train metasgd: step" not in r.out
     quiet = cli("-q", "run", "--learner", "metasgd", "--steps", "4", "--val-every", "2", "--val-episodes", "4",
                 "--episodes", "8", "--store", "q.db")
