@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +188,10 @@ def test_docs_commands_run_in_a_fresh_environment(tmp_path):
             if venv.exists() and not active and ran:  # from the block after the quickstart on
                 env = env | {"VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"}
                 active = True
+            started = time.perf_counter()
             result = run_block(block, cwd, env)
+            print(f"docs runner: {block.where} exit {result.returncode} in {time.perf_counter() - started:.0f} s "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
             ran += 1
             output = result.stdout + result.stderr
             if result.returncode != 0 or "Traceback (most recent call last)" in output:
