@@ -335,7 +335,10 @@ def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str,
 
 def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path, protocol: str | None = None) -> None:
     """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers; the title names ``protocol``."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:  # in the default install; a trimmed environment gets one line
+        raise ConfigError(f"--plot needs matplotlib ({exc}); python -m pip install 'matplotlib>=3.7'") from None
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt

@@ -161,7 +161,11 @@ def model_of(host: PluginHost, record: RunRecord) -> Learner:
 
 def handle(args: argparse.Namespace) -> int:
     """Draw one figure."""
-    from fewshot_bench import figures  # matplotlib and scikit-learn load only for this command
+    try:
+        from fewshot_bench import figures  # matplotlib and scikit-learn load only for this command
+    except ImportError as exc:  # both are in the default install; a trimmed environment gets one line
+        raise ConfigError(f"figures need matplotlib and scikit-learn ({exc}); "
+                          "python -m pip install 'matplotlib>=3.7' 'scikit-learn>=1.3'") from None
 
     if args.episodes < 1 or args.samples < 1:
         raise ConfigError("--episodes and --samples must be at least 1")
