@@ -492,7 +492,8 @@ def hparams_source(run: RunRecord) -> str:
         if "study" not in t:
             return "tuned (nothing to tune: defaults)"
         b = t.get("budget", {})
-        return f"tuned: {t['study']}, best of {t['trials']} trials (trial {t['trial']}), {b.get('steps', '?')} steps"
+        last = ", by last validation" if t.get("objective") == "last" else ""
+        return f"tuned: {t['study']}, best of {t['trials']} trials (trial {t['trial']}{last}), {b.get('steps', '?')} steps"
     return preset or "default"
 
 
