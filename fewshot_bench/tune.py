@@ -270,8 +270,8 @@ def search(
             if set(t.params) == set(request.space):
                 stale.append(t)
             else:  # killed while its values were being written: replaced by a new trial
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                study._storage.set_trial_user_attr(t._trial_id, "failed", "interrupted while sampling")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                storage.set_trial_user_attr(t._trial_id, "failed", "interrupted while sampling")
 
         def job_for(number: int, values: dict[str, str]) -> TrialJob:
             spec = request.spec(values)
@@ -280,7 +280,6 @@ def search(
             return TrialJob(spec, key, number=number, study=name)
 
         running: set[int] = set()
-        failures = [0]
 
         def jobs() -> Iterator[TrialJob]:
             for t in stale:
@@ -288,7 +287,7 @@ def search(
                 report.resumed += 1
                 yield job_for(t.number, _values(t, request))
             while report.complete + len(running) < trials:
-                if failures[0] >= max(3, trials):
+                if len(report.failed) >= max(3, trials):  # a learner that keeps failing: stop asking
                     return
                 number = len(study.get_trials(deepcopy=False))
                 study.sampler = make_sampler(request.sampler, trial_seed(request.seed, number), parallel=in_flight > 1)
@@ -299,17 +298,16 @@ def search(
                 running.add(trial.number)
                 yield job
 
-        def tell(job: TrialJob, outcome: RunOutcome | None, error: str | None) -> None:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, job.number)
-            if error is not None:
+        def tell(number: int, record: dict[str, Any] | None, error: str | None = None) -> None:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+            if record is None:
                 storage.set_trial_user_attr(trial_id, "failed", error)
-                study.tell(job.number, state=TrialState.FAIL)
+                study.tell(number, state=TrialState.FAIL)
                 return
-            history = outcome.record["summary"]["train"].get("history", [])
-            for point in history:
+            for point in record["summary"]["train"].get("history", []):  # the validation curve, for Optuna's plots
                 storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
-            storage.set_trial_user_attr(trial_id, "run_id", outcome.record["run_id"])
-            study.tell(job.number, trial_score(outcome.record, request.score))
+            storage.set_trial_user_attr(trial_id, "run_id", record["run_id"])
+            study.tell(number, trial_score(record, request.score))
 
         # A stale trial whose run was stored before the driver died is only told.
         todo_stale = []
@@ -318,8 +316,7 @@ def search(
                 key = t.user_attrs.get("run_key")
                 found = store.find_complete(key) if key else None
                 if found is not None:
-                    tell(TrialJob(RunSpec(request.learner), key, number=t.number, study=name),
-                         RunOutcome(found.to_json(), None), None)  # type: ignore[arg-type]
+                    tell(t.number, found.to_json())
                     report.complete += 1
                     report.resumed += 1
                 else:
@@ -337,17 +334,16 @@ def search(
                     if isinstance(result, BaseException):
                         text = f"{type(result).__name__}: {result}"
                         log.warning("%s failed: %s", job.label, text)
-                        tell(job, None, text)
+                        tell(job.number, None, text)
                         report.failed.append((job.number, text))
-                        failures[0] += 1
                         continue
                     _store_trial(result, job, request, store_path, checkpoint_dir)
-                    tell(job, result, None)
+                    tell(job.number, result.record)
                     report.ran += 1
                     report.complete += 1
                     bar.update(1)
                     best = study.best_trial
-                    bar.set_postfix_str(f"trial {job.number}: {_score(result.record['accuracy'], kind)}, "
+                    bar.set_postfix_str(f"trial {job.number}: {_score(trial_score(result.record, request.score), kind)}, "
                                         f"best {_score(best.value, kind)} (trial {best.number})")
             finally:
                 executor.close()
