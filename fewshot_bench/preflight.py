@@ -43,25 +43,43 @@ def check_spec(spec: Any, kind: str) -> None:
         raise ConfigError(f"--eval-query {spec.eval_query}: each class needs at least 1 query")
 
 
+def check_writable(folder: Path, what: str, hint: str) -> None:
+    """``folder``, or its nearest existing parent when it does not exist yet, can be written; nothing is left behind."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise WriteError(f"{what} {existing} is a file, not a folder; {hint}")
+    probe = existing / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise WriteError(f"cannot write the {what} in {existing}: {exc.strerror or exc}; {hint}") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def check_checkpoint_dir(directory: Path | None, run_key: str) -> None:
-    """The checkpoint folder exists (or can be made) and can be written; the run's checkpoint is not a folder."""
+    """The checkpoint folder can be made and written (it is not made yet); the run's checkpoint is not a folder."""
     if directory is None:
         return
-    hint = "pass --checkpoint-dir DIR in a writable place"
-    if directory.exists() and not directory.is_dir():
-        raise WriteError(f"checkpoint folder {directory} is a file, not a folder; {hint}")
-    probe = directory / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        if directory.is_dir():
-            probe.unlink(missing_ok=True)
-        raise WriteError(f"cannot write checkpoints in {directory}: {exc.strerror or exc}; {hint}") from None
+    check_writable(directory, "checkpoint folder", "pass --checkpoint-dir DIR in a writable place")
     for name in (f"{run_key}.pt", f"{run_key}.model.pt"):
         if (directory / name).is_dir():
-            raise WriteError(f"checkpoint {directory / name} is a directory, not a file; remove it or {hint}")
+            raise WriteError(
+                f"checkpoint {directory / name} is a directory, not a file; remove it or pass --checkpoint-dir DIR"
+            )
+
+
+def check_store(path: Path) -> None:
+    """An existing store opens, is migrated and can be written; a new one could be created (it is not, yet).
+
+    A run that fails later (bad data) then leaves no empty store behind.
+    """
+    if path.exists():
+        with ResultStore(path):
+            return
+    check_writable(path.resolve().parent, "results store folder", "pass --store PATH in a writable place")
 
 
 def prepare(spec: Any, ctx: Any) -> str:
@@ -81,14 +99,15 @@ def prepare(spec: Any, ctx: Any) -> str:
             f"poses {kind}; pick another learner (see `fewshot-bench learners`)"
         )
     run_key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
-    with ResultStore(ctx.store_path):  # created, migrated and proved writable now, not after training
-        pass
+    check_store(Path(ctx.store_path))  # opened, migrated and proved writable now, not after training
     check_checkpoint_dir(ctx.checkpoint_dir, run_key)
     return run_key
 
 
 def stored_run(store_path: Path, run_key: str) -> RunRecord | None:
     """The complete run with this key in the store, if any (one run key, one complete row)."""
+    if not Path(store_path).exists():
+        return None
     with ResultStore(store_path) as store:
         return store.find_complete(run_key)
 
