@@ -279,7 +279,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         with learner_errors(spec.learner, plugin.distribution, "meta-training"):
             result = trainer.run()
         train_summary = {"meta_trained": True, **asdict(result)}
-        if ctx.checkpoint_dir is not None:
+        if ctx.checkpoint_dir is not None and spec.stage != "tune":  # a search's trials keep no model files
             train_summary["model"] = str(save_model(learner, config_dict, task, ctx.checkpoint_dir / f"{run_key}.model.pt"))
     timings["train_s"] = time.perf_counter() - t0
 
