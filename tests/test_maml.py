@@ -97,4 +97,4 @@ def test_cli_runs_maml_and_its_options(cli):
         assert res.code == 0, res.err
         assert res.json()["learner"] == "maml"
     bad = cli("run", "--learner", "maml", "--set", "hidden_sizes=0", *common)
-    assert bad.code == 1 and "hidden size" in bad.err and "Traceback" not in bad.err
+    assert bad.code == 1 and "hidden_sizes=0: must be at least 1" in bad.err and "Traceback" not in bad.err
