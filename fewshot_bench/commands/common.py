@@ -13,6 +13,7 @@ from typing import Any
 from tabulate import tabulate
 
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.executors import WorkerSettings
 from fewshot_bench.plugins import PluginHost, load_plugins
 from fewshot_bench.runner import BUDGETS
 from fewshot_bench.store import DEFAULT_STORE
@@ -74,6 +75,22 @@ def progress_every(args: argparse.Namespace) -> float | None:
     if getattr(args, "quiet", False) or sys.stderr.isatty():
         return None
     return log_interval()
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--workers``, ``--ray-address`` and ``--checkpoint-dir``: where a sweep's or a search's runs go."""
+    parser.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
+    parser.add_argument("--workers", type=int,
+                        help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
+    parser.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
+    parser.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
+
+
+def worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    """What every worker needs: the data and checkpoint folders, absolute (a Ray worker may start elsewhere)."""
+    checkpoint_dir = (args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints").resolve()
+    root = data_dir(args)
+    return WorkerSettings(data_dir=str(root.resolve()) if root else None, checkpoint_dir=str(checkpoint_dir))
 
 
 def add_budget_options(parser: argparse.ArgumentParser) -> None:

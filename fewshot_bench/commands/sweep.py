@@ -9,17 +9,18 @@ from pathlib import Path
 import torch
 
 from fewshot_bench.commands.common import (
+    add_executor_options,
     add_budget_options,
     budget_fields,
     add_data_option,
     add_store_option,
-    data_dir,
     host_from_args,
     print_json,
     progress_enabled,
+    worker_settings,
 )
 from fewshot_bench.errors import ConfigError, FewshotBenchError
-from fewshot_bench.executors import WorkerSettings, make_executor
+from fewshot_bench.executors import make_executor
 from fewshot_bench.provenance import resolve_device
 from fewshot_bench.runner import BUDGETS
 from fewshot_bench.sweep import Protocol, grid, plan, run_plan, seed_list
@@ -59,13 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hparams", help="hyperparameter preset for learners that have presets (e.g. LEO: paper, reference), "
                    "or tuned: each learner's best trial of `fewshot-bench tune` for each setting")
     p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
-    p.add_argument("--workers", type=int, help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
-    p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
+    add_executor_options(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     add_data_option(p)
     add_store_option(p)
-    p.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells to run and already complete) and stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
     p.set_defaults(handler=handle)
@@ -131,9 +129,8 @@ def handle(args: argparse.Namespace) -> int:
             for job in todo.pending:
                 print(f"  to run: {job.label}")
         return 0
-    checkpoint_dir = (args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints").resolve()
-    root = data_dir(args)
-    settings = WorkerSettings(data_dir=str(root.resolve()) if root else None, checkpoint_dir=str(checkpoint_dir))
+    settings = worker_settings(args)
+    checkpoint_dir = Path(settings.checkpoint_dir)
     executor = make_executor(args.executor, args.workers, settings, args.ray_address, str(device)) if todo.pending else None
     if executor is not None and not quiet:
         print(f"running on {executor.description}")

@@ -9,18 +9,19 @@ from pathlib import Path
 import torch
 
 from fewshot_bench.commands.common import (
+    add_executor_options,
     add_data_option,
     add_store_option,
-    data_dir,
     host_from_args,
     print_json,
     print_table,
     progress_enabled,
+    worker_settings,
 )
 from fewshot_bench.commands.run import episode_shape
 from fewshot_bench.config import parse_assignments
 from fewshot_bench.errors import ConfigError, FewshotBenchError
-from fewshot_bench.executors import WorkerSettings, make_executor
+from fewshot_bench.executors import make_executor
 from fewshot_bench.provenance import resolve_device
 from fewshot_bench.runner import BUDGETS
 from fewshot_bench.search_space import SPEC_HELP, parse_space
@@ -67,14 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never)")
     p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
     p.add_argument("--study", help="show: the study's name (or a unique prefix) instead of --learner/--dataset/...")
-    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
-    p.add_argument("--workers", type=int,
-                   help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
-    p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
+    add_executor_options(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     add_data_option(p)
     add_store_option(p)
-    p.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
     p.add_argument("--report", action="store_true", help="after the search, print the trials table and the best config")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="draw validation score over trials and per hyperparameter")
@@ -117,9 +114,8 @@ def handle(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # for trials computed in this process (--workers 1)
-    checkpoint_dir = (args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints").resolve()
-    root = data_dir(args)
-    settings = WorkerSettings(data_dir=str(root.resolve()) if root else None, checkpoint_dir=str(checkpoint_dir))
+    settings = worker_settings(args)
+    checkpoint_dir = Path(settings.checkpoint_dir)
     quiet = args.json or args.quiet
     if not quiet:
         print(f"tune {request.learner} on {request.dataset}, {request.way}-way {request.shot}-shot: study "
