@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from fewshot_bench.episodes import EpisodeBatch, EpisodeSampler
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.episodes import EpisodeSampler
 from fewshot_bench.train import clip_per_tensor
 
 

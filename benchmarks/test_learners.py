@@ -18,17 +18,16 @@ import os
 
 import pytest
 import torch
+from metasgd_loop import LoopMetaSGD, LoopTrainer
 
-from fewshot_bench.baselines import flat
+from fewshot_bench.api.learner import Learner, TaskSpec
+from fewshot_bench.api.linear import flat, onehot_labels
 from fewshot_bench.data.synthetic import generate
 from fewshot_bench.episodes import TRAIN_QUERY
 from fewshot_bench.evaluate import evaluate
-from fewshot_bench.learner import Learner, TaskSpec
-from fewshot_bench.linear import onehot_labels
 from fewshot_bench.plugins import load_plugins
 from fewshot_bench.threads import requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions
-from metasgd_loop import LoopMetaSGD, LoopTrainer
 
 N_WAY, META_BATCH, EVAL_EPISODES = 5, 12, 1_000
 SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])

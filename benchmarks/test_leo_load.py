@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiered_data import DIM, SIZES, tiered_file
 
 from fewshot_bench.data import cache
-from fewshot_bench.data.leo import write_embeddings
 from fewshot_bench.data.base import DataRequest
+from fewshot_bench.data.leo import write_embeddings
 from fewshot_bench.data.leo_datasets import load_leo, load_split_file
-from tiered_data import DIM, SIZES, tiered_file
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tiered_data import tiered_root
 
 pytestmark = pytest.mark.slow

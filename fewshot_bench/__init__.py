@@ -1,11 +1,25 @@
-"""fewshot-bench: a benchmark harness for few-shot meta-learning."""
+"""fewshot-bench: a benchmark harness for few-shot meta-learning.
 
-from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
+The plugin API lives in :mod:`fewshot_bench.api`; its most used names are re-exported here
+on first use, so ``import fewshot_bench`` (and ``fewshot-bench --help``) does not import torch.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from fewshot_bench.errors import FewshotBenchError
-from fewshot_bench.hookspecs import hookimpl
-from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "EpisodeBatch": "fewshot_bench.api",
+    "Learner": "fewshot_bench.api",
+    "LearnerConfig": "fewshot_bench.api",
+    "LossOutput": "fewshot_bench.api",
+    "PredictionBatch": "fewshot_bench.api",
+    "TaskSpec": "fewshot_bench.api",
+    "hookimpl": "fewshot_bench.api",
+}
 
 __all__ = [
     "EpisodeBatch",
@@ -18,3 +32,15 @@ __all__ = [
     "hookimpl",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from fewshot_bench.api import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the torch-backed names are imported when first asked for, then cached.
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fewshot_bench' has no attribute {name!r}")

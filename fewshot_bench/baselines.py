@@ -8,27 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_bench.episodes import PredictionBatch
-from fewshot_bench.hookspecs import hookimpl
-from fewshot_bench.learner import Learner, LearnerConfig
-
-
-def flat(x: Tensor) -> Tensor:
-    """[B, N, K, D] -> [B, N * K, D]."""
-    return x.reshape(x.shape[0], -1, x.shape[-1])
-
-
-def linear_logits(x: Tensor, weights: Tensor, bias: Tensor | None = None) -> Tensor:
-    """Logits of a per-episode linear classifier: x [B, ..., D], weights [B, N, D] -> [B, ..., N].
-
-    Computed class-major (``weights @ x^T``) so that the gradient for the weights is a
-    [B, N, D]-shaped product, the fast one on CPU (see :func:`fewshot_bench.linear.support_loss_grad`).
-    """
-    b = x.shape[0]
-    out = torch.bmm(weights, x.reshape(b, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
-    if bias is not None:
-        out = out + bias[:, None, :]
-    return out.reshape(*x.shape[:-1], weights.shape[1])
+from fewshot_bench.api import Learner, LearnerConfig, PredictionBatch, flat, hookimpl, linear_logits
 
 
 class NearestCentroid(Learner):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from fewshot_bench.episodes import EpisodeBatch
+from fewshot_bench.api.batches import EpisodeBatch
 
 WARMUP_STEPS = 3  # eager steps before capture (PyTorch's guidance: a few, on a side stream)
 

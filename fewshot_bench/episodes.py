@@ -9,127 +9,21 @@ size, on any machine, and every learner is evaluated on exactly the same test ep
 from __future__ import annotations
 
 import os
-import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.api.noise import GOLDEN, episode_keys, mix64, query_order, uniform
 from fewshot_bench.errors import DataError
-
-if TYPE_CHECKING:
-    from fewshot_bench.data.base import FeatureSplit
 
 TRAIN_QUERY = 15  # queries per class during meta-training (paper, reference code)
 # Example hashes per ``indices`` call above which its episodes are split over threads.
 PARALLEL_MIN_HASHES = 1 << 18
-
-
-# What ``predict`` may not read: the harness scores queries against these, the learner never sees them.
-_HIDDEN = {"query_labels": "query labels", "classes": "the split's class ids"}
-
-
-@dataclass(kw_only=True)
-class PredictionBatch:
-    """What ``predict`` and ``linear_readout`` see of B episodes: labelled supports, an unordered set of unlabelled queries.
-
-    ``support`` [B, N, K, D] with ``support_labels`` [B, N, K] (the class slot 0..N-1 of each
-    example; for regression, float targets [B, 1, K, 1]). ``query`` [B, M, D]: each episode's
-    M queries in a hashed order that is a pure function of the episode (see
-    :func:`query_order`), so neither their labels nor their classes can be read from the
-    batch or its layout. ``episode_ids`` [B] (may be None): for learners that sample at
-    evaluation and need noise that is a pure function of the episode (:func:`episode_normal`).
-    """
-
-    support: Tensor
-    support_labels: Tensor
-    query: Tensor
-    episode_ids: Tensor | None = None
-
-    def __getattr__(self, name: str):
-        # Only reached when normal lookup fails: say why a prediction batch has no labels.
-        if name in _HIDDEN:
-            raise AttributeError(
-                f"{type(self).__name__} has no {name!r}: predict never sees {_HIDDEN[name]} "
-                "(integrity rule, see docs/plugins.md); meta_loss receives a labelled EpisodeBatch"
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def batch_size(self) -> int:
-        """Number of episodes B."""
-        return self.support.shape[0]
-
-    @property
-    def n_way(self) -> int:
-        """Classes per episode N."""
-        return self.support.shape[1]
-
-    @property
-    def k_shot(self) -> int:
-        """Support examples per class K."""
-        return self.support.shape[2]
-
-    @property
-    def n_queries(self) -> int:
-        """Queries per episode M (all classes together)."""
-        return self.query.shape[1]
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Self:
-        """This batch with features (and float targets) moved to ``device`` and cast to ``dtype``; ids stay."""
-        def move(name: str, t: Tensor | None) -> Tensor | None:
-            if t is None or name in ("classes", "episode_ids"):
-                return t
-            # Class labels stay integers; regression targets follow the features' dtype.
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-
-        return replace(self, **{f.name: move(f.name, getattr(self, f.name)) for f in fields(self)})
-
-    def select(self, index: Tensor | slice) -> Self:
-        """The sub-batch of the episodes at ``index`` (a slice or index tensor)."""
-        return replace(self, **{f.name: _pick(getattr(self, f.name), index) for f in fields(self)})
-
-
-def _pick(t: Tensor | None, index: Tensor | slice) -> Tensor | None:
-    return None if t is None else t[index]
-
-
-@dataclass(kw_only=True)
-class EpisodeBatch(PredictionBatch):
-    """A labelled batch of B episodes: what the sampler draws, the harness scores and ``meta_loss`` trains on.
-
-    Classification: ``query`` [B, M, D] with ``query_labels`` [B, M], the class slot of each
-    query; ``classes`` [B, N] are the split's class ids of the slots. Meta-training batches
-    hold the queries class by class (slot 0's Q queries, then slot 1's, ...); evaluation
-    batches in each episode's hashed query order. Only :meth:`inputs` reaches ``predict``.
-
-    Regression (see :mod:`fewshot_bench.tasks`): each episode is one function, N = 1;
-    ``support`` [B, 1, K, D] holds the inputs and ``support_labels`` [B, 1, K, 1] the float
-    targets; ``query`` [B, M, D] and ``query_labels`` [B, M, 1] likewise; ``classes`` [B, 1]
-    may name the problem's family.
-    """
-
-    query_labels: Tensor
-    classes: Tensor | None = None
-
-    def inputs(self) -> PredictionBatch:
-        """What a learner may see to predict this batch: everything but the query labels and class ids."""
-        return PredictionBatch(
-            support=self.support, support_labels=self.support_labels, query=self.query, episode_ids=self.episode_ids
-        )
-
-    def permute_queries(self, order: Tensor) -> EpisodeBatch:
-        """This batch with each episode's queries (and labels) reordered: ``order`` [B, M] indexes its queries."""
-        index = order.to(self.query.device)
-        features = self.query.gather(1, index[..., None].expand(-1, -1, self.query.shape[-1]))
-        labels = self.query_labels
-        shape = index.shape + labels.shape[2:]
-        labels = labels.gather(1, index.view(*index.shape, *([1] * (labels.dim() - 2))).expand(shape))
-        return replace(self, query=features, query_labels=labels)
 
 
 class EpisodeSource(Protocol):
@@ -154,51 +48,26 @@ class EpisodeSource(Protocol):
         """Queries per class (per problem) at evaluation."""
 
 
-# --- counter-based hashing (splitmix64) ----------------------------------------------------
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 _CLASS_STREAM = np.uint64(0x5CA1AB1E)
 _EXAMPLE_STREAM = np.uint64(0xE8A3B1E5)
-_QUERY_ORDER_STREAM = np.uint64(0x0DE5C0DE)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: a bijective, well-mixed hash of uint64 arrays."""
-    with np.errstate(over="ignore"):
-        x = np.asarray(x, dtype=np.uint64)
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-        return x ^ (x >> np.uint64(31))
+class ClassSortedSplit(Protocol):
+    """What :class:`EpisodeSampler` reads of a split: rows sorted by class (see :class:`~fewshot_bench.data.base.FeatureSplit`)."""
 
+    name: str
+    dataset: str
+    features: Tensor  # [rows, D], class by class
+    offsets: np.ndarray  # [C + 1]: class c is rows offsets[c]:offsets[c + 1]
+    class_names: Sequence[str]
 
-def _uniform(h: np.ndarray) -> np.ndarray:
-    """Map uint64 hashes to float64 uniforms in [0, 1)."""
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    @property
+    def counts(self) -> np.ndarray:
+        """Rows per class."""
 
-
-def episode_keys(seed: int, stream: str, episode_ids: np.ndarray) -> np.ndarray:
-    """One uint64 key per episode: a pure function of (seed, stream, episode id)."""
-    with np.errstate(over="ignore"):
-        base = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + np.uint64(zlib.crc32(stream.encode())))
-        ids = np.asarray(episode_ids, dtype=np.uint64)
-        return _mix(_mix(base + ids * _GOLDEN))
-
-
-def query_order(seed: int, stream: str, episode_ids: np.ndarray, n_queries: int, salt: int = 0) -> np.ndarray:
-    """Each episode's query order at evaluation: a permutation [B, M] of its M queries.
-
-    A pure function of (seed, stream, episode id, ``salt``), the same for every learner; it
-    mixes the classes, so a query's position says nothing about its label. Class-sorted
-    splits salt it with their :attr:`~fewshot_bench.data.base.FeatureSplit.content_digest`,
-    which no learner can compute, so the order cannot be rebuilt from the episode ids that
-    ``predict`` receives (tests/plugin_fixtures/cheats: ``order-breaker``).
-    """
-    with np.errstate(over="ignore"):
-        salted = _QUERY_ORDER_STREAM ^ _mix(np.array([salt & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
-    u = hashed_uniforms(episode_keys(seed, stream, episode_ids), salted, n_queries)
-    return np.argsort(u, axis=1, kind="stable")
+    @property
+    def content_digest(self) -> int:
+        """A digest of the whole split that salts the evaluation's query order."""
 
 
 class EpisodeSampler:
@@ -211,7 +80,7 @@ class EpisodeSampler:
 
     def __init__(
         self,
-        split: FeatureSplit,
+        split: ClassSortedSplit,
         n_way: int,
         k_shot: int,
         n_query: int,
@@ -258,16 +127,16 @@ class EpisodeSampler:
         keys = episode_keys(self.seed, self.stream, ids)
         n_classes = len(self._counts)
         with np.errstate(over="ignore"):
-            class_hash = _mix(keys[:, None] ^ _mix(np.arange(n_classes, dtype=np.uint64) + _CLASS_STREAM))
-        classes = np.argsort(_uniform(class_hash), axis=1, kind="stable")[:, : self.n_way]
+            class_hash = mix64(keys[:, None] ^ mix64(np.arange(n_classes, dtype=np.uint64) + _CLASS_STREAM))
+        classes = np.argsort(uniform(class_hash), axis=1, kind="stable")[:, : self.n_way]
 
         counts = self._counts[classes]  # [B, N]
         width = int(counts.max())
         j = np.arange(width, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            salt = _mix(classes.astype(np.uint64) * np.uint64(1 << 32) + _EXAMPLE_STREAM)
-            example_hash = _mix((keys[:, None, None] ^ salt[..., None]) + j * _GOLDEN)
-        u = _uniform(example_hash)
+            salt = mix64(classes.astype(np.uint64) * np.uint64(1 << 32) + _EXAMPLE_STREAM)
+            example_hash = mix64((keys[:, None, None] ^ salt[..., None]) + j * GOLDEN)
+        u = uniform(example_hash)
         u[j[None, None, :].astype(np.int64) >= counts[..., None]] = np.inf  # beyond the class's rows
         need = self.k_shot + self.n_query
         if need < width:  # the need smallest, in order (torch's top-k: ~4x numpy's argpartition on short rows)
@@ -354,29 +223,3 @@ def cpu_cores() -> int:
 def _sampler_pool() -> ThreadPoolExecutor:
     """One process-wide thread pool for large episode draws."""
     return ThreadPoolExecutor(max_workers=cpu_cores(), thread_name_prefix="fewshot-sampler")
-
-
-def hashed_uniforms(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:
-    """``count`` hashed uniforms in [0, 1) per uint64 key: ``[B, count]``, entry j independent of ``count``."""
-    j = np.arange(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return _uniform(_mix((keys[:, None] ^ _mix(np.array([salt], dtype=np.uint64))) + j * _GOLDEN))
-
-
-def hashed_normals(keys: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:
-    """``count`` hashed standard normals per uint64 key (Box-Muller on pairs of hashed uniforms)."""
-    u = hashed_uniforms(keys, salt, 2 * count)
-    # 1 - u lies in (0, 1], so the log is finite.
-    return np.sqrt(-2.0 * np.log1p(-u[:, 0::2])) * np.cos(2.0 * np.pi * u[:, 1::2])
-
-
-def episode_normal(episode_ids: Tensor, draw: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Standard normals [B, *shape] that are a pure function of (episode id, draw, element).
-
-    For learners that sample at evaluation: an episode's noise then does not depend on its
-    position in the batch, the batch size or the other episodes, so evaluation stays
-    reproducible and paired across learners.
-    """
-    keys = _mix(episode_ids.cpu().numpy().astype(np.uint64))
-    z = hashed_normals(keys, np.uint64(draw), int(np.prod(shape)))
-    return torch.from_numpy(z.reshape(len(keys), *shape)).to(device=like.device, dtype=like.dtype)

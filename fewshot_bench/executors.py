@@ -17,8 +17,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch

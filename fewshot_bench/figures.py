@@ -20,10 +20,11 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from fewshot_bench.baselines import flat  # noqa: E402
+from fewshot_bench.api.batches import PredictionBatch
+from fewshot_bench.api.learner import Learner
+from fewshot_bench.api.linear import flat
 from fewshot_bench.data import regression  # noqa: E402
-from fewshot_bench.episodes import EpisodeSource, PredictionBatch  # noqa: E402
-from fewshot_bench.learner import Learner  # noqa: E402
+from fewshot_bench.episodes import EpisodeSource
 
 CHUNK = 200  # episodes per batch when collecting latents and curvature
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pluggy
 
-from fewshot_bench import hookspecs
+from fewshot_bench.api import hooks as hookspecs
+from fewshot_bench.api.learner import LEARNER_NAME, Learner
 from fewshot_bench.data.base import DatasetSpec
 from fewshot_bench.errors import ConfigError, PluginError
-from fewshot_bench.learner import LEARNER_NAME, Learner
 
 GROUP = "fewshot_bench"
 DISABLE_ENV = "FEWSHOT_BENCH_DISABLE_PLUGINS"

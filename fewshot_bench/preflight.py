@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, WriteError
 from fewshot_bench.store import ResultStore, RunRecord
-from fewshot_bench.tasks import task_kind
 
 MAX_SEED = 2**32 - 1  # seeds are hashed as unsigned 64-bit words with room for the step
 

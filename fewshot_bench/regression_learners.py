@@ -16,22 +16,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
-from fewshot_bench.hookspecs import hookimpl
-from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
-from fewshot_bench.mlp import MLP, inner_gradient, support_mse
-from fewshot_bench.tasks import REGRESSION
-
-
-def mlp_for(task: TaskSpec, hidden: tuple[int, ...]) -> MLP:
-    """The regression network for a task: D inputs, the given hidden widths, one output."""
-    return MLP((task.feature_dim, *hidden, 1))
-
-
-def support_points(batch: PredictionBatch) -> tuple[Tensor, Tensor]:
-    """(support x [B, K, D], support y [B, K, 1]) of a regression batch; its queries are ``batch.query`` [B, M, D]."""
-    b = batch.batch_size
-    return batch.support.reshape(b, -1, batch.support.shape[-1]), batch.support_labels.reshape(b, -1, 1)
+from fewshot_bench.api import (
+    REGRESSION,
+    EpisodeBatch,
+    Learner,
+    LearnerConfig,
+    LossOutput,
+    PredictionBatch,
+    TaskSpec,
+    hookimpl,
+    inner_gradient,
+    mlp_for,
+    support_mse,
+    support_points,
+)
 
 
 @dataclass

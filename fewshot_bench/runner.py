@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from fewshot_bench import preflight, stats
+from fewshot_bench.api.learner import Learner, TaskSpec
+from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import apply_overrides, config_to_dict
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
 from fewshot_bench.errors import CheckpointError, ConfigError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
-from fewshot_bench.learner import Learner, TaskSpec
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.provenance import hardware, versions
 from fewshot_bench.store import ResultStore
-from fewshot_bench.tasks import task_kind
 from fewshot_bench.threads import apply_threads, choose_threads, requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions, load_torch_file, plain, save_atomic
 

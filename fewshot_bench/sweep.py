@@ -19,10 +19,10 @@ from typing import Iterable
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.config import config_to_dict
 from fewshot_bench.runner import BUDGETS, TUNED, RunOutcome, RunSpec, resolve_config, store_outcome
 from fewshot_bench.store import ResultStore
 

@@ -20,14 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.api.learner import Learner
+from fewshot_bench.api.noise import mix64
+from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
-from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch, EpisodeSource, _mix, cpu_cores
+from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, cpu_cores
 from fewshot_bench.errors import CheckpointError, DataError, WriteError
 from fewshot_bench.evaluate import evaluate
-from fewshot_bench.learner import Learner
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.progress import progress
-from fewshot_bench.tasks import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def _prefetch_pool() -> ThreadPoolExecutor:
 
 def step_seed(seed: int, step: int) -> int:
     """The torch seed of one meta-training step: resuming at any step replays the same noise."""
-    return int(_mix(np.array([seed * 1_000_003 + step], dtype=np.uint64))[0] >> np.uint64(1))
+    return int(mix64(np.array([seed * 1_000_003 + step], dtype=np.uint64))[0] >> np.uint64(1))
 
 
 def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float | None) -> None:

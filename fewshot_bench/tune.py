@@ -38,15 +38,16 @@ from typing import Any
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from fewshot_bench.api.search_space import Param
+from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.runner import TUNED, RunOutcome, RunSpec, resolve_config, store_outcome
-from fewshot_bench.search_space import Param, check_space, space_text, to_optuna, value_text
+from fewshot_bench.search_space import check_space, space_text, to_optuna, value_text
 from fewshot_bench.store import ResultStore, RunRecord
 from fewshot_bench.sweep import Job
-from fewshot_bench.tasks import task_kind
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import OMNIGLOT, OMNIGLOT_SKIP
 
-from fewshot_bench.backbones.embed import decode_field, encode_field
+from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.backbones.checkpoint import backbone_options
+from fewshot_bench.backbones.embed import decode_field, encode_field
 from fewshot_bench.cli import main
-from fewshot_bench.hookspecs import hookimpl
-from fewshot_bench.plugins import load_plugins
 from fewshot_bench.data.leo import read_embeddings
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.plugins import load_plugins
 
-from conftest import OMNIGLOT, OMNIGLOT_SKIP
 TINY = ("--set", "width=16", "--max-classes", "8", "--max-images", "10")
 
 

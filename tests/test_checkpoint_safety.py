@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.backbones.checkpoint import load_checkpoint
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import CheckpointError
-from fewshot_bench.learner import TaskSpec
 from fewshot_bench.runner import load_model, save_model
 from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult
 

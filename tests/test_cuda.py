@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.evaluate import evaluate
-from fewshot_bench.learner import TaskSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

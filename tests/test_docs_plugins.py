@@ -51,7 +51,7 @@ def test_every_hook_is_documented():
 
 def test_an_undocumented_hook_fails_the_reference(monkeypatch):
     """A hook added without a docstring cannot be rendered, so the reference test fails."""
-    from fewshot_bench import hookspecs
+    from fewshot_bench.api import hooks as hookspecs
 
     @hookspecs.hookspec
     def fewshot_bench_register_metrics(register):

@@ -215,8 +215,9 @@ def test_directory_named_like_an_embeddings_file(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".pkl", ".npz"])
 def test_dataset_file_that_is_a_directory_is_not_called_missing(cli, tmp_path, suffix):
-    from fewshot_bench.data.leo import write_embeddings
     from leo_fixtures import make_split
+
+    from fewshot_bench.data.leo import write_embeddings
 
     data = tmp_path / "feats"
     for i, split in enumerate(("train", "val", "test")):

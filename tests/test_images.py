@@ -21,9 +21,6 @@ from fewshot_bench.data.images import (
 )
 from fewshot_bench.errors import DataError
 
-
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

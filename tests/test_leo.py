@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fewshot_bench.episodes import EpisodeBatch
-from fewshot_bench.learner import TaskSpec
-from fewshot_bench.linear import onehot_labels, support_loss_grad
-from fewshot_bench.train import MetaTrainer, TrainOptions
 from fewshot_bench_leo import LatentEmbeddingOptimization
 from fewshot_bench_leo.hparams import PRESETS, dataset_family, nearest_shot, tuned_values
 from fewshot_bench_leo.learners import LEARNERS
 from fewshot_bench_leo.model import orthogonality_penalty, stddev
+
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.api.learner import TaskSpec
+from fewshot_bench.api.linear import onehot_labels, support_loss_grad
+from fewshot_bench.train import MetaTrainer, TrainOptions
 
 LEO_NAMES = [cls.name for cls in LEARNERS]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from leo_fixtures import make_split, wnid, write_raw_pickle, write_splits, write_tree
 
 from fewshot_bench.data import cache
 from fewshot_bench.data.base import DataRequest, FeatureSplit
@@ -22,7 +23,6 @@ from fewshot_bench.data.download import unpack
 from fewshot_bench.data.leo import UnsafePickleError, read_embeddings, restricted_load, write_embeddings
 from fewshot_bench.data.leo_datasets import load_leo
 from fewshot_bench.errors import DataError
-from leo_fixtures import make_split, wnid, write_raw_pickle, write_splits, write_tree
 
 RUN = ("run", "--learner", "metasgd", "--steps", "20", "--episodes", "50", "--json")
 

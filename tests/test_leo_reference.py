@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from fewshot_bench_leo.model import STDDEV_FLOOR
 from test_leo import tiny_batch, tiny_learner
 

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fewshot_bench.episodes import EpisodeBatch
-from fewshot_bench.learner import TaskSpec
 from fewshot_bench_maml import MAML, MAMLConfig
+
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.api.learner import TaskSpec
 
 
 def tiny_batch(b=2, n=3, k=2, q=3, d=5, seed=0) -> EpisodeBatch:

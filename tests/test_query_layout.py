@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from fewshot_bench.episodes import PredictionBatch, query_order
-
 from golden.make_query_layout_golden import CASES, GOLDEN, case_id, metrics
+
+from fewshot_bench.api.batches import PredictionBatch
+from fewshot_bench.api.noise import query_order
 
 GOLDEN_METRICS = json.loads(GOLDEN.read_text())
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from fewshot_bench.api.mlp import MLP, inner_gradient
+from fewshot_bench.api.tasks import CLASSIFICATION, REGRESSION
 from fewshot_bench.data import regression
 from fewshot_bench.data.regression import SinesLinesSampler, fit_lines, fit_sines
-from fewshot_bench.mlp import MLP, inner_gradient
-from fewshot_bench.tasks import CLASSIFICATION, REGRESSION
 
 
 def test_episodes_are_pure_functions_of_seed_stream_and_id():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.learner import TaskSpec
 from fewshot_bench.progress import LogProgress, duration, log_interval
 from fewshot_bench.store import ResultStore, RunRecord
 from fewshot_bench.threads import BIG_STEP, ENV, choose_threads, free_cores, parse_threads, requested_threads

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from fewshot_bench import plugins
+from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.search_space import Choice, Float, Int
 from fewshot_bench.commands import common
 from fewshot_bench.data.base import DatasetSpec, FeatureDataset
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.hookspecs import hookimpl
 from fewshot_bench.plugins import load_plugins
-from fewshot_bench.search_space import Choice, Float, Int, parse_spec
+from fewshot_bench.search_space import parse_spec
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tune import storage_path
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.backbones.conv4 import Conv4
 from fewshot_bench.backbones.resnet12 import ResNet12
 from fewshot_bench.backbones.wrn import WideResNet
-from fewshot_bench.hookspecs import hookimpl
 
 
 @hookimpl

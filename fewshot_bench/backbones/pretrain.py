@@ -9,8 +9,8 @@ resumed run ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import logging
 import os
 import time

@@ -17,12 +17,26 @@ from pathlib import Path
 
 import torch
 
-from fewshot_bench.commands.common import add_data_option, add_store_option, data_dir, host_from_args, print_json, progress_enabled
+from fewshot_bench.api.learner import Learner
+from fewshot_bench.commands.common import (
+    add_data_option,
+    add_store_option,
+    data_dir,
+    host_from_args,
+    print_json,
+    progress_enabled,
+)
 from fewshot_bench.commands.table import add_protocol_options
 from fewshot_bench.errors import ConfigError, StoreError
-from fewshot_bench.learner import Learner
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.protocols import Selection, choose, group_by_protocol, overrides_of, parse_learner_overrides, protocol_of
+from fewshot_bench.protocols import (
+    Selection,
+    choose,
+    group_by_protocol,
+    overrides_of,
+    parse_learner_overrides,
+    protocol_of,
+)
 from fewshot_bench.runner import RunContext, load_dataset, load_model
 from fewshot_bench.store import ResultStore, RunRecord
 

@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 
 from fewshot_bench import __version__
+from fewshot_bench.api.learner import LEARNER_NAME
 from fewshot_bench.commands.common import host_from_args
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.learner import LEARNER_NAME
 
 TEMPLATE = ("templates", "plugin")
 SUFFIX = ".tmpl"

@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 
 from fewshot_bench import preflight
+from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.cli import hold_logs, release_logs
 from fewshot_bench.commands.common import (
     add_budget_options,
-    budget_fields,
     add_data_option,
     add_store_option,
+    budget_fields,
     data_dir,
     host_from_args,
     print_json,
@@ -27,7 +28,6 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.provenance import resolve_device
 from fewshot_bench.runner import BUDGETS, RunContext, RunSpec, execute
-from fewshot_bench.tasks import task_kind
 from fewshot_bench.threads import requested_threads
 from fewshot_bench.tune import with_tuned
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from fewshot_bench.commands.common import (
-    add_executor_options,
     add_budget_options,
-    budget_fields,
     add_data_option,
+    add_executor_options,
     add_store_option,
+    budget_fields,
     host_from_args,
     print_json,
     progress_enabled,

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from fewshot_bench.commands.common import (
-    add_executor_options,
     add_data_option,
+    add_executor_options,
     add_store_option,
     host_from_args,
     print_json,

@@ -7,16 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_bench.episodes import EpisodeSampler
 from fewshot_bench.errors import DataError
-
-if TYPE_CHECKING:
-    from fewshot_bench.episodes import EpisodeSampler
 
 SPLITS = ("train", "val", "test")
 # Leading feature columns of every row that enter a split's content digest.
@@ -69,8 +66,6 @@ class FeatureSplit:
 
     def sampler(self, n_way: int, k_shot: int, n_query: int, seed: int, stream: str | None = None) -> EpisodeSampler:
         """The seeded N-way K-shot sampler of this split (every split is an episode source)."""
-        from fewshot_bench.episodes import EpisodeSampler  # episodes.py imports this module
-
         return EpisodeSampler(self, n_way, k_shot, n_query, seed, stream=stream)
 
     def default_query(self, k_shot: int) -> int:

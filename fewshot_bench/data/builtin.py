@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.data import synthetic
 from fewshot_bench.data.base import DatasetSpec
-from fewshot_bench.hookspecs import hookimpl
 
 
 @hookimpl

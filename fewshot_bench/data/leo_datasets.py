@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
+from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.data import cache
 from fewshot_bench.data.base import SPLITS, DataRequest, DatasetSpec, FeatureDataset, FeatureSplit
 from fewshot_bench.data.leo import LEO_FEATURE_DIM, SUFFIXES, read_embeddings
 from fewshot_bench.errors import ConfigError, DataError
-from fewshot_bench.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.noise import episode_keys, hashed_normals, hashed_uniforms, query_order
 from fewshot_bench.data.base import DataRequest, DatasetSpec, FeatureDataset
-from fewshot_bench.episodes import EpisodeBatch, episode_keys, hashed_normals, hashed_uniforms, query_order
 from fewshot_bench.errors import DataError
-from fewshot_bench.hookspecs import hookimpl
 
 NAME = "sines-lines"
 SINE, LINE = 0, 1

@@ -21,12 +21,13 @@ from typing import Callable, Iterable
 
 import torch
 
-from fewshot_bench.baselines import linear_logits
+from fewshot_bench.api.batches import EpisodeBatch
+from fewshot_bench.api.learner import LEARNER_NAME, Learner, LearnerConfig, LossOutput
+from fewshot_bench.api.linear import linear_logits
+from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import config_to_dict
-from fewshot_bench.episodes import TRAIN_QUERY, EpisodeBatch
+from fewshot_bench.episodes import TRAIN_QUERY
 from fewshot_bench.evaluate import evaluate, readout_disagreements, readout_follows_predict
-from fewshot_bench.learner import LEARNER_NAME, Learner, LearnerConfig, LossOutput
-from fewshot_bench.tasks import task_kind
 from fewshot_bench.testing.harness import (
     BUDGET_ENV,
     KIND_SETTINGS,

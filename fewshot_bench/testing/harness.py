@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor
 
+from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
+from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.data.base import DataRequest, FeatureDataset
-from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.learner import Learner, TaskSpec
 from fewshot_bench.plugins import PluginHost, load_plugins
 from fewshot_bench.runner import build_learner
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from fewshot_bench.learner import Learner
+from fewshot_bench.api.learner import Learner
 from fewshot_bench.testing.checks import run_checks
 from fewshot_bench.testing.harness import CheckOptions, default_options, set_default_options
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.data.base import DataRequest
 from fewshot_bench.evaluate import evaluate
-from fewshot_bench.learner import TaskSpec
 from fewshot_bench.plugins import load_plugins
 from fewshot_bench.runner import build_learner
 from fewshot_bench.train import MetaTrainer, TrainOptions

@@ -1,6 +1,6 @@
 """LEO (Rusu et al., ICLR 2019) and its five ablations of Table 2, as fewshot-bench learners."""
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 from fewshot_bench_leo.learners import LEARNERS
 from fewshot_bench_leo.model import LatentEmbeddingOptimization, LEOConfig
 

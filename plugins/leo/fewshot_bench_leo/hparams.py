@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-from fewshot_bench.errors import ConfigError
-from fewshot_bench.search_space import Float
+from fewshot_bench.api import ConfigError, Float
 
 log = logging.getLogger(__name__)
 

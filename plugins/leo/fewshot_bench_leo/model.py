@@ -30,11 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_bench.baselines import flat, linear_logits
-from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
-from fewshot_bench.errors import ConfigError
-from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
-from fewshot_bench.linear import onehot_labels, support_loss_grad
+from fewshot_bench.api import (
+    ConfigError,
+    EpisodeBatch,
+    Learner,
+    LearnerConfig,
+    LossOutput,
+    PredictionBatch,
+    TaskSpec,
+    flat,
+    linear_logits,
+    onehot_labels,
+    support_loss_grad,
+)
 from fewshot_bench_leo.hparams import PRESETS, SEARCH_SPACE, tuned_values
 
 STDDEV_FLOOR = 1e-10  # reference code: tf.maximum(stddev, 1e-10)

@@ -32,12 +32,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch, PredictionBatch, episode_normal
-from fewshot_bench.errors import ConfigError
-from fewshot_bench.learner import Learner, LearnerConfig, LossOutput, TaskSpec
-from fewshot_bench.mlp import MLP, support_mse
-from fewshot_bench.regression_learners import support_points
-from fewshot_bench.tasks import REGRESSION
+from fewshot_bench.api import (
+    MLP,
+    REGRESSION,
+    ConfigError,
+    EpisodeBatch,
+    Learner,
+    LearnerConfig,
+    LossOutput,
+    PredictionBatch,
+    TaskSpec,
+    episode_normal,
+    support_mse,
+    support_points,
+)
 from fewshot_bench_leo.model import NAN_FALLBACK_SCALE, stddev
 
 

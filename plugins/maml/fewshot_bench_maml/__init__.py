@@ -16,12 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_bench import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
-from fewshot_bench.baselines import flat, linear_logits
-from fewshot_bench.errors import ConfigError
-from fewshot_bench.linear import onehot_labels, support_loss_grad
+from fewshot_bench.api import (
+    ConfigError,
+    EpisodeBatch,
+    Float,
+    Learner,
+    LearnerConfig,
+    LossOutput,
+    PredictionBatch,
+    TaskSpec,
+    flat,
+    hookimpl,
+    linear_logits,
+    onehot_labels,
+    support_loss_grad,
+)
 from fewshot_bench.regression_learners import GradientMLPRegression
-from fewshot_bench.search_space import Float
 
 
 @dataclass

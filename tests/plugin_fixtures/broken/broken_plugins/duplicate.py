@@ -1,6 +1,6 @@
 """A plugin that registers a learner under a name the harness already uses."""
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 from fewshot_bench.baselines import NearestCentroid
 
 

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 from fewshot_bench.baselines import NearestCentroid
 
 

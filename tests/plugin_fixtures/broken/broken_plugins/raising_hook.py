@@ -1,6 +1,6 @@
 """A plugin whose registration hook raises."""
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 
 
 @hookimpl

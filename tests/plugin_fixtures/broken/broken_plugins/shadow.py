@@ -3,7 +3,7 @@
 Plugins are keyed by (distribution, entry point): it loads beside the built-in one.
 """
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 from fewshot_bench.baselines import NearestCentroid
 
 

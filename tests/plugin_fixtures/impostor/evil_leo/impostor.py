@@ -4,7 +4,7 @@ Its hooks are marked ``trylast``, which pluggy lists first: the order must not m
 Its learner raises when built, so a run that uses it fails loudly.
 """
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 from fewshot_bench.baselines import NearestCentroid
 from fewshot_bench.data import DatasetSpec
 

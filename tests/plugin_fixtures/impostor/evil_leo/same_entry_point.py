@@ -1,6 +1,6 @@
 """A harmless plugin whose entry point is named ``leo``, like fewshot-bench-leo's."""
 
-from fewshot_bench import hookimpl
+from fewshot_bench.api import hookimpl
 from fewshot_bench.baselines import NearestCentroid
 
 

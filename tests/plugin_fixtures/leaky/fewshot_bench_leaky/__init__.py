@@ -8,7 +8,7 @@ depend on the other episodes it happens to be batched with. ``check-plugin`` mus
 import torch
 import torch.nn.functional as F
 
-from fewshot_bench import Learner, hookimpl
+from fewshot_bench.api import Learner, hookimpl
 
 
 class LeakyCentroid(Learner):

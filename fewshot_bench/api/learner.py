@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from fewshot_bench.episodes import EpisodeBatch, PredictionBatch
+from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
 
 LEARNER_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

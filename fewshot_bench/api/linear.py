@@ -1,4 +1,4 @@
-"""Batched linear softmax classifiers: the inner-loop gradient shared by LEO, Meta-SGD and MAML."""
+"""Batched linear softmax classifiers: logits and the inner-loop gradient shared by LEO, Meta-SGD and MAML."""
 
 from __future__ import annotations
 
@@ -30,3 +30,21 @@ def support_loss_grad(x: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
     """
     probs = torch.softmax(torch.bmm(w, x.transpose(1, 2)), dim=1)  # [B, N, M]
     return torch.bmm(probs - onehot.transpose(1, 2), x)
+
+
+def flat(x: Tensor) -> Tensor:
+    """[B, N, K, D] -> [B, N * K, D]."""
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def linear_logits(x: Tensor, weights: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Logits of a per-episode linear classifier: x [B, ..., D], weights [B, N, D] -> [B, ..., N].
+
+    Computed class-major (``weights @ x^T``) so that the gradient for the weights is a
+    [B, N, D]-shaped product, the fast one on CPU (see :func:`support_loss_grad`).
+    """
+    b = x.shape[0]
+    out = torch.bmm(weights, x.reshape(b, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
+    if bias is not None:
+        out = out + bias[:, None, :]
+    return out.reshape(*x.shape[:-1], weights.shape[1])

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fewshot_bench.api.batches import PredictionBatch
+from fewshot_bench.api.learner import TaskSpec
+
 # The paper's regression model (appendix A.2, Table 3): 1 -> 40 -> 40 -> 1, ReLU; 1,761 parameters.
 PAPER_SIZES = (1, 40, 40, 1)
 
@@ -81,3 +84,14 @@ def inner_gradient(mlp: MLP, theta: Tensor, x: Tensor, y: Tensor, create_graph: 
         loss = support_mse(mlp, theta, x, y).sum()
         (grad,) = torch.autograd.grad(loss, theta, create_graph=create_graph)
     return grad if create_graph else grad.detach()
+
+
+def mlp_for(task: TaskSpec, hidden: tuple[int, ...]) -> MLP:
+    """The regression network for a task: D inputs, the given hidden widths, one output."""
+    return MLP((task.feature_dim, *hidden, 1))
+
+
+def support_points(batch: PredictionBatch) -> tuple[Tensor, Tensor]:
+    """(support x [B, K, D], support y [B, K, 1]) of a regression batch; its queries are ``batch.query`` [B, M, D]."""
+    b = batch.batch_size
+    return batch.support.reshape(b, -1, batch.support.shape[-1]), batch.support_labels.reshape(b, -1, 1)
