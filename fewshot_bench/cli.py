@@ -1,7 +1,8 @@
 """The ``fewshot-bench`` command: argument parsing, plugin loading and error reporting.
 
 Each sub-command lives in its own module under ``fewshot_bench.commands`` and exposes
-``register(subparsers)``; this module discovers them and wires them together.
+``register(subparsers)``; :data:`~fewshot_bench.commands.COMMANDS` lists them, and only the
+chosen command's module is imported, so that ``--help`` and light commands start fast.
 """
 
 from __future__ import annotations
@@ -10,23 +11,31 @@ import argparse
 import importlib
 import logging
 import os
-import pkgutil
 import sys
+from collections.abc import Collection
 
 from fewshot_bench import __version__
+from fewshot_bench.commands import COMMANDS
 from fewshot_bench.errors import FewshotBenchError
+from fewshot_bench.log_hold import LOG_HOLD
 
 
-def command_modules() -> list[str]:
-    """Modules of ``fewshot_bench.commands`` that define sub-commands, in name order."""
-    from fewshot_bench import commands
+def chosen_command(argv: list[str]) -> str | None:
+    """The sub-command named on the command line: the first word that is not an option.
 
-    found = pkgutil.iter_modules(commands.__path__, prefix="fewshot_bench.commands.")
-    return sorted(m.name for m in found if not m.name.rsplit(".", 1)[1].startswith("_") and not m.name.endswith(".common"))
+    The options before it (``-q``, ``-v``, ``--strict-plugins``) take no value, so the first
+    word is the command; ``None`` when there is none (``--help``, ``--version``, a usage error).
+    """
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every sub-command."""
+def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser, importing only the modules of the commands named in ``full``.
+
+    Every other command is listed with its one-line help from :data:`COMMANDS` and no
+    arguments, so that ``--help`` and each command start without importing the others
+    (several import torch). ``full=None`` registers every command in full.
+    """
     parser = argparse.ArgumentParser(
         prog="fewshot-bench",
         description="Benchmark harness for few-shot meta-learning (LEO, Meta-SGD, MAML and plugins).",
@@ -40,65 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail when any plugin fails to load (also FEWSHOT_BENCH_STRICT_PLUGINS=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in command_modules():
-        importlib.import_module(name).register(sub)
+    wanted = {c.module for c in COMMANDS if full is None or c.name in full}
+    for command in COMMANDS:
+        if command.module in wanted:
+            if command.name not in sub.choices:  # a module may register several commands (listing)
+                importlib.import_module(f"fewshot_bench.commands.{command.module}").register(sub)
+        else:
+            sub.add_parser(command.name, help=command.help)
     return parser
-
-
-class _LogHold(logging.Filter):
-    """Holds log records (e.g. a preset's note) while a command checks its arguments.
-
-    A user error is one line: notes logged before it are dropped with it; once the checks
-    pass (:func:`release_logs`) they are printed in order, and later ones pass straight through.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.holding = False
-        self.held: list[tuple[logging.Handler, logging.LogRecord]] = []
-        self.handlers: list[logging.Handler] = []
-
-    def attach(self) -> None:
-        self.handlers = list(logging.getLogger().handlers)
-        for handler in self.handlers:
-            handler.addFilter(_HeldBy(self, handler))
-
-    def detach(self) -> None:
-        for handler in self.handlers:
-            for f in [f for f in handler.filters if isinstance(f, _HeldBy) and f.hold is self]:
-                handler.removeFilter(f)
-        self.handlers, self.held, self.holding = [], [], False
-
-    def release(self) -> None:
-        self.holding = False
-        held, self.held = self.held, []
-        for handler, record in held:
-            handler.handle(record)
-
-
-class _HeldBy(logging.Filter):
-    def __init__(self, hold: _LogHold, handler: logging.Handler) -> None:
-        super().__init__()
-        self.hold, self.handler = hold, handler
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.hold.holding:
-            self.hold.held.append((self.handler, record))
-            return False
-        return True
-
-
-_HOLD = _LogHold()
-
-
-def hold_logs() -> None:
-    """Hold log messages until :func:`release_logs` (dropped if the command fails with a user error first)."""
-    _HOLD.holding = True
-
-
-def release_logs() -> None:
-    """Print the held log messages: the command's arguments checked out."""
-    _HOLD.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,23 +64,23 @@ def main(argv: list[str] | None = None) -> int:
 
     Output piped into a program that stops reading (``| head``) ends the command quietly.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = chosen_command(argv)
+    args = build_parser([command] if command else []).parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    _HOLD.attach()
+    LOG_HOLD.attach()
     try:
         code = int(args.handler(args) or 0)
-        _HOLD.release()
+        LOG_HOLD.release()
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return code
     except FewshotBenchError as exc:
-        _HOLD.held.clear()  # a user error is one line
-        _HOLD.release()
+        LOG_HOLD.drop()  # a user error is one line
         print(f"fewshot-bench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        _HOLD.release()
+        LOG_HOLD.release()
         print("fewshot-bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -134,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     finally:
-        _HOLD.detach()
+        LOG_HOLD.detach()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import torch
 
 from fewshot_bench import preflight
 from fewshot_bench.api.tasks import task_kind
-from fewshot_bench.cli import hold_logs, release_logs
 from fewshot_bench.commands.common import (
     add_budget_options,
     add_data_option,
@@ -25,6 +24,7 @@ from fewshot_bench.commands.common import (
 )
 from fewshot_bench.config import parse_assignments
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.log_hold import hold_logs, release_logs
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.provenance import resolve_device
 from fewshot_bench.runner import BUDGETS, RunContext, RunSpec, execute
