@@ -1,12 +1,8 @@
-"""Regression learners on the shared MLP (:mod:`fewshot_bench.mlp`).
+"""The built-in regression learner ``mlp-scratch``: the shared MLP fitted from scratch on each support set.
 
-* ``mlp-scratch`` (registered here): the regression network trained from scratch on each
-  task's support set with Adam; nothing is meta-trained. The paper's point of comparison
-  for what meta-learning buys on 5 noisy points.
-* :class:`GradientMLPRegression`: a learned initialisation adapted by gradient steps on the
-  support MSE, with either a learned per-parameter inner learning rate (Meta-SGD) or a
-  fixed scalar one (MAML). The ``metasgd`` and ``maml`` plugins register it as their
-  regression implementation.
+The regression MLP (:mod:`fewshot_bench.api.mlp`) trained with Adam on each task's support
+set; nothing is meta-trained. The paper's point of comparison for what meta-learning buys
+on 5 noisy points. Meta-SGD and MAML on the same MLP live in their plugins.
 """
 
 from __future__ import annotations
@@ -17,15 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
-    REGRESSION,
-    EpisodeBatch,
     Learner,
     LearnerConfig,
-    LossOutput,
     PredictionBatch,
     TaskSpec,
     hookimpl,
-    inner_gradient,
     mlp_for,
     support_mse,
     support_points,
@@ -73,61 +65,6 @@ class MLPScratch(Learner):
 
     def predict(self, batch: PredictionBatch) -> Tensor:
         return self.mlp.forward(self.fit(*support_points(batch)), batch.query)
-
-
-@dataclass
-class GradientMLPConfig(LearnerConfig):
-    """A learned initialisation of the MLP adapted by gradient descent on the support MSE."""
-
-    outer_lr: float = 1e-3
-    hidden: tuple[int, ...] = (40, 40)
-    # One step of 0.01, as MAML (Finn et al., 2017) and Meta-SGD (Li et al., 2017) regress sines;
-    # several steps with learned per-parameter rates diverge on steep lines early in training.
-    inner_steps: int = 1
-    inner_lr_init: float = 0.01
-    first_order: bool = False
-
-
-class GradientMLPRegression(Learner):
-    """``theta <- theta - alpha * dMSE/dtheta`` from a learned ``theta0`` (Meta-SGD: alpha learned per parameter).
-
-    Subclasses set ``learned_lr``: True for Meta-SGD (alpha has theta's shape and is
-    meta-learned), False for MAML (alpha is the fixed scalar ``inner_lr_init``).
-    """
-
-    Config = GradientMLPConfig
-    kinds = ("regression",)
-    learned_lr = True
-
-    def __init__(self, config: GradientMLPConfig, task: TaskSpec) -> None:
-        super().__init__(config, task)
-        self.mlp = mlp_for(task, config.hidden)
-        self.init_params = nn.Parameter(self.mlp.init(1)[0])
-        if self.learned_lr:
-            self.inner_lr = nn.Parameter(torch.full((self.mlp.n_params,), config.inner_lr_init))
-
-    def step_size(self) -> Tensor | float:
-        """The inner learning rate: a learned vector [P] (Meta-SGD) or a fixed scalar (MAML)."""
-        return self.inner_lr if self.learned_lr else self.config.inner_lr_init
-
-    def adapt(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-episode parameters [B, P] after the inner loop on the support points."""
-        theta = self.init_params.to(x.dtype).expand(x.shape[0], -1)
-        second_order = self.training and torch.is_grad_enabled() and not self.config.first_order
-        for _ in range(self.config.inner_steps):
-            grad = inner_gradient(self.mlp, theta, x, y, create_graph=second_order)
-            theta = theta - self.step_size() * grad
-        return theta
-
-    def predict(self, batch: PredictionBatch) -> Tensor:
-        # At evaluation the inner loop still takes gradients, but nothing is recorded for the meta-parameters.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.mlp.forward(self.adapt(*support_points(batch)), batch.query)
-
-    def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
-        outputs = self.predict(batch)
-        loss = REGRESSION.loss(outputs, batch.query_labels)
-        return LossOutput(loss, {"query_mse": loss.detach()})
 
 
 @hookimpl

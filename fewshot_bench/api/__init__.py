@@ -19,7 +19,15 @@ from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
 from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.api.learner import LEARNER_NAME, Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.api.linear import flat, linear_logits, onehot_labels, support_loss_grad
-from fewshot_bench.api.mlp import MLP, PAPER_SIZES, inner_gradient, mlp_for, support_mse, support_points
+from fewshot_bench.api.mlp import (
+    MLP,
+    PAPER_SIZES,
+    gradient_steps,
+    inner_gradient,
+    mlp_for,
+    support_mse,
+    support_points,
+)
 from fewshot_bench.api.noise import episode_keys, episode_normal, hashed_normals, hashed_uniforms, mix64
 from fewshot_bench.api.search_space import Choice, Float, Int
 from fewshot_bench.api.tasks import CLASSIFICATION, REGRESSION, TaskKind, task_kind
@@ -47,6 +55,7 @@ __all__ = [
     "episode_keys",
     "episode_normal",
     "flat",
+    "gradient_steps",
     "hashed_normals",
     "hashed_uniforms",
     "hookimpl",

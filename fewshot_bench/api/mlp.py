@@ -86,6 +86,17 @@ def inner_gradient(mlp: MLP, theta: Tensor, x: Tensor, y: Tensor, create_graph: 
     return grad if create_graph else grad.detach()
 
 
+def gradient_steps(mlp: MLP, theta: Tensor, x: Tensor, y: Tensor, steps: int, lr: Tensor | float, create_graph: bool) -> Tensor:
+    """``theta`` [B, P] after ``steps`` steps of ``theta <- theta - lr * d(support MSE)/d(theta)``.
+
+    ``lr`` is a scalar (MAML) or a learned per-parameter vector [P] (Meta-SGD);
+    ``create_graph`` as in :func:`inner_gradient`.
+    """
+    for _ in range(steps):
+        theta = theta - lr * inner_gradient(mlp, theta, x, y, create_graph=create_graph)
+    return theta
+
+
 def mlp_for(task: TaskSpec, hidden: tuple[int, ...]) -> MLP:
     """The regression network for a task: D inputs, the given hidden widths, one output."""
     return MLP((task.feature_dim, *hidden, 1))

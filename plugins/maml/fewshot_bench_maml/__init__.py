@@ -31,7 +31,7 @@ from fewshot_bench.api import (
     onehot_labels,
     support_loss_grad,
 )
-from fewshot_bench.regression_learners import GradientMLPRegression
+from fewshot_bench_maml.regression import MAMLRegression
 
 
 @dataclass
@@ -49,14 +49,6 @@ class MAMLConfig(LearnerConfig):
     l2_penalty_weight: float = 0.0
     grad_clip_value: float | None = 0.1
     grad_clip_norm: float | None = 0.1
-
-
-class MAMLRegression(GradientMLPRegression):
-    """MAML on the regression MLP: learned ``theta0``, one fixed scalar inner learning rate."""
-
-    name = "maml"
-    description = "MAML on the 1-40-40-1 regression MLP: learned init, fixed scalar inner learning rate"
-    learned_lr = False
 
 
 class MAML(Learner):

@@ -23,7 +23,7 @@ from fewshot_bench.api import (
     onehot_labels,
     support_loss_grad,
 )
-from fewshot_bench.regression_learners import GradientMLPRegression
+from fewshot_bench_metasgd.regression import MetaSGDRegression
 
 
 @dataclass
@@ -39,14 +39,6 @@ class MetaSGDConfig(LearnerConfig):
     l2_penalty_weight: float = 0.0
     grad_clip_value: float | None = 0.1
     grad_clip_norm: float | None = 0.1
-
-
-class MetaSGDRegression(GradientMLPRegression):
-    """Meta-SGD on the regression MLP: learned ``theta0`` and a learned inner learning rate per parameter."""
-
-    name = "metasgd"
-    description = "Meta-SGD on the 1-40-40-1 regression MLP: learned init and per-parameter inner learning rates"
-    learned_lr = True
 
 
 class MetaSGD(Learner):
