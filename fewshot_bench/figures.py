@@ -1,13 +1,12 @@
 """The LEO paper's figures from stored runs: 3 (regression samples), 4 (latent t-SNE), 5 (curvature and coverage).
 
 Each ``figure_N`` takes loaded learners (see :func:`fewshot_bench.runner.load_model`) and
-data, computes what the paper plots, and writes one PNG atomically (a temporary file, then
-``os.replace``). The numbers behind a figure are returned too, for tests and docs.
+data, computes what the paper plots, and writes one PNG atomically
+(:func:`fewshot_bench.atomic.save_figure`). The numbers behind a figure are returned too, for tests and docs.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from fewshot_bench import atomic
 from fewshot_bench.api.batches import PredictionBatch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.linear import flat
@@ -30,14 +30,11 @@ CHUNK = 200  # episodes per batch when collecting latents and curvature
 
 
 def save_figure(fig: plt.Figure, out: Path) -> Path:
-    """Write ``fig`` to ``out`` as PNG without ever leaving a half-written file."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    """Write ``fig`` to ``out`` as PNG without ever leaving a half-written file, and close it."""
+    try:
+        return atomic.save_figure(fig, out, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 # --- Figure 3: sampled regression models ---------------------------------------------------------

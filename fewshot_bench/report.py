@@ -14,7 +14,6 @@ made with those overrides; such a row's label names them.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from fewshot_bench import stats
+from fewshot_bench.atomic import save_figure
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocols import (
     TRANSDUCTIVE_NOTE,
@@ -380,12 +380,7 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
         ax.text(0.5, 0.5, "no runs in the store yet", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")  # the suffix picks the image format
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        save_figure(fig, Path(path), dpi=120)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

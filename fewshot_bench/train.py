@@ -4,11 +4,8 @@ validation on fixed episodes, best-checkpoint early stopping and atomic, resumab
 from __future__ import annotations
 
 import copy
-import errno
 import logging
-import os
 import re
-import shutil
 import warnings
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,14 +21,17 @@ from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.noise import mix64
 from fewshot_bench.api.tasks import task_kind
+from fewshot_bench.atomic import FIX, replacing
 from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, cpu_cores
-from fewshot_bench.errors import CheckpointError, DataError, WriteError
+from fewshot_bench.errors import CheckpointError, DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.progress import progress
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FIX = f"{FIX} (run, sweep: --checkpoint-dir DIR)"
 
 
 @dataclass
@@ -95,49 +95,16 @@ def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float 
         torch._foreach_mul_(grads, list((norm / norms.clamp_min(1e-12)).clamp(max=1.0).unbind()))
 
 
-def write_failure(path: Path, exc: BaseException, what: str = "checkpoint") -> WriteError:
-    """A one-line :class:`WriteError` saying why the harness could not write ``path`` (the real cause)."""
-    where = "write it to a writable place with free space (run, sweep: --checkpoint-dir DIR)"
-    if isinstance(exc, IsADirectoryError) or path.is_dir():
-        return WriteError(f"cannot write {what} {path}: it is a directory; remove it or {where}")
-    if isinstance(exc, (NotADirectoryError, FileExistsError)):
-        return WriteError(f"cannot write {what} {path}: a part of its folder {path.parent} is a file, not a folder; {where}")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return WriteError(f"cannot write {what} {path}: the disk is full; free some space and run the same command again")
-    if isinstance(exc, OSError):
-        return WriteError(f"cannot write {what} {path}: {exc.strerror or exc}; {where}")
-    # torch.save reports a failed write as a RuntimeError of its stream writer: name the real cause if it is space.
-    try:
-        full = shutil.disk_usage(next(p for p in (path.parent, *path.parents) if p.exists())).free < 1 << 20
-    except (OSError, StopIteration):
-        full = False
-    if full:
-        return WriteError(f"cannot write {what} {path}: the disk is full; free some space and run the same command again")
-    first = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return WriteError(f"cannot write {what} {path}: {type(exc).__name__}: {first[:160]}; {where}")
-
-
 def save_atomic(obj: object, path: Path, what: str = "checkpoint") -> None:
-    """``torch.save`` to a temporary file, then rename it over ``path`` (never half-written).
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`fewshot_bench.atomic.replacing`: never half-written).
 
     Save tensors and plain data only (dicts, lists, tuples, str, int, float, bool, None):
     every reader loads with :func:`load_torch_file`, which refuses anything else. A write
     that fails (a full disk, a read-only place, ``path`` a directory) removes the temporary
     file and is a one-line :class:`WriteError`: the harness's problem, not the learner's.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    with replacing(path, what, CHECKPOINT_FIX) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_failure(path, exc, what) from None
-    except BaseException:  # interrupted: leave nothing half-written behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # What to do about a checkpoint that cannot be resumed (sweeps have no --restart: delete the file).

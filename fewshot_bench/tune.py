@@ -40,6 +40,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fewshot_bench.api.search_space import Param
 from fewshot_bench.api.tasks import task_kind
+from fewshot_bench.atomic import save_figure
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
@@ -575,10 +576,10 @@ def plot_study(study: Any, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle(study.study_name, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def executor_capacity(executor: Executor) -> int:

@@ -437,7 +437,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
 
     import torch
 
-    from fewshot_bench import train
+    from fewshot_bench import atomic, train
 
     real_save = torch.save
 
@@ -446,7 +446,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
         raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/3: file write failed")
 
     monkeypatch.setattr(train.torch, "save", full_disk_save)
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda p: shutil_module._ntuple_diskusage(100, 100, 0))
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: shutil_module._ntuple_diskusage(100, 100, 0))
     ck = tmp_path / "ck"
     r = cli("run", *TINY, "--checkpoint-dir", ck, "--store", tmp_path / "r.db")
     assert r.code == 1 and "Traceback" not in r.err

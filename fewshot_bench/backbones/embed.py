@@ -15,7 +15,6 @@ inside them ``%`` is written ``%25`` and ``-`` is written ``%2D`` (:func:`encode
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fewshot_bench.atomic import write_text
 from fewshot_bench.backbones.base import embed
 from fewshot_bench.backbones.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_bench.data.images import ImageDataset, ImageSpec, ImageSplit, center_crop, load_images
@@ -76,12 +76,6 @@ def existing_features(out: Path) -> list[Path]:
     if not out.is_dir():
         return []
     return sorted(p for fmt in FORMATS for p in out.glob(f"*_embeddings.{fmt}"))
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def export_features(
@@ -145,5 +139,5 @@ def export_features(
             "classes": split.num_classes,
             "feature_dim": int(features.shape[1]),
         }
-    _write_json_atomic(manifest, out / MANIFEST)
+    write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=str), "features manifest")
     return manifest

@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -39,7 +38,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from fewshot_bench.atomic import replacing
 from fewshot_bench.data.base import l2_normalize
+from fewshot_bench.errors import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +170,8 @@ def _try_open(directory: Path, source: Path, variant: str) -> CachedSplit | None
     return CachedSplit(features, KeyList(keys), offsets, class_names, index.get("info", {}), "hit", directory)
 
 
-def _tmp(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
 def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, source_id: dict[str, int]) -> None:
-    """Write the cache files for ``rows`` into ``directory`` (OSError if it is not writable)."""
+    """Write the cache files for ``rows`` into ``directory`` (OSError or WriteError if it is not writable)."""
     directory.mkdir(parents=True, exist_ok=True)
     names = _names(source, variant)
     n, d = rows.features.shape
@@ -185,10 +180,14 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     encoded = [rows.keys[i].encode("utf-8") for i in order.tolist()]
     key_bytes = max(1, max(len(k) for k in encoded))
-    written: list[Path] = []
-    try:
-        feats_tmp = _tmp(directory, names["features"])
-        written.append(feats_tmp)
+    index_path = directory / names["index"]
+    # The files are renamed into place as the blocks end, innermost first: the index goes
+    # last, so until it is in place no reader takes the new arrays as a cache.
+    with (
+        replacing(index_path, "cache index") as index_tmp,
+        replacing(directory / names["features"], "cached features") as feats_tmp,
+        replacing(directory / names["keys"], "cached keys") as keys_tmp,
+    ):
         # Gather, normalise and append in bounded chunks with plain writes: writing through a
         # shared memmap would map every page of the new file into this process (1 GB of
         # resident memory for tieredImageNet's train split, on top of the source rows).
@@ -202,8 +201,6 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
                     chunk = l2_normalize(torch.from_numpy(chunk)).numpy()
                 f.write(memoryview(chunk).cast("B"))
         fingerprint = _fingerprint(np.load(feats_tmp, mmap_mode="r"))
-        keys_tmp = _tmp(directory, names["keys"])
-        written.append(keys_tmp)
         with open(keys_tmp, "wb") as f:
             np.save(f, np.array(encoded, dtype=f"S{key_bytes}"), allow_pickle=False)
         index = {
@@ -219,17 +216,8 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
             "fingerprint": fingerprint,
             "info": rows.info,
         }
-        index_tmp = _tmp(directory, names["index"])
-        written.append(index_tmp)
         index_tmp.write_text(json.dumps(index))
-        # The index goes last: until it is in place, no reader takes the new arrays as a cache.
-        (directory / names["index"]).unlink(missing_ok=True)
-        os.replace(feats_tmp, directory / names["features"])
-        os.replace(keys_tmp, directory / names["keys"])
-        os.replace(index_tmp, directory / names["index"])
-    finally:
-        for p in written:
-            p.unlink(missing_ok=True)
+        index_path.unlink(missing_ok=True)
 
 
 def load_split(source: Path, normalize: bool, read: Callable[[Path], GroupedRows]) -> CachedSplit:
@@ -247,7 +235,7 @@ def load_split(source: Path, normalize: bool, read: Callable[[Path], GroupedRows
     for directory in dirs:
         try:
             _build(directory, source, variant, rows, source_id)
-        except OSError as exc:  # not writable here: try the next place
+        except (OSError, WriteError) as exc:  # not writable here: try the next place
             errors.append(f"{directory}: {exc}")
             continue
         built = _try_open(directory, source, variant)

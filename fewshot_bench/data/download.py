@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from fewshot_bench.atomic import rename_durably, write_text
 from fewshot_bench.errors import DataError
 
 LEO_URL = "http://storage.googleapis.com/leo-embeddings/embeddings.zip"  # the LEO authors' README
@@ -140,7 +141,7 @@ def download(
                 "etag": resp.headers.get("ETag"),
                 "last_modified": resp.headers.get("Last-Modified"),
             }
-            meta_path.write_text(json.dumps(meta))
+            write_text(meta_path, json.dumps(meta), "download state")
             with open(part, "ab" if offset else "wb") as f, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, disable=not progress
             ) as bar:
@@ -167,7 +168,7 @@ def download(
     digest = _sha256(part, progress)
     if sha256 is not None and digest != sha256.lower():
         raise _reject(part, dest, f"{dest.name} has SHA-256 {digest}, expected {sha256.lower()}")
-    os.replace(part, dest)
+    rename_durably(part, dest)
     meta_path.unlink(missing_ok=True)
     return Downloaded(dest, received, digest, fetched, resumed_from)
 

@@ -20,7 +20,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
+from fewshot_bench.atomic import replacing
 from fewshot_bench.errors import DataError
 
 LEO_FEATURE_DIM = 640
@@ -639,21 +639,6 @@ class _Py2Pickler:
             raise DataError(f"cannot write a {type(obj).__name__} into an embeddings pickle")
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_embeddings(
     path: Path | str,
     embeddings: Any,
@@ -685,11 +670,11 @@ def write_embeddings(
         key_array = np.array(checked.keys, dtype=str)
     else:
         key_array = np.array(raw_keys, dtype=bytes)
-    if path.suffix == ".npz":
-        _atomic_write(path, lambda f: np.savez(f, embeddings=x, labels=lab, keys=key_array))
-    else:
-        payload = {"embeddings": x, "labels": lab, "keys": key_array}
-        _atomic_write(path, lambda f: _Py2Pickler(f).dump(payload))
+    with replacing(path, "embeddings file") as tmp, open(tmp, "wb") as f:
+        if path.suffix == ".npz":
+            np.savez(f, embeddings=x, labels=lab, keys=key_array)
+        else:
+            _Py2Pickler(f).dump({"embeddings": x, "labels": lab, "keys": key_array})
     return path
 
 
