@@ -4,7 +4,6 @@ Config key (type, default, whether ``--set`` can change it) and the per-dataset 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import typing
 from typing import Any
@@ -54,28 +53,13 @@ def config_fields(config_cls: type) -> list[dict[str, str]]:
     ]
 
 
-def presets(impl: type) -> list[str]:
-    """The preset names ``--hparams`` accepts for ``impl``: its ``presets`` attribute, else the signature's default."""
-    declared = list(getattr(impl, "presets", ()) or ())
-    default = default_preset(impl)
-    if default is not None and default not in declared:
-        declared.insert(0, default)
-    return declared
-
-
-def default_preset(impl: type) -> str | None:
-    """The preset ``default_config`` uses when ``--hparams`` is not given (None without presets)."""
-    param = inspect.signature(impl.default_config).parameters.get("preset")
-    return param.default if param is not None and isinstance(param.default, str) else None
-
-
 def preset_rows(impl: type) -> list[dict[str, str]]:
     """For each preset and tuned (dataset, shot): the values that differ from the Config defaults."""
     base = {f.name: _default(f) for f in dataclasses.fields(impl.Config)}
-    settings = list(getattr(impl, "tuned_settings", ()) or ())
-    names = presets(impl)
+    settings = list(impl.tuned_settings)
+    names = list(impl.presets)
     rows: list[dict[str, str]] = []
-    quiet = logging.getLogger("fewshot_bench_leo")  # fallback notes are not news here
+    quiet = logging.getLogger(impl.__module__.split(".")[0])  # a preset's fallback notes are not news here
     level, quiet.level = quiet.level, logging.WARNING
     try:
         for preset in names or [None]:
@@ -107,9 +91,9 @@ def describe(host: PluginHost, name: str) -> dict[str, Any]:
             "class": f"{impl.__module__}.{impl.__qualname__}",
             "config": f"{impl.Config.__module__}.{impl.Config.__qualname__}",
             "meta_trained": bool(impl.meta_trainable),
-            "presets": presets(impl),
-            "default_preset": default_preset(impl),
-            "tuned_settings": [list(s) for s in getattr(impl, "tuned_settings", ()) or ()],
+            "presets": list(impl.presets),
+            "default_preset": impl.check_preset(None),
+            "tuned_settings": [list(s) for s in impl.tuned_settings],
             "fields": config_fields(impl.Config),
             "preset_values": preset_rows(impl),
         })
@@ -117,7 +101,7 @@ def describe(host: PluginHost, name: str) -> dict[str, Any]:
         "learner": name,
         "distribution": reg.plugin.distribution,
         "description": cls.description,
-        "transductive": bool(getattr(cls, "transductive", False)),
+        "transductive": bool(cls.transductive),
         "kinds": kinds,
     }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -113,12 +112,11 @@ def resolve_config(cls: type[Learner], spec: RunSpec, kind: str = "classificatio
     class and config (``Learner.implementations``).
     """
     cls = cls.for_kind(kind)
-    params = inspect.signature(cls.default_config).parameters
     if spec.hparams == TUNED:  # the learner's defaults with a search's best values (fewshot_bench.tune)
         if spec.tuned is None:
             raise ConfigError("--hparams tuned: the tuned preset was not looked up (fewshot_bench.tune.with_tuned)")
         config = apply_overrides(cls.default_config(spec.dataset, spec.shot), spec.tuned["values"], cls.name)
-    elif spec.hparams is not None and "preset" in params:
+    elif spec.hparams is not None and cls.presets:
         config = cls.default_config(spec.dataset, spec.shot, preset=spec.hparams)
     elif spec.hparams not in (None, "paper"):
         raise ConfigError(f"learner {cls.name!r} has no hyperparameter presets; drop --hparams {spec.hparams}")

@@ -10,7 +10,6 @@ resumes unfinished ones, and never stores a cell twice.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +95,6 @@ def check_installed(host: PluginHost, learners: Iterable[str], what: str = "the 
         )
 
 
-def _accepts_preset(host: PluginHost, learner: str) -> bool:
-    return "preset" in inspect.signature(host.learner(learner).default_config).parameters
-
-
 def grid(
     host: PluginHost,
     learners: list[str],
@@ -121,7 +116,7 @@ def grid(
         # A preset (e.g. LEO's paper vs reference hyperparameters) applies to learners that have presets;
         # "tuned" to every learner (fewshot_bench.tune.apply_tuned looks each cell's preset up).
         tuned = (protocol.hparams or "").split(":")[0] == TUNED
-        hparams = protocol.hparams if protocol.hparams and (tuned or _accepts_preset(host, learner)) else None
+        hparams = protocol.hparams if protocol.hparams and (tuned or host.learner(learner).presets) else None
         for dataset in canonical:
             for shot in shots:
                 for seed in seeds:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
+from fewshot_bench.errors import ConfigError
 
 LEARNER_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -72,7 +73,9 @@ class Learner(nn.Module):
     implementations: ClassVar[dict[str, type]] = {}
     # (dataset, k_shot) pairs for which default_config has tuned values, for docs and checks.
     tuned_settings: ClassVar[tuple[tuple[str, int], ...]] = ()
-    # Names default_config(dataset, k_shot, preset=NAME) accepts (--hparams), default first; for `learners NAME`.
+    # Named sets of defaults (--hparams NAME) that default_config accepts as ``preset``, the
+    # default first (e.g. LEO: ("paper", "reference")); empty: one set of defaults. The harness
+    # passes ``preset`` only to learners that declare presets; `learners NAME` lists them.
     presets: ClassVar[tuple[str, ...]] = ()
     # True: a query's prediction may depend on the episode's other queries (transductive
     # inference); the `inductive` check then passes and tables mark the learner's rows.
@@ -92,9 +95,25 @@ class Learner(nn.Module):
         return cls.implementations.get(kind, cls)
 
     @classmethod
-    def default_config(cls, dataset: str, k_shot: int) -> Any:
-        """The learner's default hyperparameters for a dataset and shot (paper values where known)."""
+    def default_config(cls, dataset: str, k_shot: int, preset: str | None = None) -> Any:
+        """The learner's default hyperparameters for a dataset and shot (paper values where known).
+
+        ``preset`` is one of :attr:`presets`, or ``None`` for the default one (the first). A
+        learner with presets overrides this method and refuses an unknown name with a one-line
+        :class:`~fewshot_bench.errors.ConfigError` naming the accepted ones (:meth:`check_preset`).
+        """
+        cls.check_preset(preset)
         return cls.Config()
+
+    @classmethod
+    def check_preset(cls, preset: str | None) -> str | None:
+        """The preset to use: ``preset`` if declared in :attr:`presets`, the first for ``None``; else a ConfigError."""
+        if preset is None:
+            return cls.presets[0] if cls.presets else None
+        if preset not in cls.presets:
+            accepted = f"use --hparams {' or '.join(cls.presets)}" if cls.presets else "it has none"
+            raise ConfigError(f"unknown hyperparameter preset {preset!r} for learner {cls.name!r}; {accepted}")
+        return preset
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         """The meta-training objective on a batch of episodes (called in training mode)."""

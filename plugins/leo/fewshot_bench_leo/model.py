@@ -43,7 +43,7 @@ from fewshot_bench.api import (
     onehot_labels,
     support_loss_grad,
 )
-from fewshot_bench_leo.hparams import PRESETS, SEARCH_SPACE, tuned_values
+from fewshot_bench_leo.hparams import DEFAULT_PRESET, PRESETS, SEARCH_SPACE, tuned_values
 
 STDDEV_FLOOR = 1e-10  # reference code: tf.maximum(stddev, 1e-10)
 NAN_FALLBACK_SCALE = 1e-4  # reference code: the NaN step's loss is 1e-4 / lambda1 * L2 penalty
@@ -164,9 +164,9 @@ class LatentEmbeddingOptimization(Learner):
         self.weight_stddev_offset = math.sqrt(2.0 / (d + task.n_way))
 
     @classmethod
-    def default_config(cls, dataset: str, k_shot: int, preset: str = "paper") -> LEOConfig:
-        """The preset's tuned values (paper Table 6 or the reference README) for (dataset, shot)."""
-        return cls.Config(**tuned_values(dataset, k_shot, preset))
+    def default_config(cls, dataset: str, k_shot: int, preset: str | None = None) -> LEOConfig:
+        """The preset's tuned values (paper Table 6, the default, or the reference README) for (dataset, shot)."""
+        return cls.Config(**tuned_values(dataset, k_shot, preset or DEFAULT_PRESET))
 
     @staticmethod
     def _check(config: LEOConfig) -> None:
@@ -365,13 +365,11 @@ class LatentEmbeddingOptimization(Learner):
 
     def predict(self, batch: PredictionBatch) -> Tensor:
         """Query logits [B, M, N]; at evaluation (means, no dropout) nothing is recorded for autograd."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.classifier_logits(batch.query, self.adapt(batch).weights)
+        return self.classifier_logits(batch.query, self.adapt(batch).weights)
 
     def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, None]:
         """The adapted classifier weights [B, N, D] (no bias): ``predict`` at evaluation is ``query @ w^T``."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.adapt(batch).weights, None
+        return self.adapt(batch).weights, None
 
     def encoder_penalty(self, adaptation: Adaptation) -> Tensor:
         """Eq. 6's third term: squared distance of the initial latents to the (stop-gradient) adapted ones."""

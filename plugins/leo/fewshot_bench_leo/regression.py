@@ -122,6 +122,7 @@ class LEORegression(Learner):
     description = "LEO for regression: one 16-d latent generates the whole 1-40-40-1 MLP (appendix A.2)"
     Config = LEORegressionConfig
     kinds = ("regression",)
+    presets = ("paper",)  # accepted so `--hparams paper` means LEO's defaults on every task kind
 
     def __init__(self, config: LEORegressionConfig, task: TaskSpec) -> None:
         super().__init__(config, task)
@@ -146,9 +147,9 @@ class LEORegression(Learner):
             self.finetune_lr = nn.Parameter(torch.full((self.mlp.n_params,), config.finetune_lr_init))
 
     @classmethod
-    def default_config(cls, dataset: str, k_shot: int, preset: str = "paper") -> LEORegressionConfig:
+    def default_config(cls, dataset: str, k_shot: int, preset: str | None = None) -> LEORegressionConfig:
         """The regression defaults (the paper's Table 6 presets are for classification only)."""
-        if preset != "paper":
+        if preset not in (None, "paper"):
             raise ConfigError(f"LEO has no {preset!r} hyperparameters for regression; drop --hparams {preset}")
         return cls.Config()
 
@@ -217,8 +218,7 @@ class LEORegression(Learner):
     def predict(self, batch: PredictionBatch) -> Tensor:
         """Query outputs [B, M, 1] of one sampled model per problem (all of them: call again for more)."""
         self._eval_ids, self._draws = batch.episode_ids, 0
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.mlp.forward(self.adapt(*support_points(batch)).theta, batch.query)
+        return self.mlp.forward(self.adapt(*support_points(batch)).theta, batch.query)
 
     def l2_penalty(self) -> Tensor:
         """Sum of ``sum(w^2) / 2`` over the generator's weights (not the learning rates)."""
