@@ -20,11 +20,10 @@ from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from fewshot_bench import atomic
-from fewshot_bench.api.batches import PredictionBatch
-from fewshot_bench.api.learner import Learner
-from fewshot_bench.api.linear import flat
+from fewshot_bench.api import Adaptation, Learner, PredictionBatch, flat
 from fewshot_bench.data import regression  # noqa: E402
 from fewshot_bench.episodes import EpisodeSource
+from fewshot_bench.errors import ConfigError
 
 CHUNK = 200  # episodes per batch when collecting latents and curvature
 
@@ -109,6 +108,17 @@ def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regul
     return {"problems": shown}
 
 
+def adaptation_of(learner: Learner, batch: PredictionBatch, latents: bool = False) -> Adaptation:
+    """``learner.adaptation(batch)``; a one-line error if it reports none (or no latents, when asked for)."""
+    adaptation = learner.adaptation(batch)
+    if adaptation is None or (latents and any(f is None for f in (
+        adaptation.latent_initial, adaptation.latent_adapted, adaptation.decoded, adaptation.decoder
+    ))):
+        what = "latent codes and a linear decoder" if latents else "its parameters before and after adaptation"
+        raise ConfigError(f"learner {learner.name!r} reports no {what} (Learner.adaptation); figures cannot draw it")
+    return adaptation
+
+
 # --- Figure 4: latent codes before and after adaptation ------------------------------------------
 
 
@@ -120,9 +130,9 @@ def collect_latents(leo: Learner, split: EpisodeSource, way: int, shot: int, epi
     with torch.no_grad():
         for start in tqdm(range(0, episodes, CHUNK), desc="latents", disable=not progress, leave=False):
             batch = sampler.batch(start, min(CHUNK, episodes - start), dtype=leo.dtype)
-            adaptation = leo.adapt(batch)
-            before.append(adaptation.z_init.mean(2).flatten(0, 1))
-            after.append(adaptation.z_adapted.mean(2).flatten(0, 1))
+            adaptation = adaptation_of(leo, batch, latents=True)
+            before.append(adaptation.latent_initial.mean(2).flatten(0, 1))
+            after.append(adaptation.latent_adapted.mean(2).flatten(0, 1))
             classes.append(batch.classes.flatten())
     return torch.cat(before).numpy(), torch.cat(after).numpy(), torch.cat(classes).numpy()
 
@@ -191,11 +201,13 @@ def ce_hessian_eigenvalues(x: Tensor, weights: Tensor, gram: Tensor) -> Tensor:
 
 
 def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource, problems: int, seed: int, progress: bool = False) -> dict[str, np.ndarray]:
-    """Per-problem quantities of Figure 5 on ``problems`` test episodes (evaluation mode, no sampling)."""
+    """Per-problem quantities of Figure 5 on ``problems`` test episodes (evaluation mode, no sampling).
+
+    Both learners report through :meth:`Learner.adaptation`: LEO its latents, the weights
+    decoded from them and its decoder's mean map; Meta-SGD its initial and adapted weights.
+    """
     task = leo.task
     sampler = split.sampler(task.n_way, task.k_shot, 1, seed, stream="test")
-    d = task.feature_dim
-    w_mean = leo.decoder_weight[:, :d].detach()  # [Z, D]: latents to classifier weights
     out: dict[str, list[Tensor]] = {"hess_z": [], "hess_theta": [], "hess_metasgd": [], "step_leo": [], "step_metasgd": []}
     leo.eval()
     metasgd.eval()
@@ -203,22 +215,24 @@ def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource,
         for start in tqdm(range(0, problems, CHUNK), desc="curvature", disable=not progress, leave=False):
             batch = sampler.batch(start, min(CHUNK, problems - start), dtype=leo.dtype)
             x = flat(batch.support)
-            adaptation = leo.adapt(batch)
-            copies = adaptation.z_init.shape[2]
-            theta = adaptation.decoded_weights  # decoded from z': the point both Hessians are taken at
-            xw = x @ w_mean.T  # [B, M, Z]
+            adaptation = adaptation_of(leo, batch, latents=True)
+            decoder = adaptation.decoder  # [Z, D]: latents to classifier weights
+            copies = adaptation.latent_initial.shape[2]
+            theta = adaptation.decoded  # decoded from z': the point both Hessians are taken at
+            xw = x @ decoder.T  # [B, M, Z]
             out["hess_z"].append(ce_hessian_eigenvalues(x, theta, xw @ xw.transpose(1, 2) / copies).flatten())
             out["hess_theta"].append(ce_hessian_eigenvalues(x, theta, x @ x.transpose(1, 2)).flatten())
-            theta0 = leo.decoder(adaptation.z_init).weights
-            out["step_leo"].append((theta - theta0).flatten(1).norm(dim=1))
-            w = metasgd.adapt(batch)
+            out["step_leo"].append((theta - adaptation.initial).flatten(1).norm(dim=1))
+            baseline = adaptation_of(metasgd, batch)
+            w = baseline.adapted
             out["hess_metasgd"].append(ce_hessian_eigenvalues(x, w, x @ x.transpose(1, 2)).flatten())
-            out["step_metasgd"].append((w - metasgd.init_weights).flatten(1).norm(dim=1))
+            out["step_metasgd"].append((w - baseline.initial).flatten(1).norm(dim=1))
+        singular_values = torch.linalg.svdvals(decoder)
     result = {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
     for key in ("hess_z", "hess_theta", "hess_metasgd"):  # the Hessians' rank is at most M (N - 1)
         v = result[key]
         result[key] = v[v > 1e-7 * v.max()]
-    result["decoder_singular_values"] = torch.linalg.svdvals(w_mean).cpu().numpy()
+    result["decoder_singular_values"] = singular_values.cpu().numpy()
     return result
 
 

@@ -5,9 +5,10 @@ it imports no other part of fewshot-bench, and plugins import no other part of i
 ``import-linter`` contracts in ``pyproject.toml`` enforce both; docs/architecture.md).
 
 * the contract: :class:`Learner`, :class:`LearnerConfig`, :class:`TaskSpec`,
-  :class:`LossOutput`, the batch types :class:`EpisodeBatch` (labelled) and
-  :class:`PredictionBatch` (what ``predict`` sees), task kinds, and the search-space
-  declarations ``Float``, ``Int``, ``Choice``;
+  :class:`LossOutput`, :class:`Adaptation` (what ``Learner.adaptation`` reports), the
+  batch types :class:`EpisodeBatch` (labelled) and :class:`PredictionBatch` (what
+  ``predict`` sees), task kinds, and the search-space declarations ``Float``, ``Int``,
+  ``Choice``;
 * the plugin hooks: :data:`hookimpl` and the ``register`` callbacks' hook specifications;
 * counter-based noise: :func:`episode_normal` and the hashes behind it;
 * shared batched math: linear logits and support-loss gradients of softmax classifiers,
@@ -17,7 +18,7 @@ it imports no other part of fewshot-bench, and plugins import no other part of i
 
 from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
 from fewshot_bench.api.hooks import hookimpl
-from fewshot_bench.api.learner import LEARNER_NAME, Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.api.learner import LEARNER_NAME, Adaptation, Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.api.linear import flat, linear_logits, onehot_labels, support_loss_grad
 from fewshot_bench.api.mlp import (
     MLP,
@@ -39,6 +40,7 @@ __all__ = [
     "MLP",
     "PAPER_SIZES",
     "REGRESSION",
+    "Adaptation",
     "Choice",
     "ConfigError",
     "DataError",

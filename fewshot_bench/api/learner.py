@@ -50,6 +50,25 @@ class LossOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Adaptation:
+    """What a learner's inner loop did to a batch of episodes: returned by :meth:`Learner.adaptation`.
+
+    Parameters carry a leading batch dimension B (one row per episode): for a linear softmax
+    classifier (LEO, Meta-SGD, MAML without hidden layers) the class weights ``[B, N, D]``,
+    N classes by D features; for other models a flat vector ``[B, P]``. The latent fields
+    are for learners that adapt a latent code and decode parameters from it (LEO); others
+    leave them ``None``.
+    """
+
+    initial: Tensor  # parameters before adaptation (the learned initialisation; LEO: decoded from latent_initial)
+    adapted: Tensor  # parameters after every inner step: the ones ``predict`` uses
+    latent_initial: Tensor | None = None  # [B, N, C, Z] latent codes before adaptation, C codes per class
+    latent_adapted: Tensor | None = None  # [B, N, C, Z] latent codes after the latent steps
+    decoded: Tensor | None = None  # [B, N, D] decoded from latent_adapted, before fine-tuning in parameter space
+    decoder: Tensor | None = None  # [Z, D] the linear map from a class's latent code to its (mean) weights: z @ decoder
+
+
 class Learner(nn.Module):
     """Base class of every learner: the math of one method over whole batches of episodes.
 
@@ -144,6 +163,16 @@ class Learner(nn.Module):
         work): not a linear readout, evaluation calls ``predict``. Plugin authors may ignore
         this hook; a subclass that overrides ``predict`` must override it too, or evaluation
         ignores the inherited readout.
+        """
+        return None
+
+    def adaptation(self, batch: PredictionBatch) -> Adaptation | None:
+        """Optional: the parameters (and latent codes) before and after the inner loop on each support set.
+
+        For figures and analyses of a trained learner (``fewshot-bench figure`` 4 and 5 draw
+        LEO's latents, curvature and step sizes from it), called in evaluation mode under
+        ``torch.no_grad()``; ``batch.query`` is not used. ``None`` (the default): the learner
+        has no inner loop to show.
         """
         return None
 

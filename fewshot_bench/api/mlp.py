@@ -86,7 +86,9 @@ def inner_gradient(mlp: MLP, theta: Tensor, x: Tensor, y: Tensor, create_graph: 
     return grad if create_graph else grad.detach()
 
 
-def gradient_steps(mlp: MLP, theta: Tensor, x: Tensor, y: Tensor, steps: int, lr: Tensor | float, create_graph: bool) -> Tensor:
+def gradient_steps(
+    mlp: MLP, theta: Tensor, x: Tensor, y: Tensor, steps: int, lr: Tensor | float, create_graph: bool
+) -> Tensor:
     """``theta`` [B, P] after ``steps`` steps of ``theta <- theta - lr * d(support MSE)/d(theta)``.
 
     ``lr`` is a scalar (MAML) or a learned per-parameter vector [P] (Meta-SGD);

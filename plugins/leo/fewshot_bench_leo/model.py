@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
+    Adaptation,
     ConfigError,
     EpisodeBatch,
     Learner,
@@ -94,7 +95,7 @@ class Decoded:
 
 
 @dataclass
-class Adaptation:
+class InnerLoops:
     """What the inner loops produced for a batch of episodes."""
 
     z_init: Tensor  # [B, N, C', Z] latents from the encoder (or the prior); C' = held_copies(K)
@@ -343,7 +344,7 @@ class LatentEmbeddingOptimization(Learner):
             weights = torch.addcmul(weights, self.finetune_lr, grad, value=-1.0 / copies)
         return weights
 
-    def adapt(self, batch: PredictionBatch) -> Adaptation:
+    def adapt(self, batch: PredictionBatch) -> InnerLoops:
         """Encode (or draw from the prior), adapt in latent space, decode, fine-tune: the whole inner loop."""
         support = flat(batch.support)
         onehot = onehot_labels(batch.support_labels, batch.n_way, support.dtype)
@@ -355,7 +356,7 @@ class LatentEmbeddingOptimization(Learner):
         z = self.leo_inner_loop(support, onehot, z_init, copies)
         decoded = self.decoder(z).weights
         weights = self.finetuning_inner_loop(support, onehot, decoded, copies)
-        return Adaptation(z_init, z, kl, decoded, weights)
+        return InnerLoops(z_init, z, kl, decoded, weights)
 
     def classifier_logits(self, x: Tensor, weights: Tensor) -> Tensor:
         """Logits of the linear softmax classifier on (dropped-out) features x [B, M, D]."""
@@ -371,7 +372,22 @@ class LatentEmbeddingOptimization(Learner):
         """The adapted classifier weights [B, N, D] (no bias): ``predict`` at evaluation is ``query @ w^T``."""
         return self.adapt(batch).weights, None
 
-    def encoder_penalty(self, adaptation: Adaptation) -> Tensor:
+    def adaptation(self, batch: PredictionBatch) -> Adaptation:
+        """Latents before and after the latent steps, weights decoded from each, the fine-tuned weights, the decoder.
+
+        ``initial`` is decoded from the initial latents, ``decoded`` from the adapted ones.
+        """
+        loops = self.adapt(batch)
+        return Adaptation(
+            initial=self.decoder(loops.z_init).weights,
+            adapted=loops.weights,
+            latent_initial=loops.z_init,
+            latent_adapted=loops.z_adapted,
+            decoded=loops.decoded_weights,
+            decoder=self.decoder_weight[:, : self.task.feature_dim],
+        )
+
+    def encoder_penalty(self, adaptation: InnerLoops) -> Tensor:
         """Eq. 6's third term: squared distance of the initial latents to the (stop-gradient) adapted ones."""
         err = (adaptation.z_adapted.detach() - adaptation.z_init).pow(2)
         return err.mean() if self.config.objective == "reference" else err.sum(-1).mean()

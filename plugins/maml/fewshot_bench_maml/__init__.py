@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
+    Adaptation,
     ConfigError,
     EpisodeBatch,
     Float,
@@ -137,6 +138,16 @@ class MAML(Learner):
             return None
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.adapt(batch)[0], None
+
+    def adaptation(self, batch: PredictionBatch) -> Adaptation:
+        """The learned initialisation and the adapted parameters: the output weights [B, N, D] of the linear
+        classifier, or with hidden layers every layer's parameters flattened into [B, P]."""
+        adapted = self.adapt(batch)
+        initial = self.initial_params(adapted[0].shape[0])
+        if self.is_linear:
+            return Adaptation(initial=initial[0], adapted=adapted[0])
+        return Adaptation(initial=torch.cat([p.flatten(1) for p in initial], dim=1),
+                          adapted=torch.cat([p.flatten(1) for p in adapted], dim=1))
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         """Mean query cross-entropy after adaptation, plus an optional L2 penalty on the initialisation."""

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
+    Adaptation,
     EpisodeBatch,
     Float,
     Learner,
@@ -83,6 +84,11 @@ class MetaSGD(Learner):
         """The adapted weights (no bias); at evaluation nothing is recorded for autograd."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
             return self.adapt(batch), None
+
+    def adaptation(self, batch: PredictionBatch) -> Adaptation:
+        """The learned initial weights and the adapted weights, [B, N, D] each."""
+        adapted = self.adapt(batch)
+        return Adaptation(initial=self.init_weights.to(adapted.dtype).expand_as(adapted), adapted=adapted)
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         logits = self.predict(batch)
