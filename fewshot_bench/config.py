@@ -91,7 +91,7 @@ def apply_overrides(config: Any, overrides: dict[str, str], learner: str = "") -
         raise ConfigError(f"--set {', '.join(f'{k}={v}' for k, v in overrides.items())}: {exc}") from None
 
 
-# What the harness's own fields (fewshot_bench.learner.LearnerConfig) mean, checked before any work.
+# What the harness's own fields (fewshot_bench.api.LearnerConfig) mean, checked before any work.
 DTYPES = ("float32", "float64")
 _AT_LEAST_ONE = ("meta_batch_size",)
 

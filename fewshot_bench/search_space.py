@@ -2,7 +2,7 @@
 
 A learner declares its space as a class attribute mapping Config fields to ranges::
 
-    from fewshot_bench.search_space import Choice, Float, Int
+    from fewshot_bench.api import Choice, Float, Int
 
     class MyLearner(Learner):
         search_space = {

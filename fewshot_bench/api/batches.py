@@ -86,7 +86,7 @@ class EpisodeBatch(PredictionBatch):
     hold the queries class by class (slot 0's Q queries, then slot 1's, ...); evaluation
     batches in each episode's hashed query order. Only :meth:`inputs` reaches ``predict``.
 
-    Regression (see :mod:`fewshot_bench.tasks`): each episode is one function, N = 1;
+    Regression (see :mod:`fewshot_bench.api.tasks`): each episode is one function, N = 1;
     ``support`` [B, 1, K, D] holds the inputs and ``support_labels`` [B, 1, K, 1] the float
     targets; ``query`` [B, M, D] and ``query_labels`` [B, M, 1] likewise; ``classes`` [B, 1]
     may name the problem's family.

@@ -29,14 +29,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def fewshot_bench_register_learners(register: Callable[[type], None]) -> None:
     """Register learners: call ``register(LearnerClass)`` once per learner class.
 
-    :param register: Takes a subclass of :class:`fewshot_bench.learner.Learner` whose
+    :param register: Takes a subclass of :class:`fewshot_bench.api.Learner` whose
         ``name`` class attribute is unique among all installed plugins (lower-case letters,
         digits and ``-``). A duplicate name is rejected with an error naming both
         distributions: the project's own distributions (``fewshot-bench``,
         ``fewshot-bench-leo``, ``-metasgd``, ``-maml``) always keep their names; among
         other distributions the first registration wins. A learner's ``predict`` receives
-        a :class:`fewshot_bench.PredictionBatch` (no query labels, queries unordered) and
-        its ``meta_loss`` a labelled :class:`fewshot_bench.EpisodeBatch`.
+        a :class:`fewshot_bench.api.PredictionBatch` (no query labels, queries unordered) and
+        its ``meta_loss`` a labelled :class:`fewshot_bench.api.EpisodeBatch`.
     """
 
 

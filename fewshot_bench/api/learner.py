@@ -85,7 +85,7 @@ class Learner(nn.Module):
     Config: ClassVar[type] = LearnerConfig
     # False for learners with nothing to meta-train (nearest centroid, logistic regression).
     meta_trainable: ClassVar[bool] = True
-    # Task kinds this learner can solve (see fewshot_bench.tasks).
+    # Task kinds this learner can solve (see fewshot_bench.api.tasks).
     kinds: ClassVar[tuple[str, ...]] = ("classification",)
     # Kinds this learner solves with another class ({kind: Learner subclass}): one registered
     # name, one model per kind (e.g. LEO's classifier generator and its regression MLP generator).
@@ -100,7 +100,7 @@ class Learner(nn.Module):
     # inference); the `inductive` check then passes and tables mark the learner's rows.
     transductive: ClassVar[bool] = False
     # The hyperparameters `fewshot-bench tune` searches: {Config field: Float/Int/Choice range}
-    # (fewshot_bench.search_space); empty: nothing to tune unless the user passes --space.
+    # (fewshot_bench.api.search_space); empty: nothing to tune unless the user passes --space.
     search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any, task: TaskSpec) -> None:

@@ -55,7 +55,7 @@ class FeatureSplit:
     def content_digest(self) -> int:
         """A 64-bit digest of the whole split: the class sizes and the first features of every row.
 
-        It salts the evaluation's query order (:func:`fewshot_bench.episodes.query_order`):
+        It salts the evaluation's query order (:func:`fewshot_bench.api.noise.query_order`):
         a learner sees only its episodes' rows, never the whole split, so it cannot recompute
         that order from the episode ids it is given. A few columns of every row suffice and
         cost milliseconds even for tieredImageNet's test split.

@@ -109,7 +109,7 @@ class SinesLinesSampler:
     ) -> EpisodeBatch:
         """Episodes ``start .. start + size - 1`` as one :class:`EpisodeBatch` (N = 1, D = 1).
 
-        ``shuffle``: each episode's query points in :func:`~fewshot_bench.episodes.query_order`.
+        ``shuffle``: each episode's query points in :func:`~fewshot_bench.api.noise.query_order`.
         """
         ids = np.arange(start, start + size, dtype=np.int64)
         x, y = self.points(ids, self.k_shot + self.n_query)

@@ -41,7 +41,7 @@ def render_hook(name: str) -> str:
     params = ", ".join(inspect.signature(func).parameters)
     doc = inspect.cleandoc(func.__doc__ or "")
     if not doc:
-        raise ValueError(f"hook {name} has no docstring; document it in fewshot_bench/hookspecs.py")
+        raise ValueError(f"hook {name} has no docstring; document it in fewshot_bench/api/hooks.py")
     doc = _ROLE.sub(lambda m: f"`{m.group(1)}`", doc)
     doc = _PARAM.sub(lambda m: f"**`{m.group(1)}`**:", doc)
     # Continuation lines of a ``:param:`` paragraph are indented in the docstring; Markdown needs them flush.

@@ -1,6 +1,6 @@
 """LEO for few-shot regression (paper §4.1, appendix A.2): one latent code generates a whole MLP.
 
-The model ``f_theta`` is the shared 1-40-40-1 ReLU MLP (:mod:`fewshot_bench.mlp`, 1,761
+The model ``f_theta`` is the shared 1-40-40-1 ReLU MLP (:mod:`fewshot_bench.api.mlp`, 1,761
 parameters). Per episode:
 
 1. the **encoder** (3-layer ReLU MLP, 32 units, no biases) maps each support point with its
