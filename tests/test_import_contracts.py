@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import layers_table
 import pytest
 
 import fewshot_bench
@@ -150,3 +151,7 @@ def test_each_violation_breaks_its_contract(empty_tree, tmp_path, what, planted,
     result = lint_imports(tree, pythonpath=tree)
     assert result.returncode != 0, what
     assert broken(result) == contracts, result.stdout[-4000:]
+
+
+def test_architecture_doc_shows_the_layers_as_they_are():
+    assert layers_table.documented() == layers_table.table(), "run `python tests/layers_table.py --write`"
