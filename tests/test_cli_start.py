@@ -13,7 +13,7 @@ import pytest
 from fewshot_bench import commands
 from fewshot_bench.cli import build_parser, chosen_command
 from fewshot_bench.commands import COMMANDS
-
+from fewshot_bench.store import ResultStore
 
 IMPORTED = """
 import sys
@@ -44,6 +44,14 @@ def test_a_command_imports_only_its_own_module():
     assert {m for m in modules if m.startswith("fewshot_bench.commands.")} == {
         "fewshot_bench.commands.results", "fewshot_bench.commands.common",
     }
+
+
+def test_results_reads_the_store_without_torch(tmp_path):
+    store = tmp_path / "fewshot-results.db"
+    ResultStore(store).close()
+    modules = imported_modules("results", "--store", str(store))
+    assert "fewshot_bench.commands.results" in modules
+    assert "torch" not in modules
 
 
 def registered(module: str) -> list[tuple[str, str]]:
