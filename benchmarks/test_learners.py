@@ -26,6 +26,7 @@ from fewshot_bench.data.synthetic import generate
 from fewshot_bench.episodes import TRAIN_QUERY
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.plugins import load_plugins
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.threads import requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
@@ -152,8 +153,8 @@ def trainer_for(host, synthetic, name: str, k_shot: int) -> MetaTrainer:
     """A MetaTrainer on the synthetic train split (validation is never run here)."""
     learner = make_learner(host, name, k_shot)
     return MetaTrainer(
-        learner, synthetic.split("train"), synthetic.split("val"), N_WAY, k_shot,
-        TrainOptions(seed=0, cuda_graph=CUDA_GRAPH), DEVICE,
+        learner, synthetic.split("train"), synthetic.split("val"), RunSpec(name, way=N_WAY, shot=k_shot),
+        TrainOptions(cuda_graph=CUDA_GRAPH), DEVICE,
     )
 
 

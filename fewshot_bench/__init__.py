@@ -1,7 +1,8 @@
 """fewshot-bench: a benchmark harness for few-shot meta-learning.
 
 The plugin API lives in :mod:`fewshot_bench.api`; its most used names are re-exported here
-on first use, so ``import fewshot_bench`` (and ``fewshot-bench --help``) does not import torch.
+on first use, so ``import fewshot_bench`` (and ``fewshot-bench --help``) does not import torch. So are
+the functions of the Python face (:mod:`fewshot_bench.workflows`): ``fewshot_bench.run(learner="leo")``.
 """
 
 from importlib import import_module
@@ -19,6 +20,13 @@ _LAZY = {
     "PredictionBatch": "fewshot_bench.api",
     "TaskSpec": "fewshot_bench.api",
     "hookimpl": "fewshot_bench.api",
+    # The Python face (docs/python-api.md): what the commands of the same names do.
+    "RunResult": "fewshot_bench.workflows",
+    "compare": "fewshot_bench.workflows",
+    "results": "fewshot_bench.workflows",
+    "run": "fewshot_bench.workflows",
+    "sweep": "fewshot_bench.workflows",
+    "table": "fewshot_bench.workflows",
 }
 
 __all__ = [
@@ -28,13 +36,20 @@ __all__ = [
     "LearnerConfig",
     "LossOutput",
     "PredictionBatch",
+    "RunResult",
     "TaskSpec",
+    "compare",
     "hookimpl",
+    "results",
+    "run",
+    "sweep",
+    "table",
     "__version__",
 ]
 
 if TYPE_CHECKING:
     from fewshot_bench.api import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
+    from fewshot_bench.workflows import RunResult, compare, results, run, sweep, table
 
 
 def __getattr__(name: str) -> Any:

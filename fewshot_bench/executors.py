@@ -19,15 +19,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
 
 from fewshot_bench.errors import ConfigError
+from fewshot_bench import plugins
+from fewshot_bench.runner import RunContext, RunOutcome, compute
+from fewshot_bench.spec import Job
 
-if TYPE_CHECKING:
-    from fewshot_bench.runner import RunContext, RunOutcome
-    from fewshot_bench.sweep import Job
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -44,16 +44,13 @@ _CONTEXTS: dict[WorkerSettings, RunContext] = {}
 
 def worker_context(settings: WorkerSettings) -> RunContext:
     """This process's run context for ``settings``: plugins loaded and datasets cached once."""
-    from fewshot_bench.plugins import load_plugins
-    from fewshot_bench.runner import RunContext
-
     if settings not in _CONTEXTS:
         device = torch.device(settings.device)
         if device.type == "cpu":
             torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
         torch.set_num_threads(settings.threads)
         _CONTEXTS[settings] = RunContext(
-            host=load_plugins(),
+            host=plugins.load_plugins(),  # looked up per call: tests give workers their own plugins
             store_path=Path(os.devnull),  # never written: results go back to the driver
             data_dir=Path(settings.data_dir) if settings.data_dir else None,
             device=device,
@@ -65,8 +62,6 @@ def worker_context(settings: WorkerSettings) -> RunContext:
 
 def compute_job(job: Job, settings: WorkerSettings) -> RunOutcome:
     """Compute one job in this process (the function every executor ships to its workers)."""
-    from fewshot_bench.runner import compute
-
     return compute(job.spec, worker_context(settings), expected_key=job.key)
 
 

@@ -1,8 +1,8 @@
 """Checks made before any work: a run fails in a second, with one line, or not at all.
 
-:func:`prepare` checks everything that the command line, the learner's config and the
-places a run writes to can tell (the episode shape and seed, every ``--set`` value, the
-results store, the checkpoint folder) before any data is loaded; :func:`check_episodes`
+:func:`fewshot_bench.runner.prepare` checks with these everything that the command line, the
+learner's config and the places a run writes to can tell (the episode shape and seed, every
+``--set`` value, the results store, the checkpoint folder) before any data is loaded; :func:`check_episodes`
 checks, as soon as the dataset is loaded and before meta-training, that every split can
 give the episodes asked for (classes per episode, examples per class).
 """
@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from fewshot_bench.api.tasks import task_kind
-from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, WriteError
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.store import ResultStore, RunRecord
 
 MAX_SEED = 2**32 - 1  # seeds are hashed as unsigned 64-bit words with room for the step
 
 
-def check_spec(spec: Any, kind: str) -> None:
+def check_spec(spec: RunSpec, kind: str) -> None:
     """The run's own values, against what they mean (one line naming the option)."""
     fixed = task_kind(kind).fixed_way
     if fixed is None and spec.way < 2:
@@ -82,28 +82,6 @@ def check_store(path: Path) -> None:
     check_writable(path.resolve().parent, "results store folder", "pass --store PATH in a writable place")
 
 
-def prepare(spec: Any, ctx: Any) -> str:
-    """Check ``spec`` against its learner, config, store and checkpoint folder; returns its run key.
-
-    Loads no data and trains nothing: what fails here fails before the run header.
-    """
-    from fewshot_bench.runner import resolve_config  # runner imports this module
-
-    host = ctx.host
-    cls = host.learner(spec.learner)
-    kind = host.dataset(spec.dataset).kind
-    check_spec(spec, kind)
-    if kind not in cls.kinds:
-        raise ConfigError(
-            f"learner {spec.learner!r} solves {' and '.join(cls.kinds)} tasks, but dataset {spec.dataset!r} "
-            f"poses {kind}; pick another learner (see `fewshot-bench learners`)"
-        )
-    run_key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
-    check_store(Path(ctx.store_path))  # opened, migrated and proved writable now, not after training
-    check_checkpoint_dir(ctx.checkpoint_dir, run_key)
-    return run_key
-
-
 def stored_run(store_path: Path, run_key: str) -> RunRecord | None:
     """The complete run with this key in the store, if any (one run key, one complete row)."""
     if not Path(store_path).exists():
@@ -112,7 +90,7 @@ def stored_run(store_path: Path, run_key: str) -> RunRecord | None:
         return store.find_complete(run_key)
 
 
-def check_episodes(dataset: Any, spec: Any, eval_query: int, scored: str = "test") -> None:
+def check_episodes(dataset: Any, spec: RunSpec, eval_query: int, scored: str = "test") -> None:
     """Every split can give the episodes asked for: raises the split's own one-line DataError if not.
 
     Meta-training checks its train and validation splits when it starts; this checks the

@@ -37,9 +37,9 @@ from fewshot_bench.protocols import (
     seeds_text,
     set_options,
 )
+from fewshot_bench.spec import hparams_source
 from fewshot_bench.store import RunRecord
 from fewshot_bench.tables import Row, Setting, TableSpec, paper_cell
-from fewshot_bench.tune import hparams_source
 
 FORMATS = ("markdown", "latex", "csv", "json")
 

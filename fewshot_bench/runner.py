@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -26,54 +24,12 @@ from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.provenance import hardware, versions
+from fewshot_bench.spec import TUNED, RunSpec
 from fewshot_bench.store import ResultStore
 from fewshot_bench.threads import apply_threads, choose_threads, requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions, load_torch_file, plain, save_atomic
 
 log = logging.getLogger(__name__)
-
-TUNED = "tuned"  # --hparams tuned: the best trial of a hyperparameter search (fewshot_bench.tune)
-
-# Budgets: "quick" finishes a Meta-SGD run on the synthetic default in about a minute on
-# two CPU cores; "paper" is the LEO paper's protocol (100k steps, 50k test episodes).
-BUDGETS = {
-    "quick": {"steps": 1_000, "episodes": 2_000, "val_every": 250, "val_episodes": 200},
-    "paper": {"steps": 100_000, "episodes": 50_000, "val_every": 1_000, "val_episodes": 2_000},
-}
-
-
-@dataclass
-class RunSpec:
-    """Everything that identifies a run; equal specs give equal results."""
-
-    learner: str
-    dataset: str = "synthetic"
-    way: int = 5
-    shot: int = 1
-    seed: int = 0
-    steps: int = BUDGETS["quick"]["steps"]
-    episodes: int = BUDGETS["quick"]["episodes"]
-    val_every: int = BUDGETS["quick"]["val_every"]
-    val_episodes: int = BUDGETS["quick"]["val_episodes"]
-    patience: int | None = 20
-    eval_query: int | None = None
-    train_on_val: bool = False
-    hparams: str | None = None
-    overrides: dict[str, str] = field(default_factory=dict)
-    crop: str = "center"
-    # "tune": a search trial (paper stage 2), scored on the validation split; the test split is never read.
-    stage: str = "run"
-    # With hparams="tuned": the tuned preset's values and where they came from (fewshot_bench.tune.with_tuned).
-    tuned: dict[str, Any] | None = None
-
-    def key(self, config: dict[str, Any]) -> str:
-        """A stable hash of the spec and the resolved learner config: the run's identity."""
-        # The resolved config holds the tuned values; ordinary runs keep the keys they had before stages.
-        ident = {k: v for k, v in asdict(self).items() if k not in ("overrides", "stage", "tuned")}
-        if self.stage != "run":
-            ident["stage"] = self.stage
-        ident["config"] = config
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -103,6 +59,15 @@ def load_dataset(ctx: RunContext, name: str, crop: str = "center") -> FeatureDat
     if cache_key not in ctx.dataset_cache:
         ctx.dataset_cache[cache_key] = spec.load(DataRequest(data_dir=ctx.data_dir, crop=crop)).to(ctx.device)
     return ctx.dataset_cache[cache_key]
+
+
+def episode_shape(host: PluginHost, dataset: str, way: int | None, shot: int | None) -> tuple[int, int]:
+    """(N, K) of ``dataset``'s episodes: 5-way 1-shot unless given, or what its task kind fixes and its default shot."""
+    spec = host.dataset(dataset)
+    fixed = task_kind(spec.kind).fixed_way
+    if fixed is not None and way not in (None, fixed):
+        raise ConfigError(f"{spec.name} is a {spec.kind} dataset with {fixed}-way episodes; drop --way {way}")
+    return (way if way is not None else (fixed or 5)), (shot if shot is not None else (spec.default_shot or 1))
 
 
 def resolve_config(cls: type[Learner], spec: RunSpec, kind: str = "classification") -> Any:
@@ -203,6 +168,30 @@ def learner_errors(learner: str, distribution: str, stage: str) -> Iterator[None
         ) from exc
 
 
+def prepare(spec: RunSpec, ctx: RunContext) -> str:
+    """Check ``spec`` against its learner, config, store and checkpoint folder; returns its run key.
+
+    Loads no data and trains nothing: what fails here fails before the run header.
+    """
+    cls = ctx.host.learner(spec.learner)
+    kind = ctx.host.dataset(spec.dataset).kind
+    preflight.check_spec(spec, kind)
+    check_kind(spec, cls, kind)
+    run_key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
+    preflight.check_store(Path(ctx.store_path))  # opened, migrated and proved writable now, not after training
+    preflight.check_checkpoint_dir(ctx.checkpoint_dir, run_key)
+    return run_key
+
+
+def check_kind(spec: RunSpec, cls: type[Learner], kind: str) -> None:
+    """The learner solves the dataset's task kind (one line naming both if not)."""
+    if kind not in cls.kinds:
+        raise ConfigError(
+            f"learner {spec.learner!r} solves {' and '.join(cls.kinds)} tasks, but dataset {spec.dataset!r} "
+            f"poses {kind}; pick another learner (see `fewshot-bench learners`)"
+        )
+
+
 @dataclass
 class RunOutcome:
     """A finished but not yet stored run: the record to store and its per-episode values."""
@@ -222,11 +211,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     cls = host.learner(spec.learner)
     plugin = host.learner_plugin(spec.learner)
     kind = host.dataset(spec.dataset).kind
-    if kind not in cls.kinds:
-        raise ConfigError(
-            f"learner {spec.learner!r} solves {' and '.join(cls.kinds)} tasks, but dataset {spec.dataset!r} "
-            f"poses {kind}; pick another learner (see `fewshot-bench learners`)"
-        )
+    check_kind(spec, cls, kind)
     config = resolve_config(cls, spec, kind)
     config_dict = config_to_dict(config)
     run_key = spec.key(config_dict)
@@ -260,18 +245,13 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         if ctx.checkpoint_dir is not None:
             checkpoint = ctx.checkpoint_dir / f"{run_key}.pt"
         options = TrainOptions(
-            steps=spec.steps,
-            val_every=min(spec.val_every, spec.steps),
-            val_episodes=spec.val_episodes,
-            patience=spec.patience,
-            seed=spec.seed,
             checkpoint=checkpoint,
             run_key=run_key,
             progress=ctx.progress,
             progress_every=ctx.progress_every,
             cuda_graph=ctx.cuda_graph,
         )
-        trainer = MetaTrainer(learner, train_split, val_split, spec.way, spec.shot, options, ctx.device, profiler)
+        trainer = MetaTrainer(learner, train_split, val_split, spec, options, ctx.device, profiler)
         if trainer.try_resume(restart=ctx.restart):
             log.info("resuming %s from step %d", spec.learner, trainer.result.steps)
         with learner_errors(spec.learner, plugin.distribution, "meta-training"):

@@ -28,6 +28,7 @@ from fewshot_bench.errors import CheckpointError, DataError
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.progress import progress
+from fewshot_bench.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,10 @@ CHECKPOINT_FIX = f"{FIX} (run, sweep: --checkpoint-dir DIR)"
 
 @dataclass
 class TrainOptions:
-    """How long and how to meta-train; the learner's Config holds its own hyperparameters."""
+    """How the trainer works besides the run's protocol (its :class:`RunSpec`): query sizes, checkpoint, progress."""
 
-    steps: int = 100_000
-    val_every: int = 1_000
-    val_episodes: int = 2_000
     val_query: int | None = None  # None: all remaining examples of each class
-    patience: int | None = 20  # validations without improvement before stopping; None: never
     train_query: int = TRAIN_QUERY
-    seed: int = 0
     checkpoint: Path | None = None
     run_key: str = ""
     progress: bool = False  # a tqdm bar (on a terminal)
@@ -199,38 +195,41 @@ def _check_state_dict(state: Any, reference: dict[str, Any], what: str) -> str |
 
 
 class MetaTrainer:
-    """Meta-trains one learner on one split, validating on another."""
+    """Meta-trains one learner on one split, validating on another, as its run's :class:`RunSpec` says.
+
+    The spec gives the episode shape, the seed, the steps, the validation schedule and the
+    patience; :class:`TrainOptions` how the trainer works; the learner's Config its outer-loop
+    hyperparameters (the :class:`LearnerConfig` fields: Adam's rate, meta-batch size, clipping).
+    """
 
     def __init__(
         self,
         learner: Learner,
         train_split: EpisodeSource,
         val_split: EpisodeSource,
-        n_way: int,
-        k_shot: int,
+        spec: RunSpec,
         options: TrainOptions,
         device: torch.device,
         profiler: Profiler | None = None,
     ) -> None:
-        self.learner, self.options, self.device = learner, options, device
+        self.learner, self.spec, self.options, self.device = learner, spec, options, device
+        n_way, k_shot = spec.way, spec.shot
         self.n_way, self.k_shot = n_way, k_shot
         self.val_split = val_split
         self.profiler = profiler or Profiler(False)
         cfg = learner.config
-        self.batch_size = int(getattr(cfg, "meta_batch_size", 12))
-        self.clip_value = getattr(cfg, "grad_clip_value", None)
-        self.clip_norm = getattr(cfg, "grad_clip_norm", None)
+        self.batch_size = int(cfg.meta_batch_size)
+        self.clip_value, self.clip_norm = cfg.grad_clip_value, cfg.grad_clip_norm
         self.kind = task_kind(learner.task.kind)
-        self.sampler = train_split.sampler(n_way, k_shot, options.train_query, options.seed, stream="train")
+        self.sampler = train_split.sampler(n_way, k_shot, options.train_query, spec.seed, stream="train")
         self._next: tuple[int, Future] | None = None  # (step, its meta-batch being drawn in the background)
         # Fail now, not after hours of training, if validation episodes cannot be drawn.
-        val_split.sampler(n_way, k_shot, options.val_query or 1, options.seed, stream="val")
+        val_split.sampler(n_way, k_shot, options.val_query or 1, spec.seed, stream="val")
         if options.val_query is None and val_split.default_query(k_shot) < 1:
             raise DataError(f"validation split {val_split.name!r} has a class with no rows left after K = {k_shot}")
         self.params = [p for p in learner.parameters() if p.requires_grad]
         # The fused kernel: one call per step for all parameters; capturable keeps its state on the GPU.
-        lr = float(getattr(cfg, "outer_lr", 1e-3))
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True, capturable=device.type == "cuda")
+        self.optimizer = torch.optim.Adam(self.params, lr=float(cfg.outer_lr), fused=True, capturable=device.type == "cuda")
         self.capture = options.cuda_graph and device.type == "cuda"
         self.graphed: GraphedStep | None = None
         self._warmups = 0
@@ -349,7 +348,7 @@ class MetaTrainer:
         What ``torch.manual_seed`` does for these, without its 70 us of visiting every
         other backend, a few percent of a small learner's step.
         """
-        seed = step_seed(self.options.seed, step)
+        seed = step_seed(self.spec.seed, step)
         torch.default_generator.manual_seed(seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(seed)
@@ -431,8 +430,8 @@ class MetaTrainer:
                 self.val_split,
                 self.n_way,
                 self.k_shot,
-                seed=self.options.seed,
-                episodes=self.options.val_episodes,
+                seed=self.spec.seed,
+                episodes=self.spec.val_episodes,
                 n_query=self.options.val_query,
                 device=self.device,
                 stream="val",
@@ -441,18 +440,18 @@ class MetaTrainer:
 
     def run(self) -> TrainResult:
         """Meta-train until ``steps`` or early stopping; leaves the best validated weights loaded."""
-        opts, res = self.options, self.result
+        spec, opts, res = self.spec, self.options, self.result
         self.learner.train()
         nan_steps = torch.zeros((), device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        with progress(opts.steps, f"meta-train {self.learner.name}", "step", opts.progress, opts.progress_every,
+        with progress(spec.steps, f"meta-train {self.learner.name}", "step", opts.progress, opts.progress_every,
                       initial=res.steps, scale=self.batch_size) as bar:
-            while res.steps < opts.steps and not res.stopped_early:
+            while res.steps < spec.steps and not res.stopped_early:
                 metrics = self.step(res.steps)
                 nan_steps += metrics["nan_step"]
                 res.steps += 1
                 bar.update(1)
-                if res.steps % opts.val_every == 0 or res.steps == opts.steps:
+                if res.steps % spec.val_every == 0 or res.steps == spec.steps:
                     self._after_validation(self.validate(), metrics, nan_steps)
                     nan_steps.zero_()
                     bar.set_postfix(val=f"{res.history[-1]['val_accuracy']:.4f}", best=f"{res.best_val_accuracy:.4f}")
@@ -471,7 +470,7 @@ class MetaTrainer:
             self._since_best = 0
         else:
             self._since_best += 1
-            if self.options.patience is not None and self._since_best >= self.options.patience:
+            if self.spec.patience is not None and self._since_best >= self.spec.patience:
                 res.stopped_early = True
         if self.options.checkpoint is not None:
             with self.profiler.section("checkpoint"):

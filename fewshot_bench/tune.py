@@ -45,10 +45,10 @@ from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import TUNED, RunOutcome, RunSpec, resolve_config, store_outcome
+from fewshot_bench.runner import RunOutcome, resolve_config, store_outcome
 from fewshot_bench.search_space import check_space, space_text, to_optuna, value_text
+from fewshot_bench.spec import TUNE_STAGE, TUNED, Job, RunSpec, is_trial
 from fewshot_bench.store import ResultStore, RunRecord
-from fewshot_bench.sweep import Job
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ SAMPLERS = ("random", "tpe")
 # What a trial scores: "best", the best validation accuracy (its best checkpoint's: early stopping's pick,
 # the paper's criterion); "last", the validation accuracy at the end of training (favours runs that stay good).
 SCORES = ("best", "last")
-STAGE = "tune"
 TPE_STARTUP = 10  # random trials before TPE models the results (Optuna's default)
 
 
@@ -116,7 +115,7 @@ class SearchRequest:
         return RunSpec(
             learner=self.learner, dataset=self.dataset, way=self.way, shot=self.shot, seed=self.seed,
             steps=b.steps, episodes=b.val_episodes, val_every=b.val_every, val_episodes=b.val_episodes,
-            patience=b.patience, train_on_val=False, overrides={**self.fixed, **values}, crop=self.crop, stage=STAGE,
+            patience=b.patience, train_on_val=False, overrides={**self.fixed, **values}, crop=self.crop, stage=TUNE_STAGE,
         )
 
 
@@ -376,11 +375,6 @@ def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, sto
 # --- tuned presets ------------------------------------------------------------------------------
 
 
-def is_trial(run: RunRecord) -> bool:
-    """Whether a stored run is a search trial (scored on validation, not test)."""
-    return run.options.get("stage") == STAGE
-
-
 def trial_score(record: dict[str, Any], score: str) -> float:
     """A trial's objective: its best validation accuracy (the stored accuracy) or its last validation's."""
     history = record["summary"]["train"].get("history") or []
@@ -476,23 +470,6 @@ def apply_tuned(specs: list[RunSpec], store_path: Path, host: PluginHost) -> lis
         raise ConfigError(f"--hparams tuned: no study in {store_path} for {', '.join(unique)}; "
                           "run `fewshot-bench tune` for each first")
     return out
-
-
-def hparams_source(run: RunRecord) -> str:
-    """Where a stored run's hyperparameters came from, in a few words (for `results` and `table`)."""
-    o = run.options
-    if is_trial(run):
-        tune = o.get("tune", {})
-        return f"trial {tune.get('trial', '?')} of {tune.get('study', '?')}"
-    preset = o.get("hparams")
-    if preset == TUNED:
-        t = o.get("tuned") or {}
-        if "study" not in t:
-            return "tuned (nothing to tune: defaults)"
-        b = t.get("budget", {})
-        last = ", by last validation" if t.get("objective") == "last" else ""
-        return f"tuned: {t['study']}, best of {t['trials']} trials (trial {t['trial']}{last}), {b.get('steps', '?')} steps"
-    return preset or "default"
 
 
 # --- reports --------------------------------------------------------------------------------------

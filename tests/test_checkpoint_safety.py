@@ -16,6 +16,7 @@ from fewshot_bench.backbones.checkpoint import load_checkpoint
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import CheckpointError
 from fewshot_bench.runner import load_model, save_model
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult
 
 TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5", "--eval-query", "2")
@@ -42,10 +43,11 @@ def plant(path: Path, marker: Path, **extra) -> Path:
 def run_key(host) -> str:
     """The run key of the TINY run: its checkpoint is ``CHECKPOINT_DIR/KEY.pt``."""
     from fewshot_bench.cli import build_parser
-    from fewshot_bench.commands.run import spec_from_args
+    from fewshot_bench.commands.run import protocol_of
     from fewshot_bench.runner import resolve_config
+    from fewshot_bench.workflows import run_spec
 
-    spec = spec_from_args(build_parser().parse_args(["run", *TINY]), host)
+    spec = run_spec(host, **protocol_of(build_parser().parse_args(["run", *TINY])))
     return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec)))
 
 
@@ -90,8 +92,9 @@ def make_trainer(host, synthetic, checkpoint: Path, seed: int = 0) -> MetaTraine
     cls = host.learner("metasgd")
     torch.manual_seed(seed)
     learner = cls(cls.default_config("synthetic", 1), TaskSpec(5, 1, synthetic.feature_dim))
-    options = TrainOptions(steps=2, val_every=1, val_episodes=2, val_query=2, patience=None, checkpoint=checkpoint, run_key="k")
-    return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), 5, 1, options, torch.device("cpu"))
+    spec = RunSpec("metasgd", steps=2, val_every=1, val_episodes=2, patience=None)
+    options = TrainOptions(val_query=2, checkpoint=checkpoint, run_key="k")
+    return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), spec, options, torch.device("cpu"))
 
 
 def snapshot(trainer: MetaTrainer) -> dict[str, torch.Tensor]:

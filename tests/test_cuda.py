@@ -10,6 +10,7 @@ import torch
 
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.evaluate import evaluate
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -21,8 +22,7 @@ def trainer(host, splits, name, device, cuda_graph, seed=0, **changes):
     torch.manual_seed(seed)
     config = dataclasses.replace(cls.default_config("synthetic", 1), **changes)
     learner = cls(config, TaskSpec(5, 1, 640)).to(device).train()
-    options = TrainOptions(seed=seed, cuda_graph=cuda_graph)
-    return MetaTrainer(learner, splits["train"], splits["val"], 5, 1, options, device)
+    return MetaTrainer(learner, splits["train"], splits["val"], RunSpec(name, seed=seed), TrainOptions(cuda_graph=cuda_graph), device)
 
 
 @pytest.mark.parametrize("name", ["leo", "metasgd", "maml"])

@@ -409,11 +409,12 @@ def test_identical_runs_finishing_together_store_one_row(host, synthetic, tmp_pa
 @pytest.fixture
 def run_key(host):
     from fewshot_bench.cli import build_parser
-    from fewshot_bench.commands.run import spec_from_args
+    from fewshot_bench.commands.run import protocol_of
     from fewshot_bench.config import config_to_dict
     from fewshot_bench.runner import resolve_config
+    from fewshot_bench.workflows import run_spec
 
-    spec = spec_from_args(build_parser().parse_args(["run", *TINY]), host)
+    spec = run_spec(host, **protocol_of(build_parser().parse_args(["run", *TINY])))
     return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec)))
 
 

@@ -16,6 +16,7 @@ from fewshot_bench_leo.model import orthogonality_penalty, stddev
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.api.linear import onehot_labels, support_loss_grad
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 LEO_NAMES = [cls.name for cls in LEARNERS]
@@ -307,8 +308,8 @@ def test_nan_fallback_gradient_is_1e_4_times_the_network_weights():
 
 def test_injected_nan_takes_the_guard_path(synthetic, monkeypatch):
     learner = learner_class("leo")(learner_class("leo").default_config("synthetic", 1), TaskSpec(5, 1, 640))
-    trainer = MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), 5, 1,
-                          TrainOptions(steps=1, val_episodes=4, val_query=5), torch.device("cpu"))
+    trainer = MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"),
+                          RunSpec("leo", steps=1, val_episodes=4), TrainOptions(val_query=5), torch.device("cpu"))
     before = {k: v.detach().clone() for k, v in learner.named_parameters()}
     original = type(learner).meta_loss
     monkeypatch.setattr(type(learner), "meta_loss", lambda self, b: (lambda o: type(o)(o.loss * float("nan"), o.metrics))(original(self, b)))
@@ -383,8 +384,9 @@ def test_meta_training_improves_validation_accuracy(synthetic):
     torch.manual_seed(0)
     cls = learner_class("leo")
     learner = cls(cls.default_config("synthetic", 1), TaskSpec(5, 1, 640))
-    options = TrainOptions(steps=100, val_every=100, val_episodes=200, val_query=15, patience=None)
-    trainer = MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), 5, 1, options, torch.device("cpu"))
+    spec = RunSpec("leo", steps=100, val_every=100, val_episodes=200, patience=None)
+    trainer = MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), spec, TrainOptions(val_query=15),
+                          torch.device("cpu"))
     before = trainer.validate()
     result = trainer.run()
     assert result.best_val_accuracy > before + 0.05, (before, result.best_val_accuracy)

@@ -14,7 +14,7 @@ import pytest
 from fewshot_bench.commands.figure import pair_for_figure_5
 from fewshot_bench.errors import ConfigError, StoreError
 from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, choose, parse_learner_overrides, protocol_of
-from fewshot_bench.runner import RunSpec
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.store import ResultStore
 
 EPISODES = 50

@@ -16,7 +16,7 @@ import pytest
 from fewshot_bench.data.base import DataError
 from fewshot_bench.executors import InlineExecutor, WorkerSettings
 from fewshot_bench.store import ResultStore
-from fewshot_bench.sweep import Protocol, grid, plan, run_plan
+from fewshot_bench.sweep_plan import grid, plan, run_plan
 
 # A tiny protocol: seconds per run on two CPU cores.
 TINY = ["--steps", "10", "--val-every", "5", "--val-episodes", "10", "--episodes", "20", "--eval-query", "5"]
@@ -95,8 +95,7 @@ class FailingExecutor(InlineExecutor):
 
 
 def test_a_failing_cell_does_not_stop_the_others_but_a_user_error_does(host, tmp_path):
-    protocol = Protocol(steps=0, episodes=20, eval_query=5)
-    specs = grid(host, ["nearest-centroid"], ["synthetic"], [1], [0, 1, 2], protocol)
+    specs = grid(host, ["nearest-centroid"], ["synthetic"], [1], [0, 1, 2], steps=0, episodes=20, eval_query=5)
     store = tmp_path / "f.db"
     todo = plan(host, specs, store)
     report = run_plan(todo, FailingExecutor(WorkerSettings(), {1: RuntimeError("boom")}), store)

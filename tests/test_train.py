@@ -5,12 +5,14 @@ from dataclasses import dataclass
 import torch
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
 
 
-def make_trainer(learner, synthetic, **options):
-    opts = TrainOptions(**{"steps": 600, "val_every": 200, "val_episodes": 500, "val_query": 15, "patience": None, **options})
-    return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), 5, 1, opts, torch.device("cpu"))
+def make_trainer(learner, synthetic, **protocol):
+    spec = RunSpec(learner.name, **{"steps": 600, "val_every": 200, "val_episodes": 500, "patience": None, **protocol})
+    return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), spec, TrainOptions(val_query=15),
+                       torch.device("cpu"))
 
 
 def test_metasgd_meta_training_improves_validation_accuracy(host, synthetic):

@@ -17,7 +17,6 @@ import pytest
 from fewshot_bench import plugins
 from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.api.search_space import Choice, Float, Int
-from fewshot_bench.commands import common
 from fewshot_bench.data.base import DatasetSpec, FeatureDataset
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.plugins import load_plugins
@@ -140,8 +139,7 @@ def guarded_plugin(synthetic) -> types.ModuleType:
 def test_a_search_never_reads_the_test_split(cli, tmp_path, monkeypatch, synthetic):
     plugin = guarded_plugin(synthetic)
     with_guarded = lambda strict=None: load_plugins(strict=strict, extra=[("guarded", plugin)])  # noqa: E731
-    monkeypatch.setattr(common, "load_plugins", with_guarded)  # the driver's plugins
-    monkeypatch.setattr(plugins, "load_plugins", with_guarded)  # the in-process worker's (--workers 1)
+    monkeypatch.setattr(plugins, "load_plugins", with_guarded)  # the driver's, and the in-process worker's (--workers 1)
     store = tmp_path / "g.db"
     r = cli("tune", "--learner", "metasgd", "--dataset", "guarded", "--trials", "2", *TINY, "--store", store, "--json")
     assert r.code == 0, r.err
@@ -319,8 +317,9 @@ def test_range_syntax():
 
 
 def test_every_built_in_meta_learner_declares_a_valid_space(host):
-    from fewshot_bench.runner import RunSpec, resolve_config
+    from fewshot_bench.runner import resolve_config
     from fewshot_bench.search_space import check_space
+    from fewshot_bench.spec import RunSpec
 
     for name in ("leo", "leo-deterministic", "leo-random-prior", "leo-no-finetune", "leo-generator-only",
                  "leo-generator-finetune", "metasgd", "maml"):

@@ -1,24 +1,21 @@
-"""Helpers shared by sub-commands: plugin loading, store and data options, output."""
+"""Helpers shared by sub-commands: plugin loading, the options several commands take, output."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from fewshot_bench.errors import ConfigError
-from fewshot_bench.executors import WorkerSettings
-from fewshot_bench.plugins import PluginHost, load_plugins
-from fewshot_bench.runner import BUDGETS
 from fewshot_bench.store import DEFAULT_STORE
+from fewshot_bench.workflows import DATA_ENV, data_root
 
-DATA_ENV = "FEWSHOT_BENCH_DATA"
+if TYPE_CHECKING:  # an annotation only: plugins import torch, which `results` and `compare` need not
+    from fewshot_bench.plugins import PluginHost
 
 
 def host_from_args(args: argparse.Namespace, warn: bool = False) -> PluginHost:
@@ -27,6 +24,8 @@ def host_from_args(args: argparse.Namespace, warn: bool = False) -> PluginHost:
     With ``warn``, one line on stderr says how many plugins failed to load (the details are
     in ``fewshot-bench plugins``): what ``learners``, ``run`` and ``sweep`` print.
     """
+    from fewshot_bench.plugins import load_plugins  # torch: only commands that need plugins pay for it
+
     host = load_plugins(strict=True if getattr(args, "strict_plugins", False) else None)
     warning = host.failure_warning() if warn else None
     if warning:
@@ -46,10 +45,25 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
 
 def data_dir(args: argparse.Namespace) -> Path | None:
     """The data root from ``--data-dir`` or ``$FEWSHOT_BENCH_DATA``."""
-    if getattr(args, "data_dir", None) is not None:
-        return args.data_dir
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else None
+    return data_root(getattr(args, "data_dir", None))
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (argparse type)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def int_list(text: str) -> list[int]:
+    """``"1,5"`` -> ``[1, 5]`` (argparse type)."""
+    try:
+        return [int(t) for t in comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def datasets_of(args: argparse.Namespace) -> list[str] | None:
+    """The datasets of repeated ``--dataset NAME[,NAME]`` options, in order (None when not given)."""
+    return [d for group in args.dataset for d in group] if args.dataset else None
 
 
 def print_json(obj: Any) -> None:
@@ -86,15 +100,8 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
 
 
-def worker_settings(args: argparse.Namespace) -> WorkerSettings:
-    """What every worker needs: the data and checkpoint folders, absolute (a Ray worker may start elsewhere)."""
-    checkpoint_dir = (args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints").resolve()
-    root = data_dir(args)
-    return WorkerSettings(data_dir=str(root.resolve()) if root else None, checkpoint_dir=str(checkpoint_dir))
-
-
 def add_budget_options(parser: argparse.ArgumentParser) -> None:
-    """Options that refine the training and evaluation budget (``run`` and ``sweep``)."""
+    """Options that refine the training and evaluation budget (``run`` and ``sweep``): see :func:`budget_options`."""
     parser.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")
     parser.add_argument("--episodes", type=int, help="test episodes per run (overrides --budget)")
     parser.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
@@ -103,13 +110,18 @@ def add_budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-query", type=int, help="queries per class at test time (default: all remaining examples)")
 
 
-def budget_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """RunSpec fields from ``--budget`` and the options that override it, checked."""
-    budget = BUDGETS[args.budget]
-    fields = {key: budget[key] if getattr(args, key) is None else getattr(args, key)
-              for key in ("steps", "episodes", "val_every", "val_episodes")}
-    for name, value in fields.items():
-        minimum = 0 if name == "steps" else 1
-        if value < minimum:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
-    return {**fields, "patience": args.patience or None, "eval_query": args.eval_query}
+def budget_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--budget`` and the options that refine it, as :func:`fewshot_bench.spec.budget_fields` takes them."""
+    return {"budget": args.budget, "steps": args.steps, "episodes": args.episodes, "val_every": args.val_every,
+            "val_episodes": args.val_episodes, "patience": args.patience, "eval_query": args.eval_query}
+
+
+def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False) -> None:
+    """``--protocol ID``, ``--steps N`` (and ``--episodes N``) and ``--set LEARNER.KEY=VALUE``: which stored runs to combine."""
+    parser.add_argument("--protocol", metavar="ID",
+                        help="use runs of this protocol (id or unique prefix, as `fewshot-bench results` shows; default: chosen and named in the output)")
+    parser.add_argument("--steps", type=int, help="only runs meta-trained for this many steps")
+    if episodes:
+        parser.add_argument("--episodes", type=int, help="only runs evaluated on this many test episodes")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="LEARNER.KEY=VALUE",
+                        help="use the learner's runs made with this --set override (repeatable; default: runs with its defaults)")

@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from fewshot_bench.commands.common import add_store_option, host_from_args, print_json, print_table
-from fewshot_bench.commands.sweep import comma_list
-from fewshot_bench.commands.table import add_protocol_options, dataset_names
-from fewshot_bench.paired import compare
+from fewshot_bench.commands.common import (
+    add_protocol_options,
+    add_store_option,
+    comma_list,
+    datasets_of,
+    host_from_args,
+    print_json,
+    print_table,
+)
 from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, mark, overrides_text, parse_learner_overrides, seeds_text
-from fewshot_bench.store import ResultStore
+from fewshot_bench.workflows import compare
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,13 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Print, per setting, A - B with its 95% CI and how many seeds agree on the sign; then the protocol and runs used."""
-    datasets = None
-    if args.dataset:
-        host = host_from_args(args)
-        datasets = set().union(*(dataset_names(host, d) for group in args.dataset for d in group))
-    with ResultStore(args.store, create=False) as store:
-        report = compare(store, args.a, args.b, datasets, args.shot, args.way, args.steps,
-                         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides))
+    report = compare(
+        args.a, args.b, datasets=datasets_of(args), shot=args.shot, way=args.way, steps=args.steps,
+        protocol=args.protocol, overrides=parse_learner_overrides(args.overrides), store=args.store,
+        host=host_from_args(args) if args.dataset else None,
+    )
     results = report.comparisons
     if args.json:
         extra = {

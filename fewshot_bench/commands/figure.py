@@ -20,13 +20,13 @@ import torch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.commands.common import (
     add_data_option,
+    add_protocol_options,
     add_store_option,
     data_dir,
     host_from_args,
     print_json,
     progress_enabled,
 )
-from fewshot_bench.commands.table import add_protocol_options
 from fewshot_bench.errors import ConfigError, StoreError
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.protocols import (

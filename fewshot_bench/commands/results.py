@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from fewshot_bench.commands.common import add_store_option, print_json, print_table
-from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, is_transductive, mark, overrides_of, overrides_text, protocol_of
-from fewshot_bench.store import ResultStore
-from fewshot_bench.tune import hparams_source
+from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, mark, overrides_of, overrides_text
+from fewshot_bench.spec import hparams_source
+from fewshot_bench.workflows import stored_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,43 +32,34 @@ def metric_text(metric: str, value: float | None, prefix: str = "") -> str:
 
 def handle(args: argparse.Namespace) -> int:
     """Print the stored runs, newest last, with what tells them apart: steps, preset, overrides and protocol."""
-    where = {k: v for k, v in (("learner", args.learner), ("dataset", args.dataset)) if v}
-    with ResultStore(args.store, create=False) as store:
-        runs = store.runs(**where)
-    protocols = {r.run_id: protocol_of(r) for r in runs}
-    if args.protocol:
-        wanted = args.protocol.strip().lower()
-        runs = [r for r in runs if protocols[r.run_id].id.startswith(wanted)]
+    runs = stored_runs(args.store, args.learner, args.dataset, args.protocol)
     if args.json:
-        print_json([
-            r.to_json() | {"protocol": protocols[r.run_id].id, "transductive": is_transductive(r)} for r in runs
-        ])
+        print_json([s.record.to_json() | {"protocol": s.protocol.id, "transductive": s.transductive} for s in runs])
         return 0
     print_table(
         (
             {
-                "run": r.run_id,
-                "learner": mark(r.learner, is_transductive(r)),
-                "dataset": r.dataset,
-                "way": r.way,
-                "shot": r.shot,
-                "seed": r.seed,
-                "steps": r.options.get("steps", "-"),
-                "preset": hparams_source(r),  # paper, reference, default, tuned (study, trials, budget) or a search trial
-                "overrides": overrides_text(overrides_of(r)) or "-",
-                "protocol": protocols[r.run_id].id,
-                "accuracy": metric_text(r.metric, r.accuracy),
-                "ci95": metric_text(r.metric, r.ci95, "±"),
-                "episodes": r.episodes,
-                "created": r.created_at,
+                "run": s.record.run_id,
+                "learner": mark(s.record.learner, s.transductive),
+                "dataset": s.record.dataset,
+                "way": s.record.way,
+                "shot": s.record.shot,
+                "seed": s.record.seed,
+                "steps": s.record.options.get("steps", "-"),
+                "preset": hparams_source(s.record),  # paper, reference, default, tuned (study, trials, budget) or a trial
+                "overrides": overrides_text(overrides_of(s.record)) or "-",
+                "protocol": s.protocol.id,
+                "accuracy": metric_text(s.record.metric, s.record.accuracy),
+                "ci95": metric_text(s.record.metric, s.record.ci95, "±"),
+                "episodes": s.record.episodes,
+                "created": s.record.created_at,
             }
-            for r in runs
+            for s in runs
         ),
         empty=f"no runs in {args.store}" + (f" with protocol {args.protocol}" if args.protocol else ""),
     )
-    shown = {protocols[r.run_id] for r in runs}
-    for protocol in sorted(shown, key=lambda p: p.id):
+    for protocol in sorted({s.protocol for s in runs}, key=lambda p: p.id):
         print(f"protocol {protocol.id}: {protocol.description}")
-    if any(is_transductive(r) for r in runs):
+    if any(s.transductive for s in runs):
         print(TRANSDUCTIVE_NOTE)
     return 0

@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from fewshot_bench import preflight
-from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.commands.common import (
     add_budget_options,
     add_data_option,
     add_store_option,
-    budget_fields,
-    data_dir,
+    budget_options,
     host_from_args,
     print_json,
     print_table,
@@ -23,13 +19,9 @@ from fewshot_bench.commands.common import (
     progress_every,
 )
 from fewshot_bench.config import parse_assignments
-from fewshot_bench.errors import ConfigError
 from fewshot_bench.log_hold import hold_logs, release_logs
-from fewshot_bench.plugins import PluginHost
-from fewshot_bench.provenance import resolve_device
-from fewshot_bench.runner import BUDGETS, RunContext, RunSpec, execute
-from fewshot_bench.threads import requested_threads
-from fewshot_bench.tune import with_tuned
+from fewshot_bench.spec import BUDGETS
+from fewshot_bench.workflows import CheckedRun, run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,106 +59,66 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
-def episode_shape(args: argparse.Namespace, host: PluginHost | None) -> tuple[int, int]:
-    """(N, K) from ``--way``/``--shot``, defaulting to 5-way 1-shot or to what the dataset's task kind fixes."""
-    way, shot = args.way, args.shot
-    if host is None:
-        return (5 if way is None else way), (1 if shot is None else shot)
-    dataset = host.dataset(args.dataset)
-    fixed = task_kind(dataset.kind).fixed_way
-    if fixed is not None and way not in (None, fixed):
-        raise ConfigError(f"{dataset.name} is a {dataset.kind} dataset with {fixed}-way episodes; drop --way {way}")
-    way = way if way is not None else (fixed or 5)
-    shot = shot if shot is not None else (dataset.default_shot or 1)
-    return way, shot
-
-
-def spec_from_args(args: argparse.Namespace, host: PluginHost | None = None) -> RunSpec:
-    """A RunSpec from parsed arguments, budget and dataset defaults filled in."""
-    way, shot = episode_shape(args, host)
-    spec = RunSpec(
-        learner=args.learner,
-        dataset=args.dataset,
-        way=way,
-        shot=shot,
-        seed=args.seed,
-        train_on_val=args.train_on_val,
-        hparams=args.hparams,
-        overrides=parse_assignments(args.overrides),
-        crop=args.crop,
-        **budget_fields(args),
-    )
-    return spec
+def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's protocol options (:func:`fewshot_bench.workflows.run_spec`) from parsed arguments."""
+    return {
+        "learner": args.learner, "dataset": args.dataset, "way": args.way, "shot": args.shot, "seed": args.seed,
+        **budget_options(args), "train_on_val": args.train_on_val, "hparams": args.hparams,
+        "overrides": parse_assignments(args.overrides), "crop": args.crop,
+    }
 
 
 def handle(args: argparse.Namespace) -> int:
     """Run one learner and report its metric (accuracy, or query MSE for regression)."""
     hold_logs()  # notes logged while checking (a preset's fallback) are dropped if a check fails: one line
-    host = host_from_args(args, warn=True)
-    spec = with_tuned(spec_from_args(args, host), args.store, host)
-    device = resolve_device(args.device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
-    host.learner(spec.learner)  # fail fast on an unknown learner
-    requested_threads(args.threads)  # and on a malformed --threads or $FEWSHOT_BENCH_THREADS
-    ctx = RunContext(
-        host=host,
-        store_path=args.store,
-        data_dir=data_dir(args),
-        device=device,
-        checkpoint_dir=args.checkpoint_dir or args.store.resolve().parent / "fewshot-checkpoints",
-        progress=progress_enabled(args),
-        progress_every=progress_every(args),
-        profile=args.profile,
-        cuda_graph=args.cuda_graph,
-        restart=args.restart,
-        threads=args.threads,
-    )
-    # Everything the command line, the config, the store and the checkpoint folder can tell, before any work.
-    run_key = preflight.prepare(spec, ctx)
-    stored = None if args.rerun else preflight.stored_run(args.store, run_key)
-    release_logs()
-    if stored is not None:  # one run key, one complete row: reuse it
-        print(f"fewshot-bench: run {stored.run_id} in {args.store} is this run (run key {run_key}); "
-              "reusing it (--rerun runs it again)", file=sys.stderr)
-        out = {**stored.to_json(), "run_id": stored.run_id}
-    else:
-        if not args.json and not args.quiet:
+
+    def announce(checked: CheckedRun) -> None:
+        release_logs()
+        spec = checked.spec
+        if checked.stored is not None:
+            print(f"fewshot-bench: run {checked.stored.run_id} in {args.store} is this run (run key {checked.run_key}); "
+                  "reusing it (--rerun runs it again)", file=sys.stderr)
+        elif not args.json and not args.quiet:
             print(
                 f"{spec.learner} on {spec.dataset}, {spec.way}-way {spec.shot}-shot, seed {spec.seed}; "
                 f"budget {args.budget}: {spec.steps:,} meta-training steps, {spec.episodes:,} test episodes"
                 + ("" if args.budget == "paper" else " (the paper's protocol: --budget paper)")
             )
-        out = execute(spec, ctx, rerun=args.rerun)
-        if out.get("stored_by_other"):
-            print(f"fewshot-bench: another process stored this run first as {out['run_id']}; kept that row", file=sys.stderr)
-    # The record's "accuracy" column holds the task kind's main metric; report it by its name.
-    metric = out["summary"].get("metric", "accuracy")
+
+    out = run(
+        **protocol_of(args), store=args.store, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
+        device=args.device, threads=args.threads, rerun=args.rerun, restart=args.restart, profile=args.profile,
+        cuda_graph=args.cuda_graph, progress=progress_enabled(args), progress_every=progress_every(args),
+        host=host_from_args(args, warn=True), on_checked=announce,
+    )
+    if out.stored_by_other:
+        print(f"fewshot-bench: another process stored this run first as {out.run_id}; kept that row", file=sys.stderr)
     result = {
-        "run_id": out["run_id"],
-        "learner": out["learner"],
-        "dataset": out["dataset"],
-        "way": out["way"],
-        "shot": out["shot"],
-        "seed": out["seed"],
-        metric: out["accuracy"],
-        "ci95": out["ci95"],
-        "episodes": out["episodes"],
-        "steps": out["summary"]["train"].get("steps", 0),
-        f"best_val_{metric}": out["summary"]["train"].get("best_val_accuracy"),
+        "run_id": out.run_id,
+        "learner": out.learner,
+        "dataset": out.dataset,
+        "way": out.way,
+        "shot": out.shot,
+        "seed": out.seed,
+        out.metric: out.mean,
+        "ci95": out.ci95,
+        "episodes": len(out.per_episode),
+        "steps": out.steps,
+        f"best_val_{out.metric}": out.best_val,
         "store": str(args.store),
     }
+    profile = out.provenance["timings"].get("profile", [])
     if args.profile and not args.json:
-        print_table(out["timings"].get("profile", []))
+        print_table(profile)
     if args.json:
         if args.profile:
-            result["profile"] = out["timings"].get("profile", [])
+            result["profile"] = profile
         print_json(result)
     else:
         headline = (
-            f"accuracy {100 * result[metric]:.2f}% ± {100 * result['ci95']:.2f}%"
-            if metric == "accuracy"
-            else f"query {metric.upper()} {result[metric]:.4f} ± {result['ci95']:.4f}"
+            f"accuracy {100 * out.mean:.2f}% ± {100 * out.ci95:.2f}%"
+            if out.metric == "accuracy"
+            else f"query {out.metric.upper()} {out.mean:.4f} ± {out.ci95:.4f}"
         )
-        print(f"{headline} (95% CI over {result['episodes']:,} episodes); run {result['run_id']} stored in {args.store}")
+        print(f"{headline} (95% CI over {result['episodes']:,} episodes); run {out.run_id} stored in {args.store}")
     return 0

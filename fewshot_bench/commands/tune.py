@@ -16,15 +16,14 @@ from fewshot_bench.commands.common import (
     print_json,
     print_table,
     progress_enabled,
-    worker_settings,
 )
-from fewshot_bench.commands.run import episode_shape
 from fewshot_bench.config import parse_assignments
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import make_executor
 from fewshot_bench.provenance import resolve_device
-from fewshot_bench.runner import BUDGETS
+from fewshot_bench.runner import episode_shape
 from fewshot_bench.search_space import SPEC_HELP, parse_space
+from fewshot_bench.spec import BUDGETS
 from fewshot_bench.tune import (
     SAMPLERS,
     Budget,
@@ -37,6 +36,7 @@ from fewshot_bench.tune import (
     study_names,
     trials_table,
 )
+from fewshot_bench.workflows import worker_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +95,7 @@ def request_from_args(args: argparse.Namespace, host):
     """The checked search request of the command line (nothing written yet)."""
     if not args.learner:
         raise ConfigError("tune needs --learner NAME")
-    way, shot = episode_shape(args, host)
+    way, shot = episode_shape(host, args.dataset, args.way, args.shot)
     return make_request(
         host, args.learner, args.dataset, way, shot, budget_from_args(args),
         space=parse_space(args.space), fixed=parse_assignments(args.overrides),
@@ -114,7 +114,7 @@ def handle(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # for trials computed in this process (--workers 1)
-    settings = worker_settings(args)
+    settings = worker_settings(args.store, args.data_dir, args.checkpoint_dir)
     checkpoint_dir = Path(settings.checkpoint_dir)
     quiet = args.json or args.quiet
     if not quiet:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -144,6 +145,18 @@ def load_split_file(
     return split_, cached
 
 
+def shared_classes(a: list[str], b: list[str]) -> list[str]:
+    """The class names two splits share, sorted (few-shot splits must share none)."""
+    return sorted(set(a) & set(b))
+
+
+def file_format(dataset: str) -> dict[str, Any]:
+    """How ``dataset``'s split files are read: ``mini``/``tiered`` are 640-d with numeric key prefixes, ``features`` any."""
+    if dataset in LEO:
+        return {"dim": LEO_FEATURE_DIM, "numeric_prefix": True}
+    return {"dim": None, "numeric_prefix": False}
+
+
 def _load_dir(
     directory: Path, dataset: str, request: DataRequest, dim: int | None, numeric_prefix: bool
 ) -> FeatureDataset:
@@ -166,7 +179,7 @@ def _load_dir(
         raise DataError(f"the splits in {directory} have different dimensions {sorted(dims)}; export them together")
     for i, a in enumerate(SPLITS):
         for b in SPLITS[i + 1 :]:
-            shared = sorted(set(splits[a].class_names) & set(splits[b].class_names))
+            shared = shared_classes(splits[a].class_names, splits[b].class_names)
             if shared:
                 raise DataError(
                     f"class {shared[0]!r} is in both {paths[a]} and {paths[b]} ({len(shared)} shared); "
@@ -185,7 +198,7 @@ def load_leo(dataset: str, request: DataRequest) -> FeatureDataset:
     if crop not in layout.crops:
         raise ConfigError(f"{layout.folder} has only {', '.join(layout.crops)} embeddings; drop --crop {crop}")
     root = _require_root(request, dataset, f"{layout.folder}/{crop}/train_embeddings.pkl")
-    ds = _load_dir(leo_directory(root, dataset, crop), dataset, request, LEO_FEATURE_DIM, numeric_prefix=True)
+    ds = _load_dir(leo_directory(root, dataset, crop), dataset, request, **file_format(dataset))
     ds.info["crop"] = crop
     return ds
 
@@ -195,7 +208,7 @@ def load_features(request: DataRequest) -> FeatureDataset:
     if (request.crop or "center") != "center":
         raise ConfigError(f"dataset 'features' has no crops; drop --crop {request.crop}")
     root = _require_root(request, "features", "train_embeddings.npz")
-    return _load_dir(root, "features", request, dim=None, numeric_prefix=False)
+    return _load_dir(root, "features", request, **file_format("features"))
 
 
 @hookimpl

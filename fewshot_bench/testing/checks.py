@@ -28,6 +28,7 @@ from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.episodes import TRAIN_QUERY
 from fewshot_bench.evaluate import evaluate, readout_disagreements, readout_follows_predict
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.testing.harness import (
     BUDGET_ENV,
     KIND_SETTINGS,
@@ -488,16 +489,11 @@ def check_meta_training(cls: type[Learner], opts: CheckOptions) -> str:
         changes = {} if opts.train_batch is None else {"meta_batch_size": opts.train_batch}
         learner = make_learner(cls, opts, setting, k_shot, **changes)
         before = copy.deepcopy(learner.state_dict())
-        options = TrainOptions(
-            steps=opts.train_steps,
-            val_every=opts.train_steps,
-            val_episodes=20,
-            val_query=setting.score_query,
-            patience=None,
-            seed=opts.seed,
-        )
+        spec = RunSpec(cls.name, way=setting.n_way, shot=k_shot, seed=opts.seed, steps=opts.train_steps,
+                       val_every=opts.train_steps, val_episodes=20, patience=None)
         t0 = time.perf_counter()
-        trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), setting.n_way, k_shot, options, torch.device("cpu"))
+        trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), spec, TrainOptions(val_query=setting.score_query),
+                              torch.device("cpu"))
         result = trainer.run()
         seconds = time.perf_counter() - t0
         fail_unless(
@@ -556,8 +552,9 @@ def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
         learner = make_learner(cls, opts, setting, k_shot)
         parts = []
         if cls.for_kind(setting.kind).meta_trainable:
-            options = TrainOptions(steps=opts.budget_steps, val_every=opts.budget_steps, val_episodes=1, patience=None, seed=opts.seed)
-            trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), setting.n_way, k_shot, options, torch.device("cpu"))
+            spec = RunSpec(cls.name, way=setting.n_way, shot=k_shot, seed=opts.seed, steps=opts.budget_steps,
+                           val_every=opts.budget_steps, val_episodes=1, patience=None)
+            trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), spec, TrainOptions(), torch.device("cpu"))
             learner.train()
             t0 = time.perf_counter()
             for step in range(opts.budget_steps):

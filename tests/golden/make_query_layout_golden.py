@@ -21,6 +21,7 @@ from fewshot_bench.data.base import DataRequest
 from fewshot_bench.evaluate import evaluate
 from fewshot_bench.plugins import load_plugins
 from fewshot_bench.runner import build_learner
+from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 GOLDEN = Path(__file__).with_name("query_layout.json")
@@ -64,8 +65,9 @@ def metrics(case: tuple, host=None) -> dict[str, list[float]]:
     torch.manual_seed(SEED)
     learner = build_learner(cls, config, task, torch.device("cpu"))
     if steps:
-        options = TrainOptions(steps=steps, val_every=steps, val_episodes=10, val_query=query, patience=None, seed=SEED)
-        MetaTrainer(learner, dataset.split("train"), dataset.split("val"), way, shot, options, torch.device("cpu")).run()
+        spec = RunSpec(name, data, way, shot, SEED, steps=steps, val_every=steps, val_episodes=10, patience=None)
+        MetaTrainer(learner, dataset.split("train"), dataset.split("val"), spec, TrainOptions(val_query=query),
+                    torch.device("cpu")).run()
     score = dict(split=dataset.split("test"), n_way=way, k_shot=shot, seed=SEED, episodes=episodes, n_query=query)
     return {
         "generic": evaluate(learner, fast=False, **score).astype(float).tolist(),

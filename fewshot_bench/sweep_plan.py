@@ -13,52 +13,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from fewshot_bench import preflight
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import BUDGETS, TUNED, RunOutcome, RunSpec, resolve_config, store_outcome
+from fewshot_bench.runner import RunOutcome, episode_shape, resolve_config, store_outcome
+from fewshot_bench.spec import TUNED, Job, RunSpec
 from fewshot_bench.store import ResultStore
+from fewshot_bench.tables import get_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How every run of a sweep is trained and evaluated: the RunSpec fields all cells share.
-
-    The default is the paper's stage 3: meta-train on train + val, early-stop on val.
-    """
-
-    way: int = 5
-    steps: int = BUDGETS["paper"]["steps"]
-    episodes: int = BUDGETS["paper"]["episodes"]
-    val_every: int = BUDGETS["paper"]["val_every"]
-    val_episodes: int = BUDGETS["paper"]["val_episodes"]
-    patience: int | None = 20
-    eval_query: int | None = None
-    train_on_val: bool = True
-    hparams: str | None = None
-    crop: str = "center"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One cell of the grid: the run to compute and the key it will be stored under."""
-
-    spec: RunSpec
-    key: str
-
-    @property
-    def label(self) -> str:
-        """A short human name of the cell, e.g. ``leo synthetic 5-shot seed 3``."""
-        s = self.spec
-        return f"{s.learner} {s.dataset} {s.shot}-shot seed {s.seed}"
 
 
 @dataclass
@@ -95,15 +65,40 @@ def check_installed(host: PluginHost, learners: Iterable[str], what: str = "the 
         )
 
 
+def axes(
+    table: str | None, learners: list[str] | None, datasets: list[str] | None, shots: list[int] | None
+) -> tuple[list[str], list[str], list[int]]:
+    """Learners, datasets and shots of a sweep: the LEO paper's table ``table`` (its learners a subset), or as given."""
+    if table:
+        spec = get_table(table)
+        chosen = spec.learners
+        if learners:
+            outside = [name for name in learners if name not in chosen]
+            if outside:
+                raise ConfigError(
+                    f"--learners {', '.join(outside)} not in table {spec.number}; its learners: {', '.join(chosen)}"
+                )
+            chosen = [name for name in chosen if name in learners]
+        return chosen, list(datasets or spec.datasets), list(shots or spec.shots)
+    if not learners:
+        raise ConfigError("pass --table 1|2 or --learners NAME[,NAME...]")
+    return list(learners), list(datasets or ["synthetic"]), list(shots or [1, 5])
+
+
 def grid(
     host: PluginHost,
     learners: list[str],
     datasets: list[str],
     shots: list[int],
     seeds: list[int],
-    protocol: Protocol,
+    way: int | None = None,
+    **protocol: Any,
 ) -> list[RunSpec]:
-    """Every (learner, dataset, shot, seed) spec, datasets under their canonical names."""
+    """Every (learner, dataset, shot, seed) spec, datasets under their canonical names, each checked.
+
+    ``protocol`` holds the :class:`RunSpec` fields every cell shares (steps, episodes, validation,
+    patience, eval_query, train_on_val, hparams, crop); ``way`` None is each dataset's default.
+    """
     check_installed(host, learners)
     canonical = [host.dataset(d).name for d in datasets]  # also fails fast on unknown names
     for learner in learners:
@@ -111,24 +106,20 @@ def grid(
             kind = host.dataset(name).kind
             if kind not in host.learner(learner).kinds:
                 raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {name!r}; drop one of them")
+    hparams = protocol.pop("hparams", None)
     specs = []
     for learner in learners:
         # A preset (e.g. LEO's paper vs reference hyperparameters) applies to learners that have presets;
         # "tuned" to every learner (fewshot_bench.tune.apply_tuned looks each cell's preset up).
-        tuned = (protocol.hparams or "").split(":")[0] == TUNED
-        hparams = protocol.hparams if protocol.hparams and (tuned or host.learner(learner).presets) else None
+        tuned = (hparams or "").split(":")[0] == TUNED
+        preset = hparams if hparams and (tuned or host.learner(learner).presets) else None
         for dataset in canonical:
             for shot in shots:
+                cell_way, _ = episode_shape(host, dataset, way, shot)
                 for seed in seeds:
-                    specs.append(
-                        RunSpec(
-                            learner=learner, dataset=dataset, way=protocol.way, shot=shot, seed=seed,
-                            steps=protocol.steps, episodes=protocol.episodes, val_every=protocol.val_every,
-                            val_episodes=protocol.val_episodes, patience=protocol.patience,
-                            eval_query=protocol.eval_query, train_on_val=protocol.train_on_val,
-                            hparams=hparams, crop=protocol.crop,
-                        )
-                    )
+                    spec = RunSpec(learner=learner, dataset=dataset, way=cell_way, shot=shot, seed=seed, hparams=preset, **protocol)
+                    preflight.check_spec(spec, host.dataset(dataset).kind)
+                    specs.append(spec)
     return specs
 
 

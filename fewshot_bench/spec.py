@@ -1,0 +1,125 @@
+"""A run's protocol, :class:`RunSpec`: the one dataclass that ``run``, ``sweep``, ``tune`` and the trainer share.
+
+A spec is everything that identifies a run (with the learner's resolved config, its run
+key); a :class:`Job` is a spec with the key the driver expects, as executors ship it to
+workers. Torch-free: commands that only read the store import it without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.store import RunRecord
+
+TUNED = "tuned"  # --hparams tuned: the best trial of a hyperparameter search (fewshot_bench.tune)
+TUNE_STAGE = "tune"  # the stage of a search trial: scored on the validation split, never on test
+
+# Budgets: "quick" finishes a Meta-SGD run on the synthetic default in about a minute on
+# two CPU cores; "paper" is the LEO paper's protocol (100k steps, 50k test episodes).
+BUDGETS = {
+    "quick": {"steps": 1_000, "episodes": 2_000, "val_every": 250, "val_episodes": 200},
+    "paper": {"steps": 100_000, "episodes": 50_000, "val_every": 1_000, "val_episodes": 2_000},
+}
+
+
+def budget_fields(
+    budget: str = "quick",
+    steps: int | None = None,
+    episodes: int | None = None,
+    val_every: int | None = None,
+    val_episodes: int | None = None,
+    patience: int | None = 20,
+    eval_query: int | None = None,
+) -> dict[str, Any]:
+    """RunSpec fields of a named budget with the values given over it, checked; patience 0 or None: never stop early."""
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; use {' or '.join(sorted(BUDGETS))}")
+    given = {"steps": steps, "episodes": episodes, "val_every": val_every, "val_episodes": val_episodes}
+    fields = {key: BUDGETS[budget][key] if value is None else value for key, value in given.items()}
+    for name, value in fields.items():
+        minimum = 0 if name == "steps" else 1
+        if value < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
+    return {**fields, "patience": patience or None, "eval_query": eval_query}
+
+
+@dataclass
+class RunSpec:
+    """Everything that identifies a run; equal specs give equal results.
+
+    ``run`` builds one, ``sweep`` one per cell of its grid, ``tune`` one per trial, and the
+    trainer reads how long and how to meta-train from it.
+    """
+
+    learner: str
+    dataset: str = "synthetic"
+    way: int = 5
+    shot: int = 1
+    seed: int = 0
+    steps: int = BUDGETS["quick"]["steps"]
+    episodes: int = BUDGETS["quick"]["episodes"]
+    val_every: int = BUDGETS["quick"]["val_every"]
+    val_episodes: int = BUDGETS["quick"]["val_episodes"]
+    patience: int | None = 20
+    eval_query: int | None = None
+    train_on_val: bool = False
+    hparams: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    crop: str = "center"
+    # TUNE_STAGE: a search trial (paper stage 2), scored on the validation split; the test split is never read.
+    stage: str = "run"
+    # With hparams="tuned": the tuned preset's values and where they came from (fewshot_bench.tune.with_tuned).
+    tuned: dict[str, Any] | None = None
+
+    def key(self, config: dict[str, Any]) -> str:
+        """A stable hash of the spec and the resolved learner config: the run's identity."""
+        # The resolved config holds the tuned values; ordinary runs keep the keys they had before stages.
+        ident = {k: v for k, v in asdict(self).items() if k not in ("overrides", "stage", "tuned")}
+        if self.stage != "run":
+            ident["stage"] = self.stage
+        ident["config"] = config
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    @property
+    def label(self) -> str:
+        """A short human name of the run, e.g. ``leo synthetic 5-shot seed 3``."""
+        return f"{self.learner} {self.dataset} {self.shot}-shot seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A run to compute and the key it will be stored under (what executors hand to workers)."""
+
+    spec: RunSpec
+    key: str
+
+    @property
+    def label(self) -> str:
+        """A short human name of the job (its spec's)."""
+        return self.spec.label
+
+
+def is_trial(run: RunRecord) -> bool:
+    """Whether a stored run is a search trial (scored on validation, not test)."""
+    return run.options.get("stage") == TUNE_STAGE
+
+
+def hparams_source(run: RunRecord) -> str:
+    """Where a stored run's hyperparameters came from, in a few words (for `results` and `table`)."""
+    o = run.options
+    if is_trial(run):
+        tune = o.get("tune", {})
+        return f"trial {tune.get('trial', '?')} of {tune.get('study', '?')}"
+    preset = o.get("hparams")
+    if preset == TUNED:
+        t = o.get("tuned") or {}
+        if "study" not in t:
+            return "tuned (nothing to tune: defaults)"
+        b = t.get("budget", {})
+        last = ", by last validation" if t.get("objective") == "last" else ""
+        return f"tuned: {t['study']}, best of {t['trials']} trials (trial {t['trial']}{last}), {b.get('steps', '?')} steps"
+    return preset or "default"

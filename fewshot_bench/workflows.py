@@ -1,0 +1,525 @@
+"""The Python face of fewshot-bench: ``run``, ``sweep``, ``compare``, ``table`` and ``results`` as functions.
+
+Each does what the command of the same name does, and the commands are thin shells over
+these functions: the same checks and one-line :class:`~fewshot_bench.errors.FewshotBenchError`
+errors, the same rows in the results store under the same run keys, and a run the store
+already has is reused, not computed again. Results come back typed: a :class:`RunResult`
+carries the per-episode values as a numpy array, ``results`` is a pandas DataFrame.
+
+``results`` and ``compare`` only read the store: they import neither torch nor a plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fewshot_bench.errors import FewshotBenchError
+from fewshot_bench.paired import PairedReport
+from fewshot_bench.paired import compare as paired_compare
+from fewshot_bench.protocols import Protocol, is_transductive, overrides_of, overrides_text, protocol_of
+from fewshot_bench.spec import RunSpec, budget_fields, hparams_source
+from fewshot_bench.store import DEFAULT_STORE, ResultStore, RunRecord
+
+if TYPE_CHECKING:  # annotations only: the torch-backed modules are imported by the functions that compute
+    import pandas as pd
+
+    from fewshot_bench.executors import WorkerSettings
+    from fewshot_bench.plugins import PluginHost
+    from fewshot_bench.report import TableRuns
+    from fewshot_bench.sweep_plan import Plan
+    from fewshot_bench.tables import Setting, TableSpec
+
+DATA_ENV = "FEWSHOT_BENCH_DATA"
+CHECKPOINT_FOLDER = "fewshot-checkpoints"  # beside the store, unless a checkpoint folder is given
+
+
+def data_root(data_dir: str | Path | None) -> Path | None:
+    """The data root: ``data_dir``, else ``$FEWSHOT_BENCH_DATA``, else None."""
+    if data_dir is not None:
+        return Path(data_dir)
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else None
+
+
+def checkpoint_folder(store: Path, checkpoint_dir: str | Path | None) -> Path:
+    """Where in-progress checkpoints go: ``checkpoint_dir``, else ``fewshot-checkpoints`` beside the store."""
+    return Path(checkpoint_dir) if checkpoint_dir is not None else store.resolve().parent / CHECKPOINT_FOLDER
+
+
+def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: str | Path | None) -> WorkerSettings:
+    """What every sweep or search worker needs: the data and checkpoint folders, absolute (a Ray worker may start elsewhere)."""
+    from fewshot_bench.executors import WorkerSettings
+
+    root = data_root(data_dir)
+    return WorkerSettings(
+        data_dir=str(root.resolve()) if root else None,
+        checkpoint_dir=str(checkpoint_folder(store, checkpoint_dir).resolve()),
+    )
+
+
+def texts(values: Mapping[str, Any] | None) -> dict[str, str]:
+    """``--set`` values as the command line gives them (text), from Python values."""
+    return {key: value if isinstance(value, str) else _text(value) for key, value in (values or {}).items()}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _host(host: PluginHost | None) -> PluginHost:
+    from fewshot_bench.plugins import load_plugins
+
+    return host if host is not None else load_plugins()
+
+
+# --- run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """One stored run: its metric with the 95% CI, every test episode's value, and how it was made."""
+
+    run_id: str
+    run_key: str  # the run's identity: equal keys are the same run
+    learner: str
+    dataset: str
+    way: int
+    shot: int
+    seed: int
+    metric: str  # what ``mean`` and ``per_episode`` hold: "accuracy" (0..1), or "mse" for regression
+    mean: float
+    ci95: float  # half-width of the 95% confidence interval of the mean over episodes
+    per_episode: np.ndarray  # the metric of each test episode, in episode order
+    config: dict[str, Any]  # the learner's resolved config
+    options: dict[str, Any]  # the protocol (the run's RunSpec) and what the runner adds
+    summary: dict[str, Any]  # std, metric, and what meta-training did (steps, best validation, history)
+    provenance: dict[str, Any]  # versions, hardware, timings
+    store: Path
+    reused: bool = False  # the store had this run already: nothing was computed
+    stored_by_other: bool = False  # another process stored the same run first: its row is kept
+
+    @property
+    def steps(self) -> int:
+        """Meta-training steps taken (0 for a learner that is not meta-trained)."""
+        return int(self.summary.get("train", {}).get("steps", 0))
+
+    @property
+    def best_val(self) -> float | None:
+        """The best validation metric of meta-training (early stopping's pick), if meta-trained."""
+        return self.summary.get("train", {}).get("best_val_accuracy")
+
+    @classmethod
+    def from_record(
+        cls, store: Path, record: RunRecord, values: np.ndarray, reused: bool = False, stored_by_other: bool = False
+    ) -> RunResult:
+        """The result of a stored run, with its per-episode values."""
+        return cls(
+            run_id=record.run_id, run_key=record.run_key, learner=record.learner, dataset=record.dataset,
+            way=record.way, shot=record.shot, seed=record.seed, metric=record.metric, mean=record.accuracy,
+            ci95=record.ci95, per_episode=values, config=record.config, options=record.options, summary=record.summary,
+            provenance={"versions": record.versions, "hardware": record.hardware, "timings": record.timings},
+            store=store, reused=reused, stored_by_other=stored_by_other,
+        )
+
+
+@dataclass
+class CheckedRun:
+    """A run that passed every check, about to be reused from the store or computed."""
+
+    spec: RunSpec
+    run_key: str
+    stored: RunRecord | None  # the stored run with this key, reused unless ``rerun``
+
+
+def run_spec(
+    host: PluginHost,
+    learner: str,
+    dataset: str = "synthetic",
+    way: int | None = None,
+    shot: int | None = None,
+    seed: int = 0,
+    budget: str = "quick",
+    steps: int | None = None,
+    episodes: int | None = None,
+    val_every: int | None = None,
+    val_episodes: int | None = None,
+    patience: int | None = 20,
+    eval_query: int | None = None,
+    train_on_val: bool = False,
+    hparams: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    crop: str = "center",
+) -> RunSpec:
+    """The spec of one run, as ``fewshot-bench run`` builds it from the same options.
+
+    ``way``/``shot`` None: 5-way 1-shot, or what the dataset's task kind fixes and its default
+    shot; ``budget`` ("quick" or "paper") gives the steps and episodes not given; ``patience``
+    0 or None never stops early; ``overrides`` are ``--set`` values of the learner's Config.
+    """
+    from fewshot_bench.runner import episode_shape
+
+    way, shot = episode_shape(host, dataset, way, shot)
+    fields = budget_fields(budget, steps, episodes, val_every, val_episodes, patience, eval_query)
+    return RunSpec(
+        learner=learner, dataset=dataset, way=way, shot=shot, seed=seed, train_on_val=train_on_val,
+        hparams=hparams, overrides=texts(overrides), crop=crop, **fields,
+    )
+
+
+def run(
+    learner: str,
+    dataset: str = "synthetic",
+    *,
+    store: str | Path = DEFAULT_STORE,
+    data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | str | None = None,
+    rerun: bool = False,
+    restart: bool = False,
+    profile: bool = False,
+    cuda_graph: bool = True,
+    progress: bool = False,
+    progress_every: float | None = None,
+    host: PluginHost | None = None,
+    on_checked: Callable[[CheckedRun], None] | None = None,
+    **protocol: Any,
+) -> RunResult:
+    """Meta-train and evaluate one learner on one setting and seed, store it, and return its result.
+
+    ``protocol`` holds the options of :func:`run_spec` (way, shot, seed, budget, steps,
+    episodes, val_every, val_episodes, patience, eval_query, train_on_val, hparams, overrides,
+    crop). A run the store has already (same run key) is returned without computing, unless
+    ``rerun``. ``on_checked`` is called once every check passed, before any work.
+    """
+    import torch
+
+    from fewshot_bench import preflight
+    from fewshot_bench.provenance import resolve_device
+    from fewshot_bench.runner import RunContext, execute, prepare
+    from fewshot_bench.threads import requested_threads
+    from fewshot_bench.tune import with_tuned
+
+    host = _host(host)
+    store = Path(store)
+    spec = with_tuned(run_spec(host, learner, dataset, **protocol), store, host)
+    torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
+    host.learner(spec.learner)  # fail fast on an unknown learner
+    requested_threads(threads)  # and on a malformed thread count or $FEWSHOT_BENCH_THREADS
+    ctx = RunContext(
+        host=host, store_path=store, data_dir=data_root(data_dir), device=torch_device,
+        checkpoint_dir=checkpoint_folder(store, checkpoint_dir), progress=progress, progress_every=progress_every,
+        profile=profile, cuda_graph=cuda_graph, restart=restart, threads=threads,
+    )
+    # Everything the options, the config, the store and the checkpoint folder can tell, before any work.
+    run_key = prepare(spec, ctx)
+    stored = None if rerun else preflight.stored_run(store, run_key)
+    if on_checked is not None:
+        on_checked(CheckedRun(spec, run_key, stored))
+    out = None if stored is not None else execute(spec, ctx, rerun=rerun)  # one run key, one complete row: reuse it
+    with ResultStore(store, create=False) as db:  # what is stored (another process's row, if it stored first)
+        record = stored or db.run(out["run_id"])
+        values = db.episode_values(record.run_id)
+    return RunResult.from_record(
+        store, record, values, reused=stored is not None, stored_by_other=bool(out and out["stored_by_other"])
+    )
+
+
+# --- sweep -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """What a sweep planned and did; ``runs`` are its cells' stored results once it has run."""
+
+    learners: list[str]
+    datasets: list[str]
+    shots: list[int]
+    seeds: list[int]
+    protocol: dict[str, Any]  # the RunSpec fields every cell shares
+    planned: int
+    already_complete: int
+    pending: list[str]  # labels of the cells to run
+    store: Path
+    executor: str | None = None  # where the pending cells run (None: nothing to run, or a dry run)
+    ran: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (cell, error) of each cell that failed
+    runs: list[RunResult] = field(default_factory=list)
+
+    def raise_failures(self) -> None:
+        """A one-line :class:`FewshotBenchError` if any cell failed (its completed cells are stored)."""
+        if self.failed:
+            label, error = self.failed[0]
+            raise FewshotBenchError(
+                f"{len(self.failed)} run(s) failed (first: {label}: {error}); completed runs are stored, "
+                "run the same command to retry"
+            )
+
+
+def sweep(
+    learners: Iterable[str] | None = None,
+    datasets: Iterable[str] | None = None,
+    shots: Iterable[int] | None = None,
+    seeds: int = 5,
+    *,
+    first_seed: int = 0,
+    table: str | int | None = None,
+    way: int | None = None,
+    budget: str = "paper",
+    steps: int | None = None,
+    episodes: int | None = None,
+    val_every: int | None = None,
+    val_episodes: int | None = None,
+    patience: int | None = 20,
+    eval_query: int | None = None,
+    train_on_val: bool = True,
+    hparams: str | None = None,
+    crop: str = "center",
+    store: str | Path = DEFAULT_STORE,
+    data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    executor: str = "local",
+    workers: int | None = 1,
+    ray_address: str | None = None,
+    device: str = "cpu",
+    dry_run: bool = False,
+    progress: bool = False,
+    raise_failures: bool = True,
+    host: PluginHost | None = None,
+    on_plan: Callable[[SweepResult], None] | None = None,
+) -> SweepResult:
+    """Run every (learner, dataset, shot, seed) cell the store does not have yet, as ``fewshot-bench sweep``.
+
+    The grid is the LEO paper's ``table`` (1 or 2), or ``learners`` x ``datasets`` (default
+    synthetic) x ``shots`` (default 1, 5) x ``seeds`` seeds from ``first_seed``. The default
+    protocol is the paper's stage 3 (``budget="paper"``, meta-train on train + val). ``workers``
+    1 computes in this process; N > 1 a local pool, None one worker per core. A failed cell
+    raises after the others are stored (``raise_failures=False``: see ``failed``).
+    ``on_plan`` is called once the plan is made, before any run starts.
+    """
+    import torch
+
+    from fewshot_bench.executors import make_executor
+    from fewshot_bench.provenance import resolve_device
+    from fewshot_bench.sweep_plan import axes, grid, plan, run_plan, seed_list
+    from fewshot_bench.tune import apply_tuned
+
+    store = Path(store)
+    learner_list, dataset_list, shot_list = axes(
+        None if table is None else str(table), _list(learners), _list(datasets), _list(shots)
+    )
+    protocol = {
+        **budget_fields(budget, steps, episodes, val_every, val_episodes, patience, eval_query),
+        "train_on_val": train_on_val, "hparams": hparams, "crop": crop,
+    }
+    seed_values = seed_list(seeds, first_seed)
+    torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        torch.set_flush_denormal(True)  # for runs computed in this process (workers=1)
+    host = _host(host)
+    specs = apply_tuned(grid(host, learner_list, dataset_list, shot_list, seed_values, way, **protocol), store, host)
+    todo: Plan = plan(host, specs, store)
+    result = SweepResult(
+        learners=learner_list, datasets=dataset_list, shots=shot_list, seeds=seed_values, protocol=protocol,
+        planned=todo.total, already_complete=len(todo.done), pending=[job.label for job in todo.pending], store=store,
+    )
+    settings = worker_settings(store, data_dir, checkpoint_dir)
+    checkpoints = Path(settings.checkpoint_dir)
+    runner = None
+    if todo.pending and not dry_run:
+        runner = make_executor(executor, workers, settings, ray_address, str(torch_device))
+        result.executor = runner.description
+    if on_plan is not None:
+        on_plan(result)
+    if dry_run:
+        return result
+    if runner is not None:
+        report = run_plan(todo, runner, store, checkpoints, progress)
+        result.ran, result.failed = report.ran, report.failed
+    if store.exists():
+        done = {job.key for job in todo.done}
+        with ResultStore(store, create=False) as db:
+            records = [r for job in (*todo.done, *todo.pending) if (r := db.find_complete(job.key)) is not None]
+            result.runs = [
+                RunResult.from_record(store, r, db.episode_values(r.run_id), reused=r.run_key in done) for r in records
+            ]
+    if raise_failures:
+        result.raise_failures()
+    return result
+
+
+def _list(values: Iterable[Any] | None) -> list[Any] | None:
+    if values is None:
+        return None
+    return [values] if isinstance(values, (str, int)) else list(values)
+
+
+# --- reading the store -----------------------------------------------------------------------------
+
+
+def dataset_names(host: PluginHost, name: str) -> set[str]:
+    """Every name a dataset goes by (its canonical name and aliases), lower-cased."""
+    names = {name.lower()}
+    try:
+        spec = host.dataset(name)
+    except Exception:  # not installed here: the store may still hold its runs under this name
+        return names
+    return names | {spec.name.lower(), *(a.lower() for a in spec.aliases)}
+
+
+def learner_overrides(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, str]]:
+    """``{"maml": {"hidden_sizes": (128, 128)}}`` as ``--set maml.hidden_sizes=128,128`` gives it."""
+    return {learner: texts(values) for learner, values in (overrides or {}).items()}
+
+
+def compare(
+    a: str,
+    b: str,
+    *,
+    datasets: Iterable[str] | None = None,
+    shot: int | None = None,
+    way: int | None = None,
+    steps: int | None = None,
+    protocol: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    store: str | Path = DEFAULT_STORE,
+    host: PluginHost | None = None,
+) -> PairedReport:
+    """The paired per-episode difference A - B on the same test episodes, per setting, as ``fewshot-bench compare``.
+
+    Only runs of one shared protocol are paired (the one with most paired seeds unless
+    ``protocol`` or ``steps`` picks another); ``overrides`` picks a learner's runs made with
+    these ``--set`` values (``{"maml": {"hidden_sizes": "128,128"}}``).
+    """
+    wanted = None
+    if datasets is not None:
+        host = _host(host)
+        wanted = set().union(*(dataset_names(host, d) for d in _list(datasets) or []))
+    with ResultStore(Path(store), create=False) as db:
+        return paired_compare(db, a, b, wanted, shot, way, steps, protocol=protocol, overrides=learner_overrides(overrides))
+
+
+@dataclass
+class TableResult:
+    """Table 1 or 2 of the LEO paper from the store: its cells beside the paper's numbers."""
+
+    spec: TableSpec
+    settings: list[Setting]
+    data: TableRuns
+    crop: str
+
+    def render(self, fmt: str = "markdown") -> str:
+        """The table as text: ``markdown``, ``latex``, ``csv`` or ``json`` (``fewshot_bench.report.FORMATS``)."""
+        from fewshot_bench.report import render
+
+        return render(self.spec, self.data, self.settings, fmt, self.crop)
+
+    def plot(self, path: str | Path) -> Path:
+        """Draw the table as a grouped bar chart into ``path`` (a PNG)."""
+        from fewshot_bench.report import plot
+
+        selected = self.data.selection.protocol
+        plot(self.spec, self.data.cells, self.settings, Path(path), selected.id if selected else None)
+        return Path(path)
+
+
+def table(
+    number: str | int,
+    *,
+    datasets: Iterable[str] | None = None,
+    crop: str = "center",
+    steps: int | None = None,
+    episodes: int | None = None,
+    protocol: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    store: str | Path = DEFAULT_STORE,
+    host: PluginHost | None = None,
+) -> TableResult:
+    """The LEO paper's Table ``number`` (1 or 2) from the stored runs, as ``fewshot-bench table``.
+
+    ``datasets`` replace miniImageNet and tieredImageNet (as given to ``sweep``); the runs of
+    one shared protocol are combined (chosen and named unless ``protocol``, ``steps`` or
+    ``episodes`` picks another).
+    """
+    from fewshot_bench.report import build_cells
+    from fewshot_bench.tables import PAPER_DATASETS, get_table, settings
+
+    spec = get_table(str(number))
+    host = _host(host)
+
+    def names(name: str) -> set[str]:
+        return dataset_names(host, name)
+
+    def paper_of(name: str) -> str | None:
+        return next((p for p in PAPER_DATASETS if names(name) & names(p)), None)
+
+    columns = settings(spec, _list(datasets) or None, paper_of)
+    with ResultStore(Path(store), create=False) as db:
+        runs = db.runs()
+    data = build_cells(
+        spec, columns, runs, lambda setting_ds, run_ds: run_ds.lower() in names(setting_ds),
+        crop=crop, steps=steps, episodes=episodes, protocol=protocol, overrides=learner_overrides(overrides),
+    )
+    return TableResult(spec, columns, data, crop)
+
+
+@dataclass
+class StoredRun:
+    """A stored run with the shared protocol it was made under."""
+
+    record: RunRecord
+    protocol: Protocol
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the learner used the test episode's queries together (marked in every listing)."""
+        return is_transductive(self.record)
+
+
+def stored_runs(
+    store: str | Path = DEFAULT_STORE, learner: str | None = None, dataset: str | None = None, protocol: str | None = None
+) -> list[StoredRun]:
+    """The stored runs, oldest first, of ``learner``, ``dataset`` and ``protocol`` (an id or its prefix) when given."""
+    where = {k: v for k, v in (("learner", learner), ("dataset", dataset)) if v}
+    with ResultStore(Path(store), create=False) as db:
+        found = [StoredRun(r, protocol_of(r)) for r in db.runs(**where)]
+    if protocol:
+        wanted = protocol.strip().lower()
+        found = [s for s in found if s.protocol.id.startswith(wanted)]
+    return found
+
+
+def results(
+    store: str | Path = DEFAULT_STORE, learner: str | None = None, dataset: str | None = None, protocol: str | None = None
+) -> pd.DataFrame:
+    """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them.
+
+    ``value`` holds each run's main metric (named by ``metric``: accuracy in 0..1, or mse);
+    ``protocol`` is the id of the shared protocol (runs with equal ids may be combined).
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "run_id": s.record.run_id, "run_key": s.record.run_key, "learner": s.record.learner,
+            "dataset": s.record.dataset, "way": s.record.way, "shot": s.record.shot, "seed": s.record.seed,
+            "steps": s.record.options.get("steps"), "preset": hparams_source(s.record),
+            "overrides": overrides_text(overrides_of(s.record)), "protocol": s.protocol.id,
+            "transductive": s.transductive, "metric": s.record.metric, "value": s.record.accuracy,
+            "ci95": s.record.ci95, "episodes": s.record.episodes, "created": s.record.created_at,
+        }
+        for s in stored_runs(store, learner, dataset, protocol)
+    ]
+    columns = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "steps", "preset", "overrides",
+               "protocol", "transductive", "metric", "value", "ci95", "episodes", "created"]
+    return pd.DataFrame(rows, columns=columns)
