@@ -2,7 +2,7 @@
 
 This package is the bottom layer of the harness (above only :mod:`fewshot_bench.errors`):
 it imports no other part of fewshot-bench, and plugins import no other part of it (the
-``import-linter`` contracts in ``pyproject.toml`` enforce both; docs/architecture.md).
+``import-linter`` contracts in ``.importlinter`` enforce both; docs/architecture.md).
 
 * the contract: :class:`Learner`, :class:`LearnerConfig`, :class:`TaskSpec`,
   :class:`LossOutput`, :class:`Adaptation` (what ``Learner.adaptation`` reports), the
