@@ -174,7 +174,8 @@ def evaluate(
     The metric is the learner's task kind's (accuracy for classification, MSE for regression).
     ``n_query`` defaults to the split's evaluation queries: all remaining examples of each
     class for class-sorted features (the paper's protocol).
-    The learner is put in evaluation mode (no dropout, no sampling) and restored after.
+    The learner is put in evaluation mode (no dropout, no sampling) and restored after, and
+    runs under ``torch.no_grad()``.
     ``fast``: None takes the class-blocked path when :func:`class_blocked_applies` and the
     learner has a ``linear_readout`` (:func:`readout_follows_predict`); False forces the
     generic path (``predict``); True also ignores the query-fraction rule (still needs a
@@ -192,8 +193,10 @@ def evaluate(
     was_training = learner.training
     learner.eval()
     try:
+        # Nothing is recorded for autograd here: a learner whose inner loop takes gradients at
+        # evaluation turns them on around that loop itself (torch.enable_grad).
         # A bar on a terminal, else (``progress_every``) a line every so often for logs.
-        with progress_counter(episodes, desc, "ep", progress, progress_every, leave=False) as bar:
+        with torch.no_grad(), progress_counter(episodes, desc, "ep", progress, progress_every, leave=False) as bar:
             if blocked:
                 size = batch_size or blocked_batch_size(n_way, k_shot, split.feature_dim)
                 out = _evaluate_blocked(learner, sampler, episodes, size, device, bar)
@@ -219,7 +222,7 @@ def _evaluate_generic(
     for start in range(0, episodes, size):
         n = min(size, episodes - start)
         batch = sampler.batch(start, n, device=device, dtype=learner.dtype, shuffle=True)
-        predictions = learner.predict(batch.inputs()).detach()
+        predictions = learner.predict(batch.inputs())
         out[start : start + n] = metric(predictions, batch.query_labels).cpu().numpy()
         bar.update(n)
     return out
@@ -251,8 +254,7 @@ def _evaluate_blocked(
             )
         for i in sorted(e - start for e in checked if start <= e < start + n):
             check_readout(learner, sampler, start + i, weights[i : i + 1], None if bias is None else bias[i : i + 1])
-        with torch.no_grad():
-            correct = class_blocked_correct(sampler.split, batch.classes.numpy(), rows, sampler.k_shot, weights, bias)
+        correct = class_blocked_correct(sampler.split, batch.classes.numpy(), rows, sampler.k_shot, weights, bias)
         # Divided in float32 like the generic path's mean of 0/1 values, so both give the same numbers.
         out[start : start + n] = (correct.float() / (sampler.n_way * sampler.n_query)).cpu().numpy()
         bar.update(n)
@@ -262,7 +264,7 @@ def _evaluate_blocked(
 def check_readout(learner: Learner, sampler: Any, episode: int, weights: Tensor, bias: Tensor | None) -> None:
     """Raise a PluginError unless the readout ``weights``/``bias`` (as scored) predict episode ``episode`` as ``predict`` does."""
     batch = sampler.batch(episode, 1, device=weights.device, dtype=learner.dtype, shuffle=True).inputs()
-    logits = learner.predict(batch).detach()
+    logits = learner.predict(batch)
     wrong = int(readout_disagreements(logits, linear_logits(batch.query, weights, bias))[0])
     if wrong:
         raise PluginError(
@@ -274,7 +276,7 @@ def check_readout(learner: Learner, sampler: Any, episode: int, weights: Tensor,
 
 
 def _linear_readout(learner: Learner, batch: PredictionBatch) -> tuple[Tensor, Tensor | None] | None:
-    """The learner's readout of ``batch``, computed in calls of a few episodes and concatenated (detached)."""
+    """The learner's readout of ``batch``, computed in calls of a few episodes and concatenated."""
     per_episode = batch.n_way * batch.k_shot * batch.support.shape[-1]
     step = max(1, min(BLOCKED_READOUT_EPISODES, BLOCKED_READOUT_ELEMENTS // per_episode))
     weights, biases = [], []
@@ -282,8 +284,8 @@ def _linear_readout(learner: Learner, batch: PredictionBatch) -> tuple[Tensor, T
         readout = learner.linear_readout(batch.select(slice(start, start + step)))
         if readout is None:
             return None
-        weights.append(readout[0].detach())
-        biases.append(None if readout[1] is None else readout[1].detach())
+        weights.append(readout[0])
+        biases.append(readout[1])
     if all(b is None for b in biases):
         return torch.cat(weights), None
     if any(b is None for b in biases):

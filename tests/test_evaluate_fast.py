@@ -162,3 +162,15 @@ def test_support_batch_is_the_batch_without_queries(synthetic):
     assert torch.equal(supports.support, full.support) and supports.query.shape == (7, 0, 640)
     assert torch.equal(supports.classes, full.classes) and torch.equal(supports.episode_ids, full.episode_ids)
     assert torch.equal(test.features[torch.from_numpy(rows[..., 2:])].reshape(7, -1, 640), full.query)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_evaluation_records_nothing_for_autograd(host, synthetic, one_thread, fast):
+    """Evaluation runs under torch.no_grad() once, on both paths; learners need no wrapper of their own."""
+    learner = make(host, "metasgd", 1)
+    grad_enabled: list[bool] = []
+    for method in ("predict", "linear_readout"):
+        original = getattr(learner, method)
+        setattr(learner, method, lambda b, f=original: grad_enabled.append(torch.is_grad_enabled()) or f(b))
+    evaluate(learner, synthetic.split("test"), N_WAY, 1, seed=0, episodes=6, fast=fast)
+    assert grad_enabled and not any(grad_enabled) and torch.is_grad_enabled()

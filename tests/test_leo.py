@@ -118,10 +118,11 @@ def test_evaluation_is_deterministic_and_training_is_not():
     learner = tiny_learner()
     batch = tiny_batch()
     learner.eval()
-    torch.manual_seed(1)
-    first = learner.predict(batch)
-    torch.manual_seed(2)
-    second = learner.predict(batch)
+    with torch.no_grad():  # as evaluation calls it
+        torch.manual_seed(1)
+        first = learner.predict(batch)
+        torch.manual_seed(2)
+        second = learner.predict(batch)
     assert torch.equal(first, second)
     assert not first.requires_grad  # no graph is kept at evaluation
     learner.train()

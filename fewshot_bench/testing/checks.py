@@ -131,9 +131,10 @@ def _qualname(cls: type) -> str:
 
 
 def _predict(learner: Learner, batch: EpisodeBatch) -> torch.Tensor:
-    """Eval-mode predictions of a labelled batch as evaluation asks for them (no labels), detached."""
+    """Eval-mode predictions of a labelled batch as evaluation asks for them (no labels, under ``torch.no_grad``)."""
     learner.eval()
-    return learner.predict(batch.inputs()).detach()
+    with torch.no_grad():
+        return learner.predict(batch.inputs())
 
 
 
@@ -412,10 +413,11 @@ def check_readout_agrees(cls: type[Learner], opts: CheckOptions) -> str:
             raise CheckSkipped("linear_readout is inherited from above the class that defines predict: evaluation ignores it")
         batch = episodes(opts, setting, k_shot, learner, size=max(3, opts.batch_episodes))
         logits = _predict(learner, batch)
-        readout = learner.linear_readout(batch.inputs())
+        with torch.no_grad():  # as evaluation calls it
+            readout = learner.linear_readout(batch.inputs())
         if readout is None:
             raise CheckSkipped("no linear_readout: evaluation calls predict")
-        weights, bias = (None if t is None else t.detach() for t in readout)
+        weights, bias = readout
         expected = (batch.batch_size, batch.n_way, batch.query.shape[-1])
         fail_unless(
             tuple(weights.shape) == expected and (bias is None or tuple(bias.shape) == expected[:2]),

@@ -129,15 +129,13 @@ class MAML(Learner):
 
     def predict(self, batch: PredictionBatch) -> Tensor:
         """Query logits [B, M, N] of the adapted parameters (no graph kept at evaluation)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.head(batch.query, self.adapt(batch))
+        return self.head(batch.query, self.adapt(batch))
 
     def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, None] | None:
         """The adapted output weights for the linear classifier; None with hidden layers (not a linear readout)."""
         if not self.is_linear:
             return None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.adapt(batch)[0], None
+        return self.adapt(batch)[0], None
 
     def adaptation(self, batch: PredictionBatch) -> Adaptation:
         """The learned initialisation and the adapted parameters: the output weights [B, N, D] of the linear

@@ -57,9 +57,7 @@ class MAMLRegression(Learner):
         return gradient_steps(self.mlp, theta, x, y, self.config.inner_steps, self.config.inner_lr_init, second_order)
 
     def predict(self, batch: PredictionBatch) -> Tensor:
-        # At evaluation the inner loop still takes gradients, but nothing is recorded for the meta-parameters.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.mlp.forward(self.adapt(*support_points(batch)), batch.query)
+        return self.mlp.forward(self.adapt(*support_points(batch)), batch.query)
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         outputs = self.predict(batch)

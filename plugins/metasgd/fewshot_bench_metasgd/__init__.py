@@ -77,13 +77,11 @@ class MetaSGD(Learner):
 
     def predict(self, batch: PredictionBatch) -> Tensor:
         """Query logits [B, M, N] of the adapted weights (no graph kept at evaluation)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return linear_logits(batch.query, self.adapt(batch))
+        return linear_logits(batch.query, self.adapt(batch))
 
     def linear_readout(self, batch: PredictionBatch) -> tuple[Tensor, None]:
         """The adapted weights (no bias); at evaluation nothing is recorded for autograd."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
-            return self.adapt(batch), None
+        return self.adapt(batch), None
 
     def adaptation(self, batch: PredictionBatch) -> Adaptation:
         """The learned initial weights and the adapted weights, [B, N, D] each."""
