@@ -230,7 +230,7 @@ class PluginHost:
         def register(cls: type) -> None:
             name = getattr(cls, "name", None)
             if not (isinstance(cls, type) and issubclass(cls, Learner)):
-                return self._fail(info, "register", f"{cls!r} is not a fewshot_bench.Learner subclass")
+                return self._fail(info, "register", f"{cls!r} is not a fewshot_bench.api.Learner subclass")
             if not isinstance(name, str) or not LEARNER_NAME.match(name):
                 return self._fail(info, "register", f"learner name {name!r} of {cls.__qualname__} is not lower-case words joined by '-'")
             self._stage(stage, f"learner {name!r}", lambda: commit(cls, name))

@@ -201,7 +201,7 @@ def check_config(cls: type[Learner], opts: CheckOptions) -> str:
         config_cls = impl.Config
         fail_unless(
             isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls) and issubclass(config_cls, LearnerConfig),
-            f"{impl.__qualname__}.Config must be a @dataclass extending fewshot_bench.LearnerConfig",
+            f"{impl.__qualname__}.Config must be a @dataclass extending fewshot_bench.api.LearnerConfig",
         )
         settings = list(dict.fromkeys([*impl.tuned_settings, *((setting.dataset, k) for k in setting.shots)]))
         for data, k_shot in settings:
