@@ -23,10 +23,12 @@ from typing import Iterable, Iterator
 
 import torch
 
-from fewshot_bench.errors import ConfigError
 from fewshot_bench import plugins
+from fewshot_bench.errors import ConfigError
 from fewshot_bench.runner import RunContext, RunOutcome, compute
 from fewshot_bench.spec import Job
+
+Finished = Iterator[tuple[Job, RunOutcome | BaseException]]  # each job with its outcome, as it finishes
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Executor(ABC):
     """Runs jobs and yields each with its outcome (or the exception it raised) as it finishes."""
 
     @abstractmethod
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
         """Start the jobs; yield (job, outcome or exception) in completion order.
 
         ``in_flight`` None starts every job at once; a number keeps at most that many running
@@ -97,7 +99,7 @@ class InlineExecutor(Executor):
     def description(self) -> str:
         return "in this process"
 
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
         for job in jobs:  # one at a time: in flight is always 1
             try:
                 outcome: RunOutcome | BaseException = compute_job(job, self.settings)
@@ -146,9 +148,10 @@ class LocalExecutor(Executor):
     def description(self) -> str:
         return f"a local pool of {self.workers} workers ({self.settings.threads} torch thread(s) each)"
 
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+            max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+            initargs=(os.getpid(),),
         )
         source = iter(jobs)
         futures = {self.pool.submit(compute_job, job, self.settings): job for job in islice(source, in_flight)}
@@ -214,7 +217,7 @@ class RayExecutor(Executor):
         cpus = int(self.ray.cluster_resources().get("CPU", 0))
         return f"Ray ({cpus} CPUs in the cluster)"
 
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Iterator[tuple[Job, RunOutcome | BaseException]]:
+    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
         task = self.ray.remote(num_cpus=1)(compute_job)
         source = iter(jobs)
         by_ref = {task.remote(job, self.settings): job for job in islice(source, in_flight)}

@@ -121,5 +121,6 @@ def hparams_source(run: RunRecord) -> str:
             return "tuned (nothing to tune: defaults)"
         b = t.get("budget", {})
         last = ", by last validation" if t.get("objective") == "last" else ""
-        return f"tuned: {t['study']}, best of {t['trials']} trials (trial {t['trial']}{last}), {b.get('steps', '?')} steps"
+        trials = f"best of {t['trials']} trials (trial {t['trial']}{last})"
+        return f"tuned: {t['study']}, {trials}, {b.get('steps', '?')} steps"
     return preset or "default"

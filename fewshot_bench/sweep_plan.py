@@ -105,7 +105,9 @@ def grid(
         for name in canonical:
             kind = host.dataset(name).kind
             if kind not in host.learner(learner).kinds:
-                raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {name!r}; drop one of them")
+                raise ConfigError(
+                    f"learner {learner!r} cannot solve the {kind} tasks of dataset {name!r}; drop one of them"
+                )
     hparams = protocol.pop("hparams", None)
     specs = []
     for learner in learners:
@@ -117,7 +119,9 @@ def grid(
             for shot in shots:
                 cell_way, _ = episode_shape(host, dataset, way, shot)
                 for seed in seeds:
-                    spec = RunSpec(learner=learner, dataset=dataset, way=cell_way, shot=shot, seed=seed, hparams=preset, **protocol)
+                    spec = RunSpec(
+                        learner=learner, dataset=dataset, way=cell_way, shot=shot, seed=seed, hparams=preset, **protocol
+                    )
                     preflight.check_spec(spec, host.dataset(dataset).kind)
                     specs.append(spec)
     return specs
@@ -180,7 +184,9 @@ def run_plan(
 
 def _store(outcome: RunOutcome, job: Job, store_path: Path, checkpoint_dir: Path | None) -> None:
     if outcome.record["run_key"] != job.key:  # a worker with other plugin versions
-        raise ConfigError(f"{job.label}: the worker stored key {outcome.record['run_key']}, the driver expected {job.key}")
+        raise ConfigError(
+            f"{job.label}: the worker stored key {outcome.record['run_key']}, the driver expected {job.key}"
+        )
     store_outcome(outcome, store_path, checkpoint_dir, if_absent=True)
 
 

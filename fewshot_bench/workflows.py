@@ -6,7 +6,9 @@ errors, the same rows in the results store under the same run keys, and a run th
 already has is reused, not computed again. Results come back typed: a :class:`RunResult`
 carries the per-episode values as a numpy array, ``results`` is a pandas DataFrame.
 
-``results`` and ``compare`` only read the store: they import neither torch nor a plugin.
+``results`` and ``compare`` read the store without importing torch (``compare`` loads plugins, and
+so torch, only to resolve ``datasets`` names): the torch-backed modules are imported by the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
+from fewshot_bench import report
 from fewshot_bench.errors import FewshotBenchError
 from fewshot_bench.paired import PairedReport
 from fewshot_bench.paired import compare as paired_compare
 from fewshot_bench.protocols import Protocol, is_transductive, overrides_of, overrides_text, protocol_of
 from fewshot_bench.spec import RunSpec, budget_fields, hparams_source
 from fewshot_bench.store import DEFAULT_STORE, ResultStore, RunRecord
+from fewshot_bench.tables import PAPER_DATASETS, Setting, TableSpec, get_table, settings
 
-if TYPE_CHECKING:  # annotations only: the torch-backed modules are imported by the functions that compute
-    import pandas as pd
-
+if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
     from fewshot_bench.executors import WorkerSettings
     from fewshot_bench.plugins import PluginHost
-    from fewshot_bench.report import TableRuns
     from fewshot_bench.sweep_plan import Plan
-    from fewshot_bench.tables import Setting, TableSpec
 
 DATA_ENV = "FEWSHOT_BENCH_DATA"
 CHECKPOINT_FOLDER = "fewshot-checkpoints"  # beside the store, unless a checkpoint folder is given
@@ -53,7 +54,10 @@ def checkpoint_folder(store: Path, checkpoint_dir: str | Path | None) -> Path:
 
 
 def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: str | Path | None) -> WorkerSettings:
-    """What every sweep or search worker needs: the data and checkpoint folders, absolute (a Ray worker may start elsewhere)."""
+    """What every sweep or search worker needs: the data and checkpoint folders, absolute.
+
+    Absolute, because a Ray worker may start elsewhere.
+    """
     from fewshot_bench.executors import WorkerSettings
 
     root = data_root(data_dir)
@@ -344,8 +348,8 @@ def sweep(
     if dry_run:
         return result
     if runner is not None:
-        report = run_plan(todo, runner, store, checkpoints, progress)
-        result.ran, result.failed = report.ran, report.failed
+        outcome = run_plan(todo, runner, store, checkpoints, progress)
+        result.ran, result.failed = outcome.ran, outcome.failed
     if store.exists():
         done = {job.key for job in todo.done}
         with ResultStore(store, create=False) as db:
@@ -406,7 +410,9 @@ def compare(
         host = _host(host)
         wanted = set().union(*(dataset_names(host, d) for d in _list(datasets) or []))
     with ResultStore(Path(store), create=False) as db:
-        return paired_compare(db, a, b, wanted, shot, way, steps, protocol=protocol, overrides=learner_overrides(overrides))
+        return paired_compare(
+            db, a, b, wanted, shot, way, steps, protocol=protocol, overrides=learner_overrides(overrides)
+        )
 
 
 @dataclass
@@ -415,21 +421,17 @@ class TableResult:
 
     spec: TableSpec
     settings: list[Setting]
-    data: TableRuns
+    data: report.TableRuns
     crop: str
 
     def render(self, fmt: str = "markdown") -> str:
-        """The table as text: ``markdown``, ``latex``, ``csv`` or ``json`` (``fewshot_bench.report.FORMATS``)."""
-        from fewshot_bench.report import render
-
-        return render(self.spec, self.data, self.settings, fmt, self.crop)
+        """The table as text, in one of :data:`fewshot_bench.report.FORMATS` (markdown, latex, ...)."""
+        return report.render(self.spec, self.data, self.settings, fmt, self.crop)
 
     def plot(self, path: str | Path) -> Path:
         """Draw the table as a grouped bar chart into ``path`` (a PNG)."""
-        from fewshot_bench.report import plot
-
         selected = self.data.selection.protocol
-        plot(self.spec, self.data.cells, self.settings, Path(path), selected.id if selected else None)
+        report.plot(self.spec, self.data.cells, self.settings, Path(path), selected.id if selected else None)
         return Path(path)
 
 
@@ -451,9 +453,6 @@ def table(
     one shared protocol are combined (chosen and named unless ``protocol``, ``steps`` or
     ``episodes`` picks another).
     """
-    from fewshot_bench.report import build_cells
-    from fewshot_bench.tables import PAPER_DATASETS, get_table, settings
-
     spec = get_table(str(number))
     host = _host(host)
 
@@ -466,7 +465,7 @@ def table(
     columns = settings(spec, _list(datasets) or None, paper_of)
     with ResultStore(Path(store), create=False) as db:
         runs = db.runs()
-    data = build_cells(
+    data = report.build_cells(
         spec, columns, runs, lambda setting_ds, run_ds: run_ds.lower() in names(setting_ds),
         crop=crop, steps=steps, episodes=episodes, protocol=protocol, overrides=learner_overrides(overrides),
     )
@@ -487,7 +486,10 @@ class StoredRun:
 
 
 def stored_runs(
-    store: str | Path = DEFAULT_STORE, learner: str | None = None, dataset: str | None = None, protocol: str | None = None
+    store: str | Path = DEFAULT_STORE,
+    learner: str | None = None,
+    dataset: str | None = None,
+    protocol: str | None = None,
 ) -> list[StoredRun]:
     """The stored runs, oldest first, of ``learner``, ``dataset`` and ``protocol`` (an id or its prefix) when given."""
     where = {k: v for k, v in (("learner", learner), ("dataset", dataset)) if v}
@@ -500,15 +502,16 @@ def stored_runs(
 
 
 def results(
-    store: str | Path = DEFAULT_STORE, learner: str | None = None, dataset: str | None = None, protocol: str | None = None
+    store: str | Path = DEFAULT_STORE,
+    learner: str | None = None,
+    dataset: str | None = None,
+    protocol: str | None = None,
 ) -> pd.DataFrame:
     """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them.
 
     ``value`` holds each run's main metric (named by ``metric``: accuracy in 0..1, or mse);
     ``protocol`` is the id of the shared protocol (runs with equal ids may be combined).
     """
-    import pandas as pd
-
     rows = [
         {
             "run_id": s.record.run_id, "run_key": s.record.run_key, "learner": s.record.learner,

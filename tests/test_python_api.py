@@ -27,7 +27,8 @@ def python_blocks(text: str) -> list[str]:
 def shell_commands(text: str) -> list[list[str]]:
     """The ``$ fewshot-bench ...`` lines of the ```console blocks, as argument lists (without the program name)."""
     blocks = re.findall(r"^```console\n(.*?)^```", text, re.S | re.M)
-    return [shlex.split(line[2:])[1:] for block in blocks for line in block.splitlines() if line.startswith("$ fewshot-bench ")]
+    lines = [line for block in blocks for line in block.splitlines() if line.startswith("$ fewshot-bench ")]
+    return [shlex.split(line[2:])[1:] for line in lines]
 
 
 def stored_rows(path: Path) -> dict[str, dict]:

@@ -46,7 +46,8 @@ def handle(args: argparse.Namespace) -> int:
                 "shot": s.record.shot,
                 "seed": s.record.seed,
                 "steps": s.record.options.get("steps", "-"),
-                "preset": hparams_source(s.record),  # paper, reference, default, tuned (study, trials, budget) or a trial
+                # paper, reference, default, tuned (study, trials, budget) or a search trial
+                "preset": hparams_source(s.record),
                 "overrides": overrides_text(overrides_of(s.record)) or "-",
                 "protocol": s.protocol.id,
                 "accuracy": metric_text(s.record.metric, s.record.accuracy),

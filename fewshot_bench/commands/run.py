@@ -76,8 +76,8 @@ def handle(args: argparse.Namespace) -> int:
         release_logs()
         spec = checked.spec
         if checked.stored is not None:
-            print(f"fewshot-bench: run {checked.stored.run_id} in {args.store} is this run (run key {checked.run_key}); "
-                  "reusing it (--rerun runs it again)", file=sys.stderr)
+            print(f"fewshot-bench: run {checked.stored.run_id} in {args.store} is this run "
+                  f"(run key {checked.run_key}); reusing it (--rerun runs it again)", file=sys.stderr)
         elif not args.json and not args.quiet:
             print(
                 f"{spec.learner} on {spec.dataset}, {spec.way}-way {spec.shot}-shot, seed {spec.seed}; "

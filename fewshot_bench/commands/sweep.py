@@ -66,7 +66,9 @@ def handle(args: argparse.Namespace) -> int:
             )
         if args.dry_run:
             if args.json:
-                print_json({"planned": plan.planned, "already_complete": plan.already_complete, "pending": plan.pending})
+                print_json(
+                    {"planned": plan.planned, "already_complete": plan.already_complete, "pending": plan.pending}
+                )
             else:
                 for label in plan.pending:
                     print(f"  to run: {label}")
@@ -86,7 +88,7 @@ def handle(args: argparse.Namespace) -> int:
         print_json({"planned": report.planned, "already_complete": report.already_complete, "ran": report.ran,
                     "failed": len(report.failed), "store": str(args.store)})
     elif not args.quiet:
-        print(f"done: {report.ran} run(s) stored, {report.already_complete} already complete, {len(report.failed)} failed; "
-              f"store {args.store}")
+        print(f"done: {report.ran} run(s) stored, {report.already_complete} already complete, "
+              f"{len(report.failed)} failed; store {args.store}")
     report.raise_failures()
     return 0

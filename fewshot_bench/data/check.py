@@ -62,8 +62,10 @@ def check_group(dataset: str, crop: str, directory: Path, root: Path) -> list[di
             continue
         lo, hi = int(fs.counts.min()), int(fs.counts.max())
         note = published_note(name, split, fs.num_classes, int(fs.offsets[-1]))
-        row.update(classes=fs.num_classes, rows=int(fs.offsets[-1]), rows_per_class=f"{lo}-{hi}" if lo != hi else str(lo),
-                   dim=fs.feature_dim, cache=cached.status, status="ok" + (f" ({note})" if note else ""))
+        row.update(
+            classes=fs.num_classes, rows=int(fs.offsets[-1]), rows_per_class=f"{lo}-{hi}" if lo != hi else str(lo),
+            dim=fs.feature_dim, cache=cached.status, status="ok" + (f" ({note})" if note else ""),
+        )
         for other, names in classes.items():
             shared = shared_classes(names, fs.class_names)
             if shared:
