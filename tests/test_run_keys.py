@@ -1,0 +1,56 @@
+"""Run keys are stable: the same command gives the key it gave before, so stored runs keep being found.
+
+The keys below were computed by the code before RunSpec moved to fewshot_bench.spec and
+sweep.Protocol was folded into it. A key changes only when a run's identity does (a
+learner's default config, or what RunSpec.key hashes): then every stored run of it is
+computed again, so such a change must be deliberate.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fewshot_bench.cli import build_parser
+from fewshot_bench.commands.run import protocol_of
+from fewshot_bench.config import config_to_dict
+from fewshot_bench.runner import resolve_config
+from fewshot_bench.spec import budget_fields
+from fewshot_bench.sweep_plan import grid, plan
+from fewshot_bench.tune import Budget, make_request
+from fewshot_bench.workflows import run_spec
+
+
+def key_of(host, spec) -> str:
+    kind = host.dataset(spec.dataset).kind
+    return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec, kind)))
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--learner", "metasgd"], "1d7554ec8d5567447cd2506b"),
+    (["--learner", "leo"], "3e1cc7baa67baa946a1a3b9d"),
+    (["--learner", "maml"], "9fdc790fe6e13610d533d609"),
+    (["--learner", "logreg"], "de9d72ab4e2a0410f4c874af"),
+    (["--learner", "nearest-centroid", "--shot", "5", "--seed", "3", "--steps", "10", "--episodes", "20",
+      "--eval-query", "5", "--train-on-val"], "b818dd73ff6e7957a2ee5069"),
+    (["--learner", "leo", "--hparams", "reference", "--set", "inner_lr_init=0.5"], "a93712fd32e1306b05cf6eaf"),
+    (["--learner", "metasgd", "--dataset", "sines-lines"], "7c1221c3cd7ca47de5917a8f"),  # 1-way 5-shot regression
+])
+def test_a_run_command_keeps_its_key(host, args, key):
+    assert key_of(host, run_spec(host, **protocol_of(build_parser().parse_args(["run", *args])))) == key
+
+
+def test_a_sweep_keeps_its_cells_keys(host, tmp_path):
+    """``sweep --learners leo,metasgd,nearest-centroid --shots 1,5 --seeds 2 --steps 10 --episodes 20``."""
+    protocol = {**budget_fields("paper", steps=10, episodes=20), "train_on_val": True, "hparams": None, "crop": "center"}
+    specs = grid(host, ["leo", "metasgd", "nearest-centroid"], ["synthetic"], [1, 5], [0, 1], None, **protocol)
+    assert [job.key for job in plan(host, specs, tmp_path / "none.db").pending] == [
+        "0d08a64d326b5bd4b98c6f2b", "f976f49cb7d7bc844710a4be", "e8fbd42a60af62123e865d00", "617854dabf05dbd9b179e637",
+        "7479143523420ae29a6c326a", "c0f66db5b61caff803e1d197", "97c66b2aa326b826f0191d51", "8596f00d099e98b7f525a513",
+        "4b8d12b18df8ef9b93861157", "644dd7ed906cd43f2adc25ca", "1d35613e961c28a423b144a2", "4f91120b7d137620f13f0cbb",
+    ]
+
+
+def test_a_search_keeps_its_study_name_and_trial_keys(host):
+    request = make_request(host, "metasgd", "synthetic", 5, 1, Budget(10, 5, 10))
+    assert request.study_name == "metasgd-synthetic-5way-1shot-9e24aa6f"
+    assert key_of(host, request.spec({"inner_lr_init": "0.1"})) == "24a6bdb5e58f257d7fd6653f"
