@@ -92,7 +92,7 @@ def fill_cell(cell: Cell, runs: list[RunRecord], protocols: int = 1) -> Cell:
     cell.protocols = protocols
     if not chosen:
         return cell
-    summary = stats.summarize_seeds([100 * r.accuracy for r in chosen])
+    summary = stats.summarize_seeds([100 * r.mean for r in chosen])
     cell.mean, cell.std, cell.seeds = summary.mean, summary.std, summary.seeds
     cell.episodes = min(r.episodes or 0 for r in chosen)
     cell.steps = chosen[0].options.get("steps")

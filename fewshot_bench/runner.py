@@ -278,7 +278,8 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         "shot": spec.shot,
         "seed": spec.seed,
         "status": "complete",
-        "accuracy": summary.mean,
+        "metric": task_kind(kind).metric,
+        "mean": summary.mean,
         "ci95": summary.ci95,
         "episodes": summary.episodes,
         "config": config_dict,
@@ -287,7 +288,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
             # Marked in tables, `results` and `compare` (see fewshot_bench.protocols).
             "transductive": bool(getattr(cls.for_kind(kind), "transductive", False)),
         },
-        "summary": {"std": summary.std, "metric": task_kind(kind).metric, "train": train_summary},
+        "summary": {"std": summary.std, "train": train_summary},
         "versions": versions(plugin.distribution),
         "hardware": hardware(ctx.device) | {"threads_reason": threads.reason},
         "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),

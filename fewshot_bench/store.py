@@ -1,8 +1,8 @@
 """The results store: one SQLite file (WAL mode), one row per completed run.
 
-A run is written in a single transaction together with its per-episode accuracies, only
-once it has finished, so a run killed at any moment leaves no row at all; its checkpoint
-lets the same command resume it. One run key has at most one complete row (a partial
+A run is written in a single transaction together with its per-episode values (accuracies,
+or MSE for regression: the run's ``metric``), only once it has finished, so a run killed at
+any moment leaves no row at all; its checkpoint lets the same command resume it. One run key has at most one complete row (a partial
 UNIQUE index, schema 2): the same run stored twice, even by two processes at once, is
 refused by the database itself.
 """
@@ -29,7 +29,10 @@ APPLICATION_ID = 0x46534231  # "FSB1": marks the file as a fewshot-bench store
 # a schema-1 store is migrated in place when opened for writing, in one transaction: of
 # several complete rows with one run key the latest stays complete (the one tables already
 # counted), the others are kept but marked status = 'duplicate' (never read as results).
-SCHEMA_VERSION = 2
+# 3: the main metric's mean is the column ``mean`` (was ``accuracy``, which held MSE for
+# regression) and the column ``metric`` names it (was only in the summary's JSON); an older
+# store is migrated in place, in one transaction, when opened writable.
+SCHEMA_VERSION = 3
 LOCK_WAIT_S = 60.0  # how long to wait for another process's lock (opening, writing)
 
 SCHEMA = """
@@ -42,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     shot INTEGER NOT NULL,
     seed INTEGER NOT NULL,
     status TEXT NOT NULL,
-    accuracy REAL,
+    metric TEXT NOT NULL,
+    mean REAL,
     ci95 REAL,
     episodes INTEGER,
     config TEXT NOT NULL,
@@ -68,7 +72,11 @@ JSON_COLUMNS = ("config", "options", "summary", "versions", "hardware", "timings
 
 @dataclass
 class RunRecord:
-    """A completed run as stored: identity, headline numbers and provenance."""
+    """A completed run as stored: identity, headline numbers and provenance.
+
+    ``mean`` and ``ci95`` are of the per-episode values of ``metric``: ``accuracy`` (0..1), or
+    ``mse`` for regression runs.
+    """
 
     run_id: str
     run_key: str
@@ -78,7 +86,8 @@ class RunRecord:
     shot: int
     seed: int
     status: str
-    accuracy: float | None
+    metric: str
+    mean: float | None
     ci95: float | None
     episodes: int | None
     config: dict
@@ -88,11 +97,6 @@ class RunRecord:
     hardware: dict
     timings: dict
     created_at: str
-
-    @property
-    def metric(self) -> str:
-        """Name of the main metric held in ``accuracy``: ``accuracy``, or ``mse`` for regression runs."""
-        return self.summary.get("metric", "accuracy")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of this record."""
@@ -251,18 +255,31 @@ class ResultStore:
                 c.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit early
                     c.execute(statement)
-            elif version < 2:
-                c.execute(
-                    "UPDATE runs SET status = 'duplicate' WHERE status = 'complete' AND rowid NOT IN "
-                    "(SELECT MAX(rowid) FROM runs WHERE status = 'complete' GROUP BY run_key)"
-                )
-                c.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_key_complete ON runs (run_key) WHERE status = 'complete'")
+            else:
+                self._migrate(version)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store of schema ``version`` to the current one (inside the caller's write transaction)."""
+        c = self.conn
+        if version < 2:
+            c.execute(
+                "UPDATE runs SET status = 'duplicate' WHERE status = 'complete' AND rowid NOT IN "
+                "(SELECT MAX(rowid) FROM runs WHERE status = 'complete' GROUP BY run_key)"
+            )
+            c.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_key_complete ON runs (run_key) WHERE status = 'complete'")
+        if version < 3:
+            c.execute("ALTER TABLE runs RENAME COLUMN accuracy TO mean")
+            c.execute("ALTER TABLE runs ADD COLUMN metric TEXT NOT NULL DEFAULT 'accuracy'")
+            for run_id, summary in c.execute("SELECT run_id, summary FROM runs").fetchall():
+                metric = json.loads(summary).get("metric", "accuracy")
+                if metric != "accuracy":
+                    c.execute("UPDATE runs SET metric = ? WHERE run_id = ?", (metric, run_id))
 
     def _header_in_transaction(self) -> tuple[int, set[str], int]:
         c = self.conn
@@ -309,7 +326,8 @@ class ResultStore:
         row = dict(record, run_id=run_id, created_at=record.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
         for col in JSON_COLUMNS:
             row[col] = json.dumps(row.get(col, {}), sort_keys=True, default=str)
-        cols = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "accuracy", "ci95", "episodes", *JSON_COLUMNS, "created_at"]
+        cols = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "metric", "mean", "ci95",
+                "episodes", *JSON_COLUMNS, "created_at"]
         values = np.ascontiguousarray(episode_values, dtype=np.float32)
         c = self.conn
         try:
@@ -341,10 +359,6 @@ class ResultStore:
             raise self.error(exc, "write to") from None
         return run_id
 
-    def delete_run(self, run_id: str) -> None:
-        """Delete a run and its episode values."""
-        self.conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-
     # --- reading -------------------------------------------------------------------------
 
     def _records(self, sql: str, params: tuple = ()) -> Iterator[RunRecord]:
@@ -354,6 +368,8 @@ class ResultStore:
             row = dict(zip(names, r))
             for col in JSON_COLUMNS:
                 row[col] = json.loads(row[col])
+            if "accuracy" in row:  # a schema-1 or -2 store read as it is (read-only): the old names
+                row["mean"], row["metric"] = row.pop("accuracy"), row["summary"].get("metric", "accuracy")
             yield RunRecord(**row)
 
     def runs(self, **where: Any) -> list[RunRecord]:

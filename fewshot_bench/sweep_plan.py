@@ -173,7 +173,7 @@ def run_plan(
                 else:
                     _store(result, job, store_path, checkpoint_dir)
                     report.ran += 1
-                    acc = result.record["accuracy"]
+                    acc = result.record["mean"]
                     log.info("%s: %.2f%% over %d episodes", job.label, 100 * acc, result.record["episodes"])
                     bar.set_postfix_str(f"{job.label}: {100 * acc:.2f}%")
                 bar.update(1)

@@ -376,14 +376,14 @@ def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, sto
 
 
 def trial_score(record: dict[str, Any], score: str) -> float:
-    """A trial's objective: its best validation accuracy (the stored accuracy) or its last validation's."""
+    """A trial's objective: its best validation metric (the stored mean) or its last validation's."""
     history = record["summary"]["train"].get("history") or []
-    return float(history[-1]["val_accuracy"] if score == "last" and history else record["accuracy"])
+    return float(history[-1]["val_accuracy"] if score == "last" and history else record["mean"])
 
 
 def _better(a: RunRecord, b: RunRecord) -> bool:
     higher = a.metric == "accuracy"
-    sa, sb = (r.options["tune"].get("score", r.accuracy) for r in (a, b))
+    sa, sb = (r.options["tune"].get("score", r.mean) for r in (a, b))
     if sa != sb:
         return (sa > sb) if higher else (sa < sb)
     return a.options["tune"]["trial"] < b.options["tune"]["trial"]
@@ -429,8 +429,8 @@ def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: i
     o = best.options
     return {
         "values": dict(o["tune"]["values"]), "study": name, "trial": o["tune"]["trial"], "trials": len(runs),
-        "val_accuracy": best.accuracy, "objective": o["tune"].get("objective", "best"),
-        "score": o["tune"].get("score", best.accuracy), "run_id": best.run_id,
+        "val_accuracy": best.mean, "objective": o["tune"].get("objective", "best"),
+        "score": o["tune"].get("score", best.mean), "run_id": best.run_id,
         "budget": {"steps": o["steps"], "val_every": min(o["val_every"], o["steps"]) if o["steps"] else o["val_every"],
                    "val_episodes": o["val_episodes"]},
     }

@@ -104,7 +104,7 @@ class RunResult:
     per_episode: np.ndarray  # the metric of each test episode, in episode order
     config: dict[str, Any]  # the learner's resolved config
     options: dict[str, Any]  # the protocol (the run's RunSpec) and what the runner adds
-    summary: dict[str, Any]  # std, metric, and what meta-training did (steps, best validation, history)
+    summary: dict[str, Any]  # std, and what meta-training did (steps, best validation, history)
     provenance: dict[str, Any]  # versions, hardware, timings
     store: Path
     reused: bool = False  # the store had this run already: nothing was computed
@@ -127,7 +127,7 @@ class RunResult:
         """The result of a stored run, with its per-episode values."""
         return cls(
             run_id=record.run_id, run_key=record.run_key, learner=record.learner, dataset=record.dataset,
-            way=record.way, shot=record.shot, seed=record.seed, metric=record.metric, mean=record.accuracy,
+            way=record.way, shot=record.shot, seed=record.seed, metric=record.metric, mean=record.mean,
             ci95=record.ci95, per_episode=values, config=record.config, options=record.options, summary=record.summary,
             provenance={"versions": record.versions, "hardware": record.hardware, "timings": record.timings},
             store=store, reused=reused, stored_by_other=stored_by_other,
@@ -518,7 +518,7 @@ def results(
             "dataset": s.record.dataset, "way": s.record.way, "shot": s.record.shot, "seed": s.record.seed,
             "steps": s.record.options.get("steps"), "preset": hparams_source(s.record),
             "overrides": overrides_text(overrides_of(s.record)), "protocol": s.protocol.id,
-            "transductive": s.transductive, "metric": s.record.metric, "value": s.record.accuracy,
+            "transductive": s.transductive, "metric": s.record.metric, "value": s.record.mean,
             "ci95": s.record.ci95, "episodes": s.record.episodes, "created": s.record.created_at,
         }
         for s in stored_runs(store, learner, dataset, protocol)

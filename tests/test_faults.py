@@ -16,10 +16,11 @@ import pytest
 
 from fewshot_bench.errors import StoreError
 from fewshot_bench.store import SCHEMA_VERSION, ResultStore
+from old_stores import write_old_store
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
-    "status": "complete", "accuracy": 0.5, "ci95": 0.01, "episodes": 3,
+    "status": "complete", "metric": "accuracy", "mean": 0.5, "ci95": 0.01, "episodes": 3,
     "config": {"a": 1}, "options": {}, "summary": {}, "versions": {}, "hardware": {}, "timings": {},
 }
 
@@ -64,25 +65,18 @@ def test_a_run_key_is_stored_once(tmp_path):
         # The database itself refuses a second complete row (two processes racing past any check).
         with pytest.raises(sqlite3.IntegrityError):
             store.conn.execute(
-                "INSERT INTO runs SELECT 'other', run_key, learner, dataset, way, shot, seed, status, accuracy, ci95,"
+                "INSERT INTO runs SELECT 'other', run_key, learner, dataset, way, shot, seed, status, metric, mean, ci95,"
                 " episodes, config, options, summary, versions, hardware, timings, created_at FROM runs"
             )
-        second = store.add_run(dict(RECORD, accuracy=0.6), np.ones(3), replace=True)
+        second = store.add_run(dict(RECORD, mean=0.6), np.ones(3), replace=True)
         assert [r.run_id for r in store.runs()] == [second]
         assert store.find_complete("k1").run_id == second
 
 
 def _schema1_store_with_duplicates(path):
     """A schema-1 store (no unique index) holding the same run twice, as older versions could write."""
-    with ResultStore(path) as store:
-        store.add_run(RECORD, np.zeros(3))
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP INDEX runs_key_complete")
-    conn.execute("INSERT INTO runs SELECT 'dup', run_key, learner, dataset, way, shot, seed, status, accuracy, ci95,"
-                 " episodes, config, options, summary, versions, hardware, timings, created_at FROM runs")
-    conn.execute("INSERT INTO episode_results SELECT 'dup', dtype, values_blob FROM episode_results")
-    conn.execute("PRAGMA user_version=1")
-    conn.close()
+    old = {k: v for k, v in RECORD.items() if k not in ("metric", "mean")} | {"accuracy": 0.5}
+    write_old_store(path, 1, [(old | {"run_id": "first"}, np.zeros(3)), (old | {"run_id": "dup"}, np.zeros(3))])
 
 
 def test_old_store_with_duplicate_rows_is_read_once_and_migrated(tmp_path):

@@ -34,9 +34,10 @@ def add_run(store, learner, seed, acc, steps=200, shot=1, overrides=None, transd
     config = {"outer_lr": 0.001, **(overrides or {})}
     record = {
         "run_key": run_key or spec.key(config), "learner": learner, "dataset": dataset, "way": 5, "shot": shot,
-        "seed": seed, "status": "complete", "accuracy": float(values.astype(np.float64).mean()), "ci95": 0.01,
+        "seed": seed, "status": "complete", "metric": "accuracy", "mean": float(values.astype(np.float64).mean()),
+        "ci95": 0.01,
         "episodes": EPISODES, "config": config, "options": options,
-        "summary": {"metric": "accuracy", "train": {"meta_trained": True, "steps": steps, **({"model": model} if model else {})}},
+        "summary": {"train": {"meta_trained": True, "steps": steps, **({"model": model} if model else {})}},
         "versions": {}, "hardware": {}, "timings": {},
         **({"created_at": created_at} if created_at else {}),
     }

@@ -15,7 +15,7 @@ from fewshot_bench.store import ResultStore
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
-    "status": "complete", "accuracy": 0.5, "ci95": 0.01, "episodes": 3,
+    "status": "complete", "metric": "accuracy", "mean": 0.5, "ci95": 0.01, "episodes": 3,
     "config": {"a": 1}, "options": {}, "summary": {}, "versions": {"torch": "t"}, "hardware": {}, "timings": {},
 }
 
@@ -93,4 +93,74 @@ def test_killed_run_leaves_no_row_and_rerun_resumes(tmp_path):
     assert fresh.returncode == 0, fresh.stderr
     import json
 
-    assert json.loads(fresh.stdout.splitlines()[-1])["accuracy"] == pytest.approx(rec.accuracy, abs=1e-9)
+    assert json.loads(fresh.stdout.splitlines()[-1])["accuracy"] == pytest.approx(rec.mean, abs=1e-9)
+
+
+def _old_record(run_id, run_key, metric, value):
+    """A run as schemas 1 and 2 stored it: the mean in ``accuracy``, the metric's name only in the summary."""
+    return {
+        "run_id": run_id, "run_key": run_key, "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
+        "status": "complete", "accuracy": value, "ci95": 0.01, "episodes": 3, "config": {"a": 1}, "options": {},
+        "summary": {"std": 0.1, "metric": metric}, "versions": {}, "hardware": {}, "timings": {},
+    }
+
+
+OLD_RUNS = [
+    (_old_record("cls", "k1", "accuracy", 0.123456789), np.float32([0.1, 0.2, 0.07])),
+    (_old_record("reg", "k2", "mse", 1.5), np.float32([1.0, 2.0, 1.5])),
+]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_is_migrated_in_place_with_the_same_numbers(tmp_path, version):
+    from old_stores import write_old_store
+
+    from fewshot_bench.store import SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    write_old_store(path, version, OLD_RUNS)
+    with ResultStore(path) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = {r[1] for r in store.conn.execute("PRAGMA table_info(runs)")}
+        assert {"metric", "mean"} <= columns and "accuracy" not in columns
+        cls, reg = store.runs()
+        assert (cls.metric, cls.mean, reg.metric, reg.mean) == ("accuracy", 0.123456789, "mse", 1.5)
+        assert cls.summary == {"std": 0.1, "metric": "accuracy"} and cls.config == {"a": 1}
+        for rec, (_, values) in zip((cls, reg), OLD_RUNS):
+            np.testing.assert_array_equal(store.episode_values(rec.run_id), values)
+        store.add_run(dict(RECORD, run_key="k3"), np.zeros(3))  # and it takes new runs
+        assert [r.run_key for r in store.runs()] == ["k1", "k2", "k3"]
+        with pytest.raises(StoreError, match="already stored"):  # one complete row per run key still holds
+            store.add_run(dict(RECORD, run_key="k2"), np.zeros(3))
+
+
+def test_an_older_store_that_cannot_be_written_is_read_as_it_is(tmp_path, monkeypatch):
+    from old_stores import write_old_store
+
+    path = tmp_path / "old.db"
+    write_old_store(path, 2, OLD_RUNS)
+    before = path.read_bytes()
+    connect = ResultStore._connect
+    monkeypatch.setattr(ResultStore, "_connect", lambda self, q="": connect(self, q or "mode=ro"))  # a read-only mount
+    with ResultStore(path, create=False) as store:
+        assert store.read_only
+        assert [(r.metric, r.mean) for r in store.runs()] == [("accuracy", 0.123456789), ("mse", 1.5)]
+    assert path.read_bytes() == before
+
+
+def test_a_migration_that_fails_leaves_the_store_as_it_was(tmp_path):
+    from old_stores import write_old_store
+
+    path = tmp_path / "old.db"
+    broken = _old_record("bad", "k9", "accuracy", 0.5)
+    write_old_store(path, 2, [*OLD_RUNS, (broken, np.zeros(3))])
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET summary = 'not json' WHERE run_id = 'bad'")  # the migration reads every summary
+    conn.commit()
+    conn.close()
+    with pytest.raises(ValueError):
+        ResultStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # all or nothing: nothing
+    assert "accuracy" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    conn.close()

@@ -25,7 +25,7 @@ def add_run(store, learner, dataset, shot, seed, values, steps=200, eval_query=1
     record = {
         "run_key": f"{learner}-{dataset}-{way}-{shot}-{seed}-{steps}-{crop}-{eval_query}", "learner": learner,
         "dataset": dataset, "way": way, "shot": shot, "seed": seed, "status": "complete",
-        "accuracy": float(values.astype(np.float64).mean()), "ci95": 0.0, "episodes": values.size,
+        "metric": "accuracy", "mean": float(values.astype(np.float64).mean()), "ci95": 0.0, "episodes": values.size,
         "config": {"outer_lr": 0.001}, "options": options, "summary": {}, "versions": {}, "hardware": {}, "timings": {},
     }
     return store.add_run(record, values)

@@ -64,7 +64,7 @@ def test_search_stores_every_trial_as_a_run_and_more_trials_extend_it(cli, tmp_p
         searched = {"outer_lr", "inner_lr_init", "grad_clip_value", "grad_clip_norm", "l2_penalty_weight"}
         assert set(run.options["tune"]["values"]) == searched == set(run.options["overrides"])
         # Scored on the validation episodes early stopping used: the best validation accuracy itself.
-        assert run.accuracy == pytest.approx(run.summary["train"]["best_val_accuracy"], abs=1e-6)
+        assert run.mean == pytest.approx(run.summary["train"]["best_val_accuracy"], abs=1e-6)
         assert run.episodes == 10
         assert "model" not in run.summary["train"]  # trials keep no model files
     assert {n: s for n, (s, _) in study_states(store, name).items()} == {0: "COMPLETE", 1: "COMPLETE"}

@@ -50,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
                 "preset": hparams_source(s.record),
                 "overrides": overrides_text(overrides_of(s.record)) or "-",
                 "protocol": s.protocol.id,
-                "accuracy": metric_text(s.record.metric, s.record.accuracy),
+                "mean": metric_text(s.record.metric, s.record.mean),
                 "ci95": metric_text(s.record.metric, s.record.ci95, "±"),
                 "episodes": s.record.episodes,
                 "created": s.record.created_at,
