@@ -78,7 +78,7 @@ def rename_durably(src: Path, dest: Path) -> None:
 
 
 def _new_temporary(path: Path) -> Path:
-    """Create a new empty file ``.<name>.<random>.tmp`` beside ``path`` (mode 0666 less the umask, as ``open`` would)."""
+    """Create a new empty file ``.<name>.<random>.tmp`` beside ``path``, with the mode ``open`` would give it."""
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
@@ -101,14 +101,16 @@ def _fsync(path: Path) -> None:
 
 def write_error(path: Path, exc: BaseException, what: str, fix: str = FIX) -> WriteError:
     """A one-line :class:`WriteError` saying why ``path`` (the ``what``) could not be written: the real cause."""
+    cannot = f"cannot write {what} {path}"
+    full_disk = f"{cannot}: the disk is full; free some space and run the same command again"
     if isinstance(exc, IsADirectoryError) or path.is_dir():
-        return WriteError(f"cannot write {what} {path}: it is a directory; remove it or {fix}")
+        return WriteError(f"{cannot}: it is a directory; remove it or {fix}")
     if isinstance(exc, (NotADirectoryError, FileExistsError)):
-        return WriteError(f"cannot write {what} {path}: a part of its folder {path.parent} is a file, not a folder; {fix}")
+        return WriteError(f"{cannot}: a part of its folder {path.parent} is a file, not a folder; {fix}")
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return WriteError(f"cannot write {what} {path}: the disk is full; free some space and run the same command again")
+        return WriteError(full_disk)
     if isinstance(exc, OSError):
-        return WriteError(f"cannot write {what} {path}: {exc.strerror or exc}; {fix}")
+        return WriteError(f"{cannot}: {exc.strerror or exc}; {fix}")
     # Writing libraries report a failed write in their own way (torch.save: a RuntimeError of its
     # stream writer): name the real cause if it is space.
     try:
@@ -116,6 +118,6 @@ def write_error(path: Path, exc: BaseException, what: str, fix: str = FIX) -> Wr
     except (OSError, StopIteration):
         full = False
     if full:
-        return WriteError(f"cannot write {what} {path}: the disk is full; free some space and run the same command again")
+        return WriteError(full_disk)
     first = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return WriteError(f"cannot write {what} {path}: {type(exc).__name__}: {first[:160]}; {fix}")
+    return WriteError(f"{cannot}: {type(exc).__name__}: {first[:160]}; {fix}")
