@@ -47,7 +47,7 @@ from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.runner import RunOutcome, resolve_config, store_outcome
 from fewshot_bench.search_space import check_space, space_text, to_optuna, value_text
-from fewshot_bench.spec import TUNE_STAGE, TUNED, Job, RunSpec, is_trial
+from fewshot_bench.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
 from fewshot_bench.store import ResultStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,21 @@ class Budget:
     val_every: int
     val_episodes: int
     patience: int | None = 20
+
+    @classmethod
+    def named(
+        cls, budget: str = "quick", steps: int | None = None, val_every: int | None = None,
+        val_episodes: int | None = None, patience: int | None = 20,
+    ) -> Budget:
+        """A named budget (:data:`BUDGETS`) with the values given over it, checked; patience 0 or None: never stop."""
+        base = BUDGETS[budget]
+        steps = base["steps"] if steps is None else steps
+        val_every = base["val_every"] if val_every is None else val_every
+        val_episodes = base["val_episodes"] if val_episodes is None else val_episodes
+        for name, value in (("steps", steps), ("val-every", val_every), ("val-episodes", val_episodes)):
+            if value < 1:
+                raise ConfigError(f"--{name} must be at least 1")
+        return cls(steps, min(val_every, steps), val_episodes, patience or None)
 
     def text(self) -> str:
         """``500 steps, validation every 50 on 300 episodes``."""

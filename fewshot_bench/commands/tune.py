@@ -79,25 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
-def budget_from_args(args: argparse.Namespace) -> Budget:
-    """The per-trial budget: --budget with --steps/--val-every/--val-episodes/--patience over it."""
-    base = BUDGETS[args.budget]
-    steps = base["steps"] if args.steps is None else args.steps
-    val_every = base["val_every"] if args.val_every is None else args.val_every
-    val_episodes = base["val_episodes"] if args.val_episodes is None else args.val_episodes
-    for name, value in (("steps", steps), ("val-every", val_every), ("val-episodes", val_episodes)):
-        if value < 1:
-            raise ConfigError(f"--{name} must be at least 1")
-    return Budget(steps, min(val_every, steps), val_episodes, args.patience or None)
-
-
 def request_from_args(args: argparse.Namespace, host):
     """The checked search request of the command line (nothing written yet)."""
     if not args.learner:
         raise ConfigError("tune needs --learner NAME")
     way, shot = episode_shape(host, args.dataset, args.way, args.shot)
     return make_request(
-        host, args.learner, args.dataset, way, shot, budget_from_args(args),
+        host, args.learner, args.dataset, way, shot,
+        Budget.named(args.budget, args.steps, args.val_every, args.val_episodes, args.patience),
         space=parse_space(args.space), fixed=parse_assignments(args.overrides),
         sampler=args.sampler, seed=args.seed, crop=args.crop, score=args.score,
     )
