@@ -49,9 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     add_store_option(p)
     p.add_argument("--run", help="id (or unique prefix) of the LEO run to draw from (default: the latest suitable)")
-    p.add_argument("--baseline-run", help="figure 5: id of the Meta-SGD run (default: the latest of the same setting, seed and protocol)")
+    p.add_argument("--baseline-run",
+                   help="figure 5: id of the Meta-SGD run (default: the latest of the same setting, seed and protocol)")
     add_protocol_options(p)
-    p.add_argument("--episodes", type=int, default=1000, help="figures 4-5: validation/test episodes (default 1000, as the paper)")
+    p.add_argument("--episodes", type=int, default=1000,
+                   help="figures 4-5: validation/test episodes (default 1000, as the paper)")
     p.add_argument("--samples", type=int, default=8, help="figure 3: sampled models per problem (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes drawn (default 0)")
     add_data_option(p)
@@ -69,11 +71,13 @@ def checked(record: RunRecord, kind_ok: Callable[[RunRecord], bool], what: str, 
     if not kind_ok(record):
         raise ConfigError(f"run {record.run_id} ({record.learner} on {record.dataset}) cannot draw {what}; {hint}")
     if not has_model(record):
-        raise StoreError(f"run {record.run_id} has no saved model (stored before models were kept, or not meta-trained); {hint}")
+        raise StoreError(f"run {record.run_id} has no saved model "
+                         f"(stored before models were kept, or not meta-trained); {hint}")
     return record
 
 
-def candidates(store: ResultStore, learner: str, kind_ok: Callable[[RunRecord], bool], overrides: dict[str, str]) -> list[RunRecord]:
+def candidates(store: ResultStore, learner: str, kind_ok: Callable[[RunRecord], bool],
+               overrides: dict[str, str]) -> list[RunRecord]:
     """The ``learner`` runs (oldest first) that pass ``kind_ok``, kept their model and were made with ``overrides``."""
     return [r for r in store.runs(learner=learner) if kind_ok(r) and has_model(r) and overrides_of(r) == overrides]
 
@@ -86,14 +90,16 @@ def suitable(store: ResultStore, args: argparse.Namespace, learner: str, kind_ok
         return record, Selection(protocol_of(record), [record], reason="--run")
     found = candidates(store, learner, kind_ok, overrides)
     if not found:
-        unused = "" if overrides else " with the learner's defaults (runs with --set overrides need --set leo.KEY=VALUE)"
+        unused = ("" if overrides
+                  else " with the learner's defaults (runs with --set overrides need --set leo.KEY=VALUE)")
         raise StoreError(f"no {learner} run{unused} in {store.path} to draw {what} from; {hint}")
     selection = latest(found, args, f" of {learner} to draw {what} from", "runs")
     return selection.runs[-1], selection
 
 
 def latest(found: list[RunRecord], args: argparse.Namespace, what: str, unit: str) -> Selection:
-    """The protocol of the latest of ``found`` (oldest first), or the one ``--protocol``/``--steps`` picks; its runs in order."""
+    """The protocol of the latest of ``found`` (oldest first), or the one ``--protocol``/``--steps`` picks;
+    its runs in order."""
     if args.protocol is not None or args.steps is not None:
         return choose(found, args.protocol, args.steps, unit=unit, what=what)
     groups = group_by_protocol(found)
@@ -109,7 +115,8 @@ def explicit(store: ResultStore, run_id: str, args: argparse.Namespace) -> RunRe
     if (args.protocol is not None and not protocol.id.startswith(args.protocol.strip().lower())) or (
         args.steps is not None and protocol.get("steps") != args.steps
     ):
-        raise ConfigError(f"run {record.run_id} was made under protocol {protocol.label()}, not the one asked for; drop --run or --protocol/--steps")
+        raise ConfigError(f"run {record.run_id} was made under protocol {protocol.label()}, not the one asked for; "
+                          "drop --run or --protocol/--steps")
     return record
 
 
@@ -122,10 +129,12 @@ def baseline_for(store: ResultStore, args: argparse.Namespace, leo: RunRecord, o
         if protocol_of(baseline) != protocol:
             raise ConfigError(
                 f"run {leo.run_id} and baseline run {baseline.run_id} were made under different protocols "
-                f"({protocol.label()} vs {protocol_of(baseline).label()}); pick runs of one protocol (see `fewshot-bench results`)"
+                f"({protocol.label()} vs {protocol_of(baseline).label()}); "
+                "pick runs of one protocol (see `fewshot-bench results`)"
             )
         return baseline
-    found = [r for r in candidates(store, "metasgd", same, overrides) if r.seed == leo.seed and protocol_of(r) == protocol]
+    found = [r for r in candidates(store, "metasgd", same, overrides)
+             if r.seed == leo.seed and protocol_of(r) == protocol]
     if not found:
         raise StoreError(
             f"no metasgd run of {leo.dataset} {leo.way}-way {leo.shot}-shot, seed {leo.seed}, under protocol "
@@ -142,10 +151,12 @@ def pair_for_figure_5(store: ResultStore, args: argparse.Namespace, overrides: d
     if args.run is not None:
         leo = checked(explicit(store, args.run, args), is_classification, "figure 5", hint)
         same = lambda r: is_classification(r) and (r.dataset, r.way, r.shot) == (leo.dataset, leo.way, leo.shot)  # noqa: E731
-        return leo, baseline_for(store, args, leo, overrides.get("metasgd", {}), same, hint), Selection(protocol_of(leo), reason="--run")
+        return (leo, baseline_for(store, args, leo, overrides.get("metasgd", {}), same, hint),
+                Selection(protocol_of(leo), reason="--run"))
     leos = candidates(store, "leo", is_classification, overrides.get("leo", {}))
     if not leos:
-        raise StoreError(f"no leo run in {store.path} to draw figure 5 from; run `fewshot-bench run --learner leo` (any classification dataset) first")
+        raise StoreError(f"no leo run in {store.path} to draw figure 5 from; "
+                         "run `fewshot-bench run --learner leo` (any classification dataset) first")
     if args.baseline_run is not None:
         baseline = explicit(store, args.baseline_run, args)
         leos = [r for r in leos if setting(r) == setting(baseline)] or leos
@@ -157,9 +168,10 @@ def pair_for_figure_5(store: ResultStore, args: argparse.Namespace, overrides: d
         baselines[setting(r)] = r  # oldest first: the latest of each setting wins
     paired = [r for r in leos if setting(r) in baselines]
     if not paired:
-        described = "; ".join(sorted({f"{r.dataset} {r.way}-way {r.shot}-shot seed {r.seed}, protocol {protocol_of(r).label()}" for r in leos}))
-        raise StoreError(f"no metasgd run (with a saved model) matches a leo run's setting, seed and protocol in {store.path} "
-                         f"(leo runs: {described}); {hint}")
+        described = "; ".join(sorted({f"{r.dataset} {r.way}-way {r.shot}-shot seed {r.seed}, "
+                                      f"protocol {protocol_of(r).label()}" for r in leos}))
+        raise StoreError(f"no metasgd run (with a saved model) matches a leo run's setting, seed and protocol "
+                         f"in {store.path} (leo runs: {described}); {hint}")
     selection = latest(paired, args, " of leo with a matching metasgd run", "pairs")
     leo = selection.runs[-1]
     return leo, baselines[setting(leo)], selection
@@ -192,15 +204,18 @@ def handle(args: argparse.Namespace) -> int:
     overrides = parse_learner_overrides(args.overrides)
     outside = sorted(set(overrides) - {"leo", "metasgd"})
     if outside:
-        raise ConfigError(f"--set names learner(s) that figures do not draw: {', '.join(outside)}; use leo.KEY=VALUE or metasgd.KEY=VALUE")
+        raise ConfigError(f"--set names learner(s) that figures do not draw: {', '.join(outside)}; "
+                          "use leo.KEY=VALUE or metasgd.KEY=VALUE")
     baseline = None
     with ResultStore(args.store, create=False) as store:
         if args.number == 3:
             record, selection = suitable(store, args, "leo", is_regression, "figure 3",
-                                         "run `fewshot-bench run --learner leo --dataset sines-lines` first", overrides.get("leo", {}))
+                                         "run `fewshot-bench run --learner leo --dataset sines-lines` first",
+                                         overrides.get("leo", {}))
         elif args.number == 4:
             record, selection = suitable(store, args, "leo", is_classification, "figure 4",
-                                         "run `fewshot-bench run --learner leo` (any classification dataset) first", overrides.get("leo", {}))
+                                         "run `fewshot-bench run --learner leo` (any classification dataset) first",
+                                         overrides.get("leo", {}))
         else:
             record, baseline, selection = pair_for_figure_5(store, args, overrides, is_classification)
     leo = model_of(host, record)
@@ -211,7 +226,8 @@ def handle(args: argparse.Namespace) -> int:
         ctx = RunContext(host=host, store_path=args.store, data_dir=data_dir(args))
         dataset = load_dataset(ctx, record.dataset, record.options.get("crop", "center"))
         if args.number == 4:
-            info = figures.figure_4(leo, dataset.split("val"), args.out, episodes=args.episodes, seed=args.seed, progress=progress)
+            info = figures.figure_4(leo, dataset.split("val"), args.out, episodes=args.episodes, seed=args.seed,
+                                    progress=progress)
         else:
             info = figures.figure_5(leo, model_of(host, baseline), dataset.split("test"), args.out,
                                     problems=args.episodes, seed=args.seed, progress=progress)
@@ -224,7 +240,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     elif not args.quiet:
-        runs = f"run {record.run_id} (seed {record.seed})" + (f" and Meta-SGD run {baseline.run_id} (seed {baseline.seed})" if baseline else "")
+        runs = f"run {record.run_id} (seed {record.seed})" + (
+            f" and Meta-SGD run {baseline.run_id} (seed {baseline.seed})" if baseline else "")
         print(f"figure {args.number} from {runs} written to {args.out}")
         print(selection.note())
     return 0
