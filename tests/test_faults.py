@@ -340,6 +340,7 @@ def test_one_line_even_when_a_preset_note_was_logged(tmp_path):
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "--seed -1" in r.stderr
 
 
+@pytest.mark.slow  # six CLI processes
 def test_broken_pipe_exits_quietly(tmp_path):
     """`results --json | head -c 10` printed a BrokenPipeError traceback."""
     import subprocess

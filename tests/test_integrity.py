@@ -85,6 +85,7 @@ def test_evaluation_refuses_a_readout_that_disagrees_with_predict(synthetic):
     assert 0.3 < float(np.mean(honest)) < 1.0  # predict itself is an honest nearest centroid
 
 
+@pytest.mark.slow  # check-plugin on every cheat
 def test_check_plugin_names_each_cheat_and_its_check(plugin_tree):
     done = plugin_tree.cli(
         "check-plugin", "label-reader", "slot-reader", "leaky-readout", "query-centred", "transductive-centroid", "--json",
@@ -100,6 +101,7 @@ def test_check_plugin_names_each_cheat_and_its_check(plugin_tree):
     assert "'leaky-readout' (distribution 'fewshot-bench-cheats') failed readout" in done.stderr
 
 
+@pytest.mark.slow  # full CLI runs of two plugins
 def test_run_with_a_faked_readout_stores_nothing_and_a_transductive_row_is_marked(plugin_tree, tmp_path):
     store = tmp_path / "results.db"
     done = plugin_tree.cli("run", "--learner", "leaky-readout", "--episodes", "200", "--store", str(store))

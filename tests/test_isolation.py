@@ -110,6 +110,7 @@ def test_an_error_inside_a_learner_names_the_learner_and_its_distribution(plugin
     assert not list(tmp_path.rglob("*.pt"))  # no half-written checkpoint
 
 
+@pytest.mark.slow  # CLI runs with a broken plugin
 def test_verbose_shows_the_learners_traceback(plugin_tree):
     """With ``-v`` the original traceback (into the plugin's own file) is printed before the one-line error."""
     done = plugin_tree.cli("-v", "run", "--learner", "explodes", "--steps", "0", "--episodes", "5", "--store", "v.db")

@@ -58,6 +58,7 @@ def test_foreign_files_are_refused(tmp_path, content):
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow  # kills a run and resumes it
 def test_killed_run_leaves_no_row_and_rerun_resumes(tmp_path):
     """Kill a real run mid-training: nothing is stored; the same command resumes from its checkpoint."""
     store = tmp_path / "r.db"

@@ -123,6 +123,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # kills a sweep's workers and resumes it
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker processes from /proc")
 def test_sigkill_mid_sweep_then_restart_loses_and_duplicates_nothing(tmp_path):
     store = tmp_path / "k.db"
@@ -161,6 +162,7 @@ def test_sigkill_mid_sweep_then_restart_loses_and_duplicates_nothing(tmp_path):
     assert not leftover  # every training checkpoint was dropped once its run was stored
 
 
+@pytest.mark.slow  # starts a local Ray instance
 def test_ray_executor_on_a_local_instance(cli, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="ERROR", log_to_driver=False)

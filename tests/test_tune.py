@@ -99,6 +99,7 @@ def test_score_last_scores_each_trial_by_its_last_validation(cli, tmp_path):
     assert last.json()["best"]["trial"] == top.options["tune"]["trial"]
 
 
+@pytest.mark.slow  # two searches
 def test_the_same_seed_gives_the_same_trials(cli, tmp_path):
     a = cli(*METASGD, "--trials", "2", *TINY, "--store", tmp_path / "a.db", "--json")
     b = cli(*METASGD, "--trials", "2", *TINY, "--store", tmp_path / "b.db", "--json")
@@ -108,6 +109,7 @@ def test_the_same_seed_gives_the_same_trials(cli, tmp_path):
     assert c.json()["study"] != a.json()["study"]
 
 
+@pytest.mark.slow  # a process pool
 def test_a_search_on_a_local_pool_keeps_one_trial_per_worker_in_flight(cli, tmp_path):
     store = tmp_path / "pool.db"
     tiny = [*TINY[:-1], "2"]  # --workers 2
@@ -155,6 +157,7 @@ def _tune_command(store: Path, trials: int) -> list[str]:
             "--val-every", "20", "--val-episodes", "20", "--workers", "1", "--store", str(store), "--json"]
 
 
+@pytest.mark.slow  # kills a search mid-trial and resumes it: a minute
 def test_kill_9_mid_search_then_rerun_loses_and_repeats_no_trial(tmp_path):
     store = tmp_path / "k.db"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -196,6 +199,7 @@ def test_kill_9_mid_search_then_rerun_loses_and_repeats_no_trial(tmp_path):
         assert complete == {n: p for n, (s, p) in reference.items()}
 
 
+@pytest.mark.slow  # a killed search
 def test_a_trial_stored_just_before_a_kill_is_told_not_recomputed(cli, tmp_path, monkeypatch):
     import fewshot_bench.tune as tune
 
@@ -220,6 +224,7 @@ def test_a_trial_stored_just_before_a_kill_is_told_not_recomputed(cli, tmp_path,
     assert [s for s, _ in study_states(store, name).values()] == ["COMPLETE"] * 3
 
 
+@pytest.mark.slow  # a search, a run and a sweep
 def test_run_and_sweep_use_the_tuned_preset_and_tables_say_where_it_came_from(cli, tmp_path):
     store = tmp_path / "p.db"
     budget = ["--steps", "4", "--val-every", "2", "--val-episodes", "5", "--episodes", "10", "--eval-query", "5"]
@@ -336,6 +341,7 @@ def test_every_built_in_meta_learner_declares_a_valid_space(host):
                 assert space[key].low <= value <= space[key].high, (key, value)
 
 
+@pytest.mark.slow  # starts a local Ray instance
 def test_a_search_through_a_local_ray_instance(cli, tmp_path):
     ray = pytest.importorskip("ray")
     try:
