@@ -59,7 +59,8 @@ def handle(args: argparse.Namespace) -> int:
             print(f"checking learner {cls.name!r} from distribution {plugin.distribution!r} {plugin.version}")
         t0 = time.perf_counter()
         results = []
-        for name in tqdm(names, desc=f"check {cls.name}", unit="check", disable=not progress_enabled(args), leave=False):
+        for name in tqdm(names, desc=f"check {cls.name}", unit="check", disable=not progress_enabled(args),
+                         leave=False):
             results.append(run_check(CHECKS[name], cls, opts))
         failed = [r.check for r in results if r.status == "failed"]
         if failed:
@@ -85,7 +86,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def _print_report(results: list, verbose: bool) -> None:
     print_table(
-        {"check": r.check, "result": r.status.upper() if r.status == "failed" else r.status, "seconds": f"{r.seconds:.2f}", "detail": r.detail}
+        {"check": r.check, "result": r.status.upper() if r.status == "failed" else r.status,
+         "seconds": f"{r.seconds:.2f}", "detail": r.detail}
         for r in results
     )
     counts = {s: sum(r.status == s for r in results) for s in ("passed", "skipped", "failed")}

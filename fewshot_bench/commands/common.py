@@ -35,7 +35,8 @@ def host_from_args(args: argparse.Namespace, warn: bool = False) -> PluginHost:
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     """``--store PATH`` (default ``fewshot-results.db`` in the working directory)."""
-    parser.add_argument("--store", type=Path, default=Path(DEFAULT_STORE), help=f"results store (default: {DEFAULT_STORE})")
+    parser.add_argument("--store", type=Path, default=Path(DEFAULT_STORE),
+                        help=f"results store (default: {DEFAULT_STORE})")
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +84,8 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def progress_every(args: argparse.Namespace) -> float | None:
-    """Seconds between one-line progress records on stderr when it is not a terminal (logs); None on a terminal or with ``--quiet``."""
+    """Seconds between one-line progress records on stderr when it is not a terminal (logs); None on a terminal
+    or with ``--quiet``."""
     from fewshot_bench.progress import log_interval
 
     if getattr(args, "quiet", False) or sys.stderr.isatty():
@@ -92,12 +94,15 @@ def progress_every(args: argparse.Namespace) -> float | None:
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--workers``, ``--ray-address`` and ``--checkpoint-dir``: where a sweep's or a search's runs go."""
-    parser.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
+    """``--executor``, ``--workers``, ``--ray-address`` and ``--checkpoint-dir``: where a sweep's or a search's
+    runs go."""
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local process pool (default) or Ray")
     parser.add_argument("--workers", type=int,
                         help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
-    parser.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        help="where in-progress checkpoints go (default: beside the store)")
 
 
 def add_budget_options(parser: argparse.ArgumentParser) -> None:
@@ -106,8 +111,10 @@ def add_budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, help="test episodes per run (overrides --budget)")
     parser.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
     parser.add_argument("--val-episodes", type=int, help="validation episodes (overrides --budget)")
-    parser.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never stop)")
-    parser.add_argument("--eval-query", type=int, help="queries per class at test time (default: all remaining examples)")
+    parser.add_argument("--patience", type=int, default=20,
+                        help="validations without improvement before stopping (0: never stop)")
+    parser.add_argument("--eval-query", type=int,
+                        help="queries per class at test time (default: all remaining examples)")
 
 
 def budget_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,11 +124,14 @@ def budget_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False) -> None:
-    """``--protocol ID``, ``--steps N`` (and ``--episodes N``) and ``--set LEARNER.KEY=VALUE``: which stored runs to combine."""
+    """``--protocol ID``, ``--steps N`` (and ``--episodes N``) and ``--set LEARNER.KEY=VALUE``: which stored runs
+    to combine."""
     parser.add_argument("--protocol", metavar="ID",
-                        help="use runs of this protocol (id or unique prefix, as `fewshot-bench results` shows; default: chosen and named in the output)")
+                        help="use runs of this protocol (id or unique prefix, as `fewshot-bench results` shows; "
+                             "default: chosen and named in the output)")
     parser.add_argument("--steps", type=int, help="only runs meta-trained for this many steps")
     if episodes:
         parser.add_argument("--episodes", type=int, help="only runs evaluated on this many test episodes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="LEARNER.KEY=VALUE",
-                        help="use the learner's runs made with this --set override (repeatable; default: runs with its defaults)")
+                        help="use the learner's runs made with this --set override "
+                             "(repeatable; default: runs with its defaults)")

@@ -25,7 +25,8 @@ from fewshot_bench.workflows import compare
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``compare`` parser."""
-    p = sub.add_parser("compare", help="paired difference of two learners on the same test episodes", description=__doc__)
+    p = sub.add_parser("compare", help="paired difference of two learners on the same test episodes",
+                       description=__doc__)
     p.add_argument("a", help="first learner")
     p.add_argument("b", help="second learner")
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]", help="only these datasets")
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Print, per setting, A - B with its 95% CI and how many seeds agree on the sign; then the protocol and runs used."""
+    """Print, per setting, A - B with its 95% CI and how many seeds agree on the sign; then the protocol and
+    runs used."""
     report = compare(
         args.a, args.b, datasets=datasets_of(args), shot=args.shot, way=args.way, steps=args.steps,
         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides), store=args.store,

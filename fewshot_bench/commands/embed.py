@@ -52,5 +52,6 @@ def handle(args: argparse.Namespace) -> int:
         print_json({"out": str(args.out), **manifest})
     else:
         print_table([{"split": k, **v} for k, v in manifest["splits"].items()])
-        print(f"run a learner on them: fewshot-bench run --learner nearest-centroid --dataset features --data-dir {args.out}")
+        print("run a learner on them: fewshot-bench run --learner nearest-centroid --dataset features "
+              f"--data-dir {args.out}")
     return 0

@@ -86,5 +86,6 @@ def plugins(args: argparse.Namespace) -> int:
         print("\nfailed to load:")
         for f in host.failures:
             print(f"  {f.distribution}:{f.plugin} ({f.stage}): {f.error}")
-        print(f"\ndisable a plugin with {DISABLE_ENV}=DISTRIBUTION:ENTRYPOINT (comma-separated), e.g. {DISABLE_ENV}={host.failures[0].disable}")
+        print(f"\ndisable a plugin with {DISABLE_ENV}=DISTRIBUTION:ENTRYPOINT (comma-separated), "
+              f"e.g. {DISABLE_ENV}={host.failures[0].disable}")
     return 0

@@ -30,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a working learner to start from, tests that run the conformance checks, and a README.",
     )
     p.add_argument("name", metavar="NAME", help="the learner's name: lower-case words joined by '-', e.g. my-learner")
-    p.add_argument("--dir", type=Path, help="where to write the package (default: ./fewshot-bench-NAME); must not exist or be empty")
-    p.add_argument("--description", help="one line describing the learner (default: 'The NAME learner for fewshot-bench')")
+    p.add_argument("--dir", type=Path,
+                   help="where to write the package (default: ./fewshot-bench-NAME); must not exist or be empty")
+    p.add_argument("--description",
+                   help="one line describing the learner (default: 'The NAME learner for fewshot-bench')")
     p.set_defaults(handler=handle)
 
 

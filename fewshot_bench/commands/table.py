@@ -19,7 +19,8 @@ from fewshot_bench.workflows import table
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``table`` parser."""
-    p = sub.add_parser("table", help="render Table 1 or 2 from the store beside the paper's numbers", description=__doc__)
+    p = sub.add_parser("table", help="render Table 1 or 2 from the store beside the paper's numbers",
+                       description=__doc__)
     p.add_argument("number", choices=["1", "2"], help="which table of the LEO paper")
     p.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default markdown)")
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]",

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
     p.add_argument("--val-episodes", type=int,
                    help="validation episodes: early stopping and the trial's score (overrides --budget)")
-    p.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping (0: never)")
+    p.add_argument("--patience", type=int, default=20,
+                   help="validations without improvement before stopping (0: never)")
     p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
     p.add_argument("--study", help="show: the study's name (or a unique prefix) instead of --learner/--dataset/...")
     add_executor_options(p)
@@ -108,16 +109,19 @@ def handle(args: argparse.Namespace) -> int:
     quiet = args.json or args.quiet
     if not quiet:
         print(f"tune {request.learner} on {request.dataset}, {request.way}-way {request.shot}-shot: study "
-              f"{request.study_name}, {args.trials} trials ({request.sampler} search, seed {request.seed}); per trial "
-              f"{request.budget.text()}, scored by its {request.score} validation accuracy (the test split is not read)")
+              f"{request.study_name}, {args.trials} trials ({request.sampler} search, seed {request.seed}); "
+              f"per trial {request.budget.text()}, scored by its {request.score} validation accuracy "
+              "(the test split is not read)")
         print("searching: " + ", ".join(f"{k}={p.text()}" for k, p in sorted(request.space.items()))
-              + ("; fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(request.fixed.items())) if request.fixed else ""))
+              + ("; fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(request.fixed.items()))
+                 if request.fixed else ""))
     executor = make_executor(args.executor, args.workers, settings, args.ray_address, str(device))
     report = search(request, host, args.store, args.trials, executor, executor_capacity(executor),
                     checkpoint_dir, progress_enabled(args))
     if args.json:
         print_json({"study": report.study, "storage": report.storage, "complete": report.complete, "ran": report.ran,
-                    "resumed": report.resumed, "failed": len(report.failed), "best": report.best, "store": str(args.store)})
+                    "resumed": report.resumed, "failed": len(report.failed), "best": report.best,
+                    "store": str(args.store)})
     elif not args.quiet:
         print(f"done: {report.ran} trial(s) run, {report.complete} complete in study {report.study} "
               f"({report.storage}); trials stored in {args.store}")
@@ -152,7 +156,8 @@ def show(args: argparse.Namespace) -> int:
         name = request_from_args(args, host).study_name
         if name not in study_names(args.store):
             others = [n for n in study_names(args.store) if n.startswith(f"{args.learner}-")]
-            raise ConfigError(f"no study {name} beside {args.store}; studies of {args.learner}: {', '.join(others) or 'none'}"
+            raise ConfigError(f"no study {name} beside {args.store}; "
+                              f"studies of {args.learner}: {', '.join(others) or 'none'}"
                               " (show one with --study NAME)")
     else:
         name = args.study
@@ -168,7 +173,8 @@ def show(args: argparse.Namespace) -> int:
             {"trial": best.number, "value": best.value, "params": best.params, "run_id": best.user_attrs.get("run_id")},
         })
     else:
-        print(f"study {study.study_name} ({storage_path(args.store)}): {len(complete)} complete of {len(rows)} trial(s)")
+        print(f"study {study.study_name} ({storage_path(args.store)}): "
+              f"{len(complete)} complete of {len(rows)} trial(s)")
         if definition:
             b = definition.get("budget", {})
             print(f"  {definition.get('learner')} on {definition.get('dataset')}, {definition.get('way')}-way "
