@@ -39,7 +39,8 @@ def save_figure(fig: plt.Figure, out: Path) -> Path:
 # --- Figure 3: sampled regression models ---------------------------------------------------------
 
 
-def pick_problems(sampler: regression.SinesLinesSampler, regular: int, ambiguous: int, scan: int = 5000) -> list[tuple[int, str]]:
+def pick_problems(sampler: regression.SinesLinesSampler, regular: int, ambiguous: int,
+                  scan: int = 5000) -> list[tuple[int, str]]:
     """Episode ids of the first ``regular`` problems (alternating sine, line) and the first ``ambiguous`` ones."""
     ids = np.arange(scan)
     x, y = sampler.points(ids, sampler.k_shot)
@@ -55,7 +56,8 @@ def pick_problems(sampler: regression.SinesLinesSampler, regular: int, ambiguous
     return picked
 
 
-def regression_samples(learner: Learner, sampler: regression.SinesLinesSampler, episode: int, grid: np.ndarray, samples: int) -> np.ndarray:
+def regression_samples(learner: Learner, sampler: regression.SinesLinesSampler, episode: int, grid: np.ndarray,
+                       samples: int) -> np.ndarray:
     """``samples`` models' outputs [S, G] on ``grid`` for one problem's support set (one batch of S copies)."""
     support = sampler.batch(episode, 1, dtype=learner.dtype)
     g = torch.as_tensor(grid, dtype=learner.dtype).view(1, -1, 1).expand(samples, -1, -1)
@@ -68,7 +70,8 @@ def regression_samples(learner: Learner, sampler: regression.SinesLinesSampler, 
         return learner.predict(batch).reshape(samples, -1).cpu().numpy()
 
 
-def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regular: int = 3, ambiguous: int = 3) -> dict[str, Any]:
+def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regular: int = 3,
+             ambiguous: int = 3) -> dict[str, Any]:
     """A grid of test problems: true function, the K support points, ``samples`` sampled models each."""
     sampler = regression.SinesLinesSampler(learner.task.k_shot, 1, seed, stream="test")
     grid = np.linspace(*regression.X_RANGE, 200)
@@ -122,7 +125,8 @@ def adaptation_of(learner: Learner, batch: PredictionBatch, latents: bool = Fals
 # --- Figure 4: latent codes before and after adaptation ------------------------------------------
 
 
-def collect_latents(leo: Learner, split: EpisodeSource, way: int, shot: int, episodes: int, seed: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def collect_latents(leo: Learner, split: EpisodeSource, way: int, shot: int, episodes: int, seed: int,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Initial and adapted class latents [E * N, Z] (mean over a class's copies) and their class ids [E * N]."""
     sampler = split.sampler(way, shot, 1, seed, stream="val")
     before, after, classes = [], [], []
@@ -137,13 +141,15 @@ def collect_latents(leo: Learner, split: EpisodeSource, way: int, shot: int, epi
     return torch.cat(before).numpy(), torch.cat(after).numpy(), torch.cat(classes).numpy()
 
 
-def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000, seed: int = 0, highlight: int | None = None, progress: bool = False) -> dict[str, Any]:
+def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000, seed: int = 0,
+             highlight: int | None = None, progress: bool = False) -> dict[str, Any]:
     """t-SNE of LEO's latents before (z) and after (z') adaptation: by stage, by class, and one class highlighted."""
     from sklearn.manifold import TSNE
 
     task = leo.task
     before, after, classes = collect_latents(leo, split, task.n_way, task.k_shot, episodes, seed, progress)
-    points = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (2 * len(before) - 1) / 3)).fit_transform(np.concatenate([before, after]))
+    points = TSNE(n_components=2, init="pca", random_state=seed,
+                  perplexity=min(30.0, (2 * len(before) - 1) / 3)).fit_transform(np.concatenate([before, after]))
     n = len(before)
     stage = np.r_[np.zeros(n), np.ones(n)]
     cls = np.r_[classes, classes]
@@ -152,7 +158,8 @@ def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000
     hl_name = names[highlight] if names is not None else str(highlight)
 
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.8))
-    for s, (colour, label) in enumerate([("tab:blue", "initial codes z (encoder)"), ("tab:orange", "adapted codes z' (after LEO)")]):
+    for s, (colour, label) in enumerate([("tab:blue", "initial codes z (encoder)"),
+                                         ("tab:orange", "adapted codes z' (after LEO)")]):
         axes[0].scatter(*points[stage == s].T, s=3, c=colour, alpha=0.5, label=label)
     axes[0].set_title("(a) before vs after adaptation")
     axes[0].legend(markerscale=4, loc="best")
@@ -168,7 +175,8 @@ def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000
     for ax in axes:
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
-    fig.suptitle(f"Figure 4: t-SNE of LEO latent codes, {task.n_way}-way {task.k_shot}-shot {task.dataset}, {episodes:,} validation episodes")
+    fig.suptitle(f"Figure 4: t-SNE of LEO latent codes, {task.n_way}-way {task.k_shot}-shot {task.dataset}, "
+                 f"{episodes:,} validation episodes")
     save_figure(fig, out)
     shift = np.linalg.norm(after - before, axis=1).mean()
     return {"codes": n, "mean_shift": float(shift), "highlight": hl_name}
@@ -200,7 +208,8 @@ def ce_hessian_eigenvalues(x: Tensor, weights: Tensor, gram: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(g.reshape(b, m * n, m * n)).abs()
 
 
-def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource, problems: int, seed: int, progress: bool = False) -> dict[str, np.ndarray]:
+def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource, problems: int, seed: int,
+                           progress: bool = False) -> dict[str, np.ndarray]:
     """Per-problem quantities of Figure 5 on ``problems`` test episodes (evaluation mode, no sampling).
 
     Both learners report through :meth:`Learner.adaptation`: LEO its latents, the weights
@@ -208,7 +217,8 @@ def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource,
     """
     task = leo.task
     sampler = split.sampler(task.n_way, task.k_shot, 1, seed, stream="test")
-    out: dict[str, list[Tensor]] = {"hess_z": [], "hess_theta": [], "hess_metasgd": [], "step_leo": [], "step_metasgd": []}
+    out: dict[str, list[Tensor]] = {"hess_z": [], "hess_theta": [], "hess_metasgd": [],
+                                    "step_leo": [], "step_metasgd": []}
     leo.eval()
     metasgd.eval()
     with torch.no_grad():
@@ -236,15 +246,18 @@ def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource,
     return result
 
 
-def figure_5(leo: Learner, metasgd: Learner, split: EpisodeSource, out: Path, problems: int = 1000, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Box plots (whiskers at the 5th and 95th percentiles) of curvature in z and theta, decoder singular values and step sizes."""
+def figure_5(leo: Learner, metasgd: Learner, split: EpisodeSource, out: Path, problems: int = 1000, seed: int = 0,
+             progress: bool = False) -> dict[str, Any]:
+    """Box plots (whiskers at the 5th and 95th percentiles) of curvature in z and theta, decoder singular values
+    and step sizes."""
     q = curvature_and_coverage(leo, metasgd, split, problems, seed, progress)
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     box = dict(whis=(5, 95), showfliers=False, patch_artist=True)
     panels = [
         (axes[0], [q["hess_z"], q["hess_theta"], q["hess_metasgd"]], ["LEO in z", "LEO in theta", "Meta-SGD in theta"],
          "(a) curvature: |Hessian eigenvalues| of the support loss", "absolute eigenvalue (log scale)"),
-        (axes[1], [q["decoder_singular_values"]], ["LEO decoder"], "(b) coverage: decoder singular values", "singular value (log scale)"),
+        (axes[1], [q["decoder_singular_values"]], ["LEO decoder"],
+         "(b) coverage: decoder singular values", "singular value (log scale)"),
         (axes[2], [q["step_leo"], q["step_metasgd"]], ["LEO (latent steps)", "Meta-SGD"],
          "(c) coverage: size of the adaptation in theta", "||theta' - theta|| (log scale)"),
     ]
@@ -261,7 +274,8 @@ def figure_5(leo: Learner, metasgd: Learner, split: EpisodeSource, out: Path, pr
     task = leo.task
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.suptitle(
-        f"Figure 5: curvature and coverage over {problems:,} test problems ({task.n_way}-way {task.k_shot}-shot {task.dataset}); "
+        f"Figure 5: curvature and coverage over {problems:,} test problems "
+        f"({task.n_way}-way {task.k_shot}-shot {task.dataset}); "
         "boxes: quartiles, whiskers: 5th-95th percentiles"
     )
     save_figure(fig, out)

@@ -125,7 +125,8 @@ def build_cells(
     overrides = overrides or {}
     outside = sorted(set(overrides) - set(table.learners))
     if outside:
-        raise ConfigError(f"--set names learner(s) not in table {table.number}: {', '.join(outside)}; its learners: {', '.join(table.learners)}")
+        raise ConfigError(f"--set names learner(s) not in table {table.number}: {', '.join(outside)}; "
+                          f"its learners: {', '.join(table.learners)}")
 
     def setting_of(r: RunRecord) -> Setting | None:
         return next((s for s in settings if s.shot == r.shot and same_dataset(s.dataset, r.dataset)), None)
@@ -153,7 +154,8 @@ def build_cells(
             continue
         asked = overrides.get(row.learner, {})
         for cell, setting in zip(row_cells, settings):
-            matching = [r for r in chosen if r.learner == row.learner and r.shot == setting.shot and same_dataset(setting.dataset, r.dataset)]
+            matching = [r for r in chosen if r.learner == row.learner and r.shot == setting.shot
+                        and same_dataset(setting.dataset, r.dataset)]
             fill_cell(cell, matching, len(seen_protocols.get((row.learner, setting), ())))
             cell.overrides = dict(asked)
         transductive = any(c.transductive for c in row_cells)
@@ -171,7 +173,8 @@ def build_cells(
             if unused:
                 what = "with overrides " + overrides_text(asked) if asked else "with the learner's defaults"
                 hints = " or ".join(f"`{set_options(row.learner, o)}`" for _, o in unused)
-                notes.append(f"{row.label}: no runs {what} under this protocol; runs with other overrides exist: show them with {hints}")
+                notes.append(f"{row.label}: no runs {what} under this protocol; "
+                             f"runs with other overrides exist: show them with {hints}")
     if any(not text.endswith(": default") for text in sources):  # all defaults: nothing to say
         notes.append("hyperparameters: " + " | ".join(sources))
     return TableRuns(cells, selection, notes)
@@ -199,7 +202,8 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def display_frame(cells: list[Cell], settings: list[Setting]) -> pd.DataFrame:
     """One row per table row, per setting: ours ("mean ± std", or missing), paper, Δ and runs (seeds × episodes)."""
-    with_paper = {s.label for s in settings if any(c.paper_mean is not None for c in cells if (c.dataset, c.shot) == (s.dataset, s.shot))}
+    with_paper = {s.label for s in settings
+                  if any(c.paper_mean is not None for c in cells if (c.dataset, c.shot) == (s.dataset, s.shot))}
     rows: dict[str, dict[str, str]] = {}
     for c in cells:
         label = f"{c.dataset} {c.shot}-shot"
@@ -216,7 +220,8 @@ def display_frame(cells: list[Cell], settings: list[Setting]) -> pd.DataFrame:
             out[f"{label} Δ"] = "" if c.diff is None else f"{c.diff:+.2f}"
     columns = ["model"]
     for s in settings:
-        columns += [s.label] + ([f"{s.label} paper", f"{s.label} Δ"] if s.label in with_paper else []) + [f"{s.label} runs"]
+        columns += ([s.label] + ([f"{s.label} paper", f"{s.label} Δ"] if s.label in with_paper else [])
+                    + [f"{s.label} runs"])
     return pd.DataFrame(list(rows.values()), columns=columns)
 
 
@@ -273,7 +278,8 @@ def footnotes(table: TableSpec, data: TableRuns, crop: str) -> list[str]:
         lines.append(TRANSDUCTIVE_NOTE)
     missing = sum(1 for c in cells if c.source == "ours" and c.mean is None)
     if missing:
-        lines.append(f"{missing} cell(s) missing: run `fewshot-bench sweep --table {table.number}` with the same --dataset and protocol")
+        lines.append(f"{missing} cell(s) missing: run `fewshot-bench sweep --table {table.number}` "
+                     "with the same --dataset and protocol")
     return lines
 
 
@@ -333,8 +339,10 @@ def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str,
     raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path, protocol: str | None = None) -> None:
-    """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers; the title names ``protocol``."""
+def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path,
+         protocol: str | None = None) -> None:
+    """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers; the title names
+    ``protocol``."""
     try:
         import matplotlib
     except ImportError as exc:  # in the default install; a trimmed environment gets one line
@@ -371,7 +379,8 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
     ax.set_xlim(-0.6, len(settings) - 0.4)
     ax.set_ylabel(f"{table.way}-way test accuracy (%)")
     ax.set_title(table.title + (f"\nprotocol {protocol}" if protocol else ""), fontsize="medium")
-    heights = [c.mean for c in cells if c.mean is not None] + [c.paper_mean for c in cells if c.paper_mean is not None and c.source == "ours"]
+    heights = ([c.mean for c in cells if c.mean is not None]
+               + [c.paper_mean for c in cells if c.paper_mean is not None and c.source == "ours"])
     if heights:
         ax.set_ylim(max(0.0, min(heights) - 10), min(100.0, max(heights) + 5))
     if ours_rows:

@@ -2,9 +2,9 @@
 
 A run is written in a single transaction together with its per-episode values (accuracies,
 or MSE for regression: the run's ``metric``), only once it has finished, so a run killed at
-any moment leaves no row at all; its checkpoint lets the same command resume it. One run key has at most one complete row (a partial
-UNIQUE index, schema 2): the same run stored twice, even by two processes at once, is
-refused by the database itself.
+any moment leaves no row at all; its checkpoint lets the same command resume it. One run key
+has at most one complete row (a partial UNIQUE index, schema 2): the same run stored twice,
+even by two processes at once, is refused by the database itself.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class ResultStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot create results store {self.path}: {exc.strerror or exc}; pass --store PATH in a writable place"
+                    f"cannot create results store {self.path}: {exc.strerror or exc}; "
+                    "pass --store PATH in a writable place"
                 ) from None
         self.conn: sqlite3.Connection | None = None
         try:
@@ -181,7 +182,8 @@ class ResultStore:
             )
         if "locked" in low or "busy" in low:
             return StoreError(
-                f"results store {self.path} stayed locked by another process for {LOCK_WAIT_S:.0f} s ({text}); try again"
+                f"results store {self.path} stayed locked by another process for {LOCK_WAIT_S:.0f} s "
+                f"({text}); try again"
             )
         if _read_only_error(exc):
             where = self.path.parent if self.path.exists() and os.access(self.path, os.W_OK) else self.path
@@ -207,7 +209,8 @@ class ResultStore:
                 f"{self.path} is an SQLite database but not a fewshot-bench results store; pass another --store PATH"
             )
         if tables and version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} was written by a newer fewshot-bench (schema {version}); upgrade fewshot-bench")
+            raise StoreError(f"{self.path} was written by a newer fewshot-bench (schema {version}); "
+                             "upgrade fewshot-bench")
 
     def _check_and_init(self, create: bool) -> None:
         c = self.conn
@@ -323,7 +326,8 @@ class ResultStore:
         one-line :class:`StoreError` saying so, and leaves no row.
         """
         run_id = record.get("run_id") or uuid.uuid4().hex[:12]
-        row = dict(record, run_id=run_id, created_at=record.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        row = dict(record, run_id=run_id,
+                   created_at=record.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
         for col in JSON_COLUMNS:
             row[col] = json.dumps(row.get(col, {}), sort_keys=True, default=str)
         cols = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "metric", "mean", "ci95",
@@ -334,7 +338,8 @@ class ResultStore:
             c.execute("BEGIN IMMEDIATE")
             try:
                 existing = c.execute(
-                    "SELECT run_id FROM runs WHERE run_key = ? AND status = 'complete' ORDER BY rowid DESC LIMIT 1", (row["run_key"],)
+                    "SELECT run_id FROM runs WHERE run_key = ? AND status = 'complete' ORDER BY rowid DESC LIMIT 1",
+                    (row["run_key"],),
                 ).fetchone()
                 if existing is not None and row["status"] == "complete":
                     if if_absent:
@@ -345,8 +350,10 @@ class ResultStore:
                             f"run key {row['run_key']} is already stored in {self.path} as run {existing[0]}; "
                             "one run key has one complete run (rerun it with `fewshot-bench run ... --rerun`)"
                         )
-                    c.execute("UPDATE runs SET status = 'replaced' WHERE run_key = ? AND status = 'complete'", (row["run_key"],))
-                c.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row[k] for k in cols])
+                    c.execute("UPDATE runs SET status = 'replaced' WHERE run_key = ? AND status = 'complete'",
+                              (row["run_key"],))
+                c.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                          [row[k] for k in cols])
                 c.execute("INSERT INTO episode_results VALUES (?, ?, ?)", (run_id, "float32", values.tobytes()))
                 c.execute("COMMIT")
             except BaseException:
@@ -392,7 +399,8 @@ class ResultStore:
 
     def find_complete(self, run_key: str) -> RunRecord | None:
         """The completed run with this identity key, if any (one per key; the latest in a schema-1 store)."""
-        found = list(self._records("SELECT * FROM runs WHERE run_key = ? AND status = 'complete' ORDER BY rowid DESC LIMIT 1", (run_key,)))
+        found = list(self._records(
+            "SELECT * FROM runs WHERE run_key = ? AND status = 'complete' ORDER BY rowid DESC LIMIT 1", (run_key,)))
         return found[0] if found else None
 
     def episode_values(self, run_id: str) -> np.ndarray:

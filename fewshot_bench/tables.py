@@ -101,7 +101,8 @@ TABLE1 = TableSpec(
         _reported("Gidaris & Komodakis", "Gidaris & Komodakis, 2018", mini1=(56.20, 0.86), mini5=(73.00, 0.64)),
         _reported("Bauer et al.", "Bauer et al., 2017", mini1=(56.30, 0.40), mini5=(73.90, 0.30)),
         _reported("Munkhdalai et al.", "Munkhdalai et al., 2017", mini1=(57.10, 0.70), mini5=(70.04, 0.63)),
-        _reported("DEML+Meta-SGD", "Zhou et al., 2018 (ImageNet-200 concept generator)", mini1=(58.49, 0.91), mini5=(71.28, 0.69)),
+        _reported("DEML+Meta-SGD", "Zhou et al., 2018 (ImageNet-200 concept generator)",
+                  mini1=(58.49, 0.91), mini5=(71.28, 0.69)),
         _reported("TADAM", "Oreshkin et al., 2018", mini1=(58.50, 0.30), mini5=(76.70, 0.30)),
         _reported("Qiao et al.", "Qiao et al., 2017", mini1=(59.60, 0.41), mini5=(73.74, 0.19)),
         _reported("MAML (deeper net)", "evaluated in Liu et al., 2018", tiered1=(51.67, 1.81), tiered5=(70.30, 0.08)),
@@ -133,9 +134,12 @@ TABLE2 = TableSpec(
             numbers((60.62, 0.31), (76.42, 0.09), (65.74, 0.28), (80.65, 0.07))),
         _reported("Previous SOTA", "best of Table 1's other methods",
                   mini1=(59.60, 0.41), mini5=(76.70, 0.30), tiered1=(57.41, 0.94), tiered5=(72.69, 0.74)),
-        Row("LEO (random prior)", "leo-random-prior", numbers((61.01, 0.12), (77.27, 0.05), (65.39, 0.10), (80.83, 0.13))),
-        Row("LEO (deterministic)", "leo-deterministic", numbers((61.48, 0.05), (76.53, 0.24), (66.18, 0.17), (82.06, 0.08))),
-        Row("LEO (no fine-tuning)", "leo-no-finetune", numbers((61.62, 0.15), (77.46, 0.12), (66.14, 0.17), (80.89, 0.11))),
+        Row("LEO (random prior)", "leo-random-prior",
+            numbers((61.01, 0.12), (77.27, 0.05), (65.39, 0.10), (80.83, 0.13))),
+        Row("LEO (deterministic)", "leo-deterministic",
+            numbers((61.48, 0.05), (76.53, 0.24), (66.18, 0.17), (82.06, 0.08))),
+        Row("LEO (no fine-tuning)", "leo-no-finetune",
+            numbers((61.62, 0.15), (77.46, 0.12), (66.14, 0.17), (80.89, 0.11))),
         Row("LEO", "leo", LEO, paper_multiview=LEO_MULTIVIEW),
     ),
 )
@@ -148,7 +152,8 @@ def get_table(number: int | str) -> TableSpec:
     try:
         return TABLES[int(number)]
     except (KeyError, ValueError):
-        raise ConfigError(f"no table {number!r}; the tables are {', '.join(map(str, TABLES))} (the LEO paper's)") from None
+        raise ConfigError(f"no table {number!r}; the tables are {', '.join(map(str, TABLES))} "
+                          "(the LEO paper's)") from None
 
 
 @dataclass(frozen=True)

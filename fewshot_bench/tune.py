@@ -130,7 +130,8 @@ class SearchRequest:
         return RunSpec(
             learner=self.learner, dataset=self.dataset, way=self.way, shot=self.shot, seed=self.seed,
             steps=b.steps, episodes=b.val_episodes, val_every=b.val_every, val_episodes=b.val_episodes,
-            patience=b.patience, train_on_val=False, overrides={**self.fixed, **values}, crop=self.crop, stage=TUNE_STAGE,
+            patience=b.patience, train_on_val=False, overrides={**self.fixed, **values}, crop=self.crop,
+            stage=TUNE_STAGE,
         )
 
 
@@ -213,7 +214,8 @@ def study_lock(lock_path: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"another `fewshot-bench tune` is running this study (lock {lock_path}); wait for it") from None
+            raise ConfigError(f"another `fewshot-bench tune` is running this study (lock {lock_path}); "
+                              "wait for it") from None
         try:
             yield
         finally:
@@ -278,7 +280,8 @@ def search(
         )
         if "definition" not in study.user_attrs:
             study.set_user_attr("definition", request.definition())
-        report = SearchReport(name, str(path), sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)))
+        report = SearchReport(name, str(path),
+                              sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)))
 
         # Trials a killed driver left running (this driver holds the lock, so nobody runs them).
         stale = []
@@ -359,7 +362,8 @@ def search(
                     report.complete += 1
                     bar.update(1)
                     best = study.best_trial
-                    bar.set_postfix_str(f"trial {job.number}: {_score(trial_score(result.record, request.score), kind)}, "
+                    bar.set_postfix_str(f"trial {job.number}: "
+                                        f"{_score(trial_score(result.record, request.score), kind)}, "
                                         f"best {_score(best.value, kind)} (trial {best.number})")
             finally:
                 executor.close()
@@ -377,7 +381,8 @@ def _score(value: float, kind: str) -> str:
 def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, store_path: Path,
                  checkpoint_dir: Path | None) -> None:
     if outcome.record["run_key"] != job.key:  # a worker with other plugin versions
-        raise ConfigError(f"{job.label}: the worker computed key {outcome.record['run_key']}, the driver expected {job.key}")
+        raise ConfigError(f"{job.label}: the worker computed key {outcome.record['run_key']}, "
+                          f"the driver expected {job.key}")
     # The trial's values with the study's fixed keys: what its tuned preset applies.
     values = dict(sorted(job.spec.overrides.items()))
     outcome.record["options"]["tune"] = {
@@ -413,7 +418,8 @@ def study_trials(store: ResultStore, learner: str, dataset: str, way: int, shot:
     return studies
 
 
-def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: int, study: str | None = None) -> dict[str, Any]:
+def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: int,
+                 study: str | None = None) -> dict[str, Any]:
     """The tuned preset of (learner, dataset, way, shot): the best trial of ``study`` or of the latest study.
 
     Returns ``{"values", "study", "trial", "trials", "val_accuracy", "budget", "run_id"}``;
@@ -428,8 +434,9 @@ def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: i
     if study is not None:
         matches = [s for s in studies if s.startswith(study)]
         if len(matches) != 1:
-            raise ConfigError(f"--hparams tuned:{study}: {'no' if not matches else 'more than one'} study of {learner} on "
-                              f"{dataset} {way}-way {shot}-shot matches; studies: {', '.join(studies) or 'none'}")
+            raise ConfigError(f"--hparams tuned:{study}: {'no' if not matches else 'more than one'} "
+                              f"study of {learner} on {dataset} {way}-way {shot}-shot matches; "
+                              f"studies: {', '.join(studies) or 'none'}")
         name = matches[0]
     elif studies:
         name = max(studies, key=lambda s: max(r.created_at for r in studies[s]))
@@ -495,12 +502,14 @@ def load_study(store_path: Path, name: str) -> Any:
     optuna = _optuna()
     path = storage_path(store_path)
     if not path.exists():
-        raise ConfigError(f"no search studies beside {store_path} ({path} does not exist); run `fewshot-bench tune` first")
+        raise ConfigError(f"no search studies beside {store_path} ({path} does not exist); "
+                          "run `fewshot-bench tune` first")
     storage = open_storage(path)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     matches = [n for n in names if n.startswith(name)]
     if len(matches) != 1:
-        raise ConfigError(f"{'no' if not matches else 'more than one'} study {name!r} in {path}; studies: {', '.join(names) or 'none'}")
+        raise ConfigError(f"{'no' if not matches else 'more than one'} study {name!r} in {path}; "
+                          f"studies: {', '.join(names) or 'none'}")
     return optuna.load_study(study_name=matches[0], storage=storage)
 
 
