@@ -118,7 +118,8 @@ def check_value(key: str, value: Any, field_: dataclasses.Field | None = None) -
             return f"must be at least {meta['min']}"
         if "max" in meta and v > meta["max"]:
             return f"must be at most {meta['max']}"
-        if (key in _AT_LEAST_ONE or key.endswith("_dim") or key.startswith("hidden") or key.endswith("_hidden")) and v < 1:
+        if (key in _AT_LEAST_ONE or key.endswith("_dim") or key.startswith("hidden")
+                or key.endswith("_hidden")) and v < 1:
             return "must be at least 1"
     if key == "outer_lr" and value is not None and not value > 0:
         return "the meta-learning rate must be positive"

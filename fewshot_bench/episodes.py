@@ -53,7 +53,8 @@ _EXAMPLE_STREAM = np.uint64(0xE8A3B1E5)
 
 
 class ClassSortedSplit(Protocol):
-    """What :class:`EpisodeSampler` reads of a split: rows sorted by class (see :class:`~fewshot_bench.data.base.FeatureSplit`)."""
+    """What :class:`EpisodeSampler` reads of a split: rows sorted by class
+    (see :class:`~fewshot_bench.data.base.FeatureSplit`)."""
 
     name: str
     dataset: str
@@ -180,7 +181,8 @@ class EpisodeSampler:
         return feats.index_select(0, index).view(*rows.shape, feats.shape[1]).to(device=device, dtype=dtype)
 
     @staticmethod
-    def _episodes(ids: np.ndarray, classes: np.ndarray, support: Tensor, query: Tensor, query_labels: Tensor) -> EpisodeBatch:
+    def _episodes(ids: np.ndarray, classes: np.ndarray, support: Tensor, query: Tensor,
+                  query_labels: Tensor) -> EpisodeBatch:
         """An EpisodeBatch of gathered features, labelled by class slot."""
         b, n, k = support.shape[:3]
         return EpisodeBatch(

@@ -82,7 +82,8 @@ def blocked_batch_size(n_way: int, k_shot: int, feature_dim: int, cap: int = BLO
 
 
 def class_blocked_applies(split: EpisodeSource, kind: str, n_query: int) -> bool:
-    """Whether evaluation may take the class-blocked path: classification on class-sorted features with Q >= half the mean class size."""
+    """Whether evaluation may take the class-blocked path: classification on class-sorted features with Q >= half
+    the mean class size."""
     return (
         kind == "classification"
         and isinstance(split, FeatureSplit)
@@ -238,7 +239,8 @@ def _evaluate_blocked(
     """
     out = np.empty(episodes, dtype=np.float32)
     # Fresh entropy, not the run's seed: which episodes are checked must not be predictable.
-    checked = set(np.random.default_rng().choice(episodes, min(episodes, READOUT_CHECK_EPISODES), replace=False).tolist())
+    checked = set(np.random.default_rng().choice(episodes, min(episodes, READOUT_CHECK_EPISODES),
+                                                 replace=False).tolist())
     for start in range(0, episodes, size):
         n = min(size, episodes - start)
         batch, rows = sampler.support_batch(start, n, device=device, dtype=learner.dtype)
@@ -262,7 +264,8 @@ def _evaluate_blocked(
 
 
 def check_readout(learner: Learner, sampler: Any, episode: int, weights: Tensor, bias: Tensor | None) -> None:
-    """Raise a PluginError unless the readout ``weights``/``bias`` (as scored) predict episode ``episode`` as ``predict`` does."""
+    """Raise a PluginError unless the readout ``weights``/``bias`` (as scored) predict episode ``episode`` as
+    ``predict`` does."""
     batch = sampler.batch(episode, 1, device=weights.device, dtype=learner.dtype, shuffle=True).inputs()
     logits = learner.predict(batch)
     wrong = int(readout_disagreements(logits, linear_logits(batch.query, weights, bias))[0])

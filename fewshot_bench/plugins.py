@@ -232,13 +232,15 @@ class PluginHost:
             if not (isinstance(cls, type) and issubclass(cls, Learner)):
                 return self._fail(info, "register", f"{cls!r} is not a fewshot_bench.api.Learner subclass")
             if not isinstance(name, str) or not LEARNER_NAME.match(name):
-                return self._fail(info, "register", f"learner name {name!r} of {cls.__qualname__} is not lower-case words joined by '-'")
+                return self._fail(info, "register",
+                                  f"learner name {name!r} of {cls.__qualname__} is not lower-case words joined by '-'")
             self._stage(stage, f"learner {name!r}", lambda: commit(cls, name))
 
         def commit(cls: type, name: str) -> None:
             if name in self.learners:
                 self.duplicate_learners.setdefault(name, []).append(info.distribution)
-                return self._clash("learner", name, self.learners[name].plugin, info, f"{cls.__module__}.{cls.__qualname__}")
+                return self._clash("learner", name, self.learners[name].plugin, info,
+                                   f"{cls.__module__}.{cls.__qualname__}")
             self.learners[name] = Registered(cls, info)
             info.learners.append(name)
 
@@ -250,7 +252,8 @@ class PluginHost:
         def register(spec: DatasetSpec) -> None:
             name = getattr(spec, "name", None)
             if not isinstance(name, str) or not all(isinstance(a, str) for a in getattr(spec, "aliases", None) or ()):
-                return self._fail(info, "register", f"{spec!r} is not a DatasetSpec with a string name and string aliases")
+                return self._fail(info, "register",
+                                  f"{spec!r} is not a DatasetSpec with a string name and string aliases")
             self._stage(stage, f"dataset {name!r}", lambda: commit(spec))
 
         def commit(spec: DatasetSpec) -> None:
@@ -367,7 +370,8 @@ def load_plugins(
         try:
             pm.register(load(), name=info.ref)
         except (Exception, SystemExit) as exc:  # an import error (even sys.exit) must not break the others
-            host._fail(info, "import", exc, f"{info.ref} failed to import ({_one_line(f'{type(exc).__name__}: {exc}', 80)})")
+            host._fail(info, "import", exc,
+                       f"{info.ref} failed to import ({_one_line(f'{type(exc).__name__}: {exc}', 80)})")
             continue
         try:
             pm.check_pending()  # per plugin, so a misspelt hook is blamed on its own plugin

@@ -38,7 +38,8 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.store import RunRecord
 
 # The shared protocol's settings, in display order (keys of a stored run's ``options``).
-SHARED_KEYS = ("steps", "val_every", "val_episodes", "patience", "episodes", "eval_query", "train_on_val", "hparams", "crop")
+SHARED_KEYS = ("steps", "val_every", "val_episodes", "patience", "episodes", "eval_query", "train_on_val", "hparams",
+               "crop")
 ID_LENGTH = 8
 UNRECORDED = "-"
 
@@ -124,7 +125,8 @@ def parse_learner_overrides(items: Iterable[str]) -> dict[str, dict[str, str]]:
         name, eq, value = item.partition("=")
         learner, dot, key = name.strip().rpartition(".")
         if not eq or not dot or not learner or not key:
-            raise ConfigError(f"--set expects LEARNER.KEY=VALUE (the override a learner's runs were made with), got {item!r}")
+            raise ConfigError("--set expects LEARNER.KEY=VALUE (the override a learner's runs were made with), "
+                              f"got {item!r}")
         out[learner][key] = value.strip()
     return dict(out)
 
@@ -189,8 +191,8 @@ class Selection:
         if self.others:
             listed = "; ".join(f"{p.label()}: {count(n, self.unit)}" for p, n in self.others)
             line += (
-                f", chosen as {self.reason}; the store holds several protocols{self.what or ' for this'}, the others: {listed}; "
-                "pick one with --protocol ID"
+                f", chosen as {self.reason}; the store holds several protocols{self.what or ' for this'}, "
+                f"the others: {listed}; pick one with --protocol ID"
             )
         elif self.reason != "the only one":
             line += f", chosen by {self.reason}"
@@ -256,7 +258,8 @@ def choose(
         kept = {p: rs for p, rs in kept.items() if p.id.startswith(wanted)}
         asked.append(f"--protocol {protocol}")
         if len(kept) > 1:
-            raise ConfigError(f"--protocol {protocol} matches several protocols{what}: {listing(kept)}; give more of the id")
+            raise ConfigError(f"--protocol {protocol} matches several protocols{what}: {listing(kept)}; "
+                              "give more of the id")
     if not kept:
         raise ConfigError(f"no runs{what} with {' '.join(asked)}; the store holds: {listing(groups)}")
     ranked = sorted(kept.items(), key=lambda item: item[0].id)

@@ -87,7 +87,8 @@ class FeatureSplit:
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
         counts = np.bincount(labels, minlength=len(class_names))
-        x = torch.as_tensor(np.asarray(features)[order] if not isinstance(features, Tensor) else features[torch.from_numpy(order)])
+        x = torch.as_tensor(np.asarray(features)[order] if not isinstance(features, Tensor)
+                            else features[torch.from_numpy(order)])
         x = x.to(torch.float32).contiguous()
         if normalize:
             x = l2_normalize(x)
@@ -109,7 +110,8 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 def merge_splits(name: str, *splits: FeatureSplit) -> FeatureSplit:
     """One split holding the classes of all given splits (e.g. train + val for stage 3)."""
     if not all(isinstance(s, FeatureSplit) for s in splits):
-        raise DataError(f"{name}: only class-sorted feature splits can be merged; this dataset generates its episodes (drop --train-on-val)")
+        raise DataError(f"{name}: only class-sorted feature splits can be merged; "
+                        "this dataset generates its episodes (drop --train-on-val)")
     offsets = [np.zeros(1, dtype=np.int64)]
     total = 0
     for s in splits:

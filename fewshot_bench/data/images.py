@@ -164,7 +164,8 @@ def _vision():
         from PIL import Image
         from torchvision.transforms.v2 import functional
     except ImportError as exc:  # optional dependencies: the feature-only harness does not need them
-        raise ConfigError(f"image support needs torchvision and Pillow ({exc}); python -m pip install 'torchvision>=0.16' 'pillow>=9'") from None
+        raise ConfigError(f"image support needs torchvision and Pillow ({exc}); "
+                          "python -m pip install 'torchvision>=0.16' 'pillow>=9'") from None
     return functional, Image
 
 
@@ -206,7 +207,8 @@ def load_classes(
             raise DataError(f"class folder {folder} is missing (split {name!r}); fix the split list or the folder")
         imgs = _image_files(folder)[:max_images]
         if not imgs:
-            raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it")
+            raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                            "add images or remove it")
         files += imgs
         labels += [label] * len(imgs)
     if not files:
@@ -246,7 +248,8 @@ def load_omniglot(
     spec = spec or ImageSpec.for_layout("omniglot")
     base = omniglot_root(root)
     if base is None:
-        raise DataError(f"{root} is not an Omniglot folder: none of the alphabets {', '.join(OMNIGLOT_SPLIT['train'])} ... found")
+        raise DataError(f"{root} is not an Omniglot folder: "
+                        f"none of the alphabets {', '.join(OMNIGLOT_SPLIT['train'])} ... found")
     ds = ImageDataset("omniglot", "omniglot", base, spec)
     for split in splits:
         class_dirs = []

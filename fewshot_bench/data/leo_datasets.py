@@ -151,7 +151,8 @@ def shared_classes(a: list[str], b: list[str]) -> list[str]:
 
 
 def file_format(dataset: str) -> dict[str, Any]:
-    """How ``dataset``'s split files are read: ``mini``/``tiered`` are 640-d with numeric key prefixes, ``features`` any."""
+    """How ``dataset``'s split files are read: ``mini``/``tiered`` are 640-d with numeric key prefixes,
+    ``features`` any."""
     if dataset in LEO:
         return {"dim": LEO_FEATURE_DIM, "numeric_prefix": True}
     return {"dim": None, "numeric_prefix": False}

@@ -178,7 +178,8 @@ def _least_squares(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def ambiguous(x: np.ndarray, y: np.ndarray, tolerance: float = 1.5 * NOISE_STD) -> np.ndarray:
-    """Which problems' points ``[B, K]`` both a clearly sloped line and a clearly non-flat sinusoid fit within ``tolerance`` RMS: [B] bool.
+    """Which problems' points ``[B, K]`` both a clearly sloped line and a clearly non-flat sinusoid fit within
+    ``tolerance`` RMS: [B] bool.
 
     Nearly flat data (a small sine, a level line) fits both trivially and is left out.
     """
