@@ -116,7 +116,8 @@ def compare(
     overrides = overrides or {}
     outside = sorted(set(overrides) - {a, b})
     if outside:
-        raise ConfigError(f"--set names learner(s) not compared: {', '.join(outside)}; use {a}.KEY=VALUE or {b}.KEY=VALUE")
+        raise ConfigError(f"--set names learner(s) not compared: {', '.join(outside)}; "
+                          f"use {a}.KEY=VALUE or {b}.KEY=VALUE")
 
     def keep(r: RunRecord) -> bool:
         return (

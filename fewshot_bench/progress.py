@@ -113,7 +113,8 @@ class LogProgress:
         self.lines += 1
 
 
-def progress(total: int, desc: str, unit: str, bar: bool, every: float | None, initial: int = 0, scale: int = 1, **tqdm_kwargs: Any):
+def progress(total: int, desc: str, unit: str, bar: bool, every: float | None, initial: int = 0, scale: int = 1,
+             **tqdm_kwargs: Any):
     """A tqdm bar (``bar``: a terminal), else a :class:`LogProgress` (``every`` seconds), else a disabled tqdm."""
     from tqdm.auto import tqdm
 

@@ -14,7 +14,8 @@ _HIDDEN = {"query_labels": "query labels", "classes": "the split's class ids"}
 
 @dataclass(kw_only=True)
 class PredictionBatch:
-    """What ``predict`` and ``linear_readout`` see of B episodes: labelled supports, an unordered set of unlabelled queries.
+    """What ``predict`` and ``linear_readout`` see of B episodes: labelled supports, an unordered set of
+    unlabelled queries.
 
     ``support`` [B, N, K, D] with ``support_labels`` [B, N, K] (the class slot 0..N-1 of each
     example; for regression, float targets [B, 1, K, 1]). ``query`` [B, M, D]: each episode's

@@ -54,7 +54,8 @@ class MLP:
                 h = torch.relu(h)
         return h
 
-    def init(self, batch: int = 1, dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> Tensor:
+    def init(self, batch: int = 1, dtype: torch.dtype = torch.float32,
+             generator: torch.Generator | None = None) -> Tensor:
         """``[batch, P]`` parameters drawn like ``torch.nn.Linear``'s default: U(-1/sqrt(in), 1/sqrt(in))."""
         parts = []
         for i, o in zip(self.sizes[:-1], self.sizes[1:]):

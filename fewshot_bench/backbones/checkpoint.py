@@ -39,7 +39,8 @@ def convert_options(factory: Callable[..., nn.Module], name: str, raw: dict[str,
     return out
 
 
-def build_backbone(factory: Callable[..., nn.Module], name: str, in_channels: int, options: dict[str, Any]) -> nn.Module:
+def build_backbone(factory: Callable[..., nn.Module], name: str, in_channels: int,
+                   options: dict[str, Any]) -> nn.Module:
     """Call the factory and check the module honours the contract (a ``feature_dim`` attribute)."""
     try:
         model = factory(in_channels=in_channels, **options)

@@ -154,7 +154,8 @@ def train_epoch(state: PretrainState, split: ImageSplit, spec: ImageSpec, config
     total_loss = torch.zeros((), dtype=torch.float64)
     correct = 0
     lr = config.lr
-    for b, idx in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)):
+    for b, idx in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                                 leave=False)):
         lr = learning_rate(config, epoch * steps_per_epoch + b, total_steps)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
@@ -218,7 +219,8 @@ def _pretrain(factory: Callable[..., nn.Module], backbone: str, options: dict[st
                 )
         if _comparable(ckpt["config"]) != _comparable(meta["config"]):
             diff = {k: v for k, v in _comparable(ckpt["config"]).items() if _comparable(meta["config"]).get(k) != v}
-            raise ConfigError(f"checkpoint {out} was made with other settings {diff}; rerun with them or pass --restart")
+            raise ConfigError(f"checkpoint {out} was made with other settings {diff}; "
+                              "rerun with them or pass --restart")
         state.model.load_state_dict(ckpt["model"])
         state.head.load_state_dict(ckpt["head"])
         state.optimizer.load_state_dict(ckpt["optimizer"])

@@ -28,7 +28,8 @@ class WideBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.relu = nn.ReLU()
         # A 1x1 projection only where the shape changes, as in the WRN paper.
-        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+        self.shortcut = (None if (c_in == c_out and stride == 1)
+                         else nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
         """One block."""

@@ -124,7 +124,8 @@ def dataset(options: CheckOptions, setting: KindSetting) -> FeatureDataset:
 def make_learner(
     cls: type[Learner], options: CheckOptions, setting: KindSetting, k_shot: int, seed: int | None = None, **changes
 ) -> Learner:
-    """A fresh learner for the setting's kind with its defaults (and config ``changes``), built right after ``torch.manual_seed``."""
+    """A fresh learner for the setting's kind with its defaults (and config ``changes``), built right after
+    ``torch.manual_seed``."""
     config = replace(cls.for_kind(setting.kind).default_config(setting.dataset, k_shot), **changes)
     task = TaskSpec(setting.n_way, k_shot, dataset(options, setting).feature_dim, setting.kind, setting.dataset)
     torch.manual_seed(options.seed if seed is None else seed)
@@ -139,7 +140,8 @@ def episodes(
     size: int | None = None,
     split: str = "test",
 ) -> EpisodeBatch:
-    """``size`` seeded episodes of one split of the setting's dataset, in the learner's dtype, queries shuffled as at evaluation."""
+    """``size`` seeded episodes of one split of the setting's dataset, in the learner's dtype, queries shuffled
+    as at evaluation."""
     source = dataset(options, setting).split(split)
     sampler = source.sampler(setting.n_way, k_shot, setting.n_query, options.seed, stream="checks")
     return sampler.batch(0, size or options.batch_episodes, dtype=learner.dtype, shuffle=True)

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         elif update(path):
             print(f"updated {path}")
     for path in stale:
-        print(f"{path}: hook reference is out of date; run python -m fewshot_bench.testing.hookref {path}", file=sys.stderr)
+        print(f"{path}: hook reference is out of date; run python -m fewshot_bench.testing.hookref {path}",
+              file=sys.stderr)
     return 1 if stale else 0
 
 

@@ -70,6 +70,7 @@ def check_learner(check_options: CheckOptions) -> Callable[..., None]:
         failed = [r for r in results if r.status == "failed"]
         if failed:
             lines = "\n".join(f"  {r.check}: {r.detail}" for r in failed)
-            pytest.fail(f"learner {learner.name!r} failed {len(failed)} of {len(results)} checks:\n{lines}", pytrace=False)
+            pytest.fail(f"learner {learner.name!r} failed {len(failed)} of {len(results)} checks:\n{lines}",
+                        pytrace=False)
 
     return run
