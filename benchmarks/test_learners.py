@@ -222,7 +222,8 @@ def test_leo_evaluate_1000(benchmark, host, synthetic, k_shot):
     test = synthetic.split("test")
     assert test.default_query(k_shot) == 600 - k_shot
     acc = benchmark.pedantic(
-        synced(evaluate), args=(leo, test, N_WAY, k_shot), kwargs={"seed": 0, "episodes": EVAL_EPISODES, "device": DEVICE},
+        synced(evaluate), args=(leo, test, N_WAY, k_shot),
+        kwargs={"seed": 0, "episodes": EVAL_EPISODES, "device": DEVICE},
         rounds=3, iterations=1, warmup_rounds=1,
     )
     assert acc.shape == (EVAL_EPISODES,) and 0.2 < acc.mean() <= 1.0

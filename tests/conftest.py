@@ -18,7 +18,8 @@ torch.set_flush_denormal(True)
 SHARED_DATA = os.environ.get("FEWSHOT_BENCH_SHARED_DATA")
 # Resolved at import: the `cli` fixture changes the working directory.
 OMNIGLOT = Path(os.environ["FEWSHOT_BENCH_OMNIGLOT"]).resolve() if os.environ.get("FEWSHOT_BENCH_OMNIGLOT") else None
-OMNIGLOT_SKIP = "set FEWSHOT_BENCH_OMNIGLOT=../shared/data/omniglot (as .ci/run does) to run tests on real Omniglot images"
+OMNIGLOT_SKIP = ("set FEWSHOT_BENCH_OMNIGLOT=../shared/data/omniglot (as .ci/run does) "
+                 "to run tests on real Omniglot images")
 
 
 class CLIResult:

@@ -58,7 +58,8 @@ def write_old_store(path: Path, version: int, runs: list[tuple[dict, np.ndarray]
     for record, values in runs:
         row = {**record, **{c: json.dumps(record.get(c, {}), sort_keys=True) for c in JSON_COLUMNS}}
         row.setdefault("created_at", "2026-01-01T00:00:00+00:00")
-        conn.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row[c] for c in cols])
+        conn.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     [row[c] for c in cols])
         blob = np.ascontiguousarray(values, dtype=np.float32).tobytes()
         conn.execute("INSERT INTO episode_results VALUES (?, ?, ?)", (record["run_id"], "float32", blob))
     conn.execute(f"PRAGMA user_version={version}")

@@ -81,7 +81,8 @@ def pip_install(sources: list[Path], target: Path) -> None:
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input"]
     if _setuptools_builds_wheels():
         pip.append("--no-build-isolation")  # seconds instead of fetching setuptools for each package
-    done = subprocess.run([*pip, "--target", str(target), *map(str, sources)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*pip, "--target", str(target), *map(str, sources)], capture_output=True, text=True,
+                          timeout=600)
     if done.returncode != 0:
         pytest.fail(f"pip could not install {', '.join(map(str, sources))}:\n{done.stdout}\n{done.stderr}")
 

@@ -78,7 +78,8 @@ def test_a_read_only_place_is_one_line(tmp_path):
 
 
 def test_another_failure_of_the_writing_library_is_one_line(tmp_path):
-    with pytest.raises(WriteError, match="cannot write test file .*: RuntimeError: stream writer failed; write it") as info:
+    with pytest.raises(WriteError,
+                       match="cannot write test file .*: RuntimeError: stream writer failed; write it") as info:
         with replacing(tmp_path / "f", "test file"):
             raise RuntimeError("stream writer failed\nat some C++ frame")
     assert "\n" not in str(info.value)

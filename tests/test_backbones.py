@@ -46,7 +46,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     "name, options, dim",
-    [("conv4", {"width": 8}, 8), ("resnet12", {"widths": (4, 8, 8, 12)}, 12), ("wrn-28-10", {"depth": 16, "widen": 1}, 64)],
+    [("conv4", {"width": 8}, 8), ("resnet12", {"widths": (4, 8, 8, 12)}, 12),
+     ("wrn-28-10", {"depth": 16, "widen": 1}, 64)],
 )
 def test_registered_backbones_map_images_to_features(host, name, options, dim):
     model = host.backbone(name)(in_channels=1, **options).eval()
@@ -113,10 +114,12 @@ def test_a_third_party_backbone_registers_through_the_hook():
 
 def test_a_second_pretraining_on_the_same_checkpoint_is_refused(cli, omniglot, tmp_path):
     (tmp_path / "c.pt.lock").write_text(str(os.getpid()))  # a live process holds it
-    r = cli("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--out", tmp_path / "c.pt", "--epochs", "1", *TINY)
+    r = cli("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--out", tmp_path / "c.pt", "--epochs", "1",
+            *TINY)
     assert r.code == 1 and "another pretraining process" in r.err and not (tmp_path / "c.pt").exists()
     (tmp_path / "c.pt.lock").write_text("999999999")  # stale: no such process
-    assert cli("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--out", tmp_path / "c.pt", "--epochs", "1", *TINY).code == 0
+    assert cli("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--out", tmp_path / "c.pt", "--epochs", "1",
+               *TINY).code == 0
     assert not (tmp_path / "c.pt.lock").exists()
 
 

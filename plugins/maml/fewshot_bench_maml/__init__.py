@@ -90,7 +90,8 @@ class MAML(Learner):
         return not self.config.hidden_sizes
 
     def head(self, x: Tensor, params: list[Tensor]) -> Tensor:
-        """Logits of per-episode parameters on x [B, ..., D]: hidden layers (weights, biases), then the output weights."""
+        """Logits of per-episode parameters on x [B, ..., D]: hidden layers (weights, biases), then the output
+        weights."""
         *hidden, out = params
         for w, b in zip(hidden[0::2], hidden[1::2]):
             x = torch.relu(linear_logits(x, w) + b.view(b.shape[0], *([1] * (x.dim() - 2)), -1))

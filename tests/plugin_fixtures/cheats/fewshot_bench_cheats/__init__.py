@@ -27,7 +27,8 @@ from fewshot_bench.api.noise import query_order  # a cheat reaches past the plug
 
 
 def centroid_logits(support: torch.Tensor, query: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
-    """Nearest-centroid logits [B, M, N], -||x - c||^2 up to a per-query constant, after subtracting ``centre`` [B, D]."""
+    """Nearest-centroid logits [B, M, N], -||x - c||^2 up to a per-query constant, after subtracting
+    ``centre`` [B, D]."""
     centre = support.new_zeros(support.shape[0], support.shape[-1]) if centre is None else centre
     centroids = support.mean(dim=2) - centre[:, None, :]  # [B, N, D]
     x = query - centre[:, None, :]
