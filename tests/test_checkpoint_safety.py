@@ -19,7 +19,8 @@ from fewshot_bench.runner import load_model, save_model
 from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult
 
-TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5", "--eval-query", "2")
+TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5",
+        "--eval-query", "2")
 
 
 class Planted:
@@ -185,7 +186,8 @@ def test_a_malformed_checkpoint_is_refused_whole(host, synthetic, tmp_path, tamp
 
     trainer = make_trainer(host, synthetic, path)
     before = snapshot(trainer)
-    assert any(not torch.equal(v, donor.learner.state_dict()[k]) for k, v in before.items())  # a partial load would show
+    # a partial load would show
+    assert any(not torch.equal(v, donor.learner.state_dict()[k]) for k, v in before.items())
     with pytest.raises(CheckpointError) as info:
         trainer.try_resume()
     message = str(info.value)
@@ -207,7 +209,8 @@ def test_load_model_refuses_a_planted_file(host, synthetic, tmp_path):
 
     # A real saved model loads; one with a bogus task is refused naming the file.
     trainer = make_trainer(host, synthetic, None)
-    good = save_model(trainer.learner, config_to_dict(trainer.learner.config), trainer.learner.task, tmp_path / "good.model.pt")
+    good = save_model(trainer.learner, config_to_dict(trainer.learner.config), trainer.learner.task,
+                      tmp_path / "good.model.pt")
     assert load_model(host, good).name == "metasgd"
     saved = torch.load(good, weights_only=True)
     saved["task"] = {"n_way": 5, "bogus": 1}

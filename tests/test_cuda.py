@@ -22,7 +22,8 @@ def trainer(host, splits, name, device, cuda_graph, seed=0, **changes):
     torch.manual_seed(seed)
     config = dataclasses.replace(cls.default_config("synthetic", 1), **changes)
     learner = cls(config, TaskSpec(5, 1, 640)).to(device).train()
-    return MetaTrainer(learner, splits["train"], splits["val"], RunSpec(name, seed=seed), TrainOptions(cuda_graph=cuda_graph), device)
+    return MetaTrainer(learner, splits["train"], splits["val"], RunSpec(name, seed=seed),
+                       TrainOptions(cuda_graph=cuda_graph), device)
 
 
 @pytest.mark.parametrize("name", ["leo", "metasgd", "maml"])

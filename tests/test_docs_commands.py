@@ -195,7 +195,8 @@ def test_docs_commands_run_in_a_fresh_environment(tmp_path):
             ran += 1
             output = result.stdout + result.stderr
             if result.returncode != 0 or "Traceback (most recent call last)" in output:
-                failures.append(f"{block.where} (exit {result.returncode}):\n{block.commands()}\n--- output (tail)\n{output[-3000:]}")
+                failures.append(f"{block.where} (exit {result.returncode}):\n{block.commands()}\n"
+                                f"--- output (tail)\n{output[-3000:]}")
         assert venv.exists(), "README.md's quickstart did not create .venv"
     print(f"docs runner: {ran} blocks run, {skipped} skipped")
     assert not failures, "\n\n".join(failures)

@@ -78,7 +78,8 @@ def test_python_examples_run_in_order(monkeypatch, capsys):
         exec(compile(body, f"{DOC}:python example {i + 1}", "exec"), module.__dict__)
     out = capsys.readouterr().out
     assert "my_learner" in out  # the in-process plugin is attributed to its module
-    results = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split() and line.split()[0] in CHECKS}
+    results = {line.split()[0]: line.split()[1] for line in out.splitlines()
+               if line.split() and line.split()[0] in CHECKS}
     assert set(results) == set(CHECKS) and "failed" not in results.values(), out
     assert module.ScaledCentroid.name == "scaled-centroid"
 
@@ -92,7 +93,8 @@ def test_toml_example_declares_the_entry_point():
 
 @pytest.mark.slow
 def test_console_examples_run(cli, tmp_path, monkeypatch):
-    """Every ``$`` command runs and succeeds: fewshot-bench in-process, pip into a temporary target, pytest in a subprocess."""
+    """Every ``$`` command runs and succeeds: fewshot-bench in-process, pip into a temporary target, pytest in a
+    subprocess."""
     from plugin_tree import pip_install
 
     site = tmp_path / "site"

@@ -39,7 +39,8 @@ def forbid_predict(learner: Learner, monkeypatch) -> list[int]:
 
     def checked(batch):
         calls.append(batch.batch_size)
-        assert batch.batch_size == 1 and len(calls) <= READOUT_CHECK_EPISODES, "the class-blocked path scored with predict"
+        assert batch.batch_size == 1 and len(calls) <= READOUT_CHECK_EPISODES, \
+            "the class-blocked path scored with predict"
         return predict(batch)
 
     monkeypatch.setattr(learner, "predict", checked)
@@ -70,7 +71,8 @@ def test_fast_path_matches_generic_at_the_paper_protocol(host, synthetic, one_th
     learner = make(host, name, k_shot)
     generic = evaluate(learner, test, N_WAY, k_shot, seed=3, episodes=24, fast=False)
     forbid_predict(learner, monkeypatch)
-    fast = evaluate(learner, test, N_WAY, k_shot, seed=3, episodes=24, batch_size=10)  # 600 - K queries: the rule applies
+    # 600 - K queries: the rule applies
+    fast = evaluate(learner, test, N_WAY, k_shot, seed=3, episodes=24, batch_size=10)
     np.testing.assert_array_equal(fast, generic)
     assert fast.dtype == np.float32 and len(np.unique(fast)) > 3  # real, varied accuracies, not a constant
 
