@@ -65,8 +65,8 @@ def test_a_run_key_is_stored_once(tmp_path):
         # The database itself refuses a second complete row (two processes racing past any check).
         with pytest.raises(sqlite3.IntegrityError):
             store.conn.execute(
-                "INSERT INTO runs SELECT 'other', run_key, learner, dataset, way, shot, seed, status, metric, mean, ci95,"
-                " episodes, config, options, summary, versions, hardware, timings, created_at FROM runs"
+                "INSERT INTO runs SELECT 'other', run_key, learner, dataset, way, shot, seed, status, metric, mean,"
+                " ci95, episodes, config, options, summary, versions, hardware, timings, created_at FROM runs"
             )
         second = store.add_run(dict(RECORD, mean=0.6), np.ones(3), replace=True)
         assert [r.run_id for r in store.runs()] == [second]
@@ -275,7 +275,8 @@ def test_bad_values_are_refused_before_any_work(cli, tmp_path, args, words):
 
 def test_leo_seed_range_and_dropout_checked_as_values(cli, tmp_path):
     assert "seeds run from 0" in one_line(cli("run", "--learner", "leo", "--seed", "-1", "--store", tmp_path / "r.db"))
-    assert "dropout" in one_line(cli("run", "--learner", "leo", "--set", "dropout_rate=1", "--store", tmp_path / "r.db"))
+    assert "dropout" in one_line(cli("run", "--learner", "leo", "--set", "dropout_rate=1",
+                                     "--store", tmp_path / "r.db"))
 
 
 def test_episode_shape_is_checked_against_every_split_before_training(cli, tmp_path, monkeypatch):
@@ -439,7 +440,8 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
 
     def full_disk_save(obj, f, *a, **k):
         real_save(obj, f, *a, **k)  # the partial file exists when the write fails
-        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/3: file write failed")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . "
+                           "PytorchStreamWriter failed writing file data/3: file write failed")
 
     monkeypatch.setattr(train.torch, "save", full_disk_save)
     monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: shutil_module._ntuple_diskusage(100, 100, 0))

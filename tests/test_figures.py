@@ -35,7 +35,8 @@ def test_figures_4_and_5_from_classification_runs(cli):
     five = cli("figure", "5", "--out", "f5.png", "--episodes", "30", "--json")
     assert five.code == 0, five.err
     out = five.json()
-    assert all(out[k] > 0 for k in ("hess_z", "hess_theta", "hess_metasgd", "step_leo", "step_metasgd", "decoder_singular_values"))
+    assert all(out[k] > 0 for k in ("hess_z", "hess_theta", "hess_metasgd", "step_leo", "step_metasgd",
+                                    "decoder_singular_values"))
     assert_png(Path("f5.png"))
 
 

@@ -69,7 +69,8 @@ def test_folder_layout_with_split_lists(tmp_path):
     (tmp_path / "test.txt").write_text("# comment\nyak\n")
     data = load_images(tmp_path, spec=ImageSpec(channels=3, image_size=8, crop_ratio=0.8, invert=False))
     assert data.layout == "folder"
-    assert {k: s.class_names for k, s in data.splits.items()} == {"train": ["cat", "dog"], "val": ["owl"], "test": ["yak"]}
+    assert {k: s.class_names for k, s in data.splits.items()} == {"train": ["cat", "dog"], "val": ["owl"],
+                                                                   "test": ["yak"]}
     assert data.split("train").images.shape == (6, 3, 10, 10)  # stored at 8 / 0.8
     assert center_crop(data.split("train").images, data.spec).shape == (6, 3, 8, 8)
 
@@ -77,7 +78,8 @@ def test_folder_layout_with_split_lists(tmp_path):
 def test_folder_layout_with_split_folders_and_bare_class_folders(tmp_path):
     _class_folders(tmp_path / "split" / "train", ["a", "b"])
     _class_folders(tmp_path / "split" / "test", ["c"])
-    assert {k: s.class_names for k, s in load_folder(tmp_path / "split").splits.items()} == {"train": ["a", "b"], "test": ["c"]}
+    assert ({k: s.class_names for k, s in load_folder(tmp_path / "split").splits.items()}
+            == {"train": ["a", "b"], "test": ["c"]})
     _class_folders(tmp_path / "mine", ["x", "y"])
     assert list(load_folder(tmp_path / "mine").splits) == ["test"]
 
@@ -130,7 +132,8 @@ def test_corrupt_image_is_named(cli, tmp_path):
 def test_corrupt_omniglot_image_is_named(cli, tmp_path, omniglot):
     root = tmp_path / "omni"
     for alphabet in OMNIGLOT_SPLIT["train"]:
-        shutil.copytree(omniglot / "images_background_small" / alphabet / "character01", root / alphabet / "character01")
+        shutil.copytree(omniglot / "images_background_small" / alphabet / "character01",
+                        root / alphabet / "character01")
     bad = root / "Latin" / "character01" / "zz_bad.png"
     bad.write_bytes(b"garbage")
     r = _pretrain(cli, root, "--images", "omniglot")

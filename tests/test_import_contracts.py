@@ -96,7 +96,8 @@ def ignored_imports() -> list[tuple[str, str]]:
     """The ``importer -> imported`` pairs that some contract ignores (work still to do)."""
     parser = configparser.ConfigParser()
     parser.read(CONFIG)
-    lines = [line for s in parser.sections() for line in parser[s].get("ignore_imports", "").splitlines() if line.strip()]
+    lines = [line for s in parser.sections() for line in parser[s].get("ignore_imports", "").splitlines()
+             if line.strip()]
     return [tuple(part.strip() for part in line.split("->")) for line in lines]
 
 
@@ -120,7 +121,8 @@ VIOLATIONS = [
     ("the harness reaches into a plugin's internals",
      {"fewshot_bench/figures.py": "from fewshot_bench_leo.model import LEO"}, {"harness-without-plugins"}),
     ("an upward import hidden behind TYPE_CHECKING (executors -> sweep)",
-     {"fewshot_bench/executors.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fewshot_bench.sweep_plan import Job"},
+     {"fewshot_bench/executors.py":
+      "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fewshot_bench.sweep_plan import Job"},
      {"layers"}),
     ("a cycle hidden in a lazy import (data <-> episodes)",
      {"fewshot_bench/episodes.py": "def load():\n    from fewshot_bench.data import base\n    return base",
@@ -133,10 +135,12 @@ VIOLATIONS = [
     ("a lower layer imports a higher one (runner -> sweep)",
      {"fewshot_bench/runner.py": "import fewshot_bench.sweep_plan"}, {"layers"}),
     ("a cycle inside a layer (store <-> protocols)",
-     {"fewshot_bench/store.py": "import fewshot_bench.protocols", "fewshot_bench/protocols.py": "import fewshot_bench.store"},
+     {"fewshot_bench/store.py": "import fewshot_bench.protocols",
+      "fewshot_bench/protocols.py": "import fewshot_bench.store"},
      {"acyclic"}),
     ("a cycle inside a package (data.base <-> data.leo)",
-     {"fewshot_bench/data/base.py": "import fewshot_bench.data.leo", "fewshot_bench/data/leo.py": "import fewshot_bench.data.base"},
+     {"fewshot_bench/data/base.py": "import fewshot_bench.data.leo",
+      "fewshot_bench/data/leo.py": "import fewshot_bench.data.base"},
      {"acyclic"}),
     ("a new module placed in no layer", {"fewshot_bench/newcomer.py": ""}, {"layers"}),
 ]
