@@ -88,7 +88,8 @@ def test_evaluation_refuses_a_readout_that_disagrees_with_predict(synthetic):
 @pytest.mark.slow  # check-plugin on every cheat
 def test_check_plugin_names_each_cheat_and_its_check(plugin_tree):
     done = plugin_tree.cli(
-        "check-plugin", "label-reader", "slot-reader", "leaky-readout", "query-centred", "transductive-centroid", "--json",
+        "check-plugin", "label-reader", "slot-reader", "leaky-readout", "query-centred", "transductive-centroid",
+        "--json",
     )
     assert done.returncode == 1
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -39,7 +39,8 @@ def test_plugins_shows_each_failure_with_distribution_and_error(plugins_on_path,
     assert failed["broken-hook"]["error"] == "RuntimeError: the GPU kernel cache is corrupt"
     assert failed["broken-duplicate"]["stage"] == "register"
     assert "duplicate learner name 'nearest-centroid'" in failed["broken-duplicate"]["error"]
-    assert "'fewshot-bench'" in failed["broken-duplicate"]["error"] and f"'{BROKEN}'" in failed["broken-duplicate"]["error"]
+    assert ("'fewshot-bench'" in failed["broken-duplicate"]["error"]
+            and f"'{BROKEN}'" in failed["broken-duplicate"]["error"])
     assert f"FEWSHOT_BENCH_DISABLE_PLUGINS={BROKEN}:broken-duplicate" in failed["broken-duplicate"]["error"]
     # Both plugins with the entry-point name `baselines` load; the built-in one is intact.
     by_dist = {p["distribution"]: p for p in r.json()["plugins"] if p["name"] == "baselines"}
@@ -132,7 +133,8 @@ def test_a_hook_calling_sys_exit_is_contained():
     def fewshot_bench_register_learners(register):
         raise SystemExit(3)
 
-    host = load_plugins(extra=[("exits", _module("exits", fewshot_bench_register_learners=fewshot_bench_register_learners))])
+    host = load_plugins(
+        extra=[("exits", _module("exits", fewshot_bench_register_learners=fewshot_bench_register_learners))])
     (failure,) = [f for f in host.failures if f.plugin == "exits"]
     assert failure.stage == "hook" and failure.error.startswith("SystemExit")
     assert "nearest-centroid" in host.learners

@@ -21,7 +21,8 @@ def tiny_batch(b=2, n=3, k=2, q=3, d=5, seed=0) -> EpisodeBatch:
     labels = lambda m: torch.arange(n).view(1, n, 1).expand(b, n, m)  # noqa: E731
     # Queries class by class, as meta-training batches hold them: [B, N * Q, D] with labels [B, N * Q].
     return EpisodeBatch(
-        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d), query_labels=labels(q).reshape(b, n * q)
+        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d),
+        query_labels=labels(q).reshape(b, n * q),
     )
 
 
@@ -53,7 +54,8 @@ def test_second_order_meta_gradient_matches_finite_differences(hidden):
     grads = torch.autograd.grad(learner.meta_loss(batch).loss, params)
     for p, g in zip(params, grads):
         for index in (0, p.numel() - 1):
-            assert g.reshape(-1)[index].item() == pytest.approx(finite_difference(learner, batch, p, index), rel=1e-5, abs=1e-9)
+            assert g.reshape(-1)[index].item() == pytest.approx(finite_difference(learner, batch, p, index),
+                                                                rel=1e-5, abs=1e-9)
 
 
 def test_first_order_drops_the_second_order_terms():
@@ -92,7 +94,8 @@ def test_evaluation_is_deterministic_and_keeps_no_graph(hidden):
 
 
 def test_cli_runs_maml_and_its_options(cli):
-    common = ("--steps", "2", "--val-every", "2", "--val-episodes", "4", "--episodes", "10", "--eval-query", "5", "--json")
+    common = ("--steps", "2", "--val-every", "2", "--val-episodes", "4", "--episodes", "10", "--eval-query", "5",
+              "--json")
     for extra in ((), ("--set", "first_order=true"), ("--set", "hidden_sizes=16")):
         res = cli("run", "--learner", "maml", *extra, *common)
         assert res.code == 0, res.err

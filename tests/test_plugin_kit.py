@@ -59,7 +59,8 @@ class PositionAware(NearestCentroid):
 
     def predict(self, batch):
         logits = super().predict(batch)
-        bias = torch.arange(batch.batch_size, dtype=logits.dtype).view(-1, 1, 1) * torch.arange(batch.n_way, dtype=logits.dtype)
+        bias = (torch.arange(batch.batch_size, dtype=logits.dtype).view(-1, 1, 1)
+                * torch.arange(batch.n_way, dtype=logits.dtype))
         return logits + bias
 
 
@@ -186,7 +187,8 @@ class Constant(NearestCentroid):
 
     def meta_loss(self, batch):
         logits = self.predict(batch)
-        return LossOutput(torch.nn.functional.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1)))
+        return LossOutput(torch.nn.functional.cross_entropy(logits.reshape(-1, batch.n_way),
+                                                            batch.query_labels.reshape(-1)))
 
 
 @pytest.mark.parametrize(
@@ -331,7 +333,8 @@ def test_new_plugin_learner_conforms_before_it_is_installed(tmp_path, monkeypatc
     from fewshot_bench_fresh_learner import FreshLearner
 
     options = CheckOptions(host=INSTALLED)
-    results = run_checks(FreshLearner, options, only=["name", "config", "predict", "meta-loss", "isolation", "state-dict"])
+    results = run_checks(FreshLearner, options,
+                         only=["name", "config", "predict", "meta-loss", "isolation", "state-dict"])
     assert [r.status for r in results] == ["passed"] * 6, [(r.check, r.detail) for r in results]
 
 
@@ -372,7 +375,8 @@ def test_installed_template_plugin_is_listed_and_runs(plugins_on_path, cli):
 
 @pytest.mark.slow
 def test_check_plugin_passes_the_installed_template(plugin_tree):
-    """``check-plugin`` on the pip-installed template, in its own process: every check passes (it has no readout to check)."""
+    """``check-plugin`` on the pip-installed template, in its own process: every check passes (it has no readout
+    to check)."""
     done = plugin_tree.cli("check-plugin", plugin_tree.template_learner, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -400,7 +404,8 @@ def test_generated_tests_run_under_pytest(plugin_tree):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--fewshot-check-steps", "10", str(plugin_tree.template)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--fewshot-check-steps", "10",
+         str(plugin_tree.template)],
         cwd=plugin_tree.root, env=plugin_tree.env(), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
