@@ -26,7 +26,8 @@ pytest_plugins = ["plugin_tree"]
 
 FIXTURE = Path(__file__).parent / "plugin_fixtures" / "impostor"
 EVIL = "evil-leo"
-LEO_LEARNERS = {"leo", "leo-deterministic", "leo-random-prior", "leo-no-finetune", "leo-generator-only", "leo-generator-finetune"}
+LEO_LEARNERS = {"leo", "leo-deterministic", "leo-random-prior", "leo-no-finetune", "leo-generator-only",
+                "leo-generator-finetune"}
 HINT = "FEWSHOT_BENCH_DISABLE_PLUGINS=evil-leo:fake-leo"
 
 
@@ -62,7 +63,8 @@ def test_the_projects_own_names_win_whatever_the_load_order(impostor):
     assert host.duplicate_learners == {"leo": [EVIL]}
 
     failures = {f.error.split(":")[0]: f for f in host.failures}
-    assert set(failures) == {"duplicate learner name 'leo'", "duplicate dataset name 'mini'", "duplicate backbone name 'conv4'"}
+    assert set(failures) == {"duplicate learner name 'leo'", "duplicate dataset name 'mini'",
+                             "duplicate backbone name 'conv4'"}
     for f in failures.values():
         assert (f.distribution, f.plugin, f.stage, f.disable) == (EVIL, "fake-leo", "register", "evil-leo:fake-leo")
         assert f.error.endswith(HINT)
@@ -121,7 +123,8 @@ def test_the_cli_runs_the_real_leo_and_reports_the_impostor(impostor, cli, monke
     assert stored["options"]["plugin"] == "fewshot-bench-leo"
 
     report = cli("plugins", "--json").json()
-    assert {(f["distribution"], f["plugin"], f["disable"]) for f in report["failures"]} == {(EVIL, "fake-leo", "evil-leo:fake-leo")}
+    assert ({(f["distribution"], f["plugin"], f["disable"]) for f in report["failures"]}
+            == {(EVIL, "fake-leo", "evil-leo:fake-leo")})
     text = cli("plugins")
     assert "failed to load:" in text.out and "evil-leo:fake-leo (register): duplicate learner name 'leo'" in text.out
     assert text.out.count(HINT) >= 3
@@ -150,11 +153,13 @@ def test_a_hook_that_raises_has_its_registrations_rolled_back():
         register(HalfDone)
         raise RuntimeError("out of disk space")
 
-    host = load_plugins(extra=[("half", _module("half", fewshot_bench_register_learners=fewshot_bench_register_learners))])
+    host = load_plugins(
+        extra=[("half", _module("half", fewshot_bench_register_learners=fewshot_bench_register_learners))])
     assert "half-done" not in host.learners and host.plugins["half:half"].learners == []
     (failure,) = host.failures
     assert failure.stage == "hook"
-    assert failure.error == "RuntimeError: out of disk space (rolled back what it registered first: learner 'half-done')"
+    assert failure.error == ("RuntimeError: out of disk space "
+                             "(rolled back what it registered first: learner 'half-done')")
     assert host.failure_warning() == (
         "warning: 1 plugin failed to load (half:half raised RuntimeError in fewshot_bench_register_learners); "
         "see `fewshot-bench plugins`"
@@ -169,7 +174,8 @@ def test_register_called_after_the_hook_returned_is_refused():
     def fewshot_bench_register_learners(register):
         kept.append(register)
 
-    host = load_plugins(extra=[("later", _module("later", fewshot_bench_register_learners=fewshot_bench_register_learners))])
+    host = load_plugins(
+        extra=[("later", _module("later", fewshot_bench_register_learners=fewshot_bench_register_learners))])
     kept[0](HalfDone)
     assert "half-done" not in host.learners
     (failure,) = host.failures

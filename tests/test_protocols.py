@@ -75,7 +75,8 @@ def test_protocol_id_is_stable_and_readable(mixed):
     assert leo == msgd and leo.id == msgd.id and len(leo.id) == 8
     assert short.id != leo.id
     assert leo.description == (
-        "steps=200 val_every=100 val_episodes=20 patience=20 episodes=50 eval_query=5 train_on_val=yes hparams=default crop=center"
+        "steps=200 val_every=100 val_episodes=20 patience=20 episodes=50 eval_query=5 train_on_val=yes "
+        "hparams=default crop=center"
     )
     assert "steps=30" in short.description
 
@@ -110,7 +111,8 @@ def test_compare_pairs_only_runs_of_one_protocol(cli, mixed):
     assert r.code == 0, r.err
     (res,) = r.json()
     # Paired with the 200-step Meta-SGD runs, never with the newer 30-step ones.
-    assert sorted((p["run_a"], p["run_b"]) for p in res["seeds"]) == sorted([(ids["leo0"], ids["msgd0"]), (ids["leo1"], ids["msgd1"])])
+    assert (sorted((p["run_a"], p["run_b"]) for p in res["seeds"])
+            == sorted([(ids["leo0"], ids["msgd0"]), (ids["leo1"], ids["msgd1"])]))
     assert res["protocol"]["id"] == protocol_id(path, ids["leo0"])
     assert res["other_protocols"] == []  # the 30-step protocol has no LEO runs: nothing to pair there
 

@@ -31,7 +31,8 @@ def test_per_episode_results_match_the_class_grouped_layout(case, host, one_thre
 
 @pytest.mark.parametrize("dataset, way, shot, query", [("synthetic", 5, 1, 7), ("sines-lines", 1, 5, 9)])
 def test_shuffled_batches_are_the_plain_batch_with_its_queries_permuted(host, dataset, way, shot, query):
-    """The samplers' shuffled draw (folded into the gather) equals the class-grouped draw permuted by ``query_order``."""
+    """The samplers' shuffled draw (folded into the gather) equals the class-grouped draw permuted by
+    ``query_order``."""
     from fewshot_bench.data.base import DataRequest
 
     split = host.dataset(dataset).load(DataRequest()).split("test")
@@ -44,7 +45,8 @@ def test_shuffled_batches_are_the_plain_batch_with_its_queries_permuted(host, da
     assert torch.equal(shuffled.support, plain.support) and torch.equal(shuffled.support_labels, plain.support_labels)
     # Episode 7 alone, or inside another batch, gets the same order: a pure function of the episode.
     alone = sampler.batch(7, 1, shuffle=True)
-    assert torch.equal(alone.query[0], shuffled.query[2]) and torch.equal(alone.query_labels[0], shuffled.query_labels[2])
+    assert (torch.equal(alone.query[0], shuffled.query[2])
+            and torch.equal(alone.query_labels[0], shuffled.query_labels[2]))
 
 
 def test_query_order_mixes_the_classes(host):

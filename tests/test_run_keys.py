@@ -41,7 +41,8 @@ def test_a_run_command_keeps_its_key(host, args, key):
 
 def test_a_sweep_keeps_its_cells_keys(host, tmp_path):
     """``sweep --learners leo,metasgd,nearest-centroid --shots 1,5 --seeds 2 --steps 10 --episodes 20``."""
-    protocol = {**budget_fields("paper", steps=10, episodes=20), "train_on_val": True, "hparams": None, "crop": "center"}
+    protocol = {**budget_fields("paper", steps=10, episodes=20), "train_on_val": True, "hparams": None,
+                "crop": "center"}
     specs = grid(host, ["leo", "metasgd", "nearest-centroid"], ["synthetic"], [1, 5], [0, 1], None, **protocol)
     assert [job.key for job in plan(host, specs, tmp_path / "none.db").pending] == [
         "0d08a64d326b5bd4b98c6f2b", "f976f49cb7d7bc844710a4be", "e8fbd42a60af62123e865d00", "617854dabf05dbd9b179e637",

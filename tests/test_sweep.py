@@ -34,7 +34,8 @@ def test_sweep_runs_missing_cells_and_a_second_sweep_does_no_work(cli, tmp_path)
     assert first.code == 0, first.err
     assert first.json() == {"planned": 4, "already_complete": 0, "ran": 4, "failed": 0, "store": str(tmp_path / "s.db")}
     runs = stored(tmp_path / "s.db")
-    assert sorted((r.learner, r.seed) for r in runs) == [("metasgd", 0), ("metasgd", 1), ("nearest-centroid", 0), ("nearest-centroid", 1)]
+    assert sorted((r.learner, r.seed) for r in runs) == [("metasgd", 0), ("metasgd", 1),
+                                                         ("nearest-centroid", 0), ("nearest-centroid", 1)]
     assert all(r.options["train_on_val"] and r.options["steps"] == 10 for r in runs)  # paper stage 3 by default
     metasgd = next(r for r in runs if r.learner == "metasgd")
     assert metasgd.summary["train"]["steps"] == 10
@@ -157,7 +158,8 @@ def test_sigkill_mid_sweep_then_restart_loses_and_duplicates_nothing(tmp_path):
     runs = stored(store)
     assert len(runs) == 4 and len({r.run_key for r in runs}) == 4
     assert sorted((r.shot, r.seed) for r in runs) == [(k, s) for k in (1, 5) for s in range(2)]
-    assert all(before[r.run_id] == r.run_key for r in runs if r.run_id in before) and set(before) <= {r.run_id for r in runs}
+    assert (all(before[r.run_id] == r.run_key for r in runs if r.run_id in before)
+            and set(before) <= {r.run_id for r in runs})
     leftover = [p for p in (tmp_path / "fewshot-checkpoints").glob("*.pt") if not p.name.endswith(".model.pt")]
     assert not leftover  # every training checkpoint was dropped once its run was stored
 

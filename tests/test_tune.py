@@ -141,7 +141,8 @@ def guarded_plugin(synthetic) -> types.ModuleType:
 def test_a_search_never_reads_the_test_split(cli, tmp_path, monkeypatch, synthetic):
     plugin = guarded_plugin(synthetic)
     with_guarded = lambda strict=None: load_plugins(strict=strict, extra=[("guarded", plugin)])  # noqa: E731
-    monkeypatch.setattr(plugins, "load_plugins", with_guarded)  # the driver's, and the in-process worker's (--workers 1)
+    # the driver's, and the in-process worker's (--workers 1)
+    monkeypatch.setattr(plugins, "load_plugins", with_guarded)
     store = tmp_path / "g.db"
     r = cli("tune", "--learner", "metasgd", "--dataset", "guarded", "--trials", "2", *TINY, "--store", store, "--json")
     assert r.code == 0, r.err
