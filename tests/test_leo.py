@@ -35,7 +35,8 @@ def tiny_batch(b=2, n=3, k=2, q=2, d=6, dtype=torch.float64, seed=0) -> EpisodeB
     labels = lambda m: torch.arange(n).view(1, n, 1).expand(b, n, m)  # noqa: E731
     # Queries class by class, as meta-training batches hold them: [B, N * Q, D] with labels [B, N * Q].
     return EpisodeBatch(
-        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d), query_labels=labels(q).reshape(b, n * q)
+        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d),
+        query_labels=labels(q).reshape(b, n * q),
     )
 
 
@@ -291,7 +292,8 @@ def test_meta_loss_adds_every_weighted_term():
     out = learner.meta_loss(tiny_batch())
     cfg, m = learner.config, out.metrics
     expected = (m["query_loss"] + cfg.kl_weight * m["kl"] + cfg.encoder_penalty_weight * m["encoder_penalty"]
-                + cfg.l2_penalty_weight * m["l2_penalty"] + cfg.orthogonality_penalty_weight * m["orthogonality_penalty"])
+                + cfg.l2_penalty_weight * m["l2_penalty"]
+                + cfg.orthogonality_penalty_weight * m["orthogonality_penalty"])
     assert out.loss.item() == pytest.approx(expected.item())
     weights = [learner.encoder_weight, *learner.relation_weights, learner.decoder_weight]
     assert m["l2_penalty"].item() == pytest.approx(sum(0.5 * w.pow(2).sum().item() for w in weights))
@@ -301,7 +303,8 @@ def test_meta_loss_adds_every_weighted_term():
 def test_nan_fallback_gradient_is_1e_4_times_the_network_weights():
     learner = tiny_learner()
     params = dict(learner.named_parameters())
-    grads = dict(zip(params, torch.autograd.grad(learner.nan_fallback_loss(), list(params.values()), allow_unused=True)))
+    grads = dict(zip(params, torch.autograd.grad(learner.nan_fallback_loss(), list(params.values()),
+                                                 allow_unused=True)))
     torch.testing.assert_close(grads["decoder_weight"], 1e-4 * learner.decoder_weight)
     torch.testing.assert_close(grads["encoder_weight"], 1e-4 * learner.encoder_weight)
     assert grads["inner_lr"] is None and grads["finetune_lr"] is None  # learning rates are not regularised
@@ -313,7 +316,8 @@ def test_injected_nan_takes_the_guard_path(synthetic, monkeypatch):
                           RunSpec("leo", steps=1, val_episodes=4), TrainOptions(val_query=5), torch.device("cpu"))
     before = {k: v.detach().clone() for k, v in learner.named_parameters()}
     original = type(learner).meta_loss
-    monkeypatch.setattr(type(learner), "meta_loss", lambda self, b: (lambda o: type(o)(o.loss * float("nan"), o.metrics))(original(self, b)))
+    monkeypatch.setattr(type(learner), "meta_loss",
+                        lambda self, b: (lambda o: type(o)(o.loss * float("nan"), o.metrics))(original(self, b)))
     metrics = trainer.step(0)
     assert metrics["nan_step"].item() == 1.0
     after = dict(learner.named_parameters())
@@ -409,10 +413,12 @@ def test_equations_objective_reads_eq6_and_eq7_literally():
     out = literal.meta_loss(batch)
     m, cfg = out.metrics, literal.config
     episode_terms = m["query_loss"] + cfg.kl_weight * m["kl"] + cfg.encoder_penalty_weight * m["encoder_penalty"]
-    expected = 2 * episode_terms + cfg.l2_penalty_weight * m["l2_penalty"] + cfg.orthogonality_penalty_weight * m["orthogonality_penalty"]
+    expected = (2 * episode_terms + cfg.l2_penalty_weight * m["l2_penalty"]
+                + cfg.orthogonality_penalty_weight * m["orthogonality_penalty"])
     assert out.loss.item() == pytest.approx(expected.item())  # summed over the 2 episodes
     assert m["l2_penalty"].item() == pytest.approx(2 * ref.l2_penalty().item())  # ||w||^2, not l2_loss
-    assert m["orthogonality_penalty"].item() == pytest.approx(orthogonality_penalty(literal.decoder_weight, "sum").item())
+    assert m["orthogonality_penalty"].item() == pytest.approx(
+        orthogonality_penalty(literal.decoder_weight, "sum").item())
     # The KL is the closed form: deterministic given the encoder, whatever the noise.
     assert seeded_loss(literal, batch, 1) != seeded_loss(literal, batch, 2)
     literal.config = dataclasses.replace(cfg, dropout_rate=0.0)
