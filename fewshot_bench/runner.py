@@ -98,7 +98,8 @@ def build_learner(cls: type[Learner], config: Any, task: TaskSpec, device: torch
     except FewshotBenchError:
         raise
     except Exception as exc:
-        raise ConfigError(f"learner {cls.name!r} could not be built with this config: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(f"learner {cls.name!r} could not be built with this config: "
+                          f"{type(exc).__name__}: {exc}") from exc
     return learner.to(device=device, dtype=learner.dtype)
 
 
@@ -110,7 +111,8 @@ def save_model(learner: Learner, config: dict[str, Any], task: TaskSpec, path: P
     """
     path = path.resolve()
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
-    save_atomic({"learner": learner.name, "config": plain(config), "task": plain(asdict(task)), "state_dict": state}, path)
+    save_atomic({"learner": learner.name, "config": plain(config), "task": plain(asdict(task)), "state_dict": state},
+                path)
     return path
 
 
@@ -146,7 +148,8 @@ def load_model(host: PluginHost, path: Path, device: torch.device | str = "cpu")
     try:
         learner.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
-        raise malformed(f"its weights do not fit learner {saved['learner']!r}: {str(exc).splitlines()[0][:120]}") from None
+        raise malformed(f"its weights do not fit learner {saved['learner']!r}: "
+                        f"{str(exc).splitlines()[0][:120]}") from None
     return learner.eval()
 
 
@@ -258,15 +261,16 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
             result = trainer.run()
         train_summary = {"meta_trained": True, **asdict(result)}
         if ctx.checkpoint_dir is not None and spec.stage != "tune":  # a search's trials keep no model files
-            train_summary["model"] = str(save_model(learner, config_dict, task, ctx.checkpoint_dir / f"{run_key}.model.pt"))
+            train_summary["model"] = str(save_model(learner, config_dict, task,
+                                                    ctx.checkpoint_dir / f"{run_key}.model.pt"))
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     with profiler.section("evaluation"), learner_errors(spec.learner, plugin.distribution, "evaluation"):
         acc = evaluate(
             learner, test, spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
-            n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"{scored} {spec.learner}", stream=scored,
-            progress_every=ctx.progress_every,
+            n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"{scored} {spec.learner}",
+            stream=scored, progress_every=ctx.progress_every,
         )
     timings["eval_s"] = time.perf_counter() - t0
     summary = stats.summarize_run(acc)

@@ -30,12 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learner", required=True, help="learner name (see `fewshot-bench learners`)")
     p.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
     p.add_argument("--way", type=int, help="classes per episode N (default 5; 1 for regression)")
-    p.add_argument("--shot", type=int, help="support examples per class K (default 1, or the dataset's own, e.g. 5 for sines-lines)")
+    p.add_argument("--shot", type=int,
+                   help="support examples per class K (default 1, or the dataset's own, e.g. 5 for sines-lines)")
     p.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
                    help="quick (default: 1,000 steps, 2,000 test episodes) or paper (100,000 steps, 50,000 episodes)")
     add_budget_options(p)
-    p.add_argument("--train-on-val", action="store_true", help="meta-train on train + val classes (paper stage 3); early-stop on val")
+    p.add_argument("--train-on-val", action="store_true",
+                   help="meta-train on train + val classes (paper stage 3); early-stop on val")
     p.add_argument("--hparams", help="hyperparameter preset of the learner, e.g. paper or reference (LEO), "
                    "or tuned[:STUDY] (the best trial of `fewshot-bench tune`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -25,10 +25,13 @@ from fewshot_bench.workflows import SweepResult, sweep
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` parser."""
     p = sub.add_parser("sweep", help="run a table's grid of runs (resumable; local pool or Ray)", description=__doc__)
-    p.add_argument("--table", choices=["1", "2"], help="the LEO paper's Table 1 or Table 2 (its learners, datasets and shots)")
-    p.add_argument("--learners", type=comma_list, help="comma-separated learners: a subset of the table's, or any without --table")
+    p.add_argument("--table", choices=["1", "2"],
+                   help="the LEO paper's Table 1 or Table 2 (its learners, datasets and shots)")
+    p.add_argument("--learners", type=comma_list,
+                   help="comma-separated learners: a subset of the table's, or any without --table")
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]",
-                   help="dataset(s) replacing miniImageNet and tieredImageNet (repeatable; default: the table's, or synthetic)")
+                   help="dataset(s) replacing miniImageNet and tieredImageNet "
+                   "(repeatable; default: the table's, or synthetic)")
     p.add_argument("--shots", type=int_list, help="comma-separated shots K (default: 1,5)")
     p.add_argument("--way", type=int, help="classes per episode N (default 5; 1 for regression)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per cell: 0 .. N-1 (default 5, as in the paper)")
@@ -38,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_budget_options(p)
     p.add_argument("--train-on-val", action=argparse.BooleanOptionalAction, default=True,
                    help="meta-train on train + val, early-stop on val (paper stage 3; default on)")
-    p.add_argument("--hparams", help="hyperparameter preset for learners that have presets (e.g. LEO: paper, reference), "
+    p.add_argument("--hparams", help="hyperparameter preset for learners that have presets "
+                   "(e.g. LEO: paper, reference), "
                    "or tuned: each learner's best trial of `fewshot-bench tune` for each setting")
     p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
     add_executor_options(p)
