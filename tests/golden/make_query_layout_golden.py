@@ -81,7 +81,8 @@ def main() -> None:
     host = load_plugins()
     golden = {case_id(case): metrics(case, host) for case in CASES}
     GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
-    print(f"wrote {GOLDEN}: {len(golden)} cases, mean metrics", {k: float(np.mean(v["generic"])) for k, v in golden.items()})
+    print(f"wrote {GOLDEN}: {len(golden)} cases, mean metrics",
+          {k: float(np.mean(v["generic"])) for k, v in golden.items()})
 
 
 if __name__ == "__main__":

@@ -318,7 +318,8 @@ class LatentEmbeddingOptimization(Learner):
     # --- Eq. 5 and the inner loops -----------------------------------------------------------
 
     def support_loss_grad(self, support: Tensor, onehot: Tensor, weights: Tensor) -> Tensor:
-        """Gradient of Eq. 5 (support cross-entropy summed over examples) w.r.t. the class weights, with fresh dropout."""
+        """Gradient of Eq. 5 (support cross-entropy summed over examples) w.r.t. the class weights, with fresh
+        dropout."""
         return support_loss_grad(self.dropout(support), onehot, weights)
 
     def leo_inner_loop(self, support: Tensor, onehot: Tensor, z: Tensor, copies: int | None = None) -> Tensor:
@@ -403,7 +404,8 @@ class LatentEmbeddingOptimization(Learner):
         return 2.0 * self.l2_penalty(), orthogonality_penalty(self.decoder_weight, "sum")
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
-        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty per episode, over the meta-batch, + R."""
+        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty per episode, over the meta-batch,
+        + R."""
         cfg = self.config
         adaptation = self.adapt(batch)
         logits = self.classifier_logits(batch.query, adaptation.weights)

@@ -116,7 +116,8 @@ def gradient(fn: Callable[[Tensor], Tensor], at: Tensor, create_graph: bool) -> 
 
 
 class LEORegression(Learner):
-    """LEO generating all parameters of the regression MLP from one latent code (the ``leo`` learner on regression tasks)."""
+    """LEO generating all parameters of the regression MLP from one latent code (the ``leo`` learner on regression
+    tasks)."""
 
     name = "leo"
     description = "LEO for regression: one 16-d latent generates the whole 1-40-40-1 MLP (appendix A.2)"
@@ -192,7 +193,8 @@ class LEORegression(Learner):
 
     def network_weights(self) -> list[Tensor]:
         """The encoder, relation network and decoder weights: what the L2 penalty covers."""
-        return [m.weight for net in (self.encoder, self.relation_network, self.decoder) for m in net if isinstance(m, nn.Linear)]
+        return [m.weight for net in (self.encoder, self.relation_network, self.decoder) for m in net
+                if isinstance(m, nn.Linear)]
 
     # --- the inner loops ----------------------------------------------------------------------
 
@@ -231,7 +233,8 @@ class LEORegression(Learner):
         query_mse = REGRESSION.loss(self.mlp.forward(adaptation.theta, batch.query), batch.query_labels)
         enc_penalty = (adaptation.z_adapted.detach() - adaptation.z_init).pow(2).mean()
         l2 = self.l2_penalty()
-        loss = query_mse + cfg.kl_weight * adaptation.kl + cfg.encoder_penalty_weight * enc_penalty + cfg.l2_penalty_weight * l2
+        loss = (query_mse + cfg.kl_weight * adaptation.kl + cfg.encoder_penalty_weight * enc_penalty
+                + cfg.l2_penalty_weight * l2)
         metrics = {"query_mse": query_mse, "kl": adaptation.kl, "encoder_penalty": enc_penalty, "l2_penalty": l2}
         return LossOutput(loss, {k: v.detach() for k, v in metrics.items()})
 
