@@ -404,8 +404,8 @@ class LatentEmbeddingOptimization(Learner):
         return 2.0 * self.l2_penalty(), orthogonality_penalty(self.decoder_weight, "sum")
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
-        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty per episode, over the meta-batch,
-        + R."""
+        """Eq. 6 + Eq. 7: query cross-entropy + beta KL + gamma encoder penalty per episode,
+        over the meta-batch, + R."""
         cfg = self.config
         adaptation = self.adapt(batch)
         logits = self.classifier_logits(batch.query, adaptation.weights)
