@@ -6,8 +6,9 @@ clipping and Adam) is one launch. Requirements, which :class:`~fewshot_bench.tra
 meets: the step's shapes never change, nothing in it reads a value back to the host (the NaN
 guard is branch-free on CUDA), the optimizer is ``capturable``, and a few eager warm-up steps
 on a side stream come first (they allocate the optimizer state and autograd's buffers).
-Random numbers stay per-step reproducible: seeding the CUDA generator before a replay sets the
-seed the graph's kernels use.
+Random numbers stay per-step reproducible: the learner's noise key lives in a device tensor
+that the trainer updates in place before each replay (fewshot_bench.api.training_noise), and
+seeding the CUDA generator sets the seed the kernels of a plugin drawing from it use.
 """
 
 from __future__ import annotations

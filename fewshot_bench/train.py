@@ -21,6 +21,7 @@ from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.noise import mix64
 from fewshot_bench.api.tasks import task_kind
+from fewshot_bench.api.training_noise import Noise
 from fewshot_bench.atomic import FIX, replacing
 from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, cpu_cores
@@ -74,7 +75,7 @@ def _prefetch_pool() -> ThreadPoolExecutor:
 
 
 def step_seed(seed: int, step: int) -> int:
-    """The torch seed of one meta-training step: resuming at any step replays the same noise."""
+    """The seed of torch's generators at one meta-training step: resuming at any step replays the same draws."""
     return int(mix64(np.array([seed * 1_000_003 + step], dtype=np.uint64))[0] >> np.uint64(1))
 
 
@@ -222,6 +223,7 @@ class MetaTrainer:
         self.clip_value, self.clip_norm = cfg.grad_clip_value, cfg.grad_clip_norm
         self.kind = task_kind(learner.task.kind)
         self.sampler = train_split.sampler(n_way, k_shot, options.train_query, spec.seed, stream="train")
+        learner.noise = Noise(spec.seed, device)  # keyed per step by seed_step
         self._next: tuple[int, Future] | None = None  # (step, its meta-batch being drawn in the background)
         # Fail now, not after hours of training, if validation episodes cannot be drawn.
         val_split.sampler(n_way, k_shot, options.val_query or 1, spec.seed, stream="val")
@@ -343,11 +345,15 @@ class MetaTrainer:
             return self.graphed_update(batch)
 
     def seed_step(self, step: int) -> None:
-        """Seed the generators step ``step`` draws from: the CPU's, and the GPU's on CUDA.
+        """Key the learner's noise for step ``step`` (in place, on the device), and seed torch's generators.
 
-        What ``torch.manual_seed`` does for these, without its 70 us of visiting every
-        other backend, a few percent of a small learner's step.
+        Learners draw from ``learner.noise`` (:class:`~fewshot_bench.api.Noise`), a pure
+        function of (seed, step, draw, element). torch's CPU and GPU generators are seeded
+        too, for plugins that still draw from them: such a run is reproducible and resumable
+        alone, but a population cannot reproduce it. Seeded as ``torch.manual_seed`` does,
+        without its 70 us of visiting every other backend.
         """
+        self.learner.noise.start(step)
         seed = step_seed(self.spec.seed, step)
         torch.default_generator.manual_seed(seed)
         if self.device.type == "cuda":

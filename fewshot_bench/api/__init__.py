@@ -10,7 +10,9 @@ it imports no other part of fewshot-bench, and plugins import no other part of i
   ``predict`` sees), task kinds, and the search-space declarations ``Float``, ``Int``,
   ``Choice``;
 * the plugin hooks: :data:`hookimpl` and the ``register`` callbacks' hook specifications;
-* counter-based noise: :func:`episode_normal` and the hashes behind it;
+* counter-based noise: :class:`Noise` (``Learner.noise``), which every random number a
+  learner draws in meta-training comes from, and :func:`episode_normal` (evaluation noise)
+  with the hashes behind it;
 * shared batched math: linear logits and support-loss gradients of softmax classifiers,
   and the functional regression :class:`MLP`;
 * the errors a plugin raises: :class:`ConfigError`, :class:`DataError`.
@@ -32,6 +34,7 @@ from fewshot_bench.api.mlp import (
 from fewshot_bench.api.noise import episode_keys, episode_normal, hashed_normals, hashed_uniforms, mix64
 from fewshot_bench.api.search_space import Choice, Float, Int
 from fewshot_bench.api.tasks import CLASSIFICATION, REGRESSION, TaskKind, task_kind
+from fewshot_bench.api.training_noise import Noise, step_key
 from fewshot_bench.errors import ConfigError, DataError, FewshotBenchError
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "Learner",
     "LearnerConfig",
     "LossOutput",
+    "Noise",
     "PredictionBatch",
     "TaskKind",
     "TaskSpec",
@@ -66,6 +70,7 @@ __all__ = [
     "mix64",
     "mlp_for",
     "onehot_labels",
+    "step_key",
     "support_loss_grad",
     "support_mse",
     "support_points",

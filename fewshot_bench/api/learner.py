@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
+from fewshot_bench.api.training_noise import Noise
 from fewshot_bench.errors import ConfigError
 
 LEARNER_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -107,6 +108,10 @@ class Learner(nn.Module):
         super().__init__()
         self.config = config
         self.task = task
+        # Every random number meta_loss draws comes from here (fewshot_bench.api.training_noise),
+        # never from torch's global generator: the trainer assigns the run's Noise and keys it
+        # per step; this default (seed 0, step 0) serves calls outside the trainer.
+        self.noise = Noise()
 
     @classmethod
     def for_kind(cls, kind: str) -> type[Learner]:

@@ -1,0 +1,200 @@
+"""The noise a learner draws in meta-training: counter-based, a pure function of (seed, step, draw, element).
+
+A learner draws every random number of its meta-training step (dropout masks, sampled
+latents and weights) from its :class:`Noise`, ``self.noise``, never from torch's global
+generator. Each value is a splitmix64 hash of (key, draw, element), computed with torch
+int64 tensor operations:
+
+* the **key** is an int64 tensor on the run's device, a hash of (seed, step) that the
+  trainer sets in place at every step (:meth:`Noise.start`): no host synchronisation, and
+  a step captured in a CUDA graph draws new noise at every replay;
+* the **draw** is a Python counter that every call advances; it restarts at 0 with each
+  step, so the same code path makes the same draws in every run;
+* the **element** is the value's flat index within the draw.
+
+So a step's noise can be recomputed alone (resuming after a kill replays it exactly), and
+S runs batched as one program draw what each would draw alone: either with a key of shape
+``[S]`` and a leading member dimension on the tensors drawn like, or under
+``torch.func.vmap`` with the batched key swapped in (:meth:`Noise.keyed`).
+
+Integer arithmetic wraps (two's complement multiplication); the logical right shifts of
+splitmix64 are arithmetic shifts masked to their low bits. :func:`mix64_` gives exactly the
+bits of :func:`fewshot_bench.api.noise.mix64` on the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+_U64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    """The int64 (two's complement) with the same 64 bits as ``value`` mod 2^64."""
+    value &= _U64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+GOLDEN = _signed(0x9E3779B97F4A7C15)
+_M1 = _signed(0xBF58476D1CE4E5B9)
+_M2 = _signed(0x94D049BB133111EB)
+# Stream constants: the training noise's keys and draws share no value with the numpy streams.
+_KEY_STREAM = 0x7452_4149_4E4E_4F49  # "tRAINNOI"
+_DRAW_STREAM = 0x4452_4157_5354_524D  # "DRAWSTRM"
+
+
+def mix64_int(value: int) -> int:
+    """splitmix64's finaliser on one Python int (as uint64); returns the signed int64 of the result."""
+    x = value & _U64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _U64
+    return _signed(x ^ (x >> 31))
+
+
+def mix64_(x: Tensor) -> Tensor:
+    """splitmix64's finaliser in place on an int64 tensor (any shape, under vmap too); returns ``x``."""
+    for shift, multiplier in ((30, _M1), (27, _M2)):
+        x ^= (x >> shift) & ((1 << (64 - shift)) - 1)  # a logical shift: drop the sign bits
+        x *= multiplier
+    x ^= (x >> 31) & ((1 << 33) - 1)
+    return x
+
+
+def seed_base(seed: int) -> int:
+    """The per-seed part of every key of run ``seed``."""
+    return mix64_int(seed ^ _KEY_STREAM)
+
+
+def step_key(seed: int, step: int) -> int:
+    """The key (as int64) of meta-training step ``step`` of run ``seed``: what :meth:`Noise.start` puts in ``key``."""
+    return mix64_int(seed_base(seed) + step * GOLDEN)
+
+
+def draw_salt(draw: int) -> int:
+    """The int64 that draw number ``draw`` of a step XORs into the key."""
+    return mix64_int(draw ^ _DRAW_STREAM)
+
+
+def value_bits(dtype: torch.dtype) -> int:
+    """Random bits per uniform of ``dtype``: its significand (24 for float32, 53 for float64)."""
+    return round(-math.log2(torch.finfo(dtype).eps)) + 1
+
+
+def bits_to_uniform(bits: Tensor, dtype: torch.dtype) -> Tensor:
+    """Uniforms in [0, 1) of ``dtype`` from signed integers in [-2^(b-1), 2^(b-1)), b = :func:`value_bits`.
+
+    ``bits * 2^-b + 1/2`` is exact in ``dtype``: never rounds up to 1.
+    """
+    return bits.to(dtype).mul_(2.0 ** -value_bits(dtype)).add_(0.5)
+
+
+class Noise:
+    """Where a learner's meta-training noise comes from: ``rand_like``, ``randn_like``, ``randn``, ``dropout``.
+
+    Built by the trainer for the run's seed on the run's device and assigned to
+    ``learner.noise``; every :class:`~fewshot_bench.api.Learner` starts with ``Noise()``
+    (seed 0, step 0, on the CPU), so code that calls ``meta_loss`` outside the trainer
+    draws reproducible noise too. ``seed`` may be a sequence of S seeds: the key then has
+    shape ``[S]`` and every tensor drawn like has a leading member dimension of size S.
+    """
+
+    def __init__(self, seed: int | Sequence[int] = 0, device: torch.device | str | None = None) -> None:
+        seeds = [seed_base(s) for s in seed] if isinstance(seed, Sequence) else seed_base(seed)
+        self._base = torch.tensor(seeds, dtype=torch.int64, device=device)
+        self.key = self._base.clone()
+        self.draws = 0
+        self._counters: dict[tuple[int, torch.device], Tensor] = {}
+        self.start(0)
+
+    def start(self, step: int) -> None:
+        """Key the noise for meta-training step ``step``, in place on the key's device; draws restart at 0."""
+        mix64_(self.key.copy_(self._base).add_(_signed(step * GOLDEN)))
+        self.draws = 0
+
+    @contextmanager
+    def keyed(self, key: Tensor) -> Iterator[Noise]:
+        """Draw with ``key`` in place of :attr:`key` inside the block (e.g. a member's key under ``torch.func.vmap``).
+
+        The draw counter runs on, so S members vmapped over the rows of a ``[S]`` key draw
+        what each draws alone with its own key.
+        """
+        own, self.key = self.key, key
+        try:
+            yield self
+        finally:
+            self.key = own
+
+    # --- drawing ------------------------------------------------------------------------------
+
+    def hashes(self, count: int, device: torch.device) -> Tensor:
+        """The next draw's ``count`` hashes per key: int64 ``[*key.shape, count]``; advances the draw counter."""
+        key = self.key if self.key.device == device else self.key.to(device)
+        base = key ^ draw_salt(self.draws)
+        self.draws += 1
+        counters = self._counters.get((count, device))
+        if counters is None:  # element j's counter j * GOLDEN, kept: the same every step
+            counters = self._counters[(count, device)] = torch.arange(count, device=device).mul_(GOLDEN)
+        return mix64_(counters + base.unsqueeze(-1))
+
+    def _members(self, x: Tensor) -> tuple[tuple[int, ...], int]:
+        """The leading member shape (the key's) and the number of values per member of a tensor like ``x``."""
+        lead = self.key.dim()
+        if tuple(x.shape[:lead]) != tuple(self.key.shape):
+            raise ValueError(f"a tensor of shape {tuple(x.shape)} has no leading member dims {tuple(self.key.shape)}")
+        return tuple(x.shape[:lead]), math.prod(x.shape[lead:])
+
+    def _paired(self, x: Tensor, first: Tensor, second: Tensor) -> Tensor:
+        """Two halves of values per member, laid out like ``x``: ``first`` then ``second``, cut to size."""
+        lead, n = self._members(x)
+        both = torch.cat([first, second], dim=-1)
+        return (both if both.shape[-1] == n else both[..., :n]).reshape(x.shape)
+
+    def rand_like(self, x: Tensor) -> Tensor:
+        """Uniforms in [0, 1) shaped like ``x`` (its dtype and device), with :func:`value_bits` random bits each."""
+        dtype = x.dtype
+        _, n = self._members(x)
+        if value_bits(dtype) > 32:  # one hash per value
+            return bits_to_uniform(self.hashes(n, x.device) >> (64 - value_bits(dtype)), dtype).reshape(x.shape)
+        # Two values per hash: its top bits and the bits below the top 24.
+        h = self.hashes((n + 1) // 2, x.device)
+        shift = 64 - value_bits(dtype)
+        first, second = h >> shift, (h << 24) >> shift
+        return self._paired(x, bits_to_uniform(first, dtype), bits_to_uniform(second, dtype))
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        """Standard normals shaped like ``x``: Box-Muller, both outputs of each pair of uniforms used."""
+        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        _, n = self._members(x)
+        pairs = (n + 1) // 2
+        if dtype == torch.float64:  # 53-bit uniforms: one hash each
+            h = self.hashes(2 * pairs, x.device) >> 11
+            u1, u2 = bits_to_uniform(h[..., :pairs], dtype), bits_to_uniform(h[..., pairs:], dtype)
+        else:  # two 24-bit uniforms per hash
+            h = self.hashes(pairs, x.device)
+            u1, u2 = bits_to_uniform(h >> 40, dtype), bits_to_uniform((h << 24) >> 40, dtype)
+        # 1 - u1 lies in (0, 1], so the log is finite.
+        radius = u1.neg_().log1p_().mul_(-2.0).sqrt_()
+        z = self._paired(x, radius * torch.cos(u2 * (2 * math.pi)), radius * torch.sin(u2 * (2 * math.pi)))
+        return z.to(x.dtype)
+
+    def randn(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        """Standard normals of ``shape`` (after the key's member dims) with ``like``'s dtype and device."""
+        return self.randn_like(like.new_empty((*self.key.shape, *shape)))
+
+    def dropout(self, x: Tensor, rate: float) -> Tensor:
+        """``x`` with each element kept with probability ``1 - rate`` (to 2^-24) and scaled by ``1 / (1 - rate)``.
+
+        The same distribution as ``torch.nn.functional.dropout``; the mask is compared in
+        integers, two elements per hash. Differentiable in ``x``.
+        """
+        if rate == 0.0:
+            return x
+        h = self.hashes((self._members(x)[1] + 1) // 2, x.device)
+        threshold = math.ceil(rate * 2**24) - 2**23  # keep iff the 24-bit uniform is >= rate
+        keep = self._paired(x, (h >> 40) >= threshold, ((h << 24) >> 40) >= threshold)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - rate))
