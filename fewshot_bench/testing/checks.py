@@ -200,14 +200,16 @@ def check_config(cls: type[Learner], opts: CheckOptions) -> str:
         impl = cls.for_kind(setting.kind)
         config_cls = impl.Config
         fail_unless(
-            isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls) and issubclass(config_cls, LearnerConfig),
+            isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)
+            and issubclass(config_cls, LearnerConfig),
             f"{impl.__qualname__}.Config must be a @dataclass extending fewshot_bench.api.LearnerConfig",
         )
         settings = list(dict.fromkeys([*impl.tuned_settings, *((setting.dataset, k) for k in setting.shots)]))
         for data, k_shot in settings:
             where = f"{impl.__qualname__}.default_config({data!r}, {k_shot})"
             config = impl.default_config(data, k_shot)
-            fail_unless(isinstance(config, config_cls), f"{where} returned {type(config).__name__}, not {config_cls.__name__}")
+            fail_unless(isinstance(config, config_cls),
+                        f"{where} returned {type(config).__name__}, not {config_cls.__name__}")
             try:
                 json.dumps(config_to_dict(config))
             except TypeError as exc:
@@ -219,7 +221,8 @@ def check_config(cls: type[Learner], opts: CheckOptions) -> str:
             )
             fail_unless(int(config.meta_batch_size) >= 1, f"{where}.meta_batch_size must be at least 1")
             fail_unless(float(config.outer_lr) > 0, f"{where}.outer_lr must be positive")
-        return f"{len(settings)} setting{'s' if len(settings) != 1 else ''} (" + ", ".join(f"{d}/{k}-shot" for d, k in settings) + ")"
+        return (f"{len(settings)} setting{'s' if len(settings) != 1 else ''} ("
+                + ", ".join(f"{d}/{k}-shot" for d, k in settings) + ")")
 
     return per_kind(cls, body)
 
@@ -241,7 +244,8 @@ def check_predict(cls: type[Learner], opts: CheckOptions) -> str:
             )
             fail_unless(out.is_floating_point(), f"predict returned {out.dtype}; return floating-point scores")
             bad = int((~out.isfinite()).sum())
-            fail_unless(bad == 0, f"{k_shot}-shot {setting.kind}: {bad} of {out.numel()} predictions are NaN or infinite")
+            fail_unless(bad == 0,
+                        f"{k_shot}-shot {setting.kind}: {bad} of {out.numel()} predictions are NaN or infinite")
             fail_unless(
                 torch.equal(before[0], batch.support) and torch.equal(before[1], batch.query),
                 "predict modified the episode batch in place; clone before changing features",
@@ -256,14 +260,17 @@ def check_meta_loss(cls: type[Learner], opts: CheckOptions) -> str:
     def body(setting: KindSetting) -> str:
         learner = make_learner(cls, opts, setting, setting.train_shot)
         params = [p for p in learner.parameters() if p.requires_grad]
-        fail_unless(bool(params), "a meta-trainable learner needs trainable parameters; set meta_trainable = False otherwise")
+        fail_unless(bool(params),
+                    "a meta-trainable learner needs trainable parameters; set meta_trainable = False otherwise")
         learner.train()
         out = learner.meta_loss(episodes(opts, setting, setting.train_shot, learner, split="train"))
-        fail_unless(isinstance(out, LossOutput), f"meta_loss returned {type(out).__name__}, not fewshot_bench.LossOutput")
+        fail_unless(isinstance(out, LossOutput),
+                    f"meta_loss returned {type(out).__name__}, not fewshot_bench.LossOutput")
         loss = out.loss
         fail_unless(isinstance(loss, torch.Tensor) and loss.ndim == 0, "LossOutput.loss must be a scalar tensor")
         fail_unless(bool(loss.detach().isfinite()), f"meta_loss is {float(loss.detach())} on a fresh learner")
-        fail_unless(loss.requires_grad, "LossOutput.loss does not require grad: it must be computed from the parameters")
+        fail_unless(loss.requires_grad,
+                    "LossOutput.loss does not require grad: it must be computed from the parameters")
         for key, value in out.metrics.items():
             fail_unless(
                 not (isinstance(value, torch.Tensor) and (value.requires_grad or value.numel() != 1)),
@@ -341,7 +348,8 @@ def check_isolation(cls: type[Learner], opts: CheckOptions) -> str:
         diff = max_diff(out, ref)
         fail_unless(
             close(out, ref, opts.rtol),
-            f"replacing episode 0 changed the predictions for episodes 1..{batch.batch_size - 1} (max diff {diff:.3g}): "
+            f"replacing episode 0 changed the predictions for episodes 1..{batch.batch_size - 1} "
+            f"(max diff {diff:.3g}): "
             "information leaks between the episodes of a batch (e.g. statistics over the batch dimension)",
         )
         return f"max diff {diff:.2g} on the {batch.batch_size - 1} untouched episodes"
@@ -372,10 +380,12 @@ def check_query_order(cls: type[Learner], opts: CheckOptions) -> str:
     return per_kind(cls, body)
 
 
-@check("inductive", "a query's prediction does not depend on the episode's other queries (or the learner is transductive)")
+@check("inductive",
+       "a query's prediction does not depend on the episode's other queries (or the learner is transductive)")
 def check_inductive(cls: type[Learner], opts: CheckOptions) -> str:
     if getattr(cls, "transductive", False):
-        return "declared transductive (transductive = True): predictions may use all of an episode's queries; tables mark its rows"
+        return ("declared transductive (transductive = True): predictions may use all of an episode's queries; "
+                "tables mark its rows")
 
     def body(setting: KindSetting) -> str:
         k_shot = setting.shots[-1]
@@ -410,7 +420,8 @@ def check_readout_agrees(cls: type[Learner], opts: CheckOptions) -> str:
     for k_shot in setting.shots:
         learner = make_learner(cls, opts, setting, k_shot)
         if not readout_follows_predict(learner):
-            raise CheckSkipped("linear_readout is inherited from above the class that defines predict: evaluation ignores it")
+            raise CheckSkipped("linear_readout is inherited from above the class that defines predict: "
+                               "evaluation ignores it")
         batch = episodes(opts, setting, k_shot, learner, size=max(3, opts.batch_episodes))
         logits = _predict(learner, batch)
         with torch.no_grad():  # as evaluation calls it
@@ -421,7 +432,8 @@ def check_readout_agrees(cls: type[Learner], opts: CheckOptions) -> str:
         expected = (batch.batch_size, batch.n_way, batch.query.shape[-1])
         fail_unless(
             tuple(weights.shape) == expected and (bias is None or tuple(bias.shape) == expected[:2]),
-            f"linear_readout returned weights {list(weights.shape)} and bias {None if bias is None else list(bias.shape)}; "
+            f"linear_readout returned weights {list(weights.shape)} "
+            f"and bias {None if bias is None else list(bias.shape)}; "
             f"expected {list(expected)} and {list(expected[:2])} or None",
         )
         wrong = int(readout_disagreements(logits, linear_logits(batch.query, weights, bias)).sum())
@@ -446,7 +458,8 @@ def check_batching(cls: type[Learner], opts: CheckOptions) -> str:
         diff = max_diff(together, alone)
         fail_unless(
             close(together, alone, opts.rtol),
-            f"batched and one-at-a-time predictions differ (max diff {diff:.3g}); results must not depend on the batch size",
+            f"batched and one-at-a-time predictions differ (max diff {diff:.3g}); "
+            "results must not depend on the batch size",
         )
         return f"max diff {diff:.2g} over {batch.batch_size} episodes"
 
@@ -494,8 +507,8 @@ def check_meta_training(cls: type[Learner], opts: CheckOptions) -> str:
         spec = RunSpec(cls.name, way=setting.n_way, shot=k_shot, seed=opts.seed, steps=opts.train_steps,
                        val_every=opts.train_steps, val_episodes=20, patience=None)
         t0 = time.perf_counter()
-        trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), spec, TrainOptions(val_query=setting.score_query),
-                              torch.device("cpu"))
+        trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), spec,
+                              TrainOptions(val_query=setting.score_query), torch.device("cpu"))
         result = trainer.run()
         seconds = time.perf_counter() - t0
         fail_unless(
@@ -556,7 +569,8 @@ def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
         if cls.for_kind(setting.kind).meta_trainable:
             spec = RunSpec(cls.name, way=setting.n_way, shot=k_shot, seed=opts.seed, steps=opts.budget_steps,
                            val_every=opts.budget_steps, val_episodes=1, patience=None)
-            trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), spec, TrainOptions(), torch.device("cpu"))
+            trainer = MetaTrainer(learner, ds.split("train"), ds.split("val"), spec, TrainOptions(),
+                                  torch.device("cpu"))
             learner.train()
             t0 = time.perf_counter()
             for step in range(opts.budget_steps):
@@ -568,7 +582,8 @@ def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
                 f"({1000 * seconds / opts.budget_steps:.0f} ms/step)"
             )
         t0 = time.perf_counter()
-        evaluate(learner, ds.split("test"), setting.n_way, k_shot, seed=opts.seed, episodes=opts.budget_episodes, n_query=TRAIN_QUERY)
+        evaluate(learner, ds.split("test"), setting.n_way, k_shot, seed=opts.seed, episodes=opts.budget_episodes,
+                 n_query=TRAIN_QUERY)
         seconds = time.perf_counter() - t0
         total += seconds
         parts.append(f"{opts.budget_episodes} test episodes in {seconds:.2f} s")
