@@ -115,7 +115,8 @@ class Learner(nn.Module):
 
     @classmethod
     def for_kind(cls, kind: str) -> type[Learner]:
-        """The class that implements this learner for task kind ``kind``: ``cls`` unless ``implementations`` names another."""
+        """The class that implements this learner for task kind ``kind``: ``cls`` unless ``implementations`` names
+        another."""
         return cls.implementations.get(kind, cls)
 
     @classmethod
@@ -144,7 +145,8 @@ class Learner(nn.Module):
         raise NotImplementedError(f"learner {self.name!r} has no meta-training objective")
 
     def predict(self, batch: PredictionBatch) -> Tensor:
-        """Predictions for each episode's queries: logits ``[B, M, N]`` (classification), outputs ``[B, M, 1]`` (regression).
+        """Predictions for each episode's queries: logits ``[B, M, N]`` (classification), outputs ``[B, M, 1]``
+        (regression).
 
         ``batch.query`` [B, M, D] is an unordered set: no labels, no class order. Prediction
         ``[b, m]`` must follow query ``m`` if the queries are permuted (the ``query-order``
