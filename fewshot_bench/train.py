@@ -114,7 +114,8 @@ def unreadable_reason(path: Path, exc: BaseException) -> str:
     text = str(exc)
     unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if unsafe:
-        return f"holds a Python object ({unsafe.group(1)}) that is not a tensor or plain data: refused, nothing in it was run"
+        return (f"holds a Python object ({unsafe.group(1)}) that is not a tensor or plain data: "
+                "refused, nothing in it was run")
     if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
         return f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
     try:
@@ -172,7 +173,8 @@ _RESULT_FIELDS: dict[str, tuple[Any, str]] = {
     "resumed_from": (lambda v: v is None or (_is_int(v) and v >= 0), "a count or None"),
     "history": (
         lambda v: isinstance(v, list) and all(
-            isinstance(h, dict) and all(isinstance(k, str) and (x is None or _is_number(x)) for k, x in h.items()) for h in v
+            isinstance(h, dict) and all(isinstance(k, str) and (x is None or _is_number(x)) for k, x in h.items())
+            for h in v
         ),
         "a list of {name: number}",
     ),
@@ -181,7 +183,8 @@ _RESULT_FIELDS: dict[str, tuple[Any, str]] = {
 
 
 def _check_state_dict(state: Any, reference: dict[str, Any], what: str) -> str | None:
-    """Why ``state`` cannot be loaded where ``reference`` came from (None if it fits, key for key and shape for shape)."""
+    """Why ``state`` cannot be loaded where ``reference`` came from (None if it fits, key for key and shape for
+    shape)."""
     if not isinstance(state, dict):
         return f"{what} is {type(state).__name__}, not a state dict"
     missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
@@ -231,7 +234,8 @@ class MetaTrainer:
             raise DataError(f"validation split {val_split.name!r} has a class with no rows left after K = {k_shot}")
         self.params = [p for p in learner.parameters() if p.requires_grad]
         # The fused kernel: one call per step for all parameters; capturable keeps its state on the GPU.
-        self.optimizer = torch.optim.Adam(self.params, lr=float(cfg.outer_lr), fused=True, capturable=device.type == "cuda")
+        self.optimizer = torch.optim.Adam(self.params, lr=float(cfg.outer_lr), fused=True,
+                                          capturable=device.type == "cuda")
         self.capture = options.cuda_graph and device.type == "cuda"
         self.graphed: GraphedStep | None = None
         self._warmups = 0
@@ -257,7 +261,8 @@ class MetaTrainer:
         reference = self.learner.state_dict()
         for problem in (
             _check_state_dict(state.get("learner"), reference, "'learner'"),
-            None if state.get("best_state") is None else _check_state_dict(state["best_state"], reference, "'best_state'"),
+            None if state.get("best_state") is None
+            else _check_state_dict(state["best_state"], reference, "'best_state'"),
         ):
             if problem:
                 return problem
@@ -267,7 +272,8 @@ class MetaTrainer:
         if (
             not isinstance(groups, list) or not isinstance(optimizer.get("state"), dict)
             or len(groups) != len(mine)
-            or any(not isinstance(g, dict) or not isinstance(g.get("params"), list) or len(g["params"]) != len(m["params"])
+            or any(not isinstance(g, dict) or not isinstance(g.get("params"), list)
+                   or len(g["params"]) != len(m["params"])
                    for g, m in zip(groups, mine))
         ):
             return "'optimizer' is not this learner's optimizer state"
@@ -300,7 +306,8 @@ class MetaTrainer:
         if path is None or not path.exists():
             return False
         if path.is_dir():
-            raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file; remove it to start this run over")
+            raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file; "
+                                  "remove it to start this run over")
         if restart:
             path.unlink()
             log.info("deleted checkpoint %s (--restart); starting over", path)
@@ -313,8 +320,10 @@ class MetaTrainer:
             return False
         problem = self._check_checkpoint(state)
         if problem:
-            raise CheckpointError(f"checkpoint {path} is malformed ({problem}); nothing was loaded from it; {RESUME_WAY_OUT}")
-        learner_before = {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.learner.state_dict().items()}
+            raise CheckpointError(f"checkpoint {path} is malformed ({problem}); nothing was loaded from it; "
+                                  f"{RESUME_WAY_OUT}")
+        learner_before = {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                          for k, v in self.learner.state_dict().items()}
         optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         try:
             self.learner.load_state_dict(state["learner"])
@@ -323,7 +332,8 @@ class MetaTrainer:
             self.learner.load_state_dict(learner_before)
             self.optimizer.load_state_dict(optimizer_before)
             raise CheckpointError(
-                f"checkpoint {path} does not fit this learner ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                f"checkpoint {path} does not fit this learner "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
                 f"nothing was loaded from it; {RESUME_WAY_OUT}"
             ) from None
         self.best_state = state["best_state"]
