@@ -468,15 +468,20 @@ class MetaTrainer:
                 res.steps += 1
                 bar.update(1)
                 if res.steps % spec.val_every == 0 or res.steps == spec.steps:
-                    self._after_validation(self.validate(), metrics, nan_steps)
+                    self.record_validation(self.validate(), metrics, nan_steps)
                     nan_steps.zero_()
                     bar.set_postfix(val=f"{res.history[-1]['val_accuracy']:.4f}", best=f"{res.best_val_accuracy:.4f}")
                     self.learner.train()
-        if self.best_state is not None:
-            self.learner.load_state_dict(self.best_state)
+        self.load_best()
         return res
 
-    def _after_validation(self, val_acc: float, metrics: dict, nan_steps: torch.Tensor) -> None:
+    def load_best(self) -> None:
+        """Load the best validated weights (if any validation happened)."""
+        if self.best_state is not None:
+            self.learner.load_state_dict(self.best_state)
+
+    def record_validation(self, val_acc: float, metrics: dict, nan_steps: torch.Tensor) -> None:
+        """Record a validation: history, best weights, early stopping, and the checkpoint file."""
         res = self.result
         res.nan_steps += int(nan_steps.item())
         res.history.append({"step": res.steps, "val_accuracy": val_acc, "loss": float(metrics["loss"])})

@@ -1,0 +1,227 @@
+"""Populations: S members trained as one batched program give each member exactly its run alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.evaluate import evaluate
+from fewshot_bench.population import BATCHED, SEQUENTIAL, Population, clip_members
+from fewshot_bench.spec import RunSpec
+from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
+
+SEEDS = (0, 1, 2)
+
+
+def make_member(cls, synthetic, seed, *, checkpoint=None, config=None, **protocol):
+    """A MetaTrainer of ``cls`` as a run with ``seed`` builds it (learner built right after torch.manual_seed)."""
+    config = config or cls.default_config("synthetic", 1)
+    config.meta_batch_size = 4
+    torch.manual_seed(seed)
+    learner = cls(config, TaskSpec(5, 1, synthetic.feature_dim))
+    protocol = {"steps": 20, "val_every": 5, "val_episodes": 20, "patience": None, **protocol}
+    spec = RunSpec(cls.name, seed=seed, **protocol)
+    options = TrainOptions(val_query=5, checkpoint=checkpoint, run_key=f"key-{seed}")
+    return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), spec, options, torch.device("cpu"))
+
+
+def member_accuracies(member, synthetic):
+    """Per-episode test accuracies of a trained member, as evaluation computes them for its run."""
+    return evaluate(member.learner, synthetic.split("test"), 5, 1, seed=member.spec.seed, episodes=40, n_query=5)
+
+
+def assert_same_as_alone(alone: list[MetaTrainer], together: list[MetaTrainer], synthetic) -> None:
+    for a, b in zip(alone, together):
+        assert a.result.steps == b.result.steps and a.result.best_step == b.result.best_step
+        assert a.result.stopped_early == b.result.stopped_early and a.result.nan_steps == b.result.nan_steps
+        assert [h["step"] for h in a.result.history] == [h["step"] for h in b.result.history]
+        for ha, hb in zip(a.result.history, b.result.history):
+            assert ha["val_accuracy"] == pytest.approx(hb["val_accuracy"], abs=1e-6)
+            assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-4, abs=1e-6, nan_ok=True)
+        for key, value in a.learner.state_dict().items():
+            torch.testing.assert_close(b.learner.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(member_accuracies(b, synthetic), member_accuracies(a, synthetic))
+
+
+def train_alone_and_together(cls, synthetic, config_changes=None, **protocol):
+    def config():
+        cfg = cls.default_config("synthetic", 1)
+        for k, v in (config_changes or {}).items():
+            setattr(cfg, k, v)
+        return cfg
+
+    alone = [make_member(cls, synthetic, s, config=config(), **protocol) for s in SEEDS]
+    for m in alone:
+        m.run()
+    together = [make_member(cls, synthetic, s, config=config(), **protocol) for s in SEEDS]
+    population = Population(together)
+    population.run()
+    return alone, together, population
+
+
+def test_metasgd_members_equal_their_runs_alone_with_early_stopping(host, synthetic):
+    # patience 1 at a validation every 2 steps: members stop at different steps, the others go on.
+    alone, together, population = train_alone_and_together(
+        host.learner("metasgd"), synthetic, steps=30, val_every=2, patience=1
+    )
+    assert population.path == BATCHED
+    stops = {m.result.steps for m in alone}
+    assert any(m.result.stopped_early for m in alone) and len(stops) > 1, stops
+    assert_same_as_alone(alone, together, synthetic)
+
+
+def test_maml_members_equal_their_runs_alone(host, synthetic):
+    alone, together, population = train_alone_and_together(host.learner("maml"), synthetic)
+    assert population.path in (BATCHED, SEQUENTIAL)
+    assert_same_as_alone(alone, together, synthetic)
+
+
+@dataclass
+class NoisyConfig(LearnerConfig):
+    outer_lr: float = 1e-2
+    dropout: float = 0.3
+    draw_from_torch: bool = False  # draw from torch's global generator (not a pure function of the step)
+
+
+class Noisy(Learner):
+    """Prototypes of learned feature scales with dropout and a sampled perturbation: noise in every step."""
+
+    name = "noisy"
+    Config = NoisyConfig
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        self.map = torch.nn.Parameter(1 + 0.01 * torch.randn(task.feature_dim))
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def _logits(self, batch, noisy):
+        support, query = batch.support * self.map, batch.query * self.map
+        if noisy:
+            cfg = self.config
+            dropout = F.dropout if cfg.draw_from_torch else self.noise.dropout
+            support = dropout(support, cfg.dropout)
+            support = support + 0.1 * self.noise.randn_like(support)
+        prototypes = support.mean(dim=2)  # [B, N, D]
+        return -self.scale * torch.cdist(query, prototypes)
+
+    def predict(self, batch):
+        return self._logits(batch, noisy=False)
+
+    def meta_loss(self, batch):
+        logits = self._logits(batch, noisy=True)
+        loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
+        return LossOutput(loss, {"query_loss": loss.detach()})
+
+
+def test_noise_drawn_from_the_learners_noise_is_each_members_own(synthetic):
+    alone, together, population = train_alone_and_together(Noisy, synthetic)
+    assert population.path == BATCHED
+    assert_same_as_alone(alone, together, synthetic)
+    # the members drew different noise: same data order would otherwise give seeds 0 and 1 equal losses
+    assert together[0].result.history[-1]["loss"] != together[1].result.history[-1]["loss"]
+
+
+def test_a_learner_drawing_from_torchs_generator_trains_its_members_one_after_another(synthetic):
+    alone, together, population = train_alone_and_together(Noisy, synthetic, config_changes={"draw_from_torch": True})
+    assert population.path == SEQUENTIAL and "random" in population.why_sequential
+    assert_same_as_alone(alone, together, synthetic)
+
+
+@dataclass
+class PoisonConfig(NoisyConfig):
+    dropout: float = 0.0
+    grad_clip_value: float | None = 0.5
+    grad_clip_norm: float | None = 0.3
+
+
+class Poison(Noisy):
+    """Non-finite on every step for a member whose ``poison`` parameter is negative (log of it)."""
+
+    name = "poison"
+    Config = PoisonConfig
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        self.poison = torch.nn.Parameter(torch.ones(()))
+
+    def meta_loss(self, batch):
+        out = super().meta_loss(batch)
+        return LossOutput(out.loss + self.poison.log(), out.metrics)
+
+    def nan_fallback_loss(self):
+        return 1e-4 * 0.5 * self.map.pow(2).sum()
+
+
+def test_a_non_finite_member_takes_its_fallback_and_leaves_the_others_alone(synthetic):
+    def members():
+        ms = [make_member(Poison, synthetic, s, config=PoisonConfig()) for s in SEEDS]
+        with torch.no_grad():
+            ms[1].learner.poison.fill_(-1.0)
+        return ms
+
+    alone = members()
+    for m in alone:
+        m.run()
+    together = members()
+    population = Population(together)
+    population.run()
+    assert population.path == BATCHED
+    assert alone[1].result.nan_steps == 20 and alone[0].result.nan_steps == 0 == alone[2].result.nan_steps
+    assert_same_as_alone(alone, together, synthetic)
+
+
+def test_member_clipping_is_per_tensor_clipping_of_each_member():
+    grads = [torch.randn(3, 4, 5), torch.randn(3, 7) * 0.01]
+    separate = [[g[s].clone() for g in grads] for s in range(3)]
+    for gs in separate:
+        clip_per_tensor(gs, value=0.5, norm=0.3)
+    clip_members(grads, value=0.5, norm=0.3)
+    for s in range(3):
+        for g, alone in zip(grads, separate[s]):
+            torch.testing.assert_close(g[s], alone)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_population_resumes_from_its_members_checkpoints_to_the_same_numbers(host, synthetic, tmp_path, monkeypatch):
+    cls = host.learner("metasgd")
+    protocol = {"steps": 30, "val_every": 5, "patience": 2}
+    alone = [make_member(cls, synthetic, s, **protocol) for s in SEEDS]
+    for m in alone:
+        m.run()
+
+    def members():
+        return [make_member(cls, synthetic, s, checkpoint=tmp_path / f"{s}.pt", **protocol) for s in SEEDS]
+
+    validate = MetaTrainer.validate
+    for killed_at, path in ((7, BATCHED), (8, SEQUENTIAL)):
+        for s in SEEDS:
+            (tmp_path / f"{s}.pt").unlink(missing_ok=True)
+        validations = 0
+
+        def dies(self, killed_at=killed_at):  # killed in the middle of a round of the three members' validations
+            nonlocal validations
+            validations += 1
+            if validations == killed_at:
+                raise Interrupted
+            return validate(self)
+
+        monkeypatch.setattr(MetaTrainer, "validate", dies)
+        with pytest.raises(Interrupted):
+            Population(members()).run()
+        monkeypatch.setattr(MetaTrainer, "validate", validate)
+        resumed = members()
+        assert all(m.try_resume() for m in resumed)
+        # the 7th validation is the first of the third round: all members resume at step 10, batched;
+        # the 8th its second: member 0 resumes at 15, the others at 10, one after another
+        assert [m.result.steps for m in resumed] == ([10, 10, 10] if path == BATCHED else [15, 10, 10])
+        population = Population(resumed)
+        population.run()
+        assert population.path == path, population.why_sequential
+        assert_same_as_alone(alone, resumed, synthetic)
