@@ -135,3 +135,16 @@ def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="LEARNER.KEY=VALUE",
                         help="use the learner's runs made with this --set override "
                              "(repeatable; default: runs with its defaults)")
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``pretrain`` and ``embed``: where the images are and how they are sized."""
+    p.add_argument("--images", choices=("auto", "omniglot", "folder"), default="auto",
+                   help="image layout: omniglot (<Alphabet>/<character>/<png>), folder (class folders "
+                        "with train/val/test.txt lists or split folders) or auto (default: detect)")
+    p.add_argument("--data-dir", type=Path, required=True, help="root of the images")
+    p.add_argument("--max-classes", type=int, help="use only the first N classes of each split (quick runs)")
+    p.add_argument("--max-images", type=int, help="use only the first N images of each class (quick runs)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--batch-size", type=int, help="images per batch")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")

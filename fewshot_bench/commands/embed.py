@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from fewshot_bench.backbones.embed import FORMATS, export_features
-from fewshot_bench.commands.common import host_from_args, print_json, print_table, progress_enabled
-from fewshot_bench.commands.pretrain import add_image_options
+from fewshot_bench.commands.common import add_image_options, host_from_args, print_json, print_table, progress_enabled
 from fewshot_bench.provenance import resolve_device
 
 

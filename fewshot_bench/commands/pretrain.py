@@ -8,24 +8,11 @@ from pathlib import Path
 
 from fewshot_bench.backbones.checkpoint import backbone_options, convert_options
 from fewshot_bench.backbones.pretrain import PretrainConfig, pretrain
-from fewshot_bench.commands.common import host_from_args, print_json, print_table, progress_enabled
+from fewshot_bench.commands.common import add_image_options, host_from_args, print_json, print_table, progress_enabled
 from fewshot_bench.config import apply_overrides, parse_assignments
 from fewshot_bench.data.images import ImageSpec, detect_layout, load_images
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.provenance import resolve_device
-
-
-def add_image_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``pretrain`` and ``embed``: where the images are and how they are sized."""
-    p.add_argument("--images", choices=("auto", "omniglot", "folder"), default="auto",
-                   help="image layout: omniglot (<Alphabet>/<character>/<png>), folder (class folders "
-                        "with train/val/test.txt lists or split folders) or auto (default: detect)")
-    p.add_argument("--data-dir", type=Path, required=True, help="root of the images")
-    p.add_argument("--max-classes", type=int, help="use only the first N classes of each split (quick runs)")
-    p.add_argument("--max-images", type=int, help="use only the first N images of each class (quick runs)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    p.add_argument("--batch-size", type=int, help="images per batch")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
