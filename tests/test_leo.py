@@ -13,6 +13,7 @@ from fewshot_bench_leo.hparams import PRESETS, dataset_family, nearest_shot, tun
 from fewshot_bench_leo.learners import LEARNERS
 from fewshot_bench_leo.model import orthogonality_penalty, stddev
 
+from fewshot_bench.api import Noise
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.api.linear import onehot_labels, support_loss_grad
@@ -50,8 +51,8 @@ def tiny_learner(name="leo", n=3, k=2, d=6, seed=0, **changes) -> LatentEmbeddin
 
 
 def seeded_loss(learner, batch, seed=123):
-    """The meta-loss with the sampling and dropout noise fixed by a seed."""
-    torch.manual_seed(seed)
+    """The meta-loss with the sampling and dropout noise fixed by a seed (a fresh ``Noise`` keyed by it)."""
+    learner.noise = Noise(seed)
     return learner.meta_loss(batch).loss
 
 
@@ -120,16 +121,16 @@ def test_evaluation_is_deterministic_and_training_is_not():
     batch = tiny_batch()
     learner.eval()
     with torch.no_grad():  # as evaluation calls it
-        torch.manual_seed(1)
+        learner.noise = Noise(1)
         first = learner.predict(batch)
-        torch.manual_seed(2)
+        learner.noise = Noise(2)
         second = learner.predict(batch)
     assert torch.equal(first, second)
     assert not first.requires_grad  # no graph is kept at evaluation
     learner.train()
-    torch.manual_seed(1)
+    learner.noise = Noise(1)
     train_a = learner.predict(batch)
-    torch.manual_seed(2)
+    learner.noise = Noise(2)
     train_b = learner.predict(batch)
     assert not torch.equal(train_a, train_b)
 
@@ -182,12 +183,11 @@ def test_logits_average_the_k_weight_samples():
     learner = tiny_learner(dropout_rate=0.0)
     learner.train()
     z = torch.randn(2, 3, 2, 3, dtype=torch.float64)
-    torch.manual_seed(3)
+    learner.noise = Noise(3)
     decoded = learner.decoder(z)
-    torch.manual_seed(3)
     params = z @ learner.decoder_weight
     mean, raw = params[..., :6], params[..., 6:]
-    samples = mean + stddev(raw, math.sqrt(2 / (6 + 3))) * torch.randn_like(mean)
+    samples = mean + stddev(raw, math.sqrt(2 / (6 + 3))) * Noise(3).randn_like(mean)  # the same first draw
     x = torch.randn(2, 12, 6, dtype=torch.float64)  # [B, M, D] queries
     per_sample = torch.einsum("bqd,bmkd->bqmk", x, samples).mean(-1)
     torch.testing.assert_close(learner.classifier_logits(x, decoded.weights), per_sample)
@@ -263,9 +263,9 @@ def test_deterministic_samples_nothing_and_has_no_kl():
     batch = tiny_batch()
     learner = tiny_learner("leo-deterministic", dropout_rate=0.0)
     learner.train()
-    torch.manual_seed(1)
+    learner.noise = Noise(1)
     first = learner.meta_loss(batch)
-    torch.manual_seed(2)
+    learner.noise = Noise(2)
     second = learner.meta_loss(batch)
     assert first.metrics["kl"].item() == 0.0
     assert first.loss.item() == second.loss.item()
@@ -422,9 +422,9 @@ def test_equations_objective_reads_eq6_and_eq7_literally():
     # The KL is the closed form: deterministic given the encoder, whatever the noise.
     assert seeded_loss(literal, batch, 1) != seeded_loss(literal, batch, 2)
     literal.config = dataclasses.replace(cfg, dropout_rate=0.0)
-    torch.manual_seed(1)
+    literal.noise = Noise(1)
     kl_a = literal.meta_loss(batch).metrics["kl"]
-    torch.manual_seed(2)
+    literal.noise = Noise(2)
     kl_b = literal.meta_loss(batch).metrics["kl"]
     assert torch.equal(kl_a, kl_b) and kl_a.item() > 0
 
@@ -448,7 +448,6 @@ def test_latent_copies_per_example_or_per_class():
 def test_dropout_keeps_features_with_probability_one_minus_rate_and_rescales():
     learner = tiny_learner(dropout_rate=0.3)
     learner.train()
-    torch.manual_seed(0)
     out = learner.dropout(torch.ones(200_000, dtype=torch.float64))
     kept = out != 0
     assert kept.double().mean().item() == pytest.approx(0.7, abs=0.005)

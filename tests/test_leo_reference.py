@@ -5,7 +5,8 @@ network's first layer split in halves and its last layer applied after the mean 
 pairs, one latent copy held when nothing is sampled. ``reference_meta_loss`` below is the
 textbook reading (REFERENCE.md section 1): explicit concatenated pairs, all K latent copies
 held, inner gradients by ``torch.autograd.grad(create_graph=True)``. Both draw the same
-random numbers in the same order, so with one seed they must agree to float tolerance.
+random numbers in the same order from a ``Noise`` keyed alike, so they must agree to float
+tolerance.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import torch.nn.functional as F
 from fewshot_bench_leo.model import STDDEV_FLOOR
 from test_leo import tiny_batch, tiny_learner
 
+from fewshot_bench.api import Noise
+
 
 def dropout(leo, x):
-    """Reference dropout: keep where a uniform draw is at least the rate, rescale (one rand_like per call)."""
+    """Reference dropout: the mask of the noise's next dropout draw, applied with where (one draw per call)."""
     if not leo.training or leo.config.dropout_rate == 0.0:
         return x
     rate = leo.config.dropout_rate
-    return torch.where(torch.rand_like(x) >= rate, x / (1.0 - rate), torch.zeros_like(x))
+    kept = leo.noise.dropout(torch.ones_like(x), rate) != 0
+    return torch.where(kept, x / (1.0 - rate), torch.zeros_like(x))
 
 
 def floored_stddev(raw, offset):
@@ -59,7 +63,7 @@ def reference_adapt(leo, batch):
     z = mean
     if sampling:
         std = floored_stddev(raw, 0.0)
-        noise = torch.randn_like(mean)
+        noise = leo.noise.randn_like(mean)
         z = mean + std * noise
         # log q(z) - log N(z; 0, I) at the sample, with (z - mean) / std written as the noise
         # it is: recomputing it cancels catastrophically when the stddev is tiny.
@@ -73,7 +77,7 @@ def reference_adapt(leo, batch):
         w_mean, w_raw = out[..., :d], out[..., d:]
         if not sampling:
             return w_mean
-        return w_mean + floored_stddev(w_raw, leo.weight_stddev_offset) * torch.randn_like(w_mean)
+        return w_mean + floored_stddev(w_raw, leo.weight_stddev_offset) * leo.noise.randn_like(w_mean)
 
     for _ in range(cfg.latent_steps):
         (grad,) = torch.autograd.grad(support_loss(leo, x, labels, decode(z)), z, create_graph=True)
@@ -117,10 +121,10 @@ def test_optimised_meta_gradients_equal_the_plain_reference(variant, k_shot):
     leo = tiny_learner(name, k=k_shot, **changes).train()
     batch = tiny_batch(k=k_shot, q=3)
     params = [p for p in leo.parameters() if p.requires_grad]
-    torch.manual_seed(7)
+    leo.noise = Noise(7)
     fast = leo.meta_loss(batch).loss
     fast_grads = torch.autograd.grad(fast, params)
-    torch.manual_seed(7)
+    leo.noise = Noise(7)
     plain = reference_meta_loss(leo, batch)
     plain_grads = torch.autograd.grad(plain, params)
     torch.testing.assert_close(fast, plain)

@@ -58,10 +58,12 @@ def mix64_int(value: int) -> int:
 
 def mix64_(x: Tensor) -> Tensor:
     """splitmix64's finaliser in place on an int64 tensor (any shape, under vmap too); returns ``x``."""
-    for shift, multiplier in ((30, _M1), (27, _M2)):
-        x ^= (x >> shift) & ((1 << (64 - shift)) - 1)  # a logical shift: drop the sign bits
-        x *= multiplier
-    x ^= (x >> 31) & ((1 << 33) - 1)
+    for shift, multiplier in ((30, _M1), (27, _M2), (31, None)):
+        high = x >> shift
+        high &= (1 << (64 - shift)) - 1  # a logical shift: drop the copies of the sign bit
+        x ^= high
+        if multiplier is not None:
+            x *= multiplier
     return x
 
 
@@ -141,60 +143,60 @@ class Noise:
             counters = self._counters[(count, device)] = torch.arange(count, device=device).mul_(GOLDEN)
         return mix64_(counters + base.unsqueeze(-1))
 
-    def _members(self, x: Tensor) -> tuple[tuple[int, ...], int]:
-        """The leading member shape (the key's) and the number of values per member of a tensor like ``x``."""
+    def _members(self, x: Tensor) -> int:
+        """The number of values per member of a tensor like ``x`` (after the key's leading member dims)."""
         lead = self.key.dim()
         if tuple(x.shape[:lead]) != tuple(self.key.shape):
             raise ValueError(f"a tensor of shape {tuple(x.shape)} has no leading member dims {tuple(self.key.shape)}")
-        return tuple(x.shape[:lead]), math.prod(x.shape[lead:])
+        return math.prod(x.shape[lead:])
 
-    def _paired(self, x: Tensor, first: Tensor, second: Tensor) -> Tensor:
-        """Two halves of values per member, laid out like ``x``: ``first`` then ``second``, cut to size."""
-        lead, n = self._members(x)
-        both = torch.cat([first, second], dim=-1)
-        return (both if both.shape[-1] == n else both[..., :n]).reshape(x.shape)
+    @staticmethod
+    def _like(x: Tensor, values: Tensor, n: int) -> Tensor:
+        """``values`` [*members, >= n] cut to n per member and shaped like ``x``."""
+        return (values if values.shape[-1] == n else values[..., :n]).reshape(x.shape)
+
+    def _uniform_bits(self, count: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """At least ``count`` signed integers of :func:`value_bits` bits per member, for uniforms of ``dtype``.
+
+        One value per hash for float64; two for smaller types: the hash's two 32-bit halves
+        (its int32 view), each as well mixed as the whole.
+        """
+        if value_bits(dtype) > 32:
+            return self.hashes(count, device) >> (64 - value_bits(dtype))
+        return self.hashes((count + 1) // 2, device).view(torch.int32) >> (32 - value_bits(dtype))
 
     def rand_like(self, x: Tensor) -> Tensor:
         """Uniforms in [0, 1) shaped like ``x`` (its dtype and device), with :func:`value_bits` random bits each."""
-        dtype = x.dtype
-        _, n = self._members(x)
-        if value_bits(dtype) > 32:  # one hash per value
-            return bits_to_uniform(self.hashes(n, x.device) >> (64 - value_bits(dtype)), dtype).reshape(x.shape)
-        # Two values per hash: its top bits and the bits below the top 24.
-        h = self.hashes((n + 1) // 2, x.device)
-        shift = 64 - value_bits(dtype)
-        first, second = h >> shift, (h << 24) >> shift
-        return self._paired(x, bits_to_uniform(first, dtype), bits_to_uniform(second, dtype))
+        n = self._members(x)
+        return self._like(x, bits_to_uniform(self._uniform_bits(n, x.dtype, x.device), x.dtype), n)
 
     def randn_like(self, x: Tensor) -> Tensor:
-        """Standard normals shaped like ``x``: Box-Muller, both outputs of each pair of uniforms used."""
-        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
-        _, n = self._members(x)
-        pairs = (n + 1) // 2
-        if dtype == torch.float64:  # 53-bit uniforms: one hash each
-            h = self.hashes(2 * pairs, x.device) >> 11
-            u1, u2 = bits_to_uniform(h[..., :pairs], dtype), bits_to_uniform(h[..., pairs:], dtype)
-        else:  # two 24-bit uniforms per hash
-            h = self.hashes(pairs, x.device)
-            u1, u2 = bits_to_uniform(h >> 40, dtype), bits_to_uniform((h << 24) >> 40, dtype)
-        # 1 - u1 lies in (0, 1], so the log is finite.
-        radius = u1.neg_().log1p_().mul_(-2.0).sqrt_()
-        z = self._paired(x, radius * torch.cos(u2 * (2 * math.pi)), radius * torch.sin(u2 * (2 * math.pi)))
-        return z.to(x.dtype)
+        """Standard normals shaped like ``x``: ``sqrt(2) erfinv(v)``, v uniform on the centres of 2^b cells of (-1, 1).
+
+        The inverse of the normal CDF, one value per uniform (float16 and bfloat16 are drawn
+        in float32 and rounded). ``v = (2 k + 1) 2^-b`` is exact, never -1 or 1.
+        """
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        n, b = self._members(x), value_bits(dtype)
+        centred = self._uniform_bits(n, dtype, x.device).to(dtype).mul_(2.0 ** (1 - b)).add_(2.0**-b)
+        return self._like(x, centred.erfinv_().mul_(math.sqrt(2.0)), n).to(x.dtype)
 
     def randn(self, shape: Sequence[int], like: Tensor) -> Tensor:
         """Standard normals of ``shape`` (after the key's member dims) with ``like``'s dtype and device."""
         return self.randn_like(like.new_empty((*self.key.shape, *shape)))
 
     def dropout(self, x: Tensor, rate: float) -> Tensor:
-        """``x`` with each element kept with probability ``1 - rate`` (to 2^-24) and scaled by ``1 / (1 - rate)``.
+        """``x`` with each element kept with probability ``1 - rate`` and scaled by ``1 / (1 - rate)``.
 
-        The same distribution as ``torch.nn.functional.dropout``; the mask is compared in
-        integers, two elements per hash. Differentiable in ``x``.
+        The distribution of ``torch.nn.functional.dropout`` up to the keep probability's
+        rounding to a multiple of 2^-16 (an error below 2^-17).
+        Each hash's four 16-bit quarters (its int16 view) decide four elements: a quarter of
+        the hashing of one value per hash, and dropout is most of a LEO step's noise.
+        Differentiable in ``x``.
         """
         if rate == 0.0:
             return x
-        h = self.hashes((self._members(x)[1] + 1) // 2, x.device)
-        threshold = math.ceil(rate * 2**24) - 2**23  # keep iff the 24-bit uniform is >= rate
-        keep = self._paired(x, (h >> 40) >= threshold, ((h << 24) >> 40) >= threshold)
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - rate))
+        n = self._members(x)
+        quarters = self.hashes((n + 3) // 4, x.device).view(torch.int16)
+        keep = quarters >= round(rate * 2**16) - 2**15  # a signed 16-bit uniform at or above the rate
+        return x * self._like(x, keep, n).to(x.dtype).mul_(1.0 / (1.0 - rate))

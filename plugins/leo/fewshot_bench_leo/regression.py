@@ -184,10 +184,11 @@ class LEORegression(Learner):
         return mean + stddev(raw, offset=0.0) * self.noise_like(mean)
 
     def noise_like(self, mean: Tensor) -> Tensor:
-        """Standard normals like ``mean``: fresh in training; at evaluation a pure function of each
-        episode's id and the draw's index, so a problem's sampled model does not depend on its batch."""
+        """Standard normals like ``mean``: in training from the learner's noise (a pure function of the
+        run's seed and step); at evaluation a pure function of each episode's id and the draw's index,
+        so a problem's sampled model does not depend on its batch."""
         if self.training or self._eval_ids is None:
-            return torch.randn_like(mean)
+            return self.noise.randn_like(mean)
         self._draws += 1
         return episode_normal(self._eval_ids, self._draws, tuple(mean.shape[1:]), mean)
 
