@@ -22,12 +22,13 @@ from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
 from fewshot_bench.errors import CheckpointError, ConfigError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.plugins import PluginHost
+from fewshot_bench.population import Population, population_report
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.provenance import hardware, versions
 from fewshot_bench.spec import TUNED, RunSpec
 from fewshot_bench.store import ResultStore
 from fewshot_bench.threads import apply_threads, choose_threads, requested_threads
-from fewshot_bench.train import MetaTrainer, TrainOptions, load_torch_file, plain, save_atomic
+from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult, load_torch_file, plain, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +204,32 @@ class RunOutcome:
     values: np.ndarray
 
 
-def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> RunOutcome:
-    """Meta-train and evaluate ``spec`` without touching the store.
+@dataclass
+class Prepared:
+    """One run set up to meta-train: its resolved config and key, its data, and its learner built from its seed."""
 
-    Meta-training checkpoints after each validation; computing the same spec again resumes.
+    spec: RunSpec
+    cls: type[Learner]
+    distribution: str
+    kind: str
+    config: Any
+    config_dict: dict[str, Any]
+    run_key: str
+    dataset: FeatureDataset
+    scored: str  # the split it is scored on: test, or val for a search's trial
+    eval_query: int
+    task: TaskSpec
+    learner: Learner
+
+    @property
+    def meta_trained(self) -> bool:
+        """Whether this run meta-trains (a learner with something to train, and steps to train it)."""
+        return self.cls.for_kind(self.kind).meta_trainable and self.spec.steps > 0
+
+
+def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Prepared:
+    """Resolve ``spec``'s config and key, load its data, check its episodes and build its learner (seeded).
+
     ``expected_key``, when given, must equal the key this process resolves: a worker whose
     installed plugins resolve a different config refuses to run rather than store a mislabelled run.
     """
@@ -230,54 +253,116 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     task = TaskSpec(spec.way, spec.shot, dataset.feature_dim, dataset.kind, dataset.name)
     eval_query = spec.eval_query if spec.eval_query is not None else all_remaining_queries(test, spec.shot)
     preflight.check_episodes(dataset, spec, eval_query, test.name)  # the scored split too, before any training
-
     torch.manual_seed(spec.seed)
     learner = build_learner(cls, config, task, ctx.device)
+    return Prepared(spec, cls, plugin.distribution, kind, config, config_dict, run_key, dataset, scored, eval_query,
+                    task, learner)
+
+
+def use_threads(learner: Learner, ctx: RunContext) -> Any:
+    """Set torch's threads for ``learner`` as the context asks (fewshot_bench.threads); returns the choice."""
     threads = apply_threads(choose_threads(learner, *requested_threads(ctx.threads), cap=ctx.max_threads))
     log.info("torch threads: %d (%s)", threads.threads, threads.reason)
+    return threads
+
+
+def make_trainer(run: Prepared, ctx: RunContext, profiler: Profiler) -> MetaTrainer:
+    """The run's trainer, resumed from its checkpoint if it has one (``ctx.restart``: deleted unread)."""
+    spec, dataset = run.spec, run.dataset
+    train_split = dataset.split("train")
+    val_split = dataset.split("val")
+    if spec.train_on_val:
+        train_split = merge_splits("train+val", train_split, val_split)
+    checkpoint = None
+    if ctx.checkpoint_dir is not None:
+        checkpoint = ctx.checkpoint_dir / f"{run.run_key}.pt"
+    options = TrainOptions(
+        checkpoint=checkpoint,
+        run_key=run.run_key,
+        progress=ctx.progress,
+        progress_every=ctx.progress_every,
+        cuda_graph=ctx.cuda_graph,
+    )
+    trainer = MetaTrainer(run.learner, train_split, val_split, spec, options, ctx.device, profiler)
+    if trainer.try_resume(restart=ctx.restart):
+        log.info("resuming %s from step %d (seed %d)", spec.learner, trainer.result.steps, spec.seed)
+    return trainer
+
+
+def trained_summary(run: Prepared, ctx: RunContext, result: TrainResult) -> dict[str, Any]:
+    """What a run stores of its meta-training; saves its model beside the checkpoints (not a search's trials)."""
+    summary = {"meta_trained": True, **asdict(result)}
+    if ctx.checkpoint_dir is not None and run.spec.stage != "tune":  # a search's trials keep no model files
+        path = ctx.checkpoint_dir / f"{run.run_key}.model.pt"
+        summary["model"] = str(save_model(run.learner, run.config_dict, run.task, path))
+    return summary
+
+
+def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> RunOutcome:
+    """Meta-train and evaluate ``spec`` without touching the store.
+
+    Meta-training checkpoints after each validation; computing the same spec again resumes.
+    ``expected_key``: see :func:`setup`.
+    """
+    run = setup(spec, ctx, expected_key)
+    threads = use_threads(run.learner, ctx)
     profiler = Profiler(ctx.profile, ctx.device)
-    timings: dict[str, float] = {}
     train_summary: dict[str, Any] = {"meta_trained": False}
     t0 = time.perf_counter()
-    if cls.for_kind(kind).meta_trainable and spec.steps > 0:
-        train_split = dataset.split("train")
-        val_split = dataset.split("val")
-        if spec.train_on_val:
-            train_split = merge_splits("train+val", train_split, val_split)
-        checkpoint = None
-        if ctx.checkpoint_dir is not None:
-            checkpoint = ctx.checkpoint_dir / f"{run_key}.pt"
-        options = TrainOptions(
-            checkpoint=checkpoint,
-            run_key=run_key,
-            progress=ctx.progress,
-            progress_every=ctx.progress_every,
-            cuda_graph=ctx.cuda_graph,
-        )
-        trainer = MetaTrainer(learner, train_split, val_split, spec, options, ctx.device, profiler)
-        if trainer.try_resume(restart=ctx.restart):
-            log.info("resuming %s from step %d", spec.learner, trainer.result.steps)
-        with learner_errors(spec.learner, plugin.distribution, "meta-training"):
+    if run.meta_trained:
+        trainer = make_trainer(run, ctx, profiler)
+        with learner_errors(spec.learner, run.distribution, "meta-training"):
             result = trainer.run()
-        train_summary = {"meta_trained": True, **asdict(result)}
-        if ctx.checkpoint_dir is not None and spec.stage != "tune":  # a search's trials keep no model files
-            train_summary["model"] = str(save_model(learner, config_dict, task,
-                                                    ctx.checkpoint_dir / f"{run_key}.model.pt"))
-    timings["train_s"] = time.perf_counter() - t0
+        train_summary = trained_summary(run, ctx, result)
+    return finish(run, ctx, threads, profiler, train_summary, {"train_s": time.perf_counter() - t0})
 
+
+def compute_population(
+    specs: list[RunSpec], ctx: RunContext, expected_keys: list[str] | None = None, batched: bool = True,
+) -> list[RunOutcome]:
+    """Meta-train the runs ``specs`` (seeds of one cell) as one population, then evaluate each as alone.
+
+    Every member trains, validates, stops and checkpoints as its run alone would
+    (:mod:`fewshot_bench.population`), so each outcome is the one :func:`compute` gives its
+    spec. ``batched`` False trains the members one after another. The record's timings say
+    how the population trained (members, path, peak memory); ``train_s`` is the population's.
+    """
+    runs = [setup(spec, ctx, None if expected_keys is None else expected_keys[i]) for i, spec in enumerate(specs)]
+    threads = use_threads(runs[0].learner, ctx)
+    profiler = Profiler(ctx.profile, ctx.device)
+    summaries: list[dict[str, Any]] = [{"meta_trained": False} for _ in runs]
+    report: dict[str, Any] = {"members": len(runs)}
     t0 = time.perf_counter()
-    with profiler.section("evaluation"), learner_errors(spec.learner, plugin.distribution, "evaluation"):
+    if runs[0].meta_trained:
+        population = Population([make_trainer(run, ctx, profiler) for run in runs], profiler, not batched)
+        with learner_errors(specs[0].learner, runs[0].distribution, "meta-training"):
+            results = population.run()
+        summaries = [trained_summary(run, ctx, result) for run, result in zip(runs, results)]
+        report = population_report(population)
+    train_s = time.perf_counter() - t0
+    return [finish(run, ctx, threads, profiler, summary, {"train_s": train_s, "population": report})
+            for run, summary in zip(runs, summaries)]
+
+
+def finish(
+    run: Prepared, ctx: RunContext, threads: Any, profiler: Profiler, train_summary: dict[str, Any],
+    timings: dict[str, Any],
+) -> RunOutcome:
+    """Evaluate a (meta-trained) run on its scored split and build the record to store."""
+    spec, kind = run.spec, run.kind
+    t0 = time.perf_counter()
+    with profiler.section("evaluation"), learner_errors(spec.learner, run.distribution, "evaluation"):
         acc = evaluate(
-            learner, test, spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
-            n_query=eval_query, device=ctx.device, progress=ctx.progress, desc=f"{scored} {spec.learner}",
-            stream=scored, progress_every=ctx.progress_every,
+            run.learner, run.dataset.split(run.scored), spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
+            n_query=run.eval_query, device=ctx.device, progress=ctx.progress, desc=f"{run.scored} {spec.learner}",
+            stream=run.scored, progress_every=ctx.progress_every,
         )
     timings["eval_s"] = time.perf_counter() - t0
     summary = stats.summarize_run(acc)
     record = {
-        "run_key": run_key,
+        "run_key": run.run_key,
         "learner": spec.learner,
-        "dataset": dataset.name,
+        "dataset": run.dataset.name,
         "way": spec.way,
         "shot": spec.shot,
         "seed": spec.seed,
@@ -286,14 +371,14 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
         "mean": summary.mean,
         "ci95": summary.ci95,
         "episodes": summary.episodes,
-        "config": config_dict,
+        "config": run.config_dict,
         "options": {
-            **asdict(spec), "eval_query": eval_query, "plugin": plugin.distribution,
+            **asdict(spec), "eval_query": run.eval_query, "plugin": run.distribution,
             # Marked in tables, `results` and `compare` (see fewshot_bench.protocols).
-            "transductive": bool(getattr(cls.for_kind(kind), "transductive", False)),
+            "transductive": bool(getattr(run.cls.for_kind(kind), "transductive", False)),
         },
         "summary": {"std": summary.std, "train": train_summary},
-        "versions": versions(plugin.distribution),
+        "versions": versions(run.distribution),
         "hardware": hardware(ctx.device) | {"threads_reason": threads.reason},
         "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),
     }
@@ -325,7 +410,21 @@ def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False) -> dict[str, An
     run key has one complete row: if another process stored the same run meanwhile, its row
     is kept (``stored_by_other`` is set); with ``rerun`` this run replaces the stored one.
     """
-    outcome = compute(spec, ctx)
+    return store_run(compute(spec, ctx), ctx, rerun)
+
+
+def store_run(outcome: RunOutcome, ctx: RunContext, rerun: bool = False) -> dict[str, Any]:
+    """Store a computed run as :func:`execute` does (kept if stored by another process, unless ``rerun``)."""
     mine = outcome.record.setdefault("run_id", uuid.uuid4().hex[:12])
     run_id = store_outcome(outcome, ctx.store_path, ctx.checkpoint_dir, if_absent=not rerun, replace=rerun)
     return {**outcome.record, "run_id": run_id, "stored_by_other": run_id != mine}
+
+
+def execute_population(
+    specs: list[RunSpec], ctx: RunContext, rerun: bool = False, batched: bool = True, size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``specs`` (seeds of one cell) as populations of at most ``size`` members and store each run, as
+    :func:`execute` stores one; returns the stored summaries in the order of ``specs``."""
+    step = size or len(specs)
+    return [store_run(outcome, ctx, rerun) for start in range(0, len(specs), step)
+            for outcome in compute_population(specs[start:start + step], ctx, batched=batched)]

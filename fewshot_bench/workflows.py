@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from fewshot_bench import report
-from fewshot_bench.errors import FewshotBenchError
+from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.paired import PairedReport
 from fewshot_bench.paired import compare as paired_compare
 from fewshot_bench.protocols import Protocol, is_transductive, overrides_of, overrides_text, protocol_of
@@ -195,14 +195,22 @@ def run(
     progress_every: float | None = None,
     host: PluginHost | None = None,
     on_checked: Callable[[CheckedRun], None] | None = None,
+    seeds: Iterable[int] | None = None,
+    population: bool = True,
+    population_size: int | None = None,
     **protocol: Any,
-) -> RunResult:
+) -> RunResult | list[RunResult]:
     """Meta-train and evaluate one learner on one setting and seed, store it, and return its result.
 
     ``protocol`` holds the options of :func:`run_spec` (way, shot, seed, budget, steps,
     episodes, val_every, val_episodes, patience, eval_query, train_on_val, hparams, overrides,
     crop). A run the store has already (same run key) is returned without computing, unless
     ``rerun``. ``on_checked`` is called once every check passed, before any work.
+
+    ``seeds`` (in place of ``seed``): one run per seed, returned as a list in that order and
+    stored exactly as separate runs would be; the seeds the store lacks are meta-trained
+    together as a population (:mod:`fewshot_bench.population`) of at most ``population_size``
+    members, or one after another with ``population=False``.
     """
     import torch
 
@@ -214,6 +222,7 @@ def run(
 
     host = _host(host)
     store = Path(store)
+    seed_values = None if seeds is None else check_seeds(seeds, protocol)
     spec = with_tuned(run_spec(host, learner, dataset, **protocol), store, host)
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
@@ -225,18 +234,56 @@ def run(
         checkpoint_dir=checkpoint_folder(store, checkpoint_dir), progress=progress, progress_every=progress_every,
         profile=profile, cuda_graph=cuda_graph, restart=restart, threads=threads,
     )
+    if seed_values is not None:
+        specs = [replace(spec, seed=seed) for seed in seed_values]
+        return _run_seeds(specs, ctx, rerun, on_checked, population, population_size)
     # Everything the options, the config, the store and the checkpoint folder can tell, before any work.
     run_key = prepare(spec, ctx)
     stored = None if rerun else preflight.stored_run(store, run_key)
     if on_checked is not None:
         on_checked(CheckedRun(spec, run_key, stored))
     out = None if stored is not None else execute(spec, ctx, rerun=rerun)  # one run key, one complete row: reuse it
-    with ResultStore(store, create=False) as db:  # what is stored (another process's row, if it stored first)
+    return _stored_result(store, stored, out)
+
+
+def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | None) -> RunResult:
+    """The stored row of a run: the reused one, or the one just computed (another process's, if it stored first)."""
+    with ResultStore(store, create=False) as db:
         record = stored or db.run(out["run_id"])
         values = db.episode_values(record.run_id)
     return RunResult.from_record(
         store, record, values, reused=stored is not None, stored_by_other=bool(out and out["stored_by_other"])
     )
+
+
+def check_seeds(seeds: Iterable[int], protocol: dict[str, Any]) -> list[int]:
+    """``seeds`` as a list of distinct seeds (one-line errors for none, repeats, or ``seed`` given too)."""
+    values = [int(s) for s in seeds]
+    if "seed" in protocol:
+        raise ConfigError("give seed or seeds, not both")
+    if not values or len(set(values)) != len(values):
+        raise ConfigError(f"seeds must be one or more distinct seeds, not {values}")
+    return values
+
+
+def _run_seeds(
+    specs: list[RunSpec], ctx: Any, rerun: bool, on_checked: Callable[[CheckedRun], None] | None,
+    population: bool, population_size: int | None,
+) -> list[RunResult]:
+    """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
+    from fewshot_bench import preflight
+    from fewshot_bench.runner import execute_population, prepare
+
+    if population_size is not None and population_size < 1:
+        raise ConfigError("population size must be at least 1")
+    keys = [prepare(spec, ctx) for spec in specs]
+    stored = [None if rerun else preflight.stored_run(ctx.store_path, key) for key in keys]
+    if on_checked is not None:
+        for spec, key, row in zip(specs, keys, stored):
+            on_checked(CheckedRun(spec, key, row))
+    missing = [spec for spec, row in zip(specs, stored) if row is None]
+    outs = iter(execute_population(missing, ctx, rerun, batched=population, size=population_size) if missing else [])
+    return [_stored_result(ctx.store_path, row, None if row is not None else next(outs)) for row in stored]
 
 
 # --- sweep -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from fewshot_bench.commands.common import (
 from fewshot_bench.config import parse_assignments
 from fewshot_bench.log_hold import hold_logs, release_logs
 from fewshot_bench.spec import BUDGETS
-from fewshot_bench.workflows import CheckedRun, run
+from fewshot_bench.workflows import CheckedRun, RunResult, run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--way", type=int, help="classes per episode N (default 5; 1 for regression)")
     p.add_argument("--shot", type=int,
                    help="support examples per class K (default 1, or the dataset's own, e.g. 5 for sines-lines)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
+    seeds.add_argument("--seeds", type=seed_range, metavar="A-B|A,B,...",
+                       help="one run per seed (e.g. 0-4), stored as separate runs would be; the seeds not stored yet "
+                            "meta-train together as one population")
+    p.add_argument("--population", choices=("on", "off"), default="on",
+                   help="with --seeds: train the seeds as one batched population (on, default) or one after another")
+    p.add_argument("--population-size", type=int, metavar="S",
+                   help="with --seeds: at most S seeds per population (split a population that would not fit)")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
                    help="quick (default: 1,000 steps, 2,000 test episodes) or paper (100,000 steps, 50,000 episodes)")
     add_budget_options(p)
@@ -61,10 +69,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
+def seed_range(text: str) -> list[int]:
+    """``A-B`` (inclusive) or ``A,B,...``: distinct non-negative seeds (an argparse type)."""
+    try:
+        if "-" in text.strip("-"):
+            first, last = (int(part) for part in text.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed range like 0-4 or a list like 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more distinct seeds, e.g. 0-4")
+    return seeds
+
+
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
     """The run's protocol options (:func:`fewshot_bench.workflows.run_spec`) from parsed arguments."""
+    seed = {} if getattr(args, "seeds", None) else {"seed": args.seed}
     return {
-        "learner": args.learner, "dataset": args.dataset, "way": args.way, "shot": args.shot, "seed": args.seed,
+        "learner": args.learner, "dataset": args.dataset, "way": args.way, "shot": args.shot, **seed,
         **budget_options(args), "train_on_val": args.train_on_val, "hparams": args.hparams,
         "overrides": parse_assignments(args.overrides), "crop": args.crop,
     }
@@ -87,12 +111,21 @@ def handle(args: argparse.Namespace) -> int:
                 + ("" if args.budget == "paper" else " (the paper's protocol: --budget paper)")
             )
 
-    out = run(
+    outs = run(
         **protocol_of(args), store=args.store, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
         device=args.device, threads=args.threads, rerun=args.rerun, restart=args.restart, profile=args.profile,
         cuda_graph=args.cuda_graph, progress=progress_enabled(args), progress_every=progress_every(args),
-        host=host_from_args(args, warn=True), on_checked=announce,
+        host=host_from_args(args, warn=True), on_checked=announce, seeds=args.seeds,
+        population=args.population == "on", population_size=args.population_size,
     )
+    results = [report_run(args, out) for out in outs] if args.seeds else report_run(args, outs)
+    if args.json:
+        print_json({"runs": results} if args.seeds else results)
+    return 0
+
+
+def report_run(args: argparse.Namespace, out: RunResult) -> dict[str, Any]:
+    """Print one stored run's metric (unless --json); returns what --json prints of it."""
     if out.stored_by_other:
         print(f"fewshot-bench: another process stored this run first as {out.run_id}; kept that row", file=sys.stderr)
     result = {
@@ -115,12 +148,13 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         if args.profile:
             result["profile"] = profile
-        print_json(result)
     else:
         headline = (
             f"accuracy {100 * out.mean:.2f}% ± {100 * out.ci95:.2f}%"
             if out.metric == "accuracy"
             else f"query {out.metric.upper()} {out.mean:.4f} ± {out.ci95:.4f}"
         )
-        print(f"{headline} (95% CI over {result['episodes']:,} episodes); run {out.run_id} stored in {args.store}")
-    return 0
+        seed = f"seed {out.seed}: " if args.seeds else ""
+        episodes = f"95% CI over {result['episodes']:,} episodes"
+        print(f"{seed}{headline} ({episodes}); run {out.run_id} stored in {args.store}")
+    return result
