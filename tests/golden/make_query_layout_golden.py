@@ -6,12 +6,12 @@ gives ``predict`` each episode's queries as an unordered set: the same queries a
 so every episode's metric must be the same.
 
 The LEO cases (``leo*``: every variant draws dropout masks, and all but ``leo-deterministic``
-sample latents and weights, in meta-training) were regenerated on purpose by the commit after
-d55e4b4, which moved learners' meta-training noise from torch's global generator to the
-counter-based :class:`fewshot_bench.api.Noise`: their training draws changed by design, so
-their trained weights and test metrics did. The layout claim had been checked for them
-before (the test passed on d55e4b4); their entries now pin the new noise. The other cases
-draw no training noise and were left as 2f99443 wrote them (they still pass).
+sample latents and weights, in meta-training) were regenerated on purpose by commit 92b3c41,
+which moved LEO's meta-training noise from torch's global generator to the counter-based
+:class:`fewshot_bench.api.Noise`: their training draws changed by design, so their trained
+weights and test metrics did. The layout claim had been checked for them before (the test
+passed on d55e4b4, the commit before); their entries now pin the new noise. The other
+cases draw no training noise and were left as 2f99443 wrote them (they still pass).
 
 Regenerate (only on purpose) with ``python tests/golden/make_query_layout_golden.py``, or
 only the cases whose ids start with given prefixes: ``... make_query_layout_golden.py leo``.
