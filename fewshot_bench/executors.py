@@ -64,7 +64,7 @@ def worker_context(settings: WorkerSettings) -> RunContext:
 
 def compute_job(job: Job, settings: WorkerSettings) -> RunOutcome:
     """Compute one job in this process (the function every executor ships to its workers)."""
-    return compute(job.spec, worker_context(settings), expected_key=job.key)
+    return compute(job.spec, worker_context(settings), expected_key=job.key, on_validation=job.validation_hook())
 
 
 class Executor(ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -266,7 +266,9 @@ def use_threads(learner: Learner, ctx: RunContext) -> Any:
     return threads
 
 
-def make_trainer(run: Prepared, ctx: RunContext, profiler: Profiler) -> MetaTrainer:
+def make_trainer(
+    run: Prepared, ctx: RunContext, profiler: Profiler, on_validation: Callable[[TrainResult], bool] | None = None,
+) -> MetaTrainer:
     """The run's trainer, resumed from its checkpoint if it has one (``ctx.restart``: deleted unread)."""
     spec, dataset = run.spec, run.dataset
     train_split = dataset.split("train")
@@ -282,6 +284,7 @@ def make_trainer(run: Prepared, ctx: RunContext, profiler: Profiler) -> MetaTrai
         progress=ctx.progress,
         progress_every=ctx.progress_every,
         cuda_graph=ctx.cuda_graph,
+        on_validation=on_validation,
     )
     trainer = MetaTrainer(run.learner, train_split, val_split, spec, options, ctx.device, profiler)
     if trainer.try_resume(restart=ctx.restart):
@@ -298,11 +301,15 @@ def trained_summary(run: Prepared, ctx: RunContext, result: TrainResult) -> dict
     return summary
 
 
-def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> RunOutcome:
+def compute(
+    spec: RunSpec, ctx: RunContext, expected_key: str | None = None,
+    on_validation: Callable[[TrainResult], bool] | None = None,
+) -> RunOutcome:
     """Meta-train and evaluate ``spec`` without touching the store.
 
     Meta-training checkpoints after each validation; computing the same spec again resumes.
-    ``expected_key``: see :func:`setup`.
+    ``expected_key``: see :func:`setup`. ``on_validation`` is the trainer's callback after each
+    validation (:class:`TrainOptions`; a search's pruner).
     """
     run = setup(spec, ctx, expected_key)
     threads = use_threads(run.learner, ctx)
@@ -310,7 +317,7 @@ def compute(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> 
     train_summary: dict[str, Any] = {"meta_trained": False}
     t0 = time.perf_counter()
     if run.meta_trained:
-        trainer = make_trainer(run, ctx, profiler)
+        trainer = make_trainer(run, ctx, profiler, on_validation)
         with learner_errors(spec.learner, run.distribution, "meta-training"):
             result = trainer.run()
         train_summary = trained_summary(run, ctx, result)

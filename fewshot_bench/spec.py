@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.store import RunRecord
@@ -101,6 +101,13 @@ class Job:
     def label(self) -> str:
         """A short human name of the job (its spec's)."""
         return self.spec.label
+
+    def validation_hook(self) -> Callable[[Any], bool] | None:
+        """The trainer's callback after each validation of this job's run (``TrainOptions.on_validation``), or None.
+
+        Called in the worker; a search's trial returns its pruner (:class:`fewshot_bench.tune.TrialJob`).
+        """
+        return None
 
 
 def is_trial(run: RunRecord) -> bool:

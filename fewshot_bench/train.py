@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ class TrainOptions:
     progress_every: float | None = None  # else, seconds between one-line progress records on stderr (logs)
     # On CUDA, capture the step in a CUDA graph after a few eager warm-up steps (fewshot_bench.cuda_graph).
     cuda_graph: bool = True
+    # Called after each validation with the result so far (its history holds every validation, those restored
+    # from a checkpoint too; read it, do not change it); False stops training there (a search's pruner).
+    on_validation: Callable[[TrainResult], bool] | None = None
 
 
 @dataclass
@@ -496,3 +499,7 @@ class MetaTrainer:
         if self.options.checkpoint is not None:
             with self.profiler.section("checkpoint"):
                 save_atomic(self._checkpoint(), self.options.checkpoint)
+        # Stopped after the checkpoint, so the checkpoint never holds this stop: the callback is not part of the run
+        # (nor of its key), and a resumed run asks it again.
+        if self.options.on_validation is not None and not self.options.on_validation(res):
+            res.stopped_early = True

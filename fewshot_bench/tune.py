@@ -17,6 +17,14 @@ trial killed while its values were being written is marked failed and replaced. 
 is seeded per trial number, so a search gives the same trials whether or not it was
 interrupted (with one worker; in parallel TPE also depends on which trials had finished).
 
+A study may *prune* (``--pruner median|hyperband``): a trial that validates worse than the
+finished ones at the same step is stopped there. Workers cannot reach the study, so each
+trial ships a snapshot of the trials finished when it was asked (:class:`PruningPlan`);
+the worker replays its validations into an in-memory copy of the study and stops when
+Optuna's pruner says so, and the driver replays the same snapshot to record the trial as
+pruned. A pruned trial is in the study only (state PRUNED, its validation curve), never
+in the results store: the store holds finished runs, and a preset is never a pruned trial.
+
 The best trial of a study is a *tuned preset*: ``run --hparams tuned`` and ``sweep
 --hparams tuned`` look it up in the results store (:func:`with_tuned`), so any worker
 resolves the same config from the spec alone.
@@ -53,6 +61,7 @@ from fewshot_bench.store import ResultStore, RunRecord
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "tpe")
+PRUNERS = ("none", "median", "hyperband")
 # What a trial scores: "best", the best validation accuracy (its best checkpoint's: early stopping's pick,
 # the paper's criterion); "last", the validation accuracy at the end of training (favours runs that stay good).
 SCORES = ("best", "last")
@@ -93,6 +102,54 @@ class Budget:
         return f"{self.steps:,} steps, validation every {self.val_every} on {self.val_episodes:,} episodes"
 
 
+@dataclass(frozen=True)
+class Pruning:
+    """How a study stops unpromising trials at a validation (Optuna's pruners); ``none`` never does.
+
+    ``warmup``: a trial is never pruned at its first ``warmup`` validations. ``startup``
+    (median only): no trial is pruned before that many trials have completed.
+    """
+
+    kind: str = "none"
+    warmup: int = 0
+    startup: int | None = None
+
+    def definition(self) -> dict[str, Any]:
+        """The pruner as stored in the study's definition (and hashed into its name)."""
+        return {"kind": self.kind, "warmup": self.warmup} | ({"startup": self.startup} if self.kind == "median" else {})
+
+    def text(self) -> str:
+        """``median (after 5 complete trials, from validation 2)``."""
+        if self.kind == "none":
+            return "no pruning"
+        startup = f"after {self.startup} complete trials, " if self.kind == "median" else ""
+        return f"{self.kind} pruning ({startup}from validation {self.warmup + 1})"
+
+    def make(self, budget: Budget) -> Any:
+        """The Optuna pruner; steps are meta-training steps, validations come every ``budget.val_every``."""
+        optuna = _optuna()
+        first = (self.warmup + 1) * budget.val_every  # the step of the first validation that may prune
+        if self.kind == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.startup, n_warmup_steps=first)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=budget.steps, reduction_factor=3)
+
+
+def make_pruning(kind: str = "none", warmup: int | None = None, startup: int | None = None) -> Pruning:
+    """A checked :class:`Pruning`: median starts after 5 complete trials unless ``startup`` says otherwise."""
+    if kind not in PRUNERS:
+        raise ConfigError(f"unknown pruner {kind!r}; use {', '.join(PRUNERS)}")
+    if kind == "none" and (warmup or startup):
+        raise ConfigError("--pruner-warmup and --pruner-startup need --pruner median or hyperband")
+    if kind == "hyperband" and startup is not None:
+        raise ConfigError("--pruner-startup is the median pruner's; hyperband starts pruning from its first trials")
+    for name, value in (("warmup", warmup), ("startup", startup)):
+        if value is not None and value < 0:
+            raise ConfigError(f"--pruner-{name} must be at least 0")
+    if kind == "none":
+        return Pruning()
+    return Pruning(kind, warmup or 0, (5 if startup is None else startup) if kind == "median" else None)
+
+
 @dataclass
 class SearchRequest:
     """Everything that defines a study, checked: its name is a hash of all of it."""
@@ -109,6 +166,7 @@ class SearchRequest:
     crop: str = "center"
     direction: str = "maximize"
     score: str = "best"
+    pruning: Pruning = field(default_factory=Pruning)
 
     def definition(self) -> dict[str, Any]:
         """The study's definition as stored in the study and hashed into its name."""
@@ -116,7 +174,9 @@ class SearchRequest:
             "learner": self.learner, "dataset": self.dataset, "way": self.way, "shot": self.shot,
             "budget": asdict(self.budget), "space": space_text(self.space), "fixed": dict(sorted(self.fixed.items())),
             "sampler": self.sampler, "seed": self.seed, "crop": self.crop,
-        } | ({} if self.score == "best" else {"score": self.score})  # studies made before --score keep their names
+        } | ({} if self.score == "best" else {"score": self.score}) | (  # studies made before them keep their names:
+            {} if self.pruning.kind == "none" else {"pruner": self.pruning.definition()}  # --score, --pruner
+        )
 
     @property
     def study_name(self) -> str:
@@ -139,6 +199,7 @@ def make_request(
     host: PluginHost, learner: str, dataset: str, way: int, shot: int, budget: Budget,
     space: dict[str, Param] | None = None, fixed: dict[str, str] | None = None,
     sampler: str = "random", seed: int = 0, crop: str = "center", score: str = "best",
+    pruning: Pruning | None = None,
 ) -> SearchRequest:
     """A checked request: the learner's declared space, ``space`` overriding ranges, ``fixed`` keys removed.
 
@@ -169,8 +230,17 @@ def make_request(
         raise ConfigError(f"nothing to search for learner {learner!r}: {why}; add ranges with --space KEY=SPEC")
     if not impl.meta_trainable and budget.steps:
         budget = replace(budget, steps=0)  # nothing to meta-train: a trial only scores on val
+    pruning = pruning or Pruning()
+    if pruning.kind != "none":
+        if not budget.steps:
+            raise ConfigError(f"learner {learner!r} is not meta-trained: a trial has no validations to prune at; "
+                              "drop --pruner")
+        if (pruning.warmup + 1) * budget.val_every > budget.steps:
+            raise ConfigError(f"--pruner-warmup {pruning.warmup} leaves no validation to prune at "
+                              f"({budget.text()})")
     direction = "maximize" if task_kind(kind).higher_is_better else "minimize"
-    return SearchRequest(learner, spec.name, way, shot, budget, searched, fixed, sampler, seed, crop, direction, score)
+    return SearchRequest(learner, spec.name, way, shot, budget, searched, fixed, sampler, seed, crop, direction, score,
+                         pruning)
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -223,16 +293,87 @@ def study_lock(lock_path: Path) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class FinishedTrial:
+    """A finished trial as a pruner sees it: its state, value, validation curve and the pruner's marks."""
+
+    number: int
+    complete: bool  # else pruned
+    value: float | None
+    curve: tuple[tuple[int, float], ...]  # (meta-training step, validation metric)
+    marks: tuple[tuple[str, Any], ...]  # Optuna system attributes (Hyperband's rungs)
+
+    @classmethod
+    def of(cls, trial: Any) -> FinishedTrial:
+        """The finished Optuna ``trial``."""
+        from optuna.trial import TrialState
+
+        return cls(trial.number, trial.state == TrialState.COMPLETE, trial.value,
+                   tuple(sorted(trial.intermediate_values.items())), tuple(sorted(trial.system_attrs.items())))
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """What prunes trial ``number`` where the study cannot be reached: its pruner and the trials finished when it was
+    asked. A pure function of the trial's validations, so the worker (which stops the trial) and the driver (which
+    records it) decide alike, and a resumed trial is decided as it was."""
+
+    study: str
+    direction: str
+    pruning: Pruning
+    budget: Budget
+    number: int
+    finished: tuple[FinishedTrial, ...]
+
+    def replay(self, history: list[dict[str, Any]]) -> tuple[int | None, dict[str, Any]]:
+        """Report ``history`` to an in-memory copy of the study, asking the pruner after each validation.
+
+        Returns the step the trial is pruned at (None: never) and the system attributes the pruner wrote.
+        """
+        optuna = _optuna()
+        from optuna.trial import TrialState, create_trial
+
+        study = optuna.create_study(  # in memory; its sampler samples nothing (no parameters)
+            study_name=self.study, direction=self.direction, pruner=self.pruning.make(self.budget),
+            sampler=optuna.samplers.RandomSampler(seed=0))
+        finished = {t.number: t for t in self.finished}
+        for number in range(self.number):  # in-memory trial numbers count up: the same numbers as the study's
+            t = finished.get(number)
+            if t is None:  # failed, or running when this trial was asked: no pruner reads a failed trial
+                study.add_trial(create_trial(state=TrialState.FAIL))
+            else:
+                study.add_trial(create_trial(
+                    state=TrialState.COMPLETE if t.complete else TrialState.PRUNED, value=t.value,
+                    intermediate_values=dict(t.curve), system_attrs=dict(t.marks)))
+        trial = study.ask()
+        pruned = None
+        for point in history:
+            trial.report(float(point["val_accuracy"]), int(point["step"]))
+            if trial.should_prune():
+                pruned = int(point["step"])
+                break
+        return pruned, dict(study._storage.get_trial(trial._trial_id).system_attrs)
+
+    def __call__(self, result: Any) -> bool:
+        """The trainer's callback after each validation (``TrainOptions.on_validation``): go on unless pruned."""
+        return self.replay(result.history)[0] is None
+
+
+@dataclass(frozen=True)
 class TrialJob(Job):
     """A study's trial as an executor job."""
 
     number: int = -1
     study: str = ""
+    pruning: PruningPlan | None = None  # None: never pruned
 
     @property
     def label(self) -> str:
         """``trial 7 of metasgd-features-5way-1shot-1a2b3c4d``."""
         return f"trial {self.number} of {self.study}"
+
+    def validation_hook(self) -> PruningPlan | None:
+        """The trial's pruner, asked by the trainer after each validation."""
+        return self.pruning
 
 
 @dataclass
@@ -242,6 +383,7 @@ class SearchReport:
     study: str
     storage: str
     complete: int
+    pruned: int = 0
     ran: int = 0
     resumed: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)
@@ -262,7 +404,7 @@ def search(
     checkpoint_dir: Path | None = None,
     progress: bool = False,
 ) -> SearchReport:
-    """Run ``request``'s study until it has ``trials`` completed trials, storing each as it finishes."""
+    """Run ``request``'s study until it has ``trials`` finished (completed or pruned), storing each completed one."""
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
     optuna = _optuna()
@@ -280,8 +422,9 @@ def search(
         )
         if "definition" not in study.user_attrs:
             study.set_user_attr("definition", request.definition())
-        report = SearchReport(name, str(path),
-                              sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)))
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        report = SearchReport(name, str(path), states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED))
+        prunes = request.pruning.kind != "none"
 
         # Trials a killed driver left running (this driver holds the lock, so nobody runs them).
         stale = []
@@ -292,11 +435,28 @@ def search(
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 storage.set_trial_user_attr(t._trial_id, "failed", "interrupted while sampling")
 
-        def job_for(number: int, values: dict[str, str]) -> TrialJob:
-            spec = request.spec(values)
+        def finished() -> dict[int, Any]:
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            return {t.number: t for t in done}
+
+        def plan_for(t: Any) -> PruningPlan | None:
+            # The trials finished when ``t`` was asked, pinned then: a resumed trial is judged against the same ones
+            # (one killed before the pin, against those finished before its number).
+            if not prunes:
+                return None
+            done = finished()
+            numbers = t.user_attrs.get("pruning_snapshot", sorted(n for n in done if n < t.number))
+            return PruningPlan(name, request.direction, request.pruning, request.budget, t.number,
+                               tuple(FinishedTrial.of(done[n]) for n in numbers))
+
+        def job_for(t: Any) -> TrialJob:
+            spec = request.spec(_values(t, request))
             cls = host.learner(spec.learner)
             key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
-            return TrialJob(spec, key, number=number, study=name)
+            return TrialJob(spec, key, number=t.number, study=name, pruning=plan_for(t))
+
+        def frozen(number: int) -> Any:
+            return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
 
         running: set[int] = set()
 
@@ -304,29 +464,48 @@ def search(
             for t in stale:
                 running.add(t.number)
                 report.resumed += 1
-                yield job_for(t.number, _values(t, request))
-            while report.complete + len(running) < trials:
+                yield job_for(t)
+            while report.complete + report.pruned + len(running) < trials:
                 if len(report.failed) >= max(3, trials):  # a learner that keeps failing: stop asking
                     return
                 number = len(study.get_trials(deepcopy=False))
                 study.sampler = make_sampler(request.sampler, trial_seed(request.seed, number), parallel=in_flight > 1)
                 trial = study.ask({k: to_optuna(p) for k, p in request.space.items()})
-                values = _values(trial, request)
-                job = job_for(trial.number, values)
+                if prunes:
+                    trial.set_user_attr("pruning_snapshot", sorted(finished()))
+                job = job_for(frozen(trial.number))
                 trial.set_user_attr("run_key", job.key)
                 running.add(trial.number)
                 yield job
 
-        def tell(number: int, record: dict[str, Any] | None, error: str | None = None) -> None:
+        def decide(number: int, record: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
+            """Where trial ``number`` is pruned (None: it is not) and the pruner's marks, as its worker decided."""
+            plan = plan_for(frozen(number))
+            return (None, {}) if plan is None else plan.replay(record["summary"]["train"].get("history", []))
+
+        def tell(number: int, record: dict[str, Any] | None, error: str | None = None,
+                 pruned: tuple[int | None, dict[str, Any]] = (None, {})) -> None:
+            """Record a finished trial: failed (``record`` None), pruned at step ``pruned[0]``, or complete."""
             trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
             if record is None:
                 storage.set_trial_user_attr(trial_id, "failed", error)
                 study.tell(number, state=TrialState.FAIL)
                 return
+            step, marks = pruned
             for point in record["summary"]["train"].get("history", []):  # the validation curve, for Optuna's plots
-                storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
+                if step is None or point["step"] <= step:
+                    storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
+            for key, value in marks.items():  # the pruner's own bookkeeping (Hyperband's rungs), as the worker's
+                storage.set_trial_system_attr(trial_id, key, value)
+            if step is not None:
+                study.tell(number, state=TrialState.PRUNED)  # its value: the last validation (Optuna's rule)
+                return
             storage.set_trial_user_attr(trial_id, "run_id", record["run_id"])
             study.tell(number, trial_score(record, request.score))
+
+        def count(pruned: tuple[int | None, dict[str, Any]]) -> None:
+            report.complete += pruned[0] is None
+            report.pruned += pruned[0] is not None
 
         # A stale trial whose run was stored before the driver died is only told.
         todo_stale = []
@@ -335,14 +514,15 @@ def search(
                 key = t.user_attrs.get("run_key")
                 found = store.find_complete(key) if key else None
                 if found is not None:
-                    tell(t.number, found.to_json())
-                    report.complete += 1
+                    pruned = decide(t.number, found.to_json())
+                    tell(t.number, found.to_json(), pruned=pruned)
+                    count(pruned)
                     report.resumed += 1
                 else:
                     todo_stale.append(t)
         stale = todo_stale
 
-        initial = report.complete
+        initial = report.complete + report.pruned
         with logging_redirect_tqdm(), tqdm(total=max(trials, initial), initial=initial, desc=f"tune {request.learner}",
                                            unit="trial", disable=not progress) as bar:
             try:
@@ -356,15 +536,20 @@ def search(
                         tell(job.number, None, text)
                         report.failed.append((job.number, text))
                         continue
-                    _store_trial(result, job, request, store_path, checkpoint_dir)
-                    tell(job.number, result.record)
+                    pruned = decide(job.number, result.record)
+                    if pruned[0] is None:
+                        _store_trial(result, job, request, store_path, checkpoint_dir)
+                    tell(job.number, result.record, pruned=pruned)
+                    if pruned[0] is not None and checkpoint_dir is not None:  # not a finished run: nothing to resume
+                        (checkpoint_dir / f"{job.key}.pt").unlink(missing_ok=True)
                     report.ran += 1
-                    report.complete += 1
+                    count(pruned)
                     bar.update(1)
-                    best = study.best_trial
-                    bar.set_postfix_str(f"trial {job.number}: "
-                                        f"{_score(trial_score(result.record, request.score), kind)}, "
-                                        f"best {_score(best.value, kind)} (trial {best.number})")
+                    done = (f"pruned at step {pruned[0]}" if pruned[0] is not None
+                            else _score(trial_score(result.record, request.score), kind))
+                    best = (f", best {_score(study.best_trial.value, kind)} (trial {study.best_trial.number})"
+                            if report.complete else "")
+                    bar.set_postfix_str(f"trial {job.number}: {done}{best}")
             finally:
                 executor.close()
         if report.complete:
@@ -523,17 +708,42 @@ def study_names(store_path: Path) -> list[str]:
 
 
 def trials_table(study: Any) -> list[dict[str, Any]]:
-    """One row per trial: number, state, validation score, best so far, each hyperparameter, run id."""
+    """One row per trial: number, state, validation score, best so far, each hyperparameter, run id.
+
+    A pruned trial's score is its last validation (Optuna's rule), never the best so far;
+    a study that pruned has a column ``pruned at`` (the step).
+    """
+    from optuna.trial import TrialState
+
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    pruned = any(t.state == TrialState.PRUNED for t in trials)
     rows, best = [], None
     maximize = study.direction.name == "MAXIMIZE"
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if t.value is not None and (best is None or (t.value > best if maximize else t.value < best)):
+    for t in trials:
+        if t.state == TrialState.COMPLETE and (best is None or (t.value > best if maximize else t.value < best)):
             best = t.value
         row = {"trial": t.number, "state": t.state.name.lower(), "val": t.value, "best so far": best}
+        if pruned:
+            row["pruned at"] = t.last_step if t.state == TrialState.PRUNED else None
         row.update({k: t.params.get(k) for k in sorted(t.distributions)})
         row["run"] = t.user_attrs.get("run_id", "-")
         rows.append(row)
     return rows
+
+
+def steps_trained(study: Any) -> tuple[int, int]:
+    """Meta-training steps the finished trials took (to their last validation) and what they would without pruning.
+
+    A trial that early stopping ended counts the steps it took in both.
+    """
+    from optuna.trial import TrialState
+
+    budget = study.user_attrs.get("definition", {}).get("budget", {}).get("steps", 0)
+    took = full = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        took += t.last_step or 0
+        full += budget if t.state == TrialState.PRUNED else t.last_step or 0
+    return took, full
 
 
 def plot_study(study: Any, path: Path) -> Path:
@@ -544,9 +754,12 @@ def plot_study(study: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    done.sort(key=lambda t: t.number)
-    params = sorted({k for t in done for k in t.params})
+    from optuna.trial import TrialState
+
+    finished = sorted((t for t in study.get_trials(deepcopy=False) if t.value is not None), key=lambda t: t.number)
+    done = [t for t in finished if t.state == TrialState.COMPLETE]
+    pruned = [t for t in finished if t.state == TrialState.PRUNED]  # drawn at their last validation
+    params = sorted({k for t in finished for k in t.params})
     cols = min(3, len(params) + 1)
     rows = math.ceil((len(params) + 1) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
@@ -560,6 +773,9 @@ def plot_study(study: Any, path: Path) -> Path:
         running.append(best)
     ax = flat[0]
     ax.plot(xs, ys, "o", ms=4, label="trial")
+    if pruned:
+        ax.plot([t.number for t in pruned], [t.value for t in pruned], "x", ms=5, color="0.55",
+                label="pruned (last validation)")
     ax.step(xs, running, where="post", color="k", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel("validation score")
@@ -567,7 +783,10 @@ def plot_study(study: Any, path: Path) -> Path:
     for ax, key in zip(flat[1:], params):
         pts = [(t.params[key], t.value) for t in done if key in t.params]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14)
-        dist = next((t.distributions[key] for t in done if key in t.distributions), None)
+        cut = [(t.params[key], t.value) for t in pruned if key in t.params]
+        if cut:
+            ax.scatter([p[0] for p in cut], [p[1] for p in cut], s=18, marker="x", color="0.55")
+        dist = next((t.distributions[key] for t in finished if key in t.distributions), None)
         if getattr(dist, "log", False):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # narrow log ranges: no crowded labels

@@ -138,15 +138,17 @@ def guarded_plugin(synthetic) -> types.ModuleType:
     return module
 
 
-def test_a_search_never_reads_the_test_split(cli, tmp_path, monkeypatch, synthetic):
+@pytest.mark.parametrize("pruner", [[], ["--pruner", "median", "--pruner-startup", "1"]], ids=["none", "median"])
+def test_a_search_never_reads_the_test_split(cli, tmp_path, monkeypatch, synthetic, pruner):
     plugin = guarded_plugin(synthetic)
     with_guarded = lambda strict=None: load_plugins(strict=strict, extra=[("guarded", plugin)])  # noqa: E731
     # the driver's, and the in-process worker's (--workers 1)
     monkeypatch.setattr(plugins, "load_plugins", with_guarded)
     store = tmp_path / "g.db"
-    r = cli("tune", "--learner", "metasgd", "--dataset", "guarded", "--trials", "2", *TINY, "--store", store, "--json")
+    r = cli("tune", "--learner", "metasgd", "--dataset", "guarded", "--trials", "2", *TINY, *pruner, "--store", store,
+            "--json")
     assert r.code == 0, r.err
-    assert len(trials_in(store)) == 2
+    assert len(trials_in(store)) + r.json()["pruned"] == 2
     # The guard is real: an ordinary run reads the test split and trips it.
     with pytest.raises(AssertionError, match="test split was read"):
         cli("run", "--learner", "metasgd", "--dataset", "guarded", "--steps", "2", "--val-every", "2",
@@ -299,6 +301,11 @@ def test_set_fixes_a_key_and_space_overrides_ranges(cli, tmp_path):
         (("--learner", "metasgd", "--trials", "0"), "--trials must be at least 1"),
         (("--learner", "metasgd", "--set", "outer_lr=1", "--set", "inner_lr_init=1", "--set", "grad_clip_value=1",
           "--set", "grad_clip_norm=1", "--set", "l2_penalty_weight=0"), "all its keys are fixed"),
+        (("--learner", "metasgd", "--pruner-warmup", "1"), "need --pruner median or hyperband"),
+        (("--learner", "metasgd", "--pruner", "hyperband", "--pruner-startup", "1"), "is the median pruner's"),
+        (("--learner", "metasgd", "--pruner", "median", "--pruner-warmup", "2"), "leaves no validation to prune at"),
+        (("--learner", "metasgd", "--pruner", "median", "--pruner-warmup", "-1"), "--pruner-warmup must be at least 0"),
+        (("--learner", "logreg", "--space", "C=log:0.01..100", "--pruner", "median"), "not meta-trained"),
     ],
 )
 def test_user_errors_are_one_line_and_write_nothing(cli, tmp_path, args, message):
@@ -360,3 +367,150 @@ def test_a_search_through_a_local_ray_instance(cli, tmp_path):
     runs = trials_in(tmp_path / "ray.db")
     assert sorted(x.options["tune"]["trial"] for x in runs) == [0, 1, 2]
     assert all(x.hardware["torch_threads"] == 1 for x in runs)  # computed in Ray workers, one CPU each
+
+
+# --- pruning --------------------------------------------------------------------------------------
+
+# inner_lr_init=1e-9 cannot adapt to an episode (chance, 20%); 1.0 can (about 50% on synthetic): the random sampler
+# (seed 0) draws 1.0 for trial 0, then 1e-9 for trials 1 and 2, so those validate worse than trial 0 at step 3.
+PRUNED = [*METASGD, *TINY, "--space", "inner_lr_init=choice:1e-9,1.0", "--space", "outer_lr=float:1e-3..2e-3",
+          "--set", "grad_clip_value=1", "--set", "grad_clip_norm=1", "--set", "l2_penalty_weight=0"]
+MEDIAN = ["--pruner", "median", "--pruner-startup", "1"]
+
+
+def study_curves(store: Path, name: str) -> dict[int, tuple[str, dict, dict, dict]]:
+    """Each trial's state, values, validation curve and pruner marks: what a pruner decides on."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(store)}")
+    return {t.number: (t.state.name, t.params, t.intermediate_values, t.system_attrs)
+            for t in study.get_trials(deepcopy=False)}
+
+
+def test_a_median_pruned_search_prunes_the_trials_that_validate_worse(cli, tmp_path):
+    store = tmp_path / "m.db"
+    r = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", store, "--json")
+    assert r.code == 0, r.err
+    summary = r.json()
+    assert (summary["complete"], summary["pruned"], summary["ran"]) == (1, 2, 3)
+    name = summary["study"]
+    curves = study_curves(store, name)
+    assert [curves[n][0] for n in range(3)] == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert [curves[n][1]["inner_lr_init"] for n in range(3)] == ["1.0", "1e-9", "1e-9"]
+    # Pruned at the first validation (step 3), worse than the complete trial there; its curve stops there.
+    good = curves[0][2]
+    assert set(good) == {3, 6}
+    for n in (1, 2):
+        assert set(curves[n][2]) == {3} and curves[n][2][3] < good[3]
+    # A pruned trial is not a finished run: not in the store (no table, compare or preset sees it), no checkpoint left.
+    assert [x.options["tune"]["trial"] for x in trials_in(store)] == [0]
+    assert [p.name for p in (tmp_path / "fewshot-checkpoints").glob("*.pt")] == []
+    assert summary["best"]["trial"] == 0
+    # Pruned trials count towards --trials: the same command has nothing left to do.
+    again = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", store, "--json")
+    assert (again.json()["ran"], again.json()["pruned"]) == (0, 2)
+
+    shown = cli("tune", "show", "--study", name, "--store", store, "--plot", tmp_path / "pruned.png")
+    assert shown.code == 0, shown.err
+    assert "1 complete, 2 pruned of 3 trial(s)" in shown.out and "median pruning" in shown.out
+    assert "pruned at" in shown.out and "meta-training steps: 12, 33% fewer than without pruning (18)" in shown.out
+    rows = [line.split() for line in shown.out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[1] for row in rows] == ["pruned", "pruned"]
+    assert (tmp_path / "pruned.png").stat().st_size > 0
+
+
+def test_a_pruner_is_part_of_the_study_and_none_changes_nothing(cli, tmp_path):
+    default = cli(*METASGD, "--trials", "1", *TINY, "--store", tmp_path / "a.db", "--json")
+    none = cli(*METASGD, "--trials", "1", *TINY, "--pruner", "none", "--store", tmp_path / "b.db", "--json")
+    median = cli(*METASGD, "--trials", "1", *TINY, *MEDIAN, "--store", tmp_path / "c.db", "--json")
+    assert default.json()["study"] == none.json()["study"] != median.json()["study"]
+    name = none.json()["study"]
+    a, b = (study_curves(tmp_path / f"{x}.db", name) for x in "ab")
+    assert a == b and not a[0][3]  # no pruner marks
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(tmp_path / 'b.db')}")
+    assert "pruner" not in study.user_attrs["definition"]
+    assert set(study.trials[0].user_attrs) == {"run_key", "run_id"}  # no pruning snapshot: the study of before
+
+
+@pytest.mark.slow  # two searches
+def test_the_same_seed_gives_the_same_pruning_decisions(cli, tmp_path):
+    a = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", tmp_path / "a.db", "--json")
+    b = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", tmp_path / "b.db", "--json")
+    assert a.json()["study"] == b.json()["study"] and a.json()["pruned"] == 2
+    assert study_curves(tmp_path / "a.db", a.json()["study"]) == study_curves(tmp_path / "b.db", b.json()["study"])
+
+
+@pytest.mark.slow  # three searches, one of them killed
+@pytest.mark.parametrize("where", ["worker", "driver"])
+def test_a_trial_pruned_when_the_search_was_killed_is_pruned_again_on_resume(cli, tmp_path, monkeypatch, where):
+    """Killed in the worker (its checkpoint written, the pruner about to say stop) or in the driver (its curve
+    written, not yet told): the rerun computes it again, resuming its checkpoint, and prunes it where it was."""
+    import optuna
+
+    import fewshot_bench.tune as tune
+
+    clean = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", tmp_path / "clean.db", "--json")
+    store = tmp_path / "k.db"
+    if where == "worker":
+        ask = tune.PruningPlan.__call__
+
+        def die_at_trial_1(plan, result):
+            if plan.number == 1:
+                raise SystemExit(137)  # as if killed after trial 1's first validation and checkpoint
+            return ask(plan, result)
+
+        monkeypatch.setattr(tune.PruningPlan, "__call__", die_at_trial_1)
+    else:
+        tell = optuna.study.Study.tell
+
+        def die_telling_pruned(study, trial, *args, state=None, **kwargs):
+            if state == optuna.trial.TrialState.PRUNED:
+                raise SystemExit(137)  # as if killed between writing the curve and telling the study
+            return tell(study, trial, *args, state=state, **kwargs)
+
+        monkeypatch.setattr(optuna.study.Study, "tell", die_telling_pruned)
+    assert cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", store).code == 137
+    monkeypatch.undo()
+    name = clean.json()["study"]
+    assert study_curves(store, name)[1][0] == "RUNNING"
+    if where == "worker":
+        assert list((tmp_path / "fewshot-checkpoints").glob("*.pt"))  # trial 1's, at its first validation
+
+    again = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", store, "--json")
+    assert again.code == 0, again.err
+    assert again.json()["resumed"] == 1 and (again.json()["complete"], again.json()["pruned"]) == (1, 2)
+    assert study_curves(store, name) == study_curves(tmp_path / "clean.db", name)  # nothing lost, repeated or changed
+    assert [x.options["tune"]["trial"] for x in trials_in(store)] == [0]
+
+
+@pytest.mark.slow  # a search
+def test_a_hyperband_search_prunes_and_keeps_its_rungs(cli, tmp_path):
+    r = cli(*PRUNED, "--pruner", "hyperband", "--trials", "3", "--store", tmp_path / "h.db", "--json")
+    assert r.code == 0, r.err
+    curves = study_curves(tmp_path / "h.db", r.json()["study"])
+    assert [curves[n][0] for n in range(3)] == ["COMPLETE", "PRUNED", "PRUNED"]
+    # The rung each reached (successive halving's bookkeeping, written by the worker's pruner) is in the study.
+    assert all(curves[n][3]["completed_rung_0"] == curves[n][2][3] for n in range(3))
+
+
+def test_a_pruning_plan_is_a_picklable_pure_function_of_the_validations():
+    import pickle
+
+    from fewshot_bench.tune import Budget, FinishedTrial, PruningPlan, make_pruning
+
+    finished = tuple(FinishedTrial(n, True, 0.6, ((10, 0.5), (20, 0.6)), ()) for n in (0, 2))  # trial 1: not finished
+    plan = PruningPlan("s", "maximize", make_pruning("median", warmup=1, startup=2), Budget(20, 10, 5), 3, finished)
+    assert pickle.loads(pickle.dumps(plan)) == plan  # shipped to pool and Ray workers
+    worse = [{"step": 10, "val_accuracy": 0.2}, {"step": 20, "val_accuracy": 0.3}]
+    assert plan.replay(worse)[0] == 20  # not at validation 1 (warmup 1), then worse than the median
+    assert plan.replay(worse[:1]) == plan.replay(worse[:1]) == (None, {})
+    assert plan.replay([{"step": 10, "val_accuracy": 0.2}, {"step": 20, "val_accuracy": 0.7}])[0] is None
+
+    class Result:
+        history = worse
+
+    assert plan(Result()) is False  # the trainer's callback: stop
+    too_few = PruningPlan("s", "maximize", make_pruning("median", startup=3), Budget(20, 10, 5), 3, finished)
+    assert too_few.replay(worse)[0] is None  # 2 complete trials, startup 3

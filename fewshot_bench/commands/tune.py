@@ -25,13 +25,17 @@ from fewshot_bench.runner import episode_shape
 from fewshot_bench.search_space import SPEC_HELP, parse_space
 from fewshot_bench.spec import BUDGETS
 from fewshot_bench.tune import (
+    PRUNERS,
     SAMPLERS,
     Budget,
+    Pruning,
     executor_capacity,
     load_study,
+    make_pruning,
     make_request,
     plot_study,
     search,
+    steps_trained,
     storage_path,
     study_names,
     trials_table,
@@ -54,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", choices=["best", "last"], default="best",
                    help="a trial's score: its best validation accuracy (default, the paper's) or the last one "
                         "(favours hyperparameters that stay good to the end of training)")
+    p.add_argument("--pruner", choices=PRUNERS, default="none",
+                   help="stop a trial at a validation where it is worse than the finished trials "
+                        "(median, or hyperband: successive halving); none (default): every trial runs its budget")
+    p.add_argument("--pruner-warmup", type=int, metavar="N",
+                   help="never prune a trial at its first N validations (default 0)")
+    p.add_argument("--pruner-startup", type=int, metavar="N",
+                   help="median: prune only once N trials have completed (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a Config key (not searched; repeatable)")
@@ -90,6 +101,7 @@ def request_from_args(args: argparse.Namespace, host):
         Budget.named(args.budget, args.steps, args.val_every, args.val_episodes, args.patience),
         space=parse_space(args.space), fixed=parse_assignments(args.overrides),
         sampler=args.sampler, seed=args.seed, crop=args.crop, score=args.score,
+        pruning=make_pruning(args.pruner, args.pruner_warmup, args.pruner_startup),
     )
 
 
@@ -111,7 +123,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"tune {request.learner} on {request.dataset}, {request.way}-way {request.shot}-shot: study "
               f"{request.study_name}, {args.trials} trials ({request.sampler} search, seed {request.seed}); "
               f"per trial {request.budget.text()}, scored by its {request.score} validation accuracy "
-              "(the test split is not read)")
+              "(the test split is not read)"
+              + ("" if request.pruning.kind == "none" else f"; {request.pruning.text()}"))
         print("searching: " + ", ".join(f"{k}={p.text()}" for k, p in sorted(request.space.items()))
               + ("; fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(request.fixed.items()))
                  if request.fixed else ""))
@@ -119,11 +132,12 @@ def handle(args: argparse.Namespace) -> int:
     report = search(request, host, args.store, args.trials, executor, executor_capacity(executor),
                     checkpoint_dir, progress_enabled(args))
     if args.json:
-        print_json({"study": report.study, "storage": report.storage, "complete": report.complete, "ran": report.ran,
-                    "resumed": report.resumed, "failed": len(report.failed), "best": report.best,
-                    "store": str(args.store)})
+        print_json({"study": report.study, "storage": report.storage, "complete": report.complete,
+                    "pruned": report.pruned, "ran": report.ran, "resumed": report.resumed, "failed": len(report.failed),
+                    "best": report.best, "store": str(args.store)})
     elif not args.quiet:
-        print(f"done: {report.ran} trial(s) run, {report.complete} complete in study {report.study} "
+        pruned = f", {report.pruned} pruned" if report.pruned else ""
+        print(f"done: {report.ran} trial(s) run, {report.complete} complete{pruned} in study {report.study} "
               f"({report.storage}); trials stored in {args.store}")
         if report.best:
             values = " ".join(f"--set {k}={v}" for k, v in report.best["values"].items())
@@ -163,28 +177,34 @@ def show(args: argparse.Namespace) -> int:
         name = args.study
     study = load_study(args.store, name)
     rows = trials_table(study)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    complete = [row for row in rows if row["state"] == "complete"]
+    pruned = [row for row in rows if row["state"] == "pruned"]
     best = study.best_trial if complete else None
     definition = study.user_attrs.get("definition", {})
+    took, full = steps_trained(study)
     if args.json:
         print_json({
             "study": study.study_name, "storage": str(storage_path(args.store)), "definition": definition,
-            "trials": rows, "best": None if best is None else
+            "trials": rows, "steps": {"trained": took, "without pruning": full}, "best": None if best is None else
             {"trial": best.number, "value": best.value, "params": best.params, "run_id": best.user_attrs.get("run_id")},
         })
     else:
         print(f"study {study.study_name} ({storage_path(args.store)}): "
-              f"{len(complete)} complete of {len(rows)} trial(s)")
+              f"{len(complete)} complete{f', {len(pruned)} pruned' if pruned else ''} of {len(rows)} trial(s)")
         if definition:
             b = definition.get("budget", {})
             print(f"  {definition.get('learner')} on {definition.get('dataset')}, {definition.get('way')}-way "
                   f"{definition.get('shot')}-shot; {definition.get('sampler')} search, seed {definition.get('seed')}, "
                   f"score {definition.get('score', 'best')} validation accuracy; "
-                  f"per trial {Budget(**b).text() if b else '?'}")
+                  f"per trial {Budget(**b).text() if b else '?'}"
+                  + (f"; {Pruning(**definition['pruner']).text()}" if "pruner" in definition else ""))
             print("  space: " + ", ".join(f"{k}={v}" for k, v in definition.get("space", {}).items())
                   + ("; fixed: " + ", ".join(f"{k}={v}" for k, v in definition["fixed"].items())
                      if definition.get("fixed") else ""))
         print_table(rows)
+        if "pruner" in definition:
+            saved = f", {1 - took / full:.0%} fewer than without pruning ({full:,})" if full else ""
+            print(f"meta-training steps: {took:,}{saved}")
         if best is not None:
             print(f"best: trial {best.number}, validation {best.value:.4f} (run {best.user_attrs.get('run_id', '-')}): "
                   + " ".join(f"{k}={v!r}" for k, v in sorted(best.params.items())))
