@@ -13,7 +13,6 @@ functions that need them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 
 from fewshot_bench import report
 from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.locations import checkpoint_folder, data_root
 from fewshot_bench.paired import PairedReport
 from fewshot_bench.paired import compare as paired_compare
 from fewshot_bench.protocols import Protocol, is_transductive, overrides_of, overrides_text, protocol_of
@@ -35,23 +35,6 @@ if TYPE_CHECKING:  # annotations only: these modules import torch, which reading
     from fewshot_bench.executors import WorkerSettings
     from fewshot_bench.plugins import PluginHost
     from fewshot_bench.sweep_plan import Plan
-
-DATA_ENV = "FEWSHOT_BENCH_DATA"
-CHECKPOINT_FOLDER = "fewshot-checkpoints"  # beside the store, unless a checkpoint folder is given
-
-
-def data_root(data_dir: str | Path | None) -> Path | None:
-    """The data root: ``data_dir``, else ``$FEWSHOT_BENCH_DATA``, else None."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else None
-
-
-def checkpoint_folder(store: Path, checkpoint_dir: str | Path | None) -> Path:
-    """Where in-progress checkpoints go: ``checkpoint_dir``, else ``fewshot-checkpoints`` beside the store."""
-    return Path(checkpoint_dir) if checkpoint_dir is not None else store.resolve().parent / CHECKPOINT_FOLDER
-
 
 def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: str | Path | None) -> WorkerSettings:
     """What every sweep or search worker needs: the data and checkpoint folders, absolute.

@@ -14,6 +14,10 @@ from fewshot_bench.plugins import load_plugins
 
 torch.set_flush_denormal(True)
 
+# Listings computed afresh in every test (and in the processes tests start): a test may change
+# what is installed within one process; tests/test_listing_cache.py turns the cache on itself.
+os.environ["FEWSHOT_BENCH_CACHE_DIR"] = "off"
+
 # Real data in ../shared/data, reached through environment variables that .ci/run sets.
 SHARED_DATA = os.environ.get("FEWSHOT_BENCH_SHARED_DATA")
 # Resolved at import: the `cli` fixture changes the working directory.

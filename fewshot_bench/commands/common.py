@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tabulate import tabulate
 
 from fewshot_bench.store import DEFAULT_STORE
-from fewshot_bench.workflows import DATA_ENV, data_root
+from fewshot_bench.locations import DATA_ENV, data_root
 
 if TYPE_CHECKING:  # an annotation only: plugins import torch, which `results` and `compare` need not
     from fewshot_bench.plugins import PluginHost

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from dataclasses import asdict
 
 from fewshot_bench.commands.common import host_from_args, print_json, print_table
-from fewshot_bench.plugins import DISABLE_ENV
+from fewshot_bench.listing_cache import print_cached
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("name", nargs="?", metavar="NAME",
                            help="show one learner: task kinds, every Config key (type, default) and its presets")
         p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=_cached(name, handler))
+
+
+def _cached(command: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler`` with its output replayed from the listing cache (:mod:`fewshot_bench.listing_cache`)."""
+    def cached(args: argparse.Namespace) -> int:
+        strict = bool(getattr(args, "strict_plugins", False))
+        key = json.dumps([command, getattr(args, "name", None), args.json, strict])
+        return print_cached(key, lambda: handler(args))
+
+    return cached
 
 
 def learners(args: argparse.Namespace) -> int:
@@ -64,6 +76,8 @@ def datasets(args: argparse.Namespace) -> int:
 
 def plugins(args: argparse.Namespace) -> int:
     """Print each plugin (distribution, entry point, version, what it provides) and every load failure."""
+    from fewshot_bench.plugins import DISABLE_ENV  # imports torch: only when the listing is computed
+
     host = host_from_args(args)
     if args.json:
         print_json(

@@ -1,0 +1,137 @@
+"""A cache of what ``fewshot-bench learners``, ``datasets`` and ``plugins`` print, so that listing is fast.
+
+Listing what is installed means importing every plugin, and with them torch: seconds. What a
+listing prints depends only on the installed plugins and the ``FEWSHOT_BENCH_*`` settings, so
+it is replayed from a cache keyed by a fingerprint of those: every entry point of the
+``fewshot_bench`` group with its distribution's name and version, and the path, size and
+modification time of every Python file of the packages the entry points name (located with
+``importlib.util.find_spec``, never imported). Installing, upgrading, editing or disabling a
+plugin changes the fingerprint, and the next listing is computed afresh.
+
+The cache lives in ``$FEWSHOT_BENCH_CACHE_DIR`` (default ``$XDG_CACHE_HOME/fewshot-bench``, else
+``~/.cache/fewshot-bench``); ``FEWSHOT_BENCH_CACHE_DIR=off`` turns it off. A listing that
+logged a warning (a plugin failed to load, an impostor was rejected) is never cached, so
+every warning is printed again until its cause is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import importlib.util
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from fewshot_bench.atomic import write_text
+from fewshot_bench.errors import WriteError
+
+CACHE_ENV = "FEWSHOT_BENCH_CACHE_DIR"
+GROUP = "fewshot_bench"  # the plugins' entry-point group (fewshot_bench.plugins.GROUP)
+PREFIX = "listing-"
+
+log = logging.getLogger(__name__)
+
+
+def cache_folder() -> Path | None:
+    """Where listings are cached, or None when ``FEWSHOT_BENCH_CACHE_DIR=off``."""
+    configured = os.environ.get(CACHE_ENV, "")
+    if configured.lower() in ("off", "0", "false", "no"):
+        return None
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fewshot-bench"
+
+
+def _package_files(top: str) -> list[Path]:
+    """The Python files of top-level module ``top``, located without importing it."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return sorted(p for root in spec.submodule_search_locations for p in Path(root).rglob("*.py"))
+    return [Path(spec.origin)] if spec.origin and spec.origin not in ("built-in", "frozen") else []
+
+
+def fingerprint() -> str:
+    """A digest of everything a listing depends on: entry points, their distributions and files, settings."""
+    h = hashlib.blake2b(digest_size=16)
+    settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("FEWSHOT_BENCH_") and k != CACHE_ENV)
+    h.update(repr((sys.version, settings)).encode())
+    tops = set()
+    for ep in sorted(md.entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
+        dist = getattr(ep, "dist", None)
+        h.update(repr((ep.name, ep.value, dist and dist.metadata["Name"], dist and dist.version)).encode())
+        tops.add(ep.value.partition(":")[0].partition(".")[0])
+    tops.add(__name__.partition(".")[0])  # the harness: what it prints and its built-in learners
+    for top in sorted(tops):
+        for path in _package_files(top):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            h.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class _WarningSeen(logging.Handler):
+    """Notes whether anything was logged at WARNING or above."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen = True
+
+
+def print_cached(key: str, produce: Callable[[], int]) -> int:
+    """Run ``produce`` (which prints a listing and returns an exit code), or replay its cached output.
+
+    ``key`` names the listing and its options (``learners --json``). Output is replayed only
+    for the same key under the same :func:`fingerprint`; a failing or warning listing is not
+    stored. A cache that cannot be read or written is ignored.
+    """
+    folder = cache_folder()
+    if folder is None:
+        return produce()
+    name = f"{PREFIX}{fingerprint()}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.json"
+    try:
+        cached = json.loads((folder / name).read_text(encoding="utf-8"))
+        sys.stdout.write(cached["stdout"])
+        sys.stderr.write(cached["stderr"])
+        return int(cached["code"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    out, err, watch = io.StringIO(), io.StringIO(), _WarningSeen()
+    logging.getLogger().addHandler(watch)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = produce()
+    finally:
+        logging.getLogger().removeHandler(watch)
+        sys.stdout.write(out.getvalue())
+        sys.stderr.write(err.getvalue())
+    if code == 0 and not watch.seen:
+        _store(folder, name, {"key": key, "stdout": out.getvalue(), "stderr": err.getvalue(), "code": code})
+    return code
+
+
+def _store(folder: Path, name: str, entry: dict) -> None:
+    """Write one cached listing and drop the listings of other fingerprints; a cache is never worth an error."""
+    try:
+        write_text(folder / name, json.dumps(entry), "listing cache")
+        current = name[: len(PREFIX) + 32]
+        for old in folder.glob(f"{PREFIX}*.json"):
+            if not old.name.startswith(current):
+                old.unlink(missing_ok=True)
+    except (WriteError, OSError) as exc:
+        log.debug("listing cache not written: %s", exc)
