@@ -242,9 +242,9 @@ def test_cpu_budget_fails_when_over_and_reports_the_time():
 
 
 def test_non_meta_trainable_learners_skip_the_training_checks():
-    """Nothing to meta-train: meta-loss and meta-training are skipped, the rest pass."""
+    """Nothing to meta-train: meta-loss, meta-training and population are skipped, the rest pass."""
     results = {r.check: r.status for r in run_checks(NearestCentroid, CheckOptions(host=INSTALLED))}
-    assert results.pop("meta-loss") == results.pop("meta-training") == "skipped"
+    assert results.pop("meta-loss") == results.pop("meta-training") == results.pop("population") == "skipped"
     assert set(results.values()) == {"passed"}
 
 

@@ -34,16 +34,16 @@ def member_accuracies(member, synthetic):
     return evaluate(member.learner, synthetic.split("test"), 5, 1, seed=member.spec.seed, episodes=40, n_query=5)
 
 
-def assert_same_as_alone(alone: list[MetaTrainer], together: list[MetaTrainer], synthetic) -> None:
+def assert_same_as_alone(alone: list[MetaTrainer], together: list[MetaTrainer], synthetic, atol: float = 1e-6) -> None:
     for a, b in zip(alone, together):
         assert a.result.steps == b.result.steps and a.result.best_step == b.result.best_step
         assert a.result.stopped_early == b.result.stopped_early and a.result.nan_steps == b.result.nan_steps
         assert [h["step"] for h in a.result.history] == [h["step"] for h in b.result.history]
         for ha, hb in zip(a.result.history, b.result.history):
-            assert ha["val_accuracy"] == pytest.approx(hb["val_accuracy"], abs=1e-6)
+            assert ha["val_accuracy"] == pytest.approx(hb["val_accuracy"], abs=atol)
             assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-4, abs=1e-6, nan_ok=True)
         for key, value in a.learner.state_dict().items():
-            torch.testing.assert_close(b.learner.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(b.learner.state_dict()[key], value, rtol=1e-4, atol=atol)
         torch.testing.assert_close(member_accuracies(b, synthetic), member_accuracies(a, synthetic))
 
 
@@ -72,6 +72,15 @@ def test_metasgd_members_equal_their_runs_alone_with_early_stopping(host, synthe
     stops = {m.result.steps for m in alone}
     assert any(m.result.stopped_early for m in alone) and len(stops) > 1, stops
     assert_same_as_alone(alone, together, synthetic)
+
+
+@pytest.mark.parametrize("name", ["leo", "leo-random-prior", "leo-deterministic"])
+def test_leo_members_equal_their_runs_alone(host, synthetic, name):
+    # LEO's training amplifies float rounding (the batched products round differently, as 1 and 2
+    # threads do alone): a few steps keep the difference at rounding level (docs/speed.md).
+    alone, together, population = train_alone_and_together(host.learner(name), synthetic, steps=6, val_every=3)
+    assert population.path == BATCHED, population.why_sequential
+    assert_same_as_alone(alone, together, synthetic, atol=1e-4)
 
 
 def test_maml_members_equal_their_runs_alone(host, synthetic):

@@ -31,6 +31,7 @@ def assert_same_rows(a, b):
         assert mean_a == pytest.approx(mean_b, abs=1e-6)
 
 
+@pytest.mark.slow  # seven runs through the CLI: 15 s
 def test_run_seeds_stores_what_separate_runs_store_and_reuses_them(cli, tmp_path):
     for seed in (0, 1, 2):
         assert cli("run", "--learner", "metasgd", "--seed", seed, *BUDGET, "--store", "alone.db").code == 0

@@ -42,6 +42,7 @@ from fewshot_bench.testing.harness import (
     make_learner,
     max_diff,
 )
+from fewshot_bench.population import Population
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 
@@ -535,6 +536,55 @@ def check_meta_training(cls: type[Learner], opts: CheckOptions) -> str:
         )
         fail_unless(mean_gain - 3 * stderr > 0, f"not better than a trivial predictor: {summary}")
         return summary
+
+    return per_kind(cls, body, only_meta_trainable=True)
+
+
+# Meta-training steps of the population check, and how far (relative to a tensor's scale) a
+# member's parameters may drift from its run alone: batched products round differently, and
+# a few steps keep that at rounding level even for learners whose training amplifies it (LEO).
+POPULATION_STEPS = 3
+POPULATION_RTOL = 1e-3
+
+
+@check("population", "members meta-trained as one population match their runs alone (reports batched or sequential)")
+def check_population(cls: type[Learner], opts: CheckOptions) -> str:
+    def body(setting: KindSetting) -> str:
+        ds, k_shot = dataset(opts, setting), setting.train_shot
+        changes = {} if opts.train_batch is None else {"meta_batch_size": opts.train_batch}
+        seeds = (opts.seed, opts.seed + 1)
+
+        def members() -> list[MetaTrainer]:
+            out = []
+            for seed in seeds:
+                learner = make_learner(cls, opts, setting, k_shot, seed=seed, **changes)
+                spec = RunSpec(cls.name, way=setting.n_way, shot=k_shot, seed=seed, steps=POPULATION_STEPS,
+                               val_every=POPULATION_STEPS, val_episodes=10, patience=None)
+                out.append(MetaTrainer(learner, ds.split("train"), ds.split("val"), spec,
+                                       TrainOptions(val_query=setting.score_query), torch.device("cpu")))
+            return out
+
+        alone = members()
+        for member in alone:
+            member.run()
+        together = members()
+        population = Population(together)
+        population.run()
+        worst = 0.0
+        for a, b in zip(alone, together):
+            mine = b.learner.state_dict()
+            for key, value in a.learner.state_dict().items():
+                if torch.is_tensor(value) and value.is_floating_point():
+                    drift = max_diff(value, mine[key]) / max(1.0, float(value.abs().max()) if value.numel() else 1.0)
+                    fail_unless(
+                        drift <= POPULATION_RTOL,
+                        f"member seed {a.spec.seed} trained in a {population.path} population differs from its run "
+                        f"alone in {key!r} by {drift:.2e} of its scale after {POPULATION_STEPS} steps: draw noise "
+                        "from self.noise and keep no state outside parameters and buffers",
+                    )
+                    worst = max(worst, drift)
+        how = population.path + (f" ({population.why_sequential})" if population.why_sequential else "")
+        return f"{how}; {len(seeds)} members match their runs alone after {POPULATION_STEPS} steps (drift {worst:.1e})"
 
     return per_kind(cls, body, only_meta_trainable=True)
 
