@@ -1,6 +1,6 @@
 """Where a sweep's runs are computed: in the driver, in a local process pool, or on Ray.
 
-Every executor takes jobs (a RunSpec and the key the driver expects) and yields
+Every executor takes jobs (a RunSpec and the key the driver expects, or a population of them) and yields
 ``(job, RunOutcome or exception)`` as runs finish. Workers never write the results store;
 the driver does (see :mod:`fewshot_bench.sweep`).
 """
@@ -25,10 +25,11 @@ import torch
 
 from fewshot_bench import plugins
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.runner import RunContext, RunOutcome, compute
-from fewshot_bench.spec import Job
+from fewshot_bench.runner import RunContext, RunOutcome, compute, compute_population
+from fewshot_bench.spec import Job, PopulationJob
 
-Finished = Iterator[tuple[Job, RunOutcome | BaseException]]  # each job with its outcome, as it finishes
+# Each job with its outcome (a population job's: one per member), as it finishes.
+Finished = Iterator[tuple[Job | PopulationJob, RunOutcome | list[RunOutcome] | BaseException]]
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,15 @@ def worker_context(settings: WorkerSettings) -> RunContext:
     return _CONTEXTS[settings]
 
 
-def compute_job(job: Job, settings: WorkerSettings) -> RunOutcome:
-    """Compute one job in this process (the function every executor ships to its workers)."""
+def compute_job(job: Job | PopulationJob, settings: WorkerSettings) -> RunOutcome | list[RunOutcome]:
+    """Compute one job in this process (the function every executor ships to its workers).
+
+    A :class:`PopulationJob` meta-trains its members as one population and returns one
+    outcome per member, in its order.
+    """
+    if isinstance(job, PopulationJob):
+        specs, keys = [m.spec for m in job.members], [m.key for m in job.members]
+        return compute_population(specs, worker_context(settings), expected_keys=keys)
     return compute(job.spec, worker_context(settings), expected_key=job.key, on_validation=job.validation_hook())
 
 
@@ -71,7 +79,7 @@ class Executor(ABC):
     """Runs jobs and yields each with its outcome (or the exception it raised) as it finishes."""
 
     @abstractmethod
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
+    def run(self, jobs: Iterable[Job | PopulationJob], in_flight: int | None = None) -> Finished:
         """Start the jobs; yield (job, outcome or exception) in completion order.
 
         ``in_flight`` None starts every job at once; a number keeps at most that many running
@@ -99,10 +107,10 @@ class InlineExecutor(Executor):
     def description(self) -> str:
         return "in this process"
 
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
+    def run(self, jobs: Iterable[Job | PopulationJob], in_flight: int | None = None) -> Finished:
         for job in jobs:  # one at a time: in flight is always 1
             try:
-                outcome: RunOutcome | BaseException = compute_job(job, self.settings)
+                outcome: RunOutcome | list[RunOutcome] | BaseException = compute_job(job, self.settings)
             except Exception as exc:  # reported per cell by the driver
                 outcome = exc
             yield job, outcome
@@ -148,7 +156,7 @@ class LocalExecutor(Executor):
     def description(self) -> str:
         return f"a local pool of {self.workers} workers ({self.settings.threads} torch thread(s) each)"
 
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
+    def run(self, jobs: Iterable[Job | PopulationJob], in_flight: int | None = None) -> Finished:
         self.pool = cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
             initargs=(os.getpid(),),
@@ -217,7 +225,7 @@ class RayExecutor(Executor):
         cpus = int(self.ray.cluster_resources().get("CPU", 0))
         return f"Ray ({cpus} CPUs in the cluster)"
 
-    def run(self, jobs: Iterable[Job], in_flight: int | None = None) -> Finished:
+    def run(self, jobs: Iterable[Job | PopulationJob], in_flight: int | None = None) -> Finished:
         task = self.ray.remote(num_cpus=1)(compute_job)
         source = iter(jobs)
         by_ref = {task.remote(job, self.settings): job for job in islice(source, in_flight)}
@@ -226,7 +234,7 @@ class RayExecutor(Executor):
             ready, self.pending = self.ray.wait(self.pending, num_returns=1)
             ref = ready[0]
             try:
-                outcome: RunOutcome | BaseException = self.ray.get(ref)
+                outcome: RunOutcome | list[RunOutcome] | BaseException = self.ray.get(ref)
             except Exception as exc:  # a task error carries the original exception as its cause
                 outcome = getattr(exc, "cause", None) or exc
             yield by_ref.pop(ref), outcome

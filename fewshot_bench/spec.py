@@ -110,6 +110,26 @@ class Job:
         return None
 
 
+@dataclass(frozen=True)
+class PopulationJob:
+    """Runs of one cell (its seeds) to meta-train together as one population, shipped to a worker like a job."""
+
+    members: tuple[Job, ...]
+
+    @property
+    def label(self) -> str:
+        """A short human name: the cell and its seeds, e.g. ``leo synthetic 5-shot seeds 0-4``."""
+        seeds = [job.spec.seed for job in self.members]
+        span = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
+        first = self.members[0].spec
+        return f"{first.learner} {first.dataset} {first.shot}-shot seeds {span}"
+
+
+def cell_of(spec: RunSpec) -> str:
+    """What identifies ``spec``'s cell: every field but the seed (runs of one cell can train as one population)."""
+    return json.dumps({k: v for k, v in asdict(spec).items() if k != "seed"}, sort_keys=True, default=str)
+
+
 def is_trial(run: RunRecord) -> bool:
     """Whether a stored run is a search trial (scored on validation, not test)."""
     return run.options.get("stage") == TUNE_STAGE

@@ -24,7 +24,7 @@ from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.runner import RunOutcome, episode_shape, resolve_config, store_outcome
-from fewshot_bench.spec import TUNED, Job, RunSpec
+from fewshot_bench.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tables import get_table
 
@@ -153,8 +153,13 @@ def run_plan(
     store_path: Path,
     checkpoint_dir: Path | None = None,
     progress: bool = False,
+    population: bool = True,
+    population_size: int | None = None,
 ) -> SweepReport:
     """Run the pending cells on ``executor``, storing each result as it arrives.
+
+    With ``population`` each cell's pending seeds meta-train together, as populations of at
+    most ``population_size`` (:func:`populations`); their rows are those separate runs store.
 
     A user error in a cell (missing data, a bad config) stops the sweep, since every other
     cell would hit it too; any other failure is recorded and the sweep goes on.
@@ -162,24 +167,44 @@ def run_plan(
     report = SweepReport(planned=plan_.total, already_complete=len(plan_.done))
     if not plan_.pending:
         return report
+    jobs = populations(plan_.pending, population_size) if population else plan_.pending
     with logging_redirect_tqdm(), tqdm(total=len(plan_.pending), desc="sweep", unit="run", disable=not progress) as bar:
         try:
-            for job, result in executor.run(plan_.pending):
+            for job, result in executor.run(jobs):
+                members = job.members if isinstance(job, PopulationJob) else (job,)
                 if isinstance(result, FewshotBenchError):
                     raise type(result)(f"{job.label}: {result}")
                 if isinstance(result, BaseException):
-                    report.failed.append((job.label, f"{type(result).__name__}: {result}"))
+                    for member in members:
+                        report.failed.append((member.label, f"{type(result).__name__}: {result}"))
                     log.warning("%s failed: %s: %s", job.label, type(result).__name__, result)
                 else:
-                    _store(result, job, store_path, checkpoint_dir)
-                    report.ran += 1
-                    acc = result.record["mean"]
-                    log.info("%s: %.2f%% over %d episodes", job.label, 100 * acc, result.record["episodes"])
-                    bar.set_postfix_str(f"{job.label}: {100 * acc:.2f}%")
-                bar.update(1)
+                    for member, outcome in zip(members, result if isinstance(result, list) else [result]):
+                        _store(outcome, member, store_path, checkpoint_dir)
+                        report.ran += 1
+                        acc = outcome.record["mean"]
+                        log.info("%s: %.2f%% over %d episodes", member.label, 100 * acc, outcome.record["episodes"])
+                        bar.set_postfix_str(f"{member.label}: {100 * acc:.2f}%")
+                bar.update(len(members))
         finally:
             executor.close()
     return report
+
+
+def populations(jobs: list[Job], size: int | None = None) -> list[Job | PopulationJob]:
+    """The jobs with each cell's seeds grouped into populations of at most ``size`` (a lone seed stays a job)."""
+    if size is not None and size < 1:
+        raise ConfigError("--population-size must be at least 1")
+    cells: dict[str, list[Job]] = {}
+    for job in jobs:
+        cells.setdefault(cell_of(job.spec), []).append(job)
+    grouped: list[Job | PopulationJob] = []
+    for members in cells.values():
+        step = size or len(members)
+        for start in range(0, len(members), step):
+            chunk = members[start:start + step]
+            grouped.append(PopulationJob(tuple(chunk)) if len(chunk) > 1 else chunk[0])
+    return grouped
 
 
 def _store(outcome: RunOutcome, job: Job, store_path: Path, checkpoint_dir: Path | None) -> None:

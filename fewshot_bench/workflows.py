@@ -331,6 +331,8 @@ def sweep(
     raise_failures: bool = True,
     host: PluginHost | None = None,
     on_plan: Callable[[SweepResult], None] | None = None,
+    population: bool = True,
+    population_size: int | None = None,
 ) -> SweepResult:
     """Run every (learner, dataset, shot, seed) cell the store does not have yet, as ``fewshot-bench sweep``.
 
@@ -339,7 +341,9 @@ def sweep(
     protocol is the paper's stage 3 (``budget="paper"``, meta-train on train + val). ``workers``
     1 computes in this process; N > 1 a local pool, None one worker per core. A failed cell
     raises after the others are stored (``raise_failures=False``: see ``failed``).
-    ``on_plan`` is called once the plan is made, before any run starts.
+    ``on_plan`` is called once the plan is made, before any run starts. Each cell's missing
+    seeds meta-train together as one population (of at most ``population_size``), storing the
+    rows separate runs would; ``population=False`` runs every seed as its own job.
     """
     import torch
 
@@ -378,7 +382,7 @@ def sweep(
     if dry_run:
         return result
     if runner is not None:
-        outcome = run_plan(todo, runner, store, checkpoints, progress)
+        outcome = run_plan(todo, runner, store, checkpoints, progress, population, population_size)
         result.ran, result.failed = outcome.ran, outcome.failed
     if store.exists():
         done = {job.key for job in todo.done}

@@ -72,3 +72,38 @@ def test_seed_ranges_and_their_errors(cli):
     assert both.code == 2 and "not allowed with" in both.err
     with pytest.raises(ConfigError, match="seed or seeds"):
         fb.run("metasgd", seed=1, seeds=[0, 1])
+
+
+@pytest.mark.slow  # eleven runs: 18 s
+def test_sweep_runs_each_cells_missing_seeds_as_one_population_storing_the_rows_of_separate_runs(tmp_path):
+    budget = {"budget": "quick", "steps": 20, "val_every": 10, "val_episodes": 30, "episodes": 100}
+    fb.run("metasgd", seed=1, store=tmp_path / "grouped.db", train_on_val=True, **budget)  # one seed stored already
+    grouped = fb.sweep(["metasgd"], shots=[1, 5], seeds=3, store=tmp_path / "grouped.db", **budget)
+    assert grouped.ran == 5 and grouped.already_complete == 1 and not grouped.failed
+    populations = {r.shot: r.provenance["timings"].get("population") for r in grouped.runs if not r.reused}
+    assert populations[1]["members"] == 2 and populations[5]["members"] == 3
+    separate = fb.sweep(["metasgd"], shots=[1, 5], seeds=3, store=tmp_path / "separate.db", population=False, **budget)
+    assert separate.ran == 6 and "population" not in separate.runs[0].provenance["timings"]
+    by_key = {(r.shot, r.seed): r for r in separate.runs}
+    for r in grouped.runs:
+        alone = by_key[(r.shot, r.seed)]
+        assert r.run_key == alone.run_key
+        np.testing.assert_allclose(r.per_episode, alone.per_episode, atol=1e-6)
+
+
+def test_populations_group_each_cells_seeds_up_to_a_size():
+    from fewshot_bench.spec import Job, PopulationJob, RunSpec
+    from fewshot_bench.sweep_plan import populations
+
+    jobs = [Job(RunSpec("leo", shot=shot, seed=seed), f"{shot}-{seed}") for shot in (1, 5) for seed in range(5)]
+    jobs.append(Job(RunSpec("metasgd", seed=0), "lone"))
+    grouped = populations(jobs, size=2)
+    assert [g.label for g in grouped] == [
+        "leo synthetic 1-shot seeds 0-1", "leo synthetic 1-shot seeds 2-3", "leo synthetic 1-shot seed 4",
+        "leo synthetic 5-shot seeds 0-1", "leo synthetic 5-shot seeds 2-3", "leo synthetic 5-shot seed 4",
+        "metasgd synthetic 1-shot seed 0",
+    ]
+    assert isinstance(grouped[0], PopulationJob) and isinstance(grouped[2], Job)
+    assert len(populations(jobs)) == 3
+    with pytest.raises(ConfigError, match="population-size"):
+        populations(jobs, size=0)

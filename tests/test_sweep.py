@@ -99,14 +99,15 @@ def test_a_failing_cell_does_not_stop_the_others_but_a_user_error_does(host, tmp
     specs = grid(host, ["nearest-centroid"], ["synthetic"], [1], [0, 1, 2], steps=0, episodes=20, eval_query=5)
     store = tmp_path / "f.db"
     todo = plan(host, specs, store)
-    report = run_plan(todo, FailingExecutor(WorkerSettings(), {1: RuntimeError("boom")}), store)
+    # each seed its own job (no populations), so one seed can fail alone
+    report = run_plan(todo, FailingExecutor(WorkerSettings(), {1: RuntimeError("boom")}), store, population=False)
     assert report.ran == 2 and report.failed == [("nearest-centroid synthetic 1-shot seed 1", "RuntimeError: boom")]
     assert sorted(r.seed for r in stored(store)) == [0, 2]
 
     todo = plan(host, specs, store)
     assert [j.spec.seed for j in todo.pending] == [1]  # the rerun retries only the failed cell
     with pytest.raises(DataError, match="seed 1: no files"):
-        run_plan(todo, FailingExecutor(WorkerSettings(), {1: DataError("no files")}), store)
+        run_plan(todo, FailingExecutor(WorkerSettings(), {1: DataError("no files")}), store, population=False)
 
 
 def _children(pid: int) -> list[int]:

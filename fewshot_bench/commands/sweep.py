@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(e.g. LEO: paper, reference), "
                    "or tuned: each learner's best trial of `fewshot-bench tune` for each setting")
     p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
+    p.add_argument("--population", choices=("on", "off"), default="on",
+                   help="meta-train each cell's missing seeds together as one batched population (on, default; "
+                        "the rows separate runs store) or as separate runs (off)")
+    p.add_argument("--population-size", type=int, metavar="S",
+                   help="at most S seeds per population (split a population that would not fit)")
     add_executor_options(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     add_data_option(p)
@@ -85,6 +90,7 @@ def handle(args: argparse.Namespace) -> int:
         store=args.store, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, executor=args.executor,
         workers=args.workers, ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
         progress=progress_enabled(args), raise_failures=False, host=host_from_args(args, warn=True), on_plan=announce,
+        population=args.population == "on", population_size=args.population_size,
     )
     if args.dry_run:
         return 0
