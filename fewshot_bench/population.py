@@ -186,6 +186,12 @@ class Population:
             self._restore_frozen()
         return {"loss": losses.detach(), "nan_step": (~finite).float(), **{k: v.detach() for k, v in metrics.items()}}
 
+    def step(self, step: int) -> dict[str, Tensor]:
+        """One batched meta-training step: every member's meta-batch ``step``, then :meth:`update`; metrics [S]."""
+        with self.profiler.section("sampling"):
+            batches = [m.meta_batch(step) for m in self.members]
+        return self.update(step, batches)
+
     def _restore_frozen(self) -> None:
         """Put stopped members' parameters and Adam moments back: a stopped member does not move."""
         if not self.frozen:
@@ -309,9 +315,7 @@ class Population:
             while any(self._active(m) for m in members):
                 active = [s for s, m in enumerate(members) if self._active(m)]
                 step = members[active[0]].result.steps
-                with self.profiler.section("sampling"):
-                    batches = [m.meta_batch(step) for m in members]
-                metrics = self.update(step, batches)
+                metrics = self.step(step)
                 nan_steps += metrics["nan_step"]
                 for s in active:
                     members[s].result.steps += 1

@@ -119,9 +119,29 @@ def handle(args: argparse.Namespace) -> int:
         population=args.population == "on", population_size=args.population_size,
     )
     results = [report_run(args, out) for out in outs] if args.seeds else report_run(args, outs)
+    if args.seeds and not args.json and not args.quiet:
+        report_population(outs)
     if args.json:
         print_json({"runs": results} if args.seeds else results)
     return 0
+
+
+def report_population(outs: list[RunResult]) -> None:
+    """One line per population the seeds just computed trained in: its size, path and peak memory."""
+    seen = []
+    for out in outs:
+        timings = out.provenance["timings"]
+        pop = timings.get("population")
+        if out.reused or not pop or "peak_bytes" not in pop:
+            continue
+        ident = (timings.get("train_s"), pop["peak_bytes"], pop["members"])  # the same for every member of one
+        if ident in seen:
+            continue
+        seen.append(ident)
+        why = f" ({pop['why_sequential']})" if pop.get("why_sequential") else ""
+        print(f"population of {pop['members']} seed(s), {pop['path']}{why}: peak memory "
+              f"{pop['peak_bytes'] / 2**20:,.0f} MiB ({pop['peak_source']}); parameters, gradients and Adam state "
+              f"{pop['parameter_bytes'] / 2**20:,.1f} MiB", file=sys.stderr)
 
 
 def report_run(args: argparse.Namespace, out: RunResult) -> dict[str, Any]:
