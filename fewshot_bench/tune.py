@@ -119,7 +119,7 @@ class Pruning:
         return {"kind": self.kind, "warmup": self.warmup} | ({"startup": self.startup} if self.kind == "median" else {})
 
     def text(self) -> str:
-        """``median (after 5 complete trials, from validation 2)``."""
+        """``median pruning (after 5 complete trials, from validation 2)``."""
         if self.kind == "none":
             return "no pruning"
         startup = f"after {self.startup} complete trials, " if self.kind == "median" else ""
