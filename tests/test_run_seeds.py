@@ -107,3 +107,36 @@ def test_populations_group_each_cells_seeds_up_to_a_size():
     assert len(populations(jobs)) == 3
     with pytest.raises(ConfigError, match="population-size"):
         populations(jobs, size=0)
+
+
+@pytest.mark.slow  # a killed population and two runs of it: about a minute
+def test_a_population_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "fewshot_bench.cli", "run", "--learner", "metasgd", "--seeds", "0-2",
+           "--steps", "200", "--val-every", "20", "--val-episodes", "20", "--episodes", "50", "--eval-query", "5"]
+    checkpoints = tmp_path / "fewshot-checkpoints"
+    proc = subprocess.Popen([*cmd, "--store", "killed.db"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while len([p for p in checkpoints.glob("*.pt") if not p.name.endswith(".model.pt")]) < 3:  # every member's
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoints written"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed.db").exists() or not rows(tmp_path / "killed.db")
+
+    resumed = subprocess.run([*cmd, "--store", "killed.db"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("resuming metasgd from step") == 3
+    fresh = subprocess.run([*cmd, "--store", "fresh.db"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    assert_same_rows(rows(tmp_path / "killed.db"), rows(tmp_path / "fresh.db"))
+    with ResultStore(tmp_path / "killed.db", create=False) as db:
+        assert all(r.summary["train"]["resumed_from"] >= 20 for r in db.runs())
