@@ -56,10 +56,14 @@ def mix64_int(value: int) -> int:
     return _signed(x ^ (x >> 31))
 
 
-def mix64_(x: Tensor) -> Tensor:
-    """splitmix64's finaliser in place on an int64 tensor (any shape, under vmap too); returns ``x``."""
+def mix64_(x: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """splitmix64's finaliser in place on an int64 tensor (any shape, under vmap too); returns ``x``.
+
+    ``scratch``, an int64 tensor shaped like ``x``, holds the shifted copies instead of a
+    fresh tensor per round (not under vmap, whose batched tensors cannot be written ``out=``).
+    """
     for shift, multiplier in ((30, _M1), (27, _M2), (31, None)):
-        high = x >> shift
+        high = x >> shift if scratch is None else torch.bitwise_right_shift(x, shift, out=scratch)
         high &= (1 << (64 - shift)) - 1  # a logical shift: drop the copies of the sign bit
         x ^= high
         if multiplier is not None:
@@ -108,9 +112,10 @@ class Noise:
     def __init__(self, seed: int | Sequence[int] = 0, device: torch.device | str | None = None) -> None:
         seeds = [seed_base(s) for s in seed] if isinstance(seed, Sequence) else seed_base(seed)
         self._base = torch.tensor(seeds, dtype=torch.int64, device=device)
-        self.key = self._base.clone()
+        self.key = self._own_key = self._base.clone()
         self.draws = 0
-        self._counters: dict[tuple[int, torch.device], Tensor] = {}
+        # (count, device) -> element counters, and the output and scratch buffers of hashes()
+        self._buffers: dict[tuple[int, torch.device], tuple[Tensor, Tensor | None, Tensor | None]] = {}
         self.start(0)
 
     def start(self, step: int) -> None:
@@ -134,14 +139,26 @@ class Noise:
     # --- drawing ------------------------------------------------------------------------------
 
     def hashes(self, count: int, device: torch.device) -> Tensor:
-        """The next draw's ``count`` hashes per key: int64 ``[*key.shape, count]``; advances the draw counter."""
+        """The next draw's ``count`` hashes per key: int64 ``[*key.shape, count]``; advances the draw counter.
+
+        With the noise's own key the result is a buffer kept for the next draw of this size
+        (allocating a few large temporaries per draw costs more than hashing on the CPU):
+        use it before drawing again. With a key from :meth:`keyed` (e.g. vmapped) it is fresh.
+        """
         key = self.key if self.key.device == device else self.key.to(device)
-        base = key ^ draw_salt(self.draws)
+        base = (key ^ draw_salt(self.draws)).unsqueeze(-1)
         self.draws += 1
-        counters = self._counters.get((count, device))
-        if counters is None:  # element j's counter j * GOLDEN, kept: the same every step
-            counters = self._counters[(count, device)] = torch.arange(count, device=device).mul_(GOLDEN)
-        return mix64_(counters + base.unsqueeze(-1))
+        cached = self._buffers.get((count, device))
+        if cached is None:  # element j's counter j * GOLDEN, kept: the same every step
+            counters = torch.arange(count, device=device).mul_(GOLDEN)
+            cached = self._buffers[(count, device)] = (counters, None, None)
+        counters, out, scratch = cached
+        if self.key is not self._own_key:
+            return mix64_(counters + base)
+        if out is None or out.shape[:-1] != key.shape:
+            out, scratch = (counters.new_empty((*key.shape, count)) for _ in range(2))
+            self._buffers[(count, device)] = (counters, out, scratch)
+        return mix64_(torch.add(counters, base, out=out), scratch)
 
     def _members(self, x: Tensor) -> int:
         """The number of values per member of a tensor like ``x`` (after the key's leading member dims)."""
