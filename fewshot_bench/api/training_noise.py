@@ -10,7 +10,10 @@ int64 tensor operations:
   a step captured in a CUDA graph draws new noise at every replay;
 * the **draw** is a Python counter that every call advances; it restarts at 0 with each
   step, so the same code path makes the same draws in every run;
-* the **element** is the value's flat index within the draw.
+* the **element** is the value's flat index within the draw: elements ``j`` come from
+  hash ``j // 2`` (float32 and smaller: the hash's two 32-bit halves, in the order of its
+  int32 view), ``j // 4`` (dropout: four 16-bit quarters) or ``j`` (float64), where hash
+  ``i`` mixes ``(key ^ salt(draw)) + i * golden ratio`` (splitmix64's own counter sequence).
 
 So a step's noise can be recomputed alone (resuming after a kill replays it exactly), and
 S runs batched as one program draw what each would draw alone: either with a key of shape
