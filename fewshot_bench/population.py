@@ -151,7 +151,10 @@ class Population:
         """d (sum of the members' losses) / d stacked parameters: each member's own gradients in its slice."""
         wrt = [self.params[n] for n in self.trainable]
         grads = torch.autograd.grad(loss.sum(), wrt, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(wrt, grads)]
+        # In the parameters' memory layout: the fused Adam kernel pairs the elements of a parameter and
+        # its gradient by position in memory, and a gradient vmap left strided (e.g. transposed) would
+        # update each element with another's gradient.
+        return [torch.zeros_like(p) if g is None else g.contiguous() for p, g in zip(wrt, grads)]
 
     def _guard_nan(self, losses: Tensor, grads: list[Tensor]) -> tuple[list[Tensor], Tensor]:
         """Per member: its meta-gradients if its loss and all of them are finite, else its fallback gradients.

@@ -234,3 +234,23 @@ def test_a_population_resumes_from_its_members_checkpoints_to_the_same_numbers(h
         population.run()
         assert population.path == path, population.why_sequential
         assert_same_as_alone(alone, resumed, synthetic)
+
+
+class Embedded(Noisy):
+    """Prototypes in a learned linear embedding (nn.Linear): vmap's backward leaves its weight's gradient transposed."""
+
+    name = "embedded"
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        self.embed = torch.nn.Linear(task.feature_dim, 32, bias=False)
+
+    def _logits(self, batch, noisy):
+        prototypes = self.embed(batch.support).mean(dim=2)
+        return -self.scale * torch.cdist(self.embed(batch.query), prototypes)
+
+
+def test_a_gradient_vmap_leaves_strided_updates_each_element_with_its_own_gradient(synthetic):
+    alone, together, population = train_alone_and_together(Embedded, synthetic, config_changes={"dropout": 0.0})
+    assert population.path == BATCHED
+    assert_same_as_alone(alone, together, synthetic, atol=1e-4)
