@@ -27,7 +27,7 @@ from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.training_noise import Noise
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.progress import progress
-from fewshot_bench.train import MetaTrainer, TrainResult
+from fewshot_bench.train import MetaTrainer, TrainResult, laid_out_like
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +151,8 @@ class Population:
         """d (sum of the members' losses) / d stacked parameters: each member's own gradients in its slice."""
         wrt = [self.params[n] for n in self.trainable]
         grads = torch.autograd.grad(loss.sum(), wrt, allow_unused=True)
-        # In the parameters' memory layout: the fused Adam kernel pairs the elements of a parameter and
-        # its gradient by position in memory, and a gradient vmap left strided (e.g. transposed) would
-        # update each element with another's gradient.
-        return [torch.zeros_like(p) if g is None else g.contiguous() for p, g in zip(wrt, grads)]
+        # vmap leaves some gradients strided (e.g. transposed): see laid_out_like.
+        return [torch.zeros_like(p) if g is None else laid_out_like(g, p) for p, g in zip(wrt, grads)]
 
     def _guard_nan(self, losses: Tensor, grads: list[Tensor]) -> tuple[list[Tensor], Tensor]:
         """Per member: its meta-gradients if its loss and all of them are finite, else its fallback gradients.

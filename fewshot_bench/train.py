@@ -82,6 +82,16 @@ def step_seed(seed: int, step: int) -> int:
     return int(mix64(np.array([seed * 1_000_003 + step], dtype=np.uint64))[0] >> np.uint64(1))
 
 
+def laid_out_like(grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``grad`` with ``param``'s memory layout (a copy only when the strides differ).
+
+    The fused Adam kernel pairs a parameter's and its gradient's elements by memory position,
+    not by index: a gradient laid out otherwise (a custom autograd function's, or vmap's
+    transposed ones) would update every element with another's gradient, silently.
+    """
+    return grad if grad.stride() == param.stride() else torch.empty_like(param).copy_(grad)
+
+
 def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float | None) -> None:
     """Clip each gradient in place, first elementwise to [-value, value], then to L2 norm ``norm``.
 
@@ -424,7 +434,7 @@ class MetaTrainer:
     def gradients(self, loss: torch.Tensor | None) -> list[torch.Tensor]:
         """d loss / d params, zeros for parameters the loss does not reach (and for ``loss=None``)."""
         grads = [None] * len(self.params) if loss is None else torch.autograd.grad(loss, self.params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
+        return [torch.zeros_like(p) if g is None else laid_out_like(g, p) for p, g in zip(self.params, grads)]
 
     def guard_nan(self, loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The meta-gradients if the loss and all of them are finite, else the learner's fallback gradients.

@@ -89,3 +89,42 @@ def test_prefetched_meta_batches_are_the_batches_of_their_steps(host, synthetic,
         want = trainer.sampler.batch(step * 12, 12)
         assert torch.equal(got.episode_ids, want.episode_ids) and torch.equal(got.support, want.support)
     assert trainer._next[0] == 9
+
+
+class _TransposedGradient(torch.autograd.Function):
+    """The identity whose backward hands back its gradient as a transposed (non-contiguous) view."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return w.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.t().contiguous().t()
+
+
+class Transposer(Bomb):
+    """A learner whose weight's gradient comes back laid out column-major, as a plugin's custom function may."""
+
+    name = "transposer"
+
+    def meta_loss(self, batch):
+        logits = torch.einsum("bqd,md->bqm", batch.query, _TransposedGradient.apply(self.w))
+        return LossOutput(torch.nn.functional.cross_entropy(logits.reshape(-1, 5), batch.query_labels.reshape(-1)))
+
+
+def test_a_gradient_laid_out_otherwise_gets_the_adam_step_of_its_own_elements(synthetic):
+    torch.manual_seed(0)
+    learner = Transposer(BombConfig(outer_lr=0.1), TaskSpec(5, 1, synthetic.feature_dim))
+    with torch.no_grad():
+        learner.w.copy_(torch.randn_like(learner.w))
+    trainer = make_trainer(learner, synthetic, steps=2, val_every=2, val_episodes=5)
+    batch = trainer.meta_batch(0)
+    reference = torch.nn.Parameter(learner.w.detach().clone())
+    (grad,) = torch.autograd.grad(learner.meta_loss(batch).loss, learner.w)
+    assert not grad.is_contiguous()  # the case under test
+    reference.grad = grad.contiguous()
+    torch.optim.Adam([reference], lr=0.1).step()  # the plain, index-by-index Adam
+    trainer.update(batch, trainer.profiler)
+    assert torch.allclose(learner.w, reference, atol=1e-6)
+
