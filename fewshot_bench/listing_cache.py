@@ -4,8 +4,8 @@ Listing what is installed means importing every plugin, and with them torch: sec
 listing prints depends only on the installed plugins and the ``FEWSHOT_BENCH_*`` settings, so
 it is replayed from a cache keyed by a fingerprint of those: every entry point of the
 ``fewshot_bench`` group with its distribution's name and version, and the path, size and
-modification time of every Python file of the packages the entry points name (located with
-``importlib.util.find_spec``, never imported). Installing, upgrading, editing or disabling a
+modification time of every Python file of the packages the entry points name (located by the
+import system's finders, never imported). Installing, upgrading, editing or disabling a
 plugin changes the fingerprint, and the next listing is computed afresh.
 
 The cache lives in ``$FEWSHOT_BENCH_CACHE_DIR`` (default ``$XDG_CACHE_HOME/fewshot-bench``, else
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import importlib.util
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from fewshot_bench.atomic import write_text
@@ -48,12 +48,26 @@ def cache_folder() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fewshot-bench"
 
 
+def _locate(top: str) -> ModuleSpec | None:
+    """Where the import system would find top-level module ``top`` now, without importing it.
+
+    The finders are asked directly: ``importlib.util.find_spec`` would answer with an
+    already imported module's location, which is stale if the path has changed since.
+    """
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        try:
+            spec = find(top, None) if find else None
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
 def _package_files(top: str) -> list[Path]:
     """The Python files of top-level module ``top``, located without importing it."""
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return []
+    spec = _locate(top)
     if spec is None:
         return []
     if spec.submodule_search_locations:
