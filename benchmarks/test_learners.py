@@ -18,29 +18,19 @@ import os
 
 import pytest
 import torch
+from bench_setup import DEVICE, THREADS
 from metasgd_loop import LoopMetaSGD, LoopTrainer
 
 from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.api.linear import flat, onehot_labels
-from fewshot_bench.data.synthetic import generate
 from fewshot_bench.episodes import TRAIN_QUERY
 from fewshot_bench.evaluate import evaluate
-from fewshot_bench.plugins import load_plugins
 from fewshot_bench.spec import RunSpec
-from fewshot_bench.threads import requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 N_WAY, META_BATCH, EVAL_EPISODES = 5, 12, 1_000
 SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])
 
-# Inner loops can produce subnormals, ~100x slower on CPU; the CLI flushes them too.
-torch.set_flush_denormal(True)
-# Intra-op threads (default: torch's, one per core). On a shared 2-core machine another busy
-# process makes 2 OpenMP threads stall ~200 ms at their barriers; 1 thread avoids that.
-# FEWSHOT_BENCH_THREADS is read as `fewshot-bench run` reads it (fewshot_bench.threads); unset or auto: torch's default.
-THREADS = requested_threads()[0] or torch.get_num_threads()
-torch.set_num_threads(THREADS)
-DEVICE = torch.device(os.environ.get("FEWSHOT_BENCH_DEVICE", "cpu"))
 CUDA = DEVICE.type == "cuda"
 # FEWSHOT_BENCH_CUDA_GRAPH=0 times eager CUDA steps (the baseline the captured graph is compared with).
 CUDA_GRAPH = os.environ.get("FEWSHOT_BENCH_CUDA_GRAPH", "1") != "0"
@@ -59,18 +49,6 @@ def synced(fn):
         return out
 
     return call
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    """The embedded 640-d dataset (generated once per module, about a second), on the benchmark device."""
-    return generate().to(DEVICE)
-
-
-@pytest.fixture(scope="module")
-def host():
-    """The plugin host with the leo, metasgd and maml learners."""
-    return load_plugins()
 
 
 def make_learner(host, name: str, k_shot: int) -> Learner:

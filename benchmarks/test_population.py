@@ -6,51 +6,32 @@ members (S = 1, 2, 5, 10) and stores ``extra_info["member_episodes_per_s"]`` (S 
 median step time). ``test_five_seeds_population_vs_separate`` meta-trains five seeds for a
 few steps as one population and as five separate trainers, interleaved in this process, and
 stores both wall times and their ratio. ``FEWSHOT_BENCH_THREADS`` sets torch's threads (as
-in test_learners.py); ``FEWSHOT_BENCH_DEVICE=cuda`` runs on the GPU. docs/speed.md has the figures.
+in bench_setup.py); ``FEWSHOT_BENCH_DEVICE=cuda`` runs on the GPU. docs/speed.md has the figures.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import time
 
 import pytest
 import torch
+from bench_setup import DEVICE, THREADS
 
 from fewshot_bench.api.learner import TaskSpec
-from fewshot_bench.data.synthetic import generate
-from fewshot_bench.plugins import load_plugins
 from fewshot_bench.population import BATCHED, Population
 from fewshot_bench.spec import RunSpec
-from fewshot_bench.threads import requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions
 
 N_WAY, META_BATCH = 5, 12
 SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])
 LEARNERS = pytest.mark.parametrize("name", ["metasgd", "leo"])
 
-torch.set_flush_denormal(True)  # inner loops can produce subnormals, ~100x slower on CPU
-THREADS = requested_threads()[0] or torch.get_num_threads()
-torch.set_num_threads(THREADS)
-DEVICE = torch.device(os.environ.get("FEWSHOT_BENCH_DEVICE", "cpu"))
 
 
 def synced() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    """The embedded 640-d dataset, on the benchmark device."""
-    return generate().to(DEVICE)
-
-
-@pytest.fixture(scope="module")
-def host():
-    """The installed plugins."""
-    return load_plugins()
 
 
 def member(host, synthetic, name: str, k_shot: int, seed: int) -> MetaTrainer:
