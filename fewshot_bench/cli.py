@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.handler(args) or 0)
         LOG_HOLD.release()
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        if code == 0 and "fewshot_bench.plugins" in sys.modules:
+            # The plugins (and torch) are loaded: listing them now costs milliseconds, and the
+            # user's next `learners` replays it instead of spending seconds on imports.
+            importlib.import_module("fewshot_bench.commands.listing").warm_listings()
         return code
     except FewshotBenchError as exc:
         LOG_HOLD.drop()  # a user error is one line

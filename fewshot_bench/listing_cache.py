@@ -107,6 +107,32 @@ class _WarningSeen(logging.Handler):
         self.seen = True
 
 
+def _entry_name(key: str, digest: str) -> str:
+    """The cache file of listing ``key`` under fingerprint ``digest``."""
+    return f"{PREFIX}{digest}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.json"
+
+
+class _Captured:
+    """A ``with`` block whose printed output is kept (``out``, ``err``) and whose warnings are noted (``warned``)."""
+
+    def __enter__(self) -> _Captured:
+        self.out, self.err, self._watch = io.StringIO(), io.StringIO(), _WarningSeen()
+        logging.getLogger().addHandler(self._watch)
+        self._redirects = [redirect_stdout(self.out), redirect_stderr(self.err)]
+        for r in self._redirects:
+            r.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for r in reversed(self._redirects):
+            r.__exit__(*exc)
+        logging.getLogger().removeHandler(self._watch)
+
+    @property
+    def warned(self) -> bool:
+        return self._watch.seen
+
+
 def print_cached(key: str, produce: Callable[[], int]) -> int:
     """Run ``produce`` (which prints a listing and returns an exit code), or replay its cached output.
 
@@ -117,7 +143,7 @@ def print_cached(key: str, produce: Callable[[], int]) -> int:
     folder = cache_folder()
     if folder is None:
         return produce()
-    name = f"{PREFIX}{fingerprint()}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.json"
+    name = _entry_name(key, fingerprint())
     try:
         cached = json.loads((folder / name).read_text(encoding="utf-8"))
         sys.stdout.write(cached["stdout"])
@@ -125,18 +151,54 @@ def print_cached(key: str, produce: Callable[[], int]) -> int:
         return int(cached["code"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    out, err, watch = io.StringIO(), io.StringIO(), _WarningSeen()
-    logging.getLogger().addHandler(watch)
+    captured = _Captured()
     try:
-        with redirect_stdout(out), redirect_stderr(err):
+        with captured:
             code = produce()
     finally:
-        logging.getLogger().removeHandler(watch)
-        sys.stdout.write(out.getvalue())
-        sys.stderr.write(err.getvalue())
-    if code == 0 and not watch.seen:
-        _store(folder, name, {"key": key, "stdout": out.getvalue(), "stderr": err.getvalue(), "code": code})
+        sys.stdout.write(captured.out.getvalue())
+        sys.stderr.write(captured.err.getvalue())
+    if code == 0 and not captured.warned:
+        _store(folder, name, {"key": key, "stdout": captured.out.getvalue(), "stderr": captured.err.getvalue(),
+                              "code": code})
     return code
+
+
+def warm(listings: dict[str, Callable[[], int]]) -> None:
+    """Store each listing (key -> ``produce``) not cached yet, printing nothing: for commands that loaded the plugins.
+
+    A command that already imported torch and every plugin (``run``, ``sweep``, ...) computes
+    a listing in milliseconds, so the user's next ``learners`` replays it rather than
+    spending seconds on imports. The rules of :func:`print_cached` hold: nothing is stored
+    from a listing that failed or warned, and a cache problem is never an error. Log records
+    reach only the warning detector, not the terminal: the command has printed its own.
+    """
+    folder = cache_folder()
+    if folder is None:
+        return
+    digest = fingerprint()
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    for h in handlers:
+        root.removeHandler(h)
+    try:
+        for key, produce in listings.items():
+            name = _entry_name(key, digest)
+            if (folder / name).exists():
+                continue
+            captured = _Captured()
+            try:
+                with captured:
+                    code = produce()
+            except Exception as exc:  # a listing that cannot be computed is simply not cached
+                log.debug("listing %s not cached: %s", key, exc)
+                continue
+            if code == 0 and not captured.warned:
+                _store(folder, name, {"key": key, "stdout": captured.out.getvalue(),
+                                      "stderr": captured.err.getvalue(), "code": code})
+    finally:
+        for h in handlers:
+            root.addHandler(h)
 
 
 def _store(folder: Path, name: str, entry: dict) -> None:

@@ -43,7 +43,8 @@ def test_a_changed_setting_is_a_new_listing_not_a_stale_one(tmp_path):
     assert "maml" in listing(tmp_path, "learners").stdout
     disabled = listing(tmp_path, "learners", FEWSHOT_BENCH_DISABLE_PLUGINS="fewshot-bench-maml")
     assert "maml" not in disabled.stdout and disabled.stderr.splitlines()[-1] == "torch imported"
-    assert len(list((tmp_path / "cache").glob("listing-*.json"))) == 1  # the old fingerprint's entries are dropped
+    fingerprints = {p.name[: len("listing-") + 32] for p in (tmp_path / "cache").glob("listing-*.json")}
+    assert len(fingerprints) == 1  # the old fingerprint's entries are dropped
 
 
 def test_an_error_is_never_cached(tmp_path):
@@ -75,3 +76,18 @@ def test_editing_a_plugin_file_changes_the_fingerprint(plugins_on_path, tmp_path
 def test_the_cache_can_be_turned_off(monkeypatch, value):
     monkeypatch.setenv(listing_cache.CACHE_ENV, value)
     assert listing_cache.cache_folder() is None
+
+
+def test_a_command_that_loaded_the_plugins_leaves_the_plain_listings_cached(tmp_path):
+    shown = listing(tmp_path, "learners", "leo")  # loads every plugin (and torch) to describe one learner
+    assert shown.returncode == 0 and "latent_steps" in shown.stdout
+    for command, expected in (("learners", "metasgd"), ("datasets", "synthetic"), ("plugins", "fewshot-bench-leo")):
+        replayed = listing(tmp_path, command)
+        assert replayed.returncode == 0 and expected in replayed.stdout
+        assert replayed.stderr.splitlines()[-1] == "no torch", command
+
+
+def test_a_failed_command_warms_nothing(tmp_path):
+    failed = listing(tmp_path, "learners", "no-such-learner")
+    assert failed.returncode == 1
+    assert not list((tmp_path / "cache").glob("listing-*.json"))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fewshot_bench.commands.common import host_from_args, print_json, print_table
-from fewshot_bench.listing_cache import print_cached
+from fewshot_bench.listing_cache import print_cached, warm
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,14 +26,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=_cached(name, handler))
 
 
+def _key(command: str, args: argparse.Namespace) -> str:
+    """The cache key of a listing: the command and every option that changes what it prints."""
+    return json.dumps([command, getattr(args, "name", None), args.json, bool(getattr(args, "strict_plugins", False))])
+
+
 def _cached(command: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """``handler`` with its output replayed from the listing cache (:mod:`fewshot_bench.listing_cache`)."""
     def cached(args: argparse.Namespace) -> int:
-        strict = bool(getattr(args, "strict_plugins", False))
-        key = json.dumps([command, getattr(args, "name", None), args.json, strict])
-        return print_cached(key, lambda: handler(args))
+        return print_cached(_key(command, args), lambda: handler(args))
 
     return cached
+
+
+def warm_listings() -> None:
+    """Cache the plain ``learners``, ``datasets`` and ``plugins`` listings (after a command loaded the plugins)."""
+    listings = {}
+    for command, handler in (("learners", learners), ("datasets", datasets), ("plugins", plugins)):
+        args = argparse.Namespace(name=None, json=False, strict_plugins=False)
+        listings[_key(command, args)] = lambda handler=handler, args=args: handler(args)
+    warm(listings)
 
 
 def learners(args: argparse.Namespace) -> int:
