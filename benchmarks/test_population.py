@@ -11,6 +11,7 @@ in bench_setup.py); ``FEWSHOT_BENCH_DEVICE=cuda`` runs on the GPU. docs/speed.md
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
@@ -34,11 +35,12 @@ def synced() -> None:
         torch.cuda.synchronize()
 
 
-def member(host, synthetic, name: str, k_shot: int, seed: int) -> MetaTrainer:
+def member(host, synthetic, name: str, k_shot: int, seed: int, meta_batch: int = META_BATCH) -> MetaTrainer:
     """A trainer of ``name`` for seed ``seed``, as a run builds it (validation is never run here)."""
     cls = host.learner(name)
     torch.manual_seed(seed)
-    learner = cls(cls.default_config("synthetic", k_shot), TaskSpec(N_WAY, k_shot, synthetic.feature_dim))
+    config = dataclasses.replace(cls.default_config("synthetic", k_shot), meta_batch_size=meta_batch)
+    learner = cls(config, TaskSpec(N_WAY, k_shot, synthetic.feature_dim))
     learner = learner.to(DEVICE)
     return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"),
                        RunSpec(name, way=N_WAY, shot=k_shot, seed=seed), TrainOptions(cuda_graph=False), DEVICE)
@@ -49,6 +51,7 @@ def population(host, synthetic, name: str, k_shot: int, size: int) -> Population
     pop = Population([member(host, synthetic, name, k_shot, seed) for seed in range(size)])
     why = pop.probe()
     assert why is None, why
+    pop.stack()
     for m in pop.members:
         m.learner.train()
     return pop
@@ -72,6 +75,33 @@ def test_population_step(benchmark, host, synthetic, name, k_shot, size):
     if benchmark.stats is not None:
         benchmark.extra_info["member_episodes_per_s"] = size * META_BATCH / benchmark.stats.stats.median
         benchmark.extra_info["members"] = size
+        benchmark.extra_info["threads"] = THREADS
+        benchmark.extra_info["device"] = str(DEVICE)
+
+
+@LEARNERS
+@SHOTS
+@pytest.mark.parametrize("size", [1, 2, 5, 10])
+def test_one_run_at_a_population_meta_batch(benchmark, host, synthetic, name, k_shot, size):
+    """The ceiling of batching S members: one run whose meta-batch holds S x 12 episodes.
+
+    Its step does a population step's arithmetic (S x 12 episodes) with one set of parameters
+    and no ``vmap``: no population of S can take more member-episodes/s than its episodes/s.
+    """
+    trainer = member(host, synthetic, name, k_shot, 0, meta_batch=size * META_BATCH)
+    trainer.learner.train()
+    steps = itertools.count()
+
+    def step():
+        metrics = trainer.step(next(steps))
+        synced()
+        return metrics
+
+    metrics = benchmark(step)
+    assert torch.isfinite(metrics["loss"])
+    if benchmark.stats is not None:
+        benchmark.extra_info["episodes_per_s"] = size * META_BATCH / benchmark.stats.stats.median
+        benchmark.extra_info["meta_batch"] = size * META_BATCH
         benchmark.extra_info["threads"] = THREADS
         benchmark.extra_info["device"] = str(DEVICE)
 

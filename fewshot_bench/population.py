@@ -6,15 +6,23 @@ file), so a member trains exactly as its run alone would. Only the update is bat
 members' parameters are stacked (``torch.func.stack_module_state``), ``meta_loss`` runs
 once under ``torch.func.vmap`` over member-stacked meta-batches, the gradient of the summed
 losses gives each member its own gradients, and the NaN guard, per-tensor clipping and Adam
-act on each member's slice. A learner that ``vmap`` cannot run (``torch.autograd.grad`` in
-its inner loop, data-dependent Python control flow, a random draw that is not a pure
-function of its key) gets the plain sequential path: its members train one after another.
+act on each member's slice. Only members still training are stacked: one that stops early
+leaves the stack (the others are restacked), so it costs nothing from then on.
+
+A learner that ``vmap`` cannot run (``torch.autograd.grad`` in its inner loop,
+data-dependent Python control flow, a random draw that is not a pure function of its key)
+gets the plain sequential path: its members train one after another. A population whose
+estimated memory (measured on a trial step of two members) exceeds the memory available
+trains as groups that fit, one group after another.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.training_noise import Noise
+from fewshot_bench.errors import ConfigError
 from fewshot_bench.profiling import Profiler
 from fewshot_bench.progress import progress
 from fewshot_bench.train import MetaTrainer, TrainResult, laid_out_like
@@ -32,6 +41,9 @@ from fewshot_bench.train import MetaTrainer, TrainResult, laid_out_like
 log = logging.getLogger(__name__)
 
 BATCHED, SEQUENTIAL = "batched", "sequential"
+MEMORY_ENV = "FEWSHOT_BENCH_POPULATION_MEMORY"  # bytes a population may use ("512M", "4G"); default: what is free
+FREE_FRACTION = 0.8  # of the memory free before training: headroom for the allocator and everything else
+TRIAL_MEMBERS = 2  # members in the trial step that measures a member's memory
 
 
 class _Objective(nn.Module):
@@ -84,12 +96,79 @@ def peak_memory(device: torch.device, parameter_bytes: int) -> PopulationMemory:
     return PopulationMemory(peak, source, parameter_bytes)
 
 
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"4G"``, ``"512M"``, ``"1.5G"`` or plain bytes -> bytes (binary units; a trailing ``B``/``iB`` is allowed)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in UNITS else ""
+    try:
+        value = float(t[: len(t) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{MEMORY_ENV}={text!r} is not a size: give bytes or e.g. 512M, 4G")
+    return int(value * UNITS[unit])
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for tensors now: the device's free memory on CUDA, ``MemAvailable`` of /proc/meminfo on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def configured_memory() -> int | None:
+    """``$FEWSHOT_BENCH_POPULATION_MEMORY`` in bytes (None: unset); a value that is not a size is a ConfigError."""
+    configured = os.environ.get(MEMORY_ENV, "").strip()
+    return parse_bytes(configured) if configured else None
+
+
+def memory_budget(device: torch.device) -> int:
+    """The bytes a population may take: ``$FEWSHOT_BENCH_POPULATION_MEMORY``, else 80% of what is free now."""
+    configured = configured_memory()
+    return configured if configured is not None else int(FREE_FRACTION * free_memory(device))
+
+
+@contextmanager
+def counting_saved_tensors() -> Iterator[dict[int, int]]:
+    """Within the block, autograd's saved tensors as {storage address: bytes}: a step's memory for its backward.
+
+    Tensors saved under ``vmap`` are counted by the storage they batch, so a trial step of S
+    members counts S members' activations.
+    """
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        physical = t
+        while torch._C._functorch.is_batchedtensor(physical):
+            physical = torch._C._functorch.get_unwrapped(physical)
+        try:
+            storage = physical.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # no storage (a functional wrapper): its own size
+            seen[id(physical)] = physical.numel() * physical.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield seen
+
+
 class Population:
     """S :class:`MetaTrainer` members of one learner (same class, config and task), trained together.
 
     ``run`` trains every member as its run alone would and leaves each member's best validated
     weights loaded; ``path`` says whether the update is batched over members or the members
-    train one after another (``force_sequential``, or a learner ``vmap`` cannot run).
+    train one after another (``force_sequential``, or a learner ``vmap`` cannot run), and
+    ``groups`` how many members each batched group held (one group unless memory was short).
     """
 
     def __init__(
@@ -106,14 +185,17 @@ class Population:
         self._objective = _Objective(first.learner)
         self.names = [n for n, p in first.learner.named_parameters()]
         self.trainable = [n for n, p in first.learner.named_parameters() if p.requires_grad]
+        # The stacked state: members `live` (indices into members), in that order.
+        self.live: list[int] = []
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Adam | None = None
-        self.frozen: dict[int, dict[str, Tensor]] = {}  # stopped member -> its parameters and Adam moments
+        self.noise: Noise | None = None  # the live members' noise keys [S]: each draws with its own row
         # None: a non-finite step is a no-op (zero gradients), as in MetaTrainer.gradients.
         self.has_fallback = first.learner.nan_fallback_loss() is not None
-        # The members' noise keys, [S]: under vmap each member draws with its own row, what it draws alone.
-        self.noise = Noise([m.spec.seed for m in members], self.device)
+        self.member_bytes: int | None = None  # a member's estimated training memory (probe)
+        self.budget_bytes: int | None = None
+        self.groups: list[int] = []
 
     @property
     def path(self) -> str:
@@ -123,14 +205,16 @@ class Population:
     @property
     def parameter_bytes(self) -> int:
         """Bytes of the stacked trainable parameters, their gradients and Adam's two moments."""
+        return self._member_parameter_bytes() * len(self.members)
+
+    def _member_parameter_bytes(self) -> int:
         m = self.members[0].learner
-        per_member = sum(p.numel() * p.element_size() for p in m.parameters() if p.requires_grad)
-        return 4 * per_member * len(self.members)
+        return 4 * sum(p.numel() * p.element_size() for p in m.parameters() if p.requires_grad)
 
     # --- the batched update ----------------------------------------------------------------
 
     def _losses(self, params: dict[str, Tensor], batch: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Every member's loss [S] (and metrics [S]) under ``vmap``; ``batch=None``: the NaN fallback losses.
+        """Every live member's loss [S] (and metrics [S]) under ``vmap``; ``batch=None``: the NaN fallback losses.
 
         The learner draws its noise with its member's key (a row of :attr:`noise`'s, keyed
         for the step by :meth:`update`); a draw from torch's generators is refused
@@ -172,7 +256,7 @@ class Population:
         return [torch.where(finite.view(-1, *([1] * (g.dim() - 1))), g, s) for g, s in zip(grads, safe)], finite
 
     def update(self, step: int, batches: list[EpisodeBatch]) -> dict[str, Tensor]:
-        """Meta-losses, per-member NaN guard and clipping, one Adam step for every active member; metrics [S]."""
+        """Meta-losses, per-member NaN guard and clipping, one Adam step for every live member; metrics [S]."""
         prof, cfg = self.profiler, self.members[0].learner.config
         self.noise.start(step)
         with prof.section("meta_loss"):
@@ -184,112 +268,103 @@ class Population:
             for n, g in zip(self.trainable, grads):
                 self.params[n].grad = g
             self.optimizer.step()
-            self._restore_frozen()
         return {"loss": losses.detach(), "nan_step": (~finite).float(), **{k: v.detach() for k, v in metrics.items()}}
 
     def step(self, step: int) -> dict[str, Tensor]:
-        """One batched meta-training step: every member's meta-batch ``step``, then :meth:`update`; metrics [S]."""
+        """One batched meta-training step: every live member's meta-batch ``step``, then :meth:`update`; metrics [S]."""
         with self.profiler.section("sampling"):
-            batches = [m.meta_batch(step) for m in self.members]
+            batches = [self.members[s].meta_batch(step) for s in self.live]
         return self.update(step, batches)
-
-    def _restore_frozen(self) -> None:
-        """Put stopped members' parameters and Adam moments back: a stopped member does not move."""
-        if not self.frozen:
-            return
-        with torch.no_grad():
-            for s, saved in self.frozen.items():
-                for n in self.trainable:
-                    p = self.params[n]
-                    p[s] = saved[n]
-                    state = self.optimizer.state[p]
-                    state["exp_avg"][s] = saved[f"{n}.exp_avg"]
-                    state["exp_avg_sq"][s] = saved[f"{n}.exp_avg_sq"]
-
-    def _freeze(self, s: int) -> None:
-        """Keep member ``s`` where it is from now on (it stopped early)."""
-        saved = {}
-        for n in self.trainable:
-            p = self.params[n]
-            state = self.optimizer.state.get(p, {})
-            saved[n] = p.detach()[s].clone()
-            for moment in ("exp_avg", "exp_avg_sq"):
-                saved[f"{n}.{moment}"] = state[moment][s].clone() if moment in state else torch.zeros_like(saved[n])
-        self.frozen[s] = saved
 
     # --- members <-> stacked state -------------------------------------------------------
 
-    def _stack(self) -> None:
-        """Stack the members' parameters and Adam states (e.g. as resumed from their checkpoints)."""
-        learners = [m.learner for m in self.members]
-        params, self.buffers = stack_module_state(learners)
+    def stack(self, which: list[int] | None = None) -> None:
+        """Stack members ``which`` (default: those still training) with their Adam states, e.g. as resumed.
+
+        Every stacked member must be at the same step (one Adam step count for all).
+        """
+        self.live = [s for s, m in enumerate(self.members) if self._active(m)] if which is None else list(which)
+        members = [self.members[s] for s in self.live]
+        params, self.buffers = stack_module_state([m.learner for m in members])
         self.params = {n: params[n] for n in self.names}
-        first = self.members[0]
-        lr = first.optimizer.param_groups[0]["lr"]
+        lr = members[0].optimizer.param_groups[0]["lr"]
         wrt = [self.params[n] for n in self.trainable]
         self.optimizer = torch.optim.Adam(wrt, lr=lr, fused=True, capturable=self.device.type == "cuda")
-        states = [[m.optimizer.state.get(p) for p in m.params] for m in self.members]
-        active = [s for s, m in enumerate(self.members) if self._active(m)]
-        if states[active[0]][0]:  # resumed: every active member is at the same Adam step
+        states = [[m.optimizer.state.get(p) for p in m.params] for m in members]
+        if states[0] and states[0][0]:  # resumed or restacked: every member is at the same Adam step
             for i, p in enumerate(wrt):
-                st = [states[s][i] or {} for s in range(len(self.members))]
-                ref = st[active[0]]
-                moments = {k: torch.stack([x.get(k, torch.zeros_like(ref[k])) for x in st])
-                           for k in ("exp_avg", "exp_avg_sq")}
-                self.optimizer.state[p] = {"step": ref["step"].clone(), **moments}
-        for s, m in enumerate(self.members):
-            if not self._active(m):
-                self._freeze(s)
+                moments = {k: torch.stack([st[i][k] for st in states]) for k in ("exp_avg", "exp_avg_sq")}
+                self.optimizer.state[p] = {"step": states[0][i]["step"].clone(), **moments}
+        self.noise = Noise([m.spec.seed for m in members], self.device)
 
-    def _unstack(self, which: list[int]) -> None:
-        """Copy the stacked parameters and Adam state of members ``which`` into their own learners and optimizers.
+    def unstack(self) -> None:
+        """Copy the stacked parameters and Adam state into the live members' own learners and optimizers.
 
         Each member's learner and optimizer then hold what its run alone would: its validation,
         best checkpoint and checkpoint file are the member's own code path.
         """
         with torch.no_grad():
-            for s in which:
+            for i, s in enumerate(self.live):
                 m = self.members[s]
                 named = dict(m.learner.named_parameters())
                 for n in self.names:
-                    named[n].copy_(self.params[n][s])
+                    named[n].copy_(self.params[n][i])
                 for n, p in zip(self.trainable, m.params):
                     stacked = self.optimizer.state.get(self.params[n])
                     if stacked:
                         m.optimizer.state[p] = {"step": stacked["step"].clone(),
-                                                "exp_avg": stacked["exp_avg"][s].clone(),
-                                                "exp_avg_sq": stacked["exp_avg_sq"][s].clone()}
+                                                "exp_avg": stacked["exp_avg"][i].clone(),
+                                                "exp_avg_sq": stacked["exp_avg_sq"][i].clone()}
 
     @staticmethod
     def _active(m: MetaTrainer) -> bool:
         return m.result.steps < m.spec.steps and not m.result.stopped_early
 
-    # --- which path ------------------------------------------------------------------------
+    # --- which path, and how many members at once -------------------------------------------
 
     def probe(self) -> str | None:
         """Why the batched path cannot train this population (None: it can), from a trial step's forward and backward.
 
-        Nothing is changed: the trial's gradients are thrown away.
+        The trial step (the first two members still training) also measures what a member's
+        step holds for its backward: :attr:`member_bytes`. Nothing is changed: the trial's
+        gradients are thrown away.
         """
         if self.why_sequential:
             return self.why_sequential
-        steps = {m.result.steps for m in self.members if self._active(m)}
+        active = [s for s, m in enumerate(self.members) if self._active(m)]
+        steps = {self.members[s].result.steps for s in active}
         if len(steps) > 1:
             return f"its members resumed at different steps ({sorted(steps)})"
-        if not any(self._active(m) for m in self.members):
+        if not active:
             return None
-        self._stack()
+        trial = active[:TRIAL_MEMBERS]
+        self.stack(trial)
         step = steps.pop()
         try:
             for m in self.members:
                 m.learner.train()
             self.noise.start(step)
-            losses, _ = self._losses(self.params, stacked_batch([m.meta_batch(step) for m in self.members]))
+            batches = [self.members[s].meta_batch(step) for s in trial]
+            with counting_saved_tensors() as saved:
+                losses, _ = self._losses(self.params, stacked_batch(batches))
             self._gradients(losses)
         except Exception as exc:  # whatever vmap refuses: train the members one after another
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             return f"vmap cannot run its meta_loss ({type(exc).__name__}: {first_line[:160]})"
+        finally:
+            self.live, self.params, self.optimizer = [], {}, None
+        batch_bytes = sum(t.numel() * t.element_size() for b in batches for t in vars(b).values()
+                          if isinstance(t, Tensor))
+        # Saved activations, the gradients of as much again, the batch, parameters + grads + Adam.
+        self.member_bytes = (2 * sum(saved.values()) + batch_bytes) // len(trial) + self._member_parameter_bytes()
         return None
+
+    def group_size(self) -> int:
+        """How many members train at once: all of them, unless :attr:`member_bytes` says they would not fit."""
+        if self.member_bytes is None:
+            return len(self.members)
+        self.budget_bytes = memory_budget(self.device)
+        return max(1, min(len(self.members), self.budget_bytes // max(1, self.member_bytes)))
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -300,46 +375,57 @@ class Population:
             log.info("population of %d %s: sequential (%s)", len(self.members), self.members[0].learner.name,
                      self.why_sequential)
             return [m.run() for m in self.members]
-        return self._run_batched()
+        active = [s for s, m in enumerate(self.members) if self._active(m)]
+        size = self.group_size()
+        self.groups = [len(active[i:i + size]) for i in range(0, len(active), size)]
+        if len(self.groups) > 1:
+            log.info("population of %d %s: %d groups of at most %d (about %.0f MiB a member, %.0f MiB to use)",
+                     len(self.members), self.members[0].learner.name, len(self.groups), size,
+                     self.member_bytes / 2**20, self.budget_bytes / 2**20)
+        for i in range(0, len(active), size):
+            self._run_batched(active[i:i + size])
+        for m in self.members:
+            m.load_best()
+        return [m.result for m in self.members]
 
-    def _run_batched(self) -> list[TrainResult]:
-        members = self.members
-        first = members[0]
+    def _run_batched(self, group: list[int]) -> None:
+        """Train members ``group`` (at one step) as one stack until each has finished or stopped early."""
+        first = self.members[group[0]]
         spec, opts = first.spec, first.options
-        nan_steps = torch.zeros(len(members), device=self.device)
-        metrics: dict[str, Tensor] = {}
-        for m in members:
-            m.learner.train()
-        start = min(m.result.steps for m in members)
-        with progress(spec.steps, f"meta-train {first.learner.name} x{len(members)}", "step", opts.progress,
-                      opts.progress_every, initial=start, scale=first.batch_size * len(members)) as bar:
-            while any(self._active(m) for m in members):
-                active = [s for s, m in enumerate(members) if self._active(m)]
-                step = members[active[0]].result.steps
+        nan_steps = torch.zeros(len(self.members), device=self.device)
+        for s in group:
+            self.members[s].learner.train()
+        self.stack(group)
+        with progress(spec.steps, f"meta-train {first.learner.name} x{len(group)}", "step", opts.progress,
+                      opts.progress_every, initial=first.result.steps, scale=first.batch_size * len(group)) as bar:
+            while self.live:
+                step = self.members[self.live[0]].result.steps
                 metrics = self.step(step)
-                nan_steps += metrics["nan_step"]
-                for s in active:
-                    members[s].result.steps += 1
+                for i, s in enumerate(self.live):
+                    nan_steps[s] += metrics["nan_step"][i]
+                    self.members[s].result.steps += 1
                 bar.update(1)
                 if (step + 1) % spec.val_every == 0 or step + 1 == spec.steps:
-                    self._validate(active, metrics, nan_steps)
-                    bar.set_postfix(best=f"{max(m.result.best_val_accuracy or 0.0 for m in members):.4f}")
-        self._unstack(list(range(len(members))))
-        for m in members:
-            m.load_best()
-        return [m.result for m in members]
+                    self._validate(metrics, nan_steps)
+                    bar.set_postfix(best=f"{max(m.result.best_val_accuracy or 0.0 for m in self.members):.4f}")
 
-    def _validate(self, active: list[int], metrics: dict[str, Tensor], nan_steps: Tensor) -> None:
-        """Each active member validates, keeps its best weights, may stop early and writes its checkpoint, as alone."""
-        self._unstack(active)
-        for s in active:
+    def _validate(self, metrics: dict[str, Tensor], nan_steps: Tensor) -> None:
+        """Each live member validates, keeps its best weights, may stop early and writes its checkpoint, as alone.
+
+        Members that finished or stopped leave the stack; the others are restacked.
+        """
+        self.unstack()
+        for i, s in enumerate(self.live):
             m = self.members[s]
-            mine = {k: v[s] for k, v in metrics.items()}
-            m.record_validation(m.validate(), mine, nan_steps[s])
+            m.record_validation(m.validate(), {k: v[i] for k, v in metrics.items()}, nan_steps[s])
             nan_steps[s] = 0
             m.learner.train()
-            if m.result.stopped_early:
-                self._freeze(s)
+        still = [s for s in self.live if self._active(self.members[s])]
+        if still != self.live:
+            if still:
+                self.stack(still)
+            else:
+                self.live, self.params, self.optimizer = [], {}, None
 
 
 def population_report(population: Population) -> dict[str, Any]:
@@ -348,4 +434,5 @@ def population_report(population: Population) -> dict[str, Any]:
     return {
         "members": len(population.members), "path": population.path, "why_sequential": population.why_sequential,
         "peak_bytes": memory.peak_bytes, "peak_source": memory.source, "parameter_bytes": memory.parameter_bytes,
+        "groups": population.groups, "member_bytes": population.member_bytes, "budget_bytes": population.budget_bytes,
     }

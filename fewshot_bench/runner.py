@@ -381,6 +381,8 @@ def finish(
         "config": run.config_dict,
         "options": {
             **asdict(spec), "eval_query": run.eval_query, "plugin": run.distribution,
+            # Where the data was read (provenance, not identity): figures reload it from there.
+            "data_dir": str(ctx.data_dir.resolve()) if ctx.data_dir is not None else None,
             # Marked in tables, `results` and `compare` (see fewshot_bench.protocols).
             "transductive": bool(getattr(run.cls.for_kind(kind), "transductive", False)),
         },

@@ -255,10 +255,13 @@ def _run_seeds(
 ) -> list[RunResult]:
     """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
     from fewshot_bench import preflight
+    from fewshot_bench.population import configured_memory
     from fewshot_bench.runner import execute_population, prepare
 
     if population_size is not None and population_size < 1:
         raise ConfigError("population size must be at least 1")
+    if population:
+        configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not after a trial step
     keys = [prepare(spec, ctx) for spec in specs]
     stored = [None if rerun else preflight.stored_run(ctx.store_path, key) for key in keys]
     if on_checked is not None:
@@ -375,6 +378,10 @@ def sweep(
     checkpoints = Path(settings.checkpoint_dir)
     runner = None
     if todo.pending and not dry_run:
+        if population:
+            from fewshot_bench.population import configured_memory
+
+            configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not in every worker
         runner = make_executor(executor, workers, settings, ray_address, str(torch_device))
         result.executor = runner.description
     if on_plan is not None:

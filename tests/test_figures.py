@@ -40,6 +40,26 @@ def test_figures_4_and_5_from_classification_runs(cli):
     assert_png(Path("f5.png"))
 
 
+def test_figure_4_reads_the_runs_data_where_the_run_read_it(cli, tmp_path):
+    """README order: `run --dataset features --data-dir feats/` then `figure 4`: the figure finds feats/ itself."""
+    from leo_fixtures import make_split
+
+    from fewshot_bench.data.leo import write_embeddings
+
+    feats = tmp_path / "feats"
+    for i, split in enumerate(("train", "val", "test")):
+        write_embeddings(feats / f"{split}_embeddings.npz", *make_split([f"c{i}{j}" for j in range(6)], 20, dim=16))
+    leo = cli("run", "--learner", "leo", "--dataset", "features", "--data-dir", feats, *SHORT)
+    assert leo.code == 0, leo.err
+    four = cli("figure", "4", "--out", "f4.png", "--episodes", "10", "--json")
+    assert four.code == 0, four.err
+    assert four.json()["run"] == leo.json()["run_id"]
+    moved = tmp_path / "elsewhere"
+    feats.rename(moved)  # gone from where the run read it: --data-dir says where it is now
+    again = cli("figure", "4", "--out", "f4.png", "--episodes", "10", "--data-dir", moved, "--json")
+    assert again.code == 0, again.err
+
+
 def test_figure_3_from_a_regression_run(cli):
     run = cli("run", "--learner", "leo", "--dataset", "sines-lines", *SHORT)
     assert run.code == 0, run.err

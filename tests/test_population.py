@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.evaluate import evaluate
-from fewshot_bench.population import BATCHED, SEQUENTIAL, Population, clip_members
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.population import BATCHED, MEMORY_ENV, SEQUENTIAL, Population, clip_members, parse_bytes
 from fewshot_bench.spec import RunSpec
 from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
 
@@ -254,3 +255,59 @@ def test_a_gradient_vmap_leaves_strided_updates_each_element_with_its_own_gradie
     alone, together, population = train_alone_and_together(Embedded, synthetic, config_changes={"dropout": 0.0})
     assert population.path == BATCHED
     assert_same_as_alone(alone, together, synthetic, atol=1e-4)
+
+
+def test_a_stopped_member_leaves_the_stack(host, synthetic, monkeypatch):
+    # patience 1, a validation every 2 steps: members stop at different steps; a stopped
+    # member's meta-batches are never drawn again (it is no longer computed).
+    drawn: dict[int, list[int]] = {}
+    meta_batch = MetaTrainer.meta_batch
+
+    def recorded(self, step):
+        drawn.setdefault(self.spec.seed, []).append(step)
+        return meta_batch(self, step)
+
+    monkeypatch.setattr(MetaTrainer, "meta_batch", recorded)
+    together = [make_member(host.learner("metasgd"), synthetic, s, steps=30, val_every=2, patience=1) for s in SEEDS]
+    Population(together).run()
+    stops = [m.result.steps for m in together]
+    assert len(set(stops)) > 1, stops
+    for m in together:
+        # the trial step draws step 0 for the first two members once more
+        assert sorted(set(drawn[m.spec.seed])) == list(range(m.result.steps)), (m.spec.seed, m.result.steps)
+
+
+def test_a_population_short_of_memory_trains_in_groups_with_the_same_numbers(host, synthetic, monkeypatch):
+    cls = host.learner("metasgd")
+    protocol = {"steps": 20, "val_every": 5, "patience": 1}
+    alone = [make_member(cls, synthetic, s, **protocol) for s in SEEDS]
+    for m in alone:
+        m.run()
+    probe = Population([make_member(cls, synthetic, s, **protocol) for s in SEEDS])
+    assert probe.probe() is None and probe.member_bytes > probe.parameter_bytes // len(SEEDS)
+    monkeypatch.setenv(MEMORY_ENV, str(2 * probe.member_bytes + 1))  # room for two members
+    together = [make_member(cls, synthetic, s, **protocol) for s in SEEDS]
+    population = Population(together)
+    population.run()
+    assert population.path == BATCHED and population.groups == [2, 1]
+    assert population.budget_bytes == 2 * probe.member_bytes + 1
+    assert_same_as_alone(alone, together, synthetic)
+
+
+def test_unlimited_memory_is_one_group(host, synthetic, monkeypatch):
+    monkeypatch.setenv(MEMORY_ENV, "1T")
+    population = Population([make_member(host.learner("metasgd"), synthetic, s, steps=4, val_every=2) for s in SEEDS])
+    population.run()
+    assert population.groups == [len(SEEDS)]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("4096", 4096), ("512M", 512 * 2**20), ("1.5G", 3 * 2**29),
+                                                 ("2GiB", 2 * 2**30), ("64kb", 64 * 2**10)])
+def test_memory_sizes_read_as_binary_units(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "-1G", "0", "G"])
+def test_a_memory_setting_that_is_not_a_size_is_one_line_naming_the_variable(text):
+    with pytest.raises(ConfigError, match=MEMORY_ENV):
+        parse_bytes(text)

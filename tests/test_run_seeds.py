@@ -74,6 +74,13 @@ def test_seed_ranges_and_their_errors(cli):
         fb.run("metasgd", seed=1, seeds=[0, 1])
 
 
+def test_a_bad_population_memory_setting_is_one_line_before_any_work(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_BENCH_POPULATION_MEMORY", "lots")
+    out = cli("run", "--learner", "metasgd", "--seeds", "0-1", *BUDGET, "--store", tmp_path / "x.db")
+    assert out.code == 1 and "FEWSHOT_BENCH_POPULATION_MEMORY='lots' is not a size" in out.err
+    assert "Traceback" not in out.err and not (tmp_path / "x.db").exists()
+
+
 @pytest.mark.slow  # eleven runs: 18 s
 def test_sweep_runs_each_cells_missing_seeds_as_one_population_storing_the_rows_of_separate_runs(tmp_path):
     budget = {"budget": "quick", "steps": 20, "val_every": 10, "val_episodes": 30, "episodes": 100}

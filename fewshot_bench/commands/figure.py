@@ -177,6 +177,14 @@ def pair_for_figure_5(store: ResultStore, args: argparse.Namespace, overrides: d
     return leo, baselines[setting(leo)], selection
 
 
+def run_data_dir(args: argparse.Namespace, record: RunRecord) -> Path | None:
+    """Where to read the run's dataset: ``--data-dir``, else where the run read it, else ``$FEWSHOT_BENCH_DATA``."""
+    if args.data_dir is not None:
+        return args.data_dir
+    stored = record.options.get("data_dir")
+    return Path(stored) if stored and Path(stored).is_dir() else data_dir(args)
+
+
 def model_of(host: PluginHost, record: RunRecord) -> Learner:
     """The saved model of a stored run."""
     path = Path(record.summary["train"]["model"])
@@ -223,7 +231,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.number == 3:
         info = figures.figure_3(leo, args.out, seed=args.seed, samples=args.samples)
     else:
-        ctx = RunContext(host=host, store_path=args.store, data_dir=data_dir(args))
+        ctx = RunContext(host=host, store_path=args.store, data_dir=run_data_dir(args, record))
         dataset = load_dataset(ctx, record.dataset, record.options.get("crop", "center"))
         if args.number == 4:
             info = figures.figure_4(leo, dataset.split("val"), args.out, episodes=args.episodes, seed=args.seed,

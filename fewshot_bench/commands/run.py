@@ -139,6 +139,10 @@ def report_population(outs: list[RunResult]) -> None:
             continue
         seen.append(ident)
         why = f" ({pop['why_sequential']})" if pop.get("why_sequential") else ""
+        groups = pop.get("groups") or []
+        if len(groups) > 1:  # memory was short: the groups trained one after another
+            why += (f" in {len(groups)} groups of {', '.join(map(str, groups))} (about "
+                    f"{pop['member_bytes'] / 2**20:,.0f} MiB a member, {pop['budget_bytes'] / 2**20:,.0f} MiB to use)")
         print(f"population of {pop['members']} seed(s), {pop['path']}{why}: peak memory "
               f"{pop['peak_bytes'] / 2**20:,.0f} MiB ({pop['peak_source']}); parameters, gradients and Adam state "
               f"{pop['parameter_bytes'] / 2**20:,.1f} MiB", file=sys.stderr)
