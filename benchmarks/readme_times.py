@@ -5,15 +5,16 @@ to ``WORK/checkout``, with ``WORK/shared`` pointing at this checkout's ``../shar
 README's ``../shared/data/...`` paths resolve. Then every line of every README command block
 runs in order in that copy, the quickstart first (it builds the fresh ``.venv`` every later
 line uses), each ``&&``-joined part timed on its own. The docs runner's ``skip`` blocks are
-left out unless named with ``--include README.md:LINE`` (the fence's line). A line's stated
-time is the last duration in its comment (``# ... 25 s``, ``2-3 min`` counts as 3 min).
+left out unless one of their commands contains an ``--include TEXT``; ``--only TEXT`` (repeatable)
+runs just the quickstart and the blocks containing TEXT. A line's stated time is the last
+duration in its comment (``# ... 25 s``, ``2-3 min`` counts as 3 min).
 
 ``--compete`` keeps one CPU-bound process spinning for the whole walk: the README promises
 each command within twice its stated time then. Each walk writes JSON (``--json``);
 ``--report IDLE.json COMPETING.json`` prints the Markdown table the README's numbers come from.
 
-    python benchmarks/readme_times.py --work ../readme-times --json idle.json
-    python benchmarks/readme_times.py --work ../readme-times --compete --json competing.json
+    python benchmarks/readme_times.py --include pretrain --json idle.json
+    python benchmarks/readme_times.py --include pretrain --compete --json competing.json
     python benchmarks/readme_times.py --report idle.json competing.json
 
 Wall time, one walk at a time: it measures the machine, so run it with nothing else going.
@@ -100,17 +101,27 @@ def prepare(work: Path) -> Path:
     return checkout
 
 
-def walk(work: Path, include: set[str]) -> list[Timed]:
-    """Run every README command (and the ``include``d skipped blocks) in a fresh copy; time each."""
+def chosen(text: str, first: bool, skipped: bool, include: list[str], only: list[str]) -> bool:
+    """Whether a block runs: the quickstart always; with ``only``, blocks containing one of them; skipped
+    blocks only when they contain one of ``include``."""
+    if first:
+        return True
+    if only and not any(t in text for t in only):
+        return False
+    return not skipped or any(t in text for t in include)
+
+
+def walk(work: Path, include: list[str], only: list[str]) -> list[Timed]:
+    """Run the README's commands (see :func:`chosen`) in order in a fresh copy; time each."""
     checkout = prepare(work)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "FEWSHOT_BENCH_"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
     env |= {"FEWSHOT_BENCH_CACHE_DIR": str(work / "cache"), "FEWSHOT_BENCH_PROGRESS_EVERY": "0"}
     venv = checkout / ".venv"
     timed: list[Timed] = []
-    for block in blocks(ROOT / "README.md"):
+    for i, block in enumerate(blocks(ROOT / "README.md")):
         where = f"README.md:{block.line}"
-        if block.skip is not None and where not in include:
+        if not chosen(block.text, i == 0, block.skip is not None, include, only):
             continue
         for command, comment in command_lines(block.text):
             if venv.exists() and "VIRTUAL_ENV" not in env:
@@ -124,7 +135,7 @@ def walk(work: Path, include: set[str]) -> list[Timed]:
             timed.append(Timed(where, command, stated_seconds(comment), wall, parts, done.returncode, load))
             print(f"{where} {wall:7.1f} s exit {done.returncode}  {command}", flush=True)
             if done.returncode != 0:
-                print(done.stderr[-2000:], file=sys.stderr)
+                print((done.stdout + done.stderr)[-3000:], file=sys.stderr)
     return timed
 
 
@@ -164,8 +175,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT.parent / "readme-times", help="scratch directory (replaced)")
     parser.add_argument("--compete", action="store_true", help="keep one CPU-bound process running throughout")
-    parser.add_argument("--include", action="append", default=[], metavar="README.md:LINE",
-                        help="also run this skipped block (its opening fence's line)")
+    parser.add_argument("--include", action="append", default=[], metavar="TEXT",
+                        help="also run the skipped blocks containing TEXT (repeatable)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the quickstart and the blocks containing TEXT (repeatable)")
     parser.add_argument("--json", type=Path, help="write the timings here")
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON", help="print the table of IDLE [COMPETING]")
     args = parser.parse_args()
@@ -174,7 +187,7 @@ def main() -> int:
         return 0
     rival = spinning() if args.compete else None
     try:
-        timed = walk(args.work.resolve(), set(args.include))
+        timed = walk(args.work.resolve(), args.include, args.only)
     finally:
         if rival:
             rival.kill()
