@@ -70,7 +70,7 @@ def command_lines(text: str) -> list[tuple[str, str]]:
     for raw in text.splitlines():
         line = pending + raw.strip()
         if line.endswith("\\"):
-            pending = line[:-1] + " "
+            pending = line[:-1].rstrip() + " "
             continue
         pending = ""
         command, _, comment = line.partition(" #")
@@ -150,24 +150,29 @@ def seconds(s: float | None) -> str:
     return f"{s:.2f} s" if s < 10 else (f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min")
 
 
+def outcome(t: Timed | None) -> str:
+    """A walk's time for a command, and its exit status when it failed."""
+    if t is None:
+        return "-"
+    return seconds(t.wall_s) + ("" if t.exit_code == 0 else f" (exit {t.exit_code})")
+
+
 def report(idle_path: Path, competing_path: Path | None) -> str:
     """The Markdown table of both walks: stated, idle, with a competing process, and whether each promise held."""
     idle = [Timed(**r) for r in json.loads(idle_path.read_text())]
-    busy = {(r["where"], r["command"]): Timed(**r) for r in json.loads(competing_path.read_text())} \
-        if competing_path else {}
+    # Matched by the command itself: a README edit between the walks moves the blocks' lines.
+    busy = {r["command"]: Timed(**r) for r in json.loads(competing_path.read_text())} if competing_path else {}
     rows = ["| command | stated | idle | competing | within stated (idle) / 2x stated (competing) |",
             "|---|---:|---:|---:|---|"]
     for t in idle:
-        other = busy.get((t.where, t.command))
+        other = busy.get(t.command)
         if t.stated_s is None:
             verdict = "no time stated"
         else:
             verdict = "yes" if t.wall_s <= t.stated_s else "**no**"
             if other is not None:
                 verdict += " / " + ("yes" if other.wall_s <= 2 * t.stated_s else "**no**")
-        failed = "" if t.exit_code == 0 else f" (exit {t.exit_code})"
-        rows.append(f"| `{t.command}` | {seconds(t.stated_s)} | {seconds(t.wall_s)}{failed} | "
-                    f"{seconds(other.wall_s) if other else '-'} | {verdict} |")
+        rows.append(f"| `{t.command}` | {seconds(t.stated_s)} | {outcome(t)} | {outcome(other)} | {verdict} |")
     return "\n".join(rows)
 
 
