@@ -161,11 +161,12 @@ def report(idle_path: Path, competing_path: Path | None) -> str:
     """The Markdown table of both walks: stated, idle, with a competing process, and whether each promise held."""
     idle = [Timed(**r) for r in json.loads(idle_path.read_text())]
     # Matched by the command itself: a README edit between the walks moves the blocks' lines.
-    busy = {r["command"]: Timed(**r) for r in json.loads(competing_path.read_text())} if competing_path else {}
+    busy = {" ".join(r["command"].split()): Timed(**r) for r in json.loads(competing_path.read_text())} \
+        if competing_path else {}
     rows = ["| command | stated | idle | competing | within stated (idle) / 2x stated (competing) |",
             "|---|---:|---:|---:|---|"]
     for t in idle:
-        other = busy.get(t.command)
+        other = busy.get(" ".join(t.command.split()))
         if t.stated_s is None:
             verdict = "no time stated"
         else:
