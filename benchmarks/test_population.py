@@ -57,26 +57,30 @@ def population(host, synthetic, name: str, k_shot: int, size: int) -> Population
     return pop
 
 
-@LEARNERS
-@SHOTS
-@pytest.mark.parametrize("size", [1, 2, 5, 10])
-def test_population_step(benchmark, host, synthetic, name, k_shot, size):
-    pop = population(host, synthetic, name, k_shot, size)
-    assert pop.path == BATCHED
+def time_steps(benchmark, step_at, episodes: int, rate: str, **info) -> dict:
+    """Benchmark ``step_at(0), step_at(1), ...``; store ``rate`` (``episodes`` / the median step) and ``info``."""
     steps = itertools.count()
 
     def step():
-        metrics = pop.step(next(steps))
+        metrics = step_at(next(steps))
         synced()
         return metrics
 
     metrics = benchmark(step)
     assert torch.isfinite(metrics["loss"]).all()
     if benchmark.stats is not None:
-        benchmark.extra_info["member_episodes_per_s"] = size * META_BATCH / benchmark.stats.stats.median
-        benchmark.extra_info["members"] = size
-        benchmark.extra_info["threads"] = THREADS
-        benchmark.extra_info["device"] = str(DEVICE)
+        benchmark.extra_info.update({rate: episodes / benchmark.stats.stats.median, "threads": THREADS,
+                                     "device": str(DEVICE), **info})
+    return metrics
+
+
+@LEARNERS
+@SHOTS
+@pytest.mark.parametrize("size", [1, 2, 5, 10])
+def test_population_step(benchmark, host, synthetic, name, k_shot, size):
+    pop = population(host, synthetic, name, k_shot, size)
+    assert pop.path == BATCHED
+    time_steps(benchmark, pop.step, size * META_BATCH, "member_episodes_per_s", members=size)
 
 
 @LEARNERS
@@ -90,20 +94,7 @@ def test_one_run_at_a_population_meta_batch(benchmark, host, synthetic, name, k_
     """
     trainer = member(host, synthetic, name, k_shot, 0, meta_batch=size * META_BATCH)
     trainer.learner.train()
-    steps = itertools.count()
-
-    def step():
-        metrics = trainer.step(next(steps))
-        synced()
-        return metrics
-
-    metrics = benchmark(step)
-    assert torch.isfinite(metrics["loss"])
-    if benchmark.stats is not None:
-        benchmark.extra_info["episodes_per_s"] = size * META_BATCH / benchmark.stats.stats.median
-        benchmark.extra_info["meta_batch"] = size * META_BATCH
-        benchmark.extra_info["threads"] = THREADS
-        benchmark.extra_info["device"] = str(DEVICE)
+    time_steps(benchmark, trainer.step, size * META_BATCH, "episodes_per_s", meta_batch=size * META_BATCH)
 
 
 FIVE, STEPS, ROUNDS = 5, 20, 3
