@@ -15,7 +15,9 @@ So:
   **the free cores**: those this process may use (its CPU affinity) less the 1-minute load
   average of the rest of the machine, at least one;
 * ``--threads N`` or ``FEWSHOT_BENCH_THREADS=N`` (``auto``: the rule above) override it;
-  a sweep's workers are capped at their share of the cores.
+  a sweep's workers are capped at their share of the cores;
+* ``pretrain`` and ``embed`` (a backbone on batches of images: big operations) get the free
+  cores, with the same overrides.
 
 The choice is made once, before any work, and recorded with the run (``hardware``:
 ``torch_threads`` and ``threads_reason``); it is not part of the run's identity. Results do
@@ -107,6 +109,17 @@ def choose_threads(
     n = free if cap is None else max(1, min(free, cap))
     why = f"{free} of {total} cores free" + (f", capped at {cap}" if cap is not None and cap < free else "")
     return ThreadChoice(n, f"auto: big step ({size:,} input elements, {params:,} parameters), {why}: {n} thread(s)")
+
+
+def choose_big_work_threads(
+    what: str, requested: int | None = None, source: str = "", cores: int | None = None, load: float | None = None,
+) -> ThreadChoice:
+    """The threads for work whose operations are big (a conv backbone on image batches): the free cores."""
+    if requested is not None:
+        return ThreadChoice(requested, f"{source or 'requested'}={requested}")
+    total = cpu_cores() if cores is None else cores
+    free = free_cores(total, load)
+    return ThreadChoice(free, f"auto: {what}, {free} of {total} cores free: {free} thread(s)")
 
 
 def apply_threads(choice: ThreadChoice) -> ThreadChoice:

@@ -12,7 +12,15 @@ from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.progress import LogProgress, duration, log_interval
 from fewshot_bench.store import ResultStore, RunRecord
-from fewshot_bench.threads import BIG_STEP, ENV, choose_threads, free_cores, parse_threads, requested_threads
+from fewshot_bench.threads import (
+    BIG_STEP,
+    ENV,
+    choose_big_work_threads,
+    choose_threads,
+    free_cores,
+    parse_threads,
+    requested_threads,
+)
 
 
 def build(host, name: str, task: TaskSpec, **config):
@@ -86,6 +94,20 @@ def test_run_records_its_threads_outside_its_identity(cli, monkeypatch):
     assert a.hardware["torch_threads"] == 1 and a.hardware["threads_reason"].startswith("auto")
     assert b.hardware["torch_threads"] == 2 and b.hardware["threads_reason"] == "--threads=2"
     assert a.options == b.options and a.run_key == b.run_key  # the protocol and the run key do not see threads
+
+
+def test_image_work_gets_the_free_cores_unless_asked():
+    assert choose_big_work_threads("pretraining conv4", cores=2, load=0.1).threads == 2
+    busy = choose_big_work_threads("pretraining conv4", cores=2, load=1.2)
+    assert busy.threads == 1 and "1 of 2 cores free" in busy.reason
+    assert choose_big_work_threads("embedding", 3, "--threads", cores=2, load=1.2).threads == 3
+
+
+@pytest.mark.parametrize("command", ["pretrain", "embed"])
+def test_image_commands_refuse_a_malformed_thread_count_before_any_work(cli, tmp_path, command):
+    extra = ["--backbone", "conv4"] if command == "pretrain" else ["--checkpoint", tmp_path / "x.pt", "--out", tmp_path]
+    out = cli(command, *extra, "--data-dir", tmp_path / "no-images", "--threads", "lots")
+    assert out.code == 1 and "--threads must be a positive number" in out.err and "Traceback" not in out.err
 
 
 def test_run_refuses_a_malformed_thread_count(cli):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -147,4 +148,16 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, help="use only the first N images of each class (quick runs)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--batch-size", type=int, help="images per batch")
+    p.add_argument("--threads", metavar="N|auto",
+                   help="torch threads on CPU (default: $FEWSHOT_BENCH_THREADS, else auto: the cores other "
+                        "processes leave free)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+
+
+def use_image_threads(args: argparse.Namespace, what: str) -> int:
+    """Set torch's threads for ``pretrain``/``embed`` from ``--threads``, the environment or the free cores."""
+    from fewshot_bench.threads import apply_threads, choose_big_work_threads, requested_threads  # torch: lazily
+
+    choice = apply_threads(choose_big_work_threads(what, *requested_threads(args.threads)))
+    logging.getLogger(__name__).info("torch threads: %d (%s)", choice.threads, choice.reason)
+    return choice.threads

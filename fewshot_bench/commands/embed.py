@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from fewshot_bench.backbones.embed import FORMATS, export_features
-from fewshot_bench.commands.common import add_image_options, host_from_args, print_json, print_table, progress_enabled
+from fewshot_bench.commands.common import (
+    add_image_options,
+    host_from_args,
+    print_json,
+    print_table,
+    progress_enabled,
+    use_image_threads,
+)
 from fewshot_bench.provenance import resolve_device
 
 
@@ -31,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Embed and write every split, then list what was written."""
     host = host_from_args(args)
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        use_image_threads(args, "embedding images")
     manifest = export_features(
         args.checkpoint,
         host.backbone,
@@ -42,7 +52,7 @@ def handle(args: argparse.Namespace) -> int:
         fmt=args.format,
         overwrite=args.overwrite,
         batch_size=args.batch_size or 256,
-        device=resolve_device(args.device),
+        device=device,
         max_classes=args.max_classes,
         max_images=args.max_images,
         progress=progress_enabled(args),

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from fewshot_bench.backbones.checkpoint import backbone_options, convert_options
 from fewshot_bench.backbones.pretrain import PretrainConfig, pretrain
-from fewshot_bench.commands.common import add_image_options, host_from_args, print_json, print_table, progress_enabled
+from fewshot_bench.commands.common import (
+    add_image_options,
+    host_from_args,
+    print_json,
+    print_table,
+    progress_enabled,
+    use_image_threads,
+)
 from fewshot_bench.config import apply_overrides, parse_assignments
 from fewshot_bench.data.images import ImageSpec, detect_layout, load_images
 from fewshot_bench.errors import ConfigError
@@ -48,6 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     host = host_from_args(args)
     factory = host.backbone(args.backbone)
     device = resolve_device(args.device)
+    threads = use_image_threads(args, f"pretraining {args.backbone}") if device.type == "cpu" else None
     config_raw, model_raw = split_overrides(parse_assignments(args.overrides), factory, args.backbone)
     for key in ("epochs", "batch_size"):
         if getattr(args, key) is not None:
@@ -72,6 +80,7 @@ def handle(args: argparse.Namespace) -> int:
         "final_loss": hist[-1]["loss"] if hist else None,
         "final_train_accuracy": hist[-1]["accuracy"] if hist else None,
         "seconds": sum(h["seconds"] for h in hist),
+        "threads": threads,
     }
     if args.json:
         print_json(summary)
