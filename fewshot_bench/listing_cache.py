@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -112,25 +112,27 @@ def _entry_name(key: str, digest: str) -> str:
     return f"{PREFIX}{digest}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.json"
 
 
-class _Captured:
+class _Captured(ExitStack):
     """A ``with`` block whose printed output is kept (``out``, ``err``) and whose warnings are noted (``warned``)."""
 
     def __enter__(self) -> _Captured:
+        super().__enter__()
         self.out, self.err, self._watch = io.StringIO(), io.StringIO(), _WarningSeen()
         logging.getLogger().addHandler(self._watch)
-        self._redirects = [redirect_stdout(self.out), redirect_stderr(self.err)]
-        for r in self._redirects:
-            r.__enter__()
+        self.callback(logging.getLogger().removeHandler, self._watch)
+        self.enter_context(redirect_stdout(self.out))
+        self.enter_context(redirect_stderr(self.err))
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        for r in reversed(self._redirects):
-            r.__exit__(*exc)
-        logging.getLogger().removeHandler(self._watch)
 
     @property
     def warned(self) -> bool:
         return self._watch.seen
+
+    def keep(self, folder: Path, name: str, key: str, code: int) -> None:
+        """Store what was printed as listing ``key``, unless it failed or warned (never cached: see the module)."""
+        if code == 0 and not self.warned:
+            _store(folder, name, {"key": key, "stdout": self.out.getvalue(), "stderr": self.err.getvalue(),
+                                  "code": code})
 
 
 def print_cached(key: str, produce: Callable[[], int]) -> int:
@@ -158,9 +160,7 @@ def print_cached(key: str, produce: Callable[[], int]) -> int:
     finally:
         sys.stdout.write(captured.out.getvalue())
         sys.stderr.write(captured.err.getvalue())
-    if code == 0 and not captured.warned:
-        _store(folder, name, {"key": key, "stdout": captured.out.getvalue(), "stderr": captured.err.getvalue(),
-                              "code": code})
+    captured.keep(folder, name, key, code)
     return code
 
 
@@ -193,9 +193,7 @@ def warm(listings: dict[str, Callable[[], int]]) -> None:
             except Exception as exc:  # a listing that cannot be computed is simply not cached
                 log.debug("listing %s not cached: %s", key, exc)
                 continue
-            if code == 0 and not captured.warned:
-                _store(folder, name, {"key": key, "stdout": captured.out.getvalue(),
-                                      "stderr": captured.err.getvalue(), "code": code})
+            captured.keep(folder, name, key, code)
     finally:
         for h in handlers:
             root.addHandler(h)

@@ -283,7 +283,7 @@ class Population:
 
         Every stacked member must be at the same step (one Adam step count for all).
         """
-        self.live = [s for s, m in enumerate(self.members) if self._active(m)] if which is None else list(which)
+        self.live = self._training() if which is None else list(which)
         members = [self.members[s] for s in self.live]
         params, self.buffers = stack_module_state([m.learner for m in members])
         self.params = {n: params[n] for n in self.names}
@@ -316,9 +316,17 @@ class Population:
                                                 "exp_avg": stacked["exp_avg"][i].clone(),
                                                 "exp_avg_sq": stacked["exp_avg_sq"][i].clone()}
 
+    def _drop_stack(self) -> None:
+        """No member stacked (after the probe's trial step, or when the last live member stopped)."""
+        self.live, self.params, self.optimizer = [], {}, None
+
     @staticmethod
     def _active(m: MetaTrainer) -> bool:
         return m.result.steps < m.spec.steps and not m.result.stopped_early
+
+    def _training(self) -> list[int]:
+        """The members still training (neither at their last step nor stopped early)."""
+        return [s for s, m in enumerate(self.members) if self._active(m)]
 
     # --- which path, and how many members at once -------------------------------------------
 
@@ -331,7 +339,7 @@ class Population:
         """
         if self.why_sequential:
             return self.why_sequential
-        active = [s for s, m in enumerate(self.members) if self._active(m)]
+        active = self._training()
         steps = {self.members[s].result.steps for s in active}
         if len(steps) > 1:
             return f"its members resumed at different steps ({sorted(steps)})"
@@ -352,7 +360,7 @@ class Population:
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             return f"vmap cannot run its meta_loss ({type(exc).__name__}: {first_line[:160]})"
         finally:
-            self.live, self.params, self.optimizer = [], {}, None
+            self._drop_stack()
         batch_bytes = sum(t.numel() * t.element_size() for b in batches for t in vars(b).values()
                           if isinstance(t, Tensor))
         # Saved activations, the gradients of as much again, the batch, parameters + grads + Adam.
@@ -375,7 +383,7 @@ class Population:
             log.info("population of %d %s: sequential (%s)", len(self.members), self.members[0].learner.name,
                      self.why_sequential)
             return [m.run() for m in self.members]
-        active = [s for s, m in enumerate(self.members) if self._active(m)]
+        active = self._training()
         size = self.group_size()
         self.groups = [len(active[i:i + size]) for i in range(0, len(active), size)]
         if len(self.groups) > 1:
@@ -425,7 +433,7 @@ class Population:
             if still:
                 self.stack(still)
             else:
-                self.live, self.params, self.optimizer = [], {}, None
+                self._drop_stack()
 
 
 def population_report(population: Population) -> dict[str, Any]:

@@ -104,22 +104,25 @@ def choose_threads(
     params = sum(p.numel() for p in learner.parameters())
     if size < BIG_STEP and params < BIG_MODEL:
         return ThreadChoice(1, f"auto: small step ({size:,} input elements, {params:,} parameters): 1 thread")
-    total = cpu_cores() if cores is None else cores
-    free = free_cores(total, load)
-    n = free if cap is None else max(1, min(free, cap))
-    why = f"{free} of {total} cores free" + (f", capped at {cap}" if cap is not None and cap < free else "")
-    return ThreadChoice(n, f"auto: big step ({size:,} input elements, {params:,} parameters), {why}: {n} thread(s)")
+    return choose_big_work_threads(f"big step ({size:,} input elements, {params:,} parameters)", cap=cap,
+                                   cores=cores, load=load)
 
 
 def choose_big_work_threads(
-    what: str, requested: int | None = None, source: str = "", cores: int | None = None, load: float | None = None,
+    what: str, requested: int | None = None, source: str = "", cap: int | None = None, cores: int | None = None,
+    load: float | None = None,
 ) -> ThreadChoice:
-    """The threads for work whose operations are big (a conv backbone on image batches): the free cores."""
+    """The threads for work whose operations are big (a big meta-batch, a conv backbone on images): the free cores.
+
+    ``cap`` bounds the automatic choice; a request (``--threads``, the environment) wins.
+    """
     if requested is not None:
         return ThreadChoice(requested, f"{source or 'requested'}={requested}")
     total = cpu_cores() if cores is None else cores
     free = free_cores(total, load)
-    return ThreadChoice(free, f"auto: {what}, {free} of {total} cores free: {free} thread(s)")
+    n = free if cap is None else max(1, min(free, cap))
+    why = f"{free} of {total} cores free" + (f", capped at {cap}" if cap is not None and cap < free else "")
+    return ThreadChoice(n, f"auto: {what}, {why}: {n} thread(s)")
 
 
 def apply_threads(choice: ThreadChoice) -> ThreadChoice:

@@ -154,10 +154,15 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
 
-def use_image_threads(args: argparse.Namespace, what: str) -> int:
-    """Set torch's threads for ``pretrain``/``embed`` from ``--threads``, the environment or the free cores."""
+def use_image_threads(args: argparse.Namespace, device: Any, what: str) -> int | None:
+    """On CPU, set torch's threads for ``pretrain``/``embed`` from ``--threads``, the environment or the free cores.
+
+    Returns the thread count (None on a GPU, where it does not matter).
+    """
     from fewshot_bench.threads import apply_threads, choose_big_work_threads, requested_threads  # torch: lazily
 
+    if device.type != "cpu":
+        return None
     choice = apply_threads(choose_big_work_threads(what, *requested_threads(args.threads)))
     logging.getLogger(__name__).info("torch threads: %d (%s)", choice.threads, choice.reason)
     return choice.threads

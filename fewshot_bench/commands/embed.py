@@ -39,8 +39,7 @@ def handle(args: argparse.Namespace) -> int:
     """Embed and write every split, then list what was written."""
     host = host_from_args(args)
     device = resolve_device(args.device)
-    if device.type == "cpu":
-        use_image_threads(args, "embedding images")
+    use_image_threads(args, device, "embedding images")
     manifest = export_features(
         args.checkpoint,
         host.backbone,

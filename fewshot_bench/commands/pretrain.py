@@ -55,7 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     host = host_from_args(args)
     factory = host.backbone(args.backbone)
     device = resolve_device(args.device)
-    threads = use_image_threads(args, f"pretraining {args.backbone}") if device.type == "cpu" else None
+    threads = use_image_threads(args, device, f"pretraining {args.backbone}")
     config_raw, model_raw = split_overrides(parse_assignments(args.overrides), factory, args.backbone)
     for key in ("epochs", "batch_size"):
         if getattr(args, key) is not None:
