@@ -146,6 +146,7 @@ def test_unknown_setting_is_one_line(cli, omniglot):
     assert r.code == 1 and "unknown backbone" in r.err
 
 
+@pytest.mark.equivalence
 def test_resume_after_interruption_matches_an_uninterrupted_run(cli, omniglot, tmp_path, monkeypatch):
     args = ("pretrain", "--backbone", "conv4", "--data-dir", omniglot, "--epochs", "3", "--batch-size", "20", *TINY)
     assert cli(*args, "--out", tmp_path / "straight.pt").code == 0

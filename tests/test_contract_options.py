@@ -78,6 +78,7 @@ def test_presets_are_read_from_the_class_not_from_default_configs_signature(host
     assert kinds["classification"]["default_preset"] == kinds["regression"]["default_preset"] == "paper"
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda c: c.name)
 def test_leo_reports_latents_decoded_weights_and_decoder(cls):
     learner, batch = built(cls, latent_dim=4), tiny_batch()

@@ -26,6 +26,7 @@ def trainer(host, splits, name, device, cuda_graph, seed=0, **changes):
                        TrainOptions(cuda_graph=cuda_graph), device)
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize("name", ["leo", "metasgd", "maml"])
 def test_graphed_steps_reproduce_eager_steps(host, synthetic, name):
     """Same seed, same steps: the CUDA graph replays give the eager parameters (and do replay)."""
@@ -42,6 +43,7 @@ def test_graphed_steps_reproduce_eager_steps(host, synthetic, name):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.equivalence
 def test_graphed_stochastic_leo_is_reproducible_per_step(host, synthetic):
     """With sampling and dropout, two graphed runs of the same seed agree, and differ from another seed."""
     splits = synthetic.to(CUDA).splits
@@ -51,6 +53,7 @@ def test_graphed_stochastic_leo_is_reproducible_per_step(host, synthetic):
     assert all(np.isfinite(losses[0]))
 
 
+@pytest.mark.equivalence
 def test_evaluation_on_cuda_matches_cpu(host, synthetic):
     cls = host.learner("metasgd")
     torch.manual_seed(0)

@@ -83,6 +83,7 @@ def test_too_many_classes_and_too_small_class_are_clear_errors():
         EpisodeSampler(split, 5, 1, 15, seed=0)
 
 
+@pytest.mark.equivalence
 def test_large_draws_split_over_threads_give_the_same_episodes(synthetic):
     """An evaluation-sized draw (hashing every row of every class) equals the same episodes drawn in small calls."""
     sampler = synthetic.split("test").sampler(5, 1, 599, seed=3, stream="test")

@@ -66,6 +66,7 @@ def uneven(synthetic) -> FeatureSplit:
     ("name", "k_shot"),
     [("leo", 1), ("leo", 5), ("metasgd", 1), ("nearest-centroid", 5), ("logreg", 1), ("maml", 1)],
 )
+@pytest.mark.equivalence
 def test_fast_path_matches_generic_at_the_paper_protocol(host, synthetic, one_thread, monkeypatch, name, k_shot):
     test = synthetic.split("test")
     learner = make(host, name, k_shot)
@@ -77,6 +78,7 @@ def test_fast_path_matches_generic_at_the_paper_protocol(host, synthetic, one_th
     assert fast.dtype == np.float32 and len(np.unique(fast)) > 3  # real, varied accuracies, not a constant
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize(("name", "k_shot"), [("leo", 1), ("metasgd", 5), ("nearest-centroid", 1)])
 def test_fast_path_matches_generic_with_unequal_class_counts(host, uneven, one_thread, monkeypatch, name, k_shot):
     learner = make(host, name, k_shot)
@@ -89,6 +91,7 @@ def test_fast_path_matches_generic_with_unequal_class_counts(host, uneven, one_t
     assert len(np.unique(fast)) > 3
 
 
+@pytest.mark.equivalence
 def test_chunked_class_blocks_give_the_same_accuracies(host, uneven, one_thread, monkeypatch):
     learner = make(host, "metasgd", 1)
     whole = evaluate(learner, uneven, N_WAY, 1, seed=5, episodes=60)
@@ -124,6 +127,7 @@ def test_subclass_overriding_predict_is_not_scored_by_an_inherited_readout(host,
     assert acc.mean() < 0.2  # the farthest centroid: below chance, so predict (not the readout) was scored
 
 
+@pytest.mark.equivalence
 def test_few_queries_take_the_generic_path_and_forcing_fast_agrees(host, synthetic, one_thread, monkeypatch):
     test = synthetic.split("test")
     assert not class_blocked_applies(test, "classification", 15)  # 15 of 600 rows: mostly unused logits
@@ -146,6 +150,7 @@ def test_rule_needs_classification_on_class_sorted_features(synthetic):
     assert not class_blocked_applies(test, "regression", 599)
 
 
+@pytest.mark.equivalence
 def test_readout_reproduces_predict(host, synthetic):
     test = synthetic.split("test")
     batch = test.sampler(N_WAY, 5, 7, seed=0).batch(0, 4, dtype=torch.float64, shuffle=True).inputs()
@@ -156,6 +161,7 @@ def test_readout_reproduces_predict(host, synthetic):
         torch.testing.assert_close(logits, learner.predict(batch), msg=name)
 
 
+@pytest.mark.equivalence
 def test_support_batch_is_the_batch_without_queries(synthetic):
     test = synthetic.split("test")
     sampler = test.sampler(N_WAY, 2, 9, seed=4)

@@ -59,6 +59,7 @@ def seeded_loss(learner, batch, seed=123):
 # --- gradients ------------------------------------------------------------------------------
 
 
+@pytest.mark.equivalence
 def test_analytic_support_gradient_matches_autograd():
     x = F.normalize(torch.randn(3, 8, 5, dtype=torch.float64), dim=-1)
     onehot = onehot_labels(torch.randint(0, 4, (3, 8)), 4, torch.float64)
@@ -68,6 +69,7 @@ def test_analytic_support_gradient_matches_autograd():
     torch.testing.assert_close(support_loss_grad(x, onehot, w), expected)
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize("sampling", [True, False])
 def test_latent_gradient_matches_autograd_through_the_decoder(sampling):
     learner = tiny_learner(stochastic=sampling)

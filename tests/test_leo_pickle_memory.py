@@ -25,6 +25,7 @@ def _write(path: Path, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     return x, keys
 
 
+@pytest.mark.equivalence
 def test_restricted_load_matches_stock_unpickler(tmp_path):
     path = tmp_path / "train_embeddings.pkl"
     x, keys = _write(path)
@@ -61,6 +62,7 @@ def test_truncated_array_payload_is_a_data_error(tmp_path):
         restricted_load(path)
 
 
+@pytest.mark.equivalence
 def test_cache_built_by_streaming_equals_the_normalised_rows(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     path = tmp_path / "train_embeddings.pkl"

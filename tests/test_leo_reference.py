@@ -114,6 +114,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize("k_shot", [1, 3])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_optimised_meta_gradients_equal_the_plain_reference(variant, k_shot):
@@ -133,6 +134,7 @@ def test_optimised_meta_gradients_equal_the_plain_reference(variant, k_shot):
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize("k_shot", [1, 4])
 def test_evaluation_with_one_held_copy_equals_k_explicit_copies(k_shot):
     leo = tiny_learner(k=k_shot).eval()

@@ -31,6 +31,7 @@ def assert_same_rows(a, b):
         assert mean_a == pytest.approx(mean_b, abs=1e-6)
 
 
+@pytest.mark.equivalence
 @pytest.mark.slow  # seven runs through the CLI: 15 s
 def test_run_seeds_stores_what_separate_runs_store_and_reuses_them(cli, tmp_path):
     for seed in (0, 1, 2):
@@ -48,6 +49,7 @@ def test_run_seeds_stores_what_separate_runs_store_and_reuses_them(cli, tmp_path
     assert_same_rows(rows(tmp_path / "alone.db"), rows(tmp_path / "together.db"))
 
 
+@pytest.mark.equivalence
 def test_population_off_trains_the_seeds_one_after_another_to_the_same_rows(tmp_path):
     budget = {"steps": 20, "val_every": 10, "val_episodes": 30, "episodes": 100}
     on = fb.run("metasgd", seeds=[0, 1], store=tmp_path / "on.db", **budget)
@@ -81,6 +83,7 @@ def test_a_bad_population_memory_setting_is_one_line_before_any_work(cli, tmp_pa
     assert "Traceback" not in out.err and not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.equivalence
 @pytest.mark.slow  # eleven runs: 18 s
 def test_sweep_runs_each_cells_missing_seeds_as_one_population_storing_the_rows_of_separate_runs(tmp_path):
     budget = {"budget": "quick", "steps": 20, "val_every": 10, "val_episodes": 30, "episodes": 100}
@@ -116,6 +119,7 @@ def test_populations_group_each_cells_seeds_up_to_a_size():
         populations(jobs, size=0)
 
 
+@pytest.mark.equivalence
 @pytest.mark.slow  # a killed population and two runs of it: about a minute
 def test_a_population_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
     import os

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
@@ -79,6 +80,7 @@ def test_nan_guard_uses_the_fallback_and_keeps_parameters_finite(synthetic):
     assert (learner.w.abs() < before.abs()).any()
 
 
+@pytest.mark.equivalence
 def test_prefetched_meta_batches_are_the_batches_of_their_steps(host, synthetic, monkeypatch):
     """With a free core the next meta-batch is drawn in the background; every step still gets its own batch."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 0)  # as if torch left every core free
@@ -113,6 +115,7 @@ class Transposer(Bomb):
         return LossOutput(torch.nn.functional.cross_entropy(logits.reshape(-1, 5), batch.query_labels.reshape(-1)))
 
 
+@pytest.mark.equivalence
 def test_a_gradient_laid_out_otherwise_gets_the_adam_step_of_its_own_elements(synthetic):
     torch.manual_seed(0)
     learner = Transposer(BombConfig(outer_lr=0.1), TaskSpec(5, 1, synthetic.feature_dim))

@@ -44,6 +44,7 @@ def every_draw(noise: Noise, x: torch.Tensor) -> list[torch.Tensor]:
 # --- the hash and the key -------------------------------------------------------------------
 
 
+@pytest.mark.equivalence
 def test_the_torch_hash_has_the_bits_of_the_numpy_hash():
     rng = np.random.default_rng(0)
     values = np.concatenate([
@@ -148,6 +149,7 @@ def test_draws_follow_the_dtype_and_the_leading_member_dims():
 # --- members: batched exactly as alone -----------------------------------------------------
 
 
+@pytest.mark.equivalence
 @pytest.mark.parametrize("shape", [(7,), (3, 5, 2)], ids=["odd", "3-d"])
 def test_a_member_key_draws_what_each_member_draws_alone(shape):
     seeds = [3, 4, 5]
@@ -157,6 +159,7 @@ def test_a_member_key_draws_what_each_member_draws_alone(shape):
         assert torch.equal(values, torch.stack([member[i] for member in alone]))
 
 
+@pytest.mark.equivalence
 def test_vmap_over_a_batched_key_draws_what_each_key_draws_alone():
     """What populations rely on: members vmapped over the rows of a [S] key draw what each run draws alone."""
     seeds = [3, 4, 5]
@@ -178,6 +181,7 @@ def test_vmap_over_a_batched_key_draws_what_each_key_draws_alone():
 # --- devices --------------------------------------------------------------------------------
 
 
+@pytest.mark.equivalence
 @CUDA
 def test_cuda_draws_equal_the_cpu_draws():
     cpu, gpu = keyed(2, 4), Noise(2, "cuda")
@@ -263,6 +267,7 @@ def leo_trainer(host, synthetic, steps: int, checkpoint=None) -> MetaTrainer:
     return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), spec, options, torch.device("cpu"))
 
 
+@pytest.mark.equivalence
 def test_leo_resumed_from_a_checkpoint_gives_the_per_episode_results_of_an_unbroken_run(host, synthetic, tmp_path):
     """Stopped after its step-3 checkpoint and resumed, LEO draws the same noise for steps 4-6 as an unbroken run."""
     score = dict(split=synthetic.split("test"), n_way=5, k_shot=1, seed=0, episodes=20, n_query=5)
@@ -276,6 +281,7 @@ def test_leo_resumed_from_a_checkpoint_gives_the_per_episode_results_of_an_unbro
     assert np.array_equal(evaluate(resumed.learner, **score), evaluate(unbroken.learner, **score))
 
 
+@pytest.mark.equivalence
 @pytest.mark.slow  # kills a run and resumes it, then runs it unbroken
 def test_a_killed_leo_run_resumes_to_the_per_episode_results_of_an_unbroken_run(tmp_path):
     cmd = [sys.executable, "-m", "fewshot_bench.cli", "run", "--learner", "leo", "--steps", "120", "--val-every", "20",
