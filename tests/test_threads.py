@@ -1,4 +1,4 @@
-"""Threads chosen per run (fewshot_bench.threads), progress records for logs, `learners NAME`."""
+"""Threads chosen per phase of a run (fewshot_bench.threads), progress records for logs, `learners NAME`."""
 
 from __future__ import annotations
 
@@ -8,15 +8,21 @@ import numpy as np
 import pytest
 import torch
 
+import fewshot_bench as fb
+from fewshot_bench import threads as threads_module
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.progress import LogProgress, duration, log_interval
 from fewshot_bench.store import ResultStore, RunRecord
 from fewshot_bench.threads import (
+    BIG_EVAL,
     BIG_STEP,
     ENV,
+    FREE,
     choose_big_work_threads,
+    choose_eval_threads,
     choose_threads,
+    eval_size,
     free_cores,
     parse_threads,
     requested_threads,
@@ -41,19 +47,43 @@ def test_small_steps_run_on_one_thread(host):
     for learner in (sines, leo):
         choice = choose_threads(learner, cores=16, load=0.0)
         assert choice.threads == 1 and choice.reason.startswith("auto: small step")
+        assert choose_threads(learner, FREE, "--threads", cores=16, load=0.0).threads == 1
 
 
-def test_big_steps_get_the_free_cores(host):
+def test_big_steps_get_all_the_cores_whatever_the_load(host):
     big = build(host, "metasgd", TaskSpec(20, 5, 640), meta_batch_size=12)  # 12 x 20 x 20 x 640 inputs
     assert 12 * 20 * 20 * 640 >= BIG_STEP
-    assert choose_threads(big, cores=8, load=0.2).threads == 8
-    assert choose_threads(big, cores=8, load=5.4).threads == 3  # the rest of the machine is busy
-    assert choose_threads(big, cores=2, load=9.0).threads == 1  # never fewer than one
-    assert choose_threads(big, cores=8, load=0.0, cap=2).threads == 2  # a sweep worker's share
+    for load in (0.0, 0.2, 5.4, 9.0):  # the default never looks at what else runs
+        choice = choose_threads(big, cores=8, load=load)
+        assert choice.threads == 8 and choice.reason.startswith("auto: big step") and "load" not in choice.reason
+    assert choose_threads(big, cores=8, load=9.0, cap=2).threads == 2  # a sweep worker's share
+    # --threads free opts in to the load: the cores the rest of the machine leaves free, at least one.
+    assert choose_threads(big, FREE, cores=8, load=0.2).threads == 8
+    busy = choose_threads(big, FREE, cores=8, load=5.4)
+    assert busy.threads == 3 and busy.reason.startswith("free: big step")
+    assert "3 of 8 cores free (load 5.4)" in busy.reason
+    assert choose_threads(big, FREE, cores=2, load=9.0).threads == 1
+    assert choose_threads(big, FREE, cores=8, load=0.0, cap=2).threads == 2
 
 
 def test_free_cores():
     assert free_cores(2, 0.0) == 2 and free_cores(2, 0.6) == 1 and free_cores(2, 30.0) == 1 and free_cores(4, 1.4) == 3
+
+
+def test_evaluation_chooses_for_its_own_work():
+    paper = dict(episodes=50_000, n_way=5, k_shot=1, n_query=599, feature_dim=640)  # LEO's 50k test episodes
+    tiny = dict(episodes=8, n_way=5, k_shot=1, n_query=5, feature_dim=640)  # a test's run
+    assert eval_size(**paper) >= BIG_EVAL > eval_size(**tiny)
+    for load in (0.0, 1.2, 9.0):  # auto: the machine's cores for many episodes, whatever the load
+        choice = choose_eval_threads(**paper, cores=2, load=load)
+        assert choice.threads == 2 and choice.reason.startswith("auto: evaluation of 50,000 episodes")
+    assert choose_eval_threads(**paper, cores=8, load=0.0, cap=4).threads == 4
+    small = choose_eval_threads(**tiny, cores=8, load=0.0)
+    assert small.threads == 1 and small.reason.startswith("auto: small evaluation of 8 episodes")
+    busy = choose_eval_threads(**paper, requested=FREE, cores=2, load=1.2)
+    assert busy.threads == 1 and busy.reason.startswith("free: evaluation")
+    assert "1 of 2 cores free (load 1.2)" in busy.reason
+    assert choose_eval_threads(**paper, requested=3, source="--threads", cores=2).reason == "--threads=3"
 
 
 def test_requests_override_the_rule(host, monkeypatch):
@@ -61,15 +91,20 @@ def test_requests_override_the_rule(host, monkeypatch):
     monkeypatch.setenv(ENV, "2")
     assert requested_threads(None) == (2, ENV)
     assert requested_threads("3") == (3, "--threads")
+    assert requested_threads("free") == (FREE, "--threads")
     assert choose_threads(sines, *requested_threads(None)).threads == 2
     monkeypatch.setenv(ENV, "auto")
     assert requested_threads(None) == (None, "")
+    monkeypatch.setenv(ENV, "Free")
+    assert requested_threads(None) == (FREE, ENV)
     monkeypatch.setenv(ENV, "many")
     with pytest.raises(ConfigError, match=ENV):
         requested_threads(None)
-    for bad in ("0", "-1", "x"):
-        with pytest.raises(ConfigError, match="--threads"):
+    for bad in ("0", "-1", "x", "all"):
+        with pytest.raises(ConfigError, match="--threads") as err:
             parse_threads(bad)
+        message = str(err.value)
+        assert "\n" not in message and all(word in message for word in ("N", "'auto'", "'free'", repr(bad)))
 
 
 def stored(store, run_id: str) -> RunRecord:
@@ -90,16 +125,51 @@ def test_run_records_its_threads_outside_its_identity(cli, monkeypatch):
     assert auto.code == 0, auto.err
     two = cli(*args, "--store", "b.db", "--threads", "2")
     assert two.code == 0, two.err
+    free = cli(*args, "--store", "c.db", "--threads", "free")
+    assert free.code == 0, free.err
     a, b = stored("a.db", auto.json()["run_id"]), stored("b.db", two.json()["run_id"])
+    c = stored("c.db", free.json()["run_id"])
     assert a.hardware["torch_threads"] == 1 and a.hardware["threads_reason"].startswith("auto")
     assert b.hardware["torch_threads"] == 2 and b.hardware["threads_reason"] == "--threads=2"
-    assert a.options == b.options and a.run_key == b.run_key  # the protocol and the run key do not see threads
+    assert b.hardware["eval_threads"] == 2 and b.hardware["eval_threads_reason"] == "--threads=2"  # both phases
+    assert c.hardware["threads_reason"].startswith("free: small step")
+    assert a.options == b.options == c.options and a.run_key == b.run_key == c.run_key  # threads are not identity
 
 
-def test_image_work_gets_the_free_cores_unless_asked():
-    assert choose_big_work_threads("pretraining conv4", cores=2, load=0.1).threads == 2
-    busy = choose_big_work_threads("pretraining conv4", cores=2, load=1.2)
-    assert busy.threads == 1 and "1 of 2 cores free" in busy.reason
+def test_a_run_records_the_evaluation_threads_it_chose(tmp_path, monkeypatch):
+    """Evaluation chooses its own threads (here: big work, so all the cores), then training's come back."""
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(threads_module, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(threads_module, "BIG_EVAL", 1)  # this tiny evaluation counts as big work
+
+    def no_load():
+        raise AssertionError("auto looked at the machine's load")
+
+    monkeypatch.setattr(threads_module, "load_average", no_load)
+    torch.set_num_threads(1)
+    result = fb.run("metasgd", store=tmp_path / "s.db", steps=2, val_every=2, val_episodes=4, episodes=6, eval_query=3)
+    hw = stored(tmp_path / "s.db", result.run_id).hardware
+    assert hw["torch_threads"] == 1 and hw["threads_reason"].startswith("auto: small step")
+    assert hw["eval_threads"] == 2 and hw["eval_threads_reason"].startswith("auto: evaluation of 6 episodes")
+    assert torch.get_num_threads() == 1  # the training phase's choice is restored after evaluation
+
+    monkeypatch.setattr(threads_module, "load_average", lambda: 1.2)  # free looks, and says so
+    free = fb.run("metasgd", store=tmp_path / "f.db", steps=2, val_every=2, val_episodes=4, episodes=6, eval_query=3,
+                  threads="free")
+    hw = stored(tmp_path / "f.db", free.run_id).hardware
+    assert hw["eval_threads"] == 1 and hw["eval_threads_reason"].startswith("free: evaluation of 6 episodes")
+    assert "1 of 2 cores free (load 1.2)" in hw["eval_threads_reason"]
+    with pytest.raises(ConfigError, match="'free'"):
+        fb.run("metasgd", store=tmp_path / "x.db", steps=2, episodes=6, threads="half")
+
+
+def test_image_work_gets_all_the_cores_unless_asked():
+    for load in (0.1, 1.2, 9.0):  # the default never looks at the load: the same backbone busy or idle
+        choice = choose_big_work_threads("pretraining conv4", cores=2, load=load)
+        assert choice.threads == 2 and choice.reason.startswith("auto: pretraining conv4")
+    busy = choose_big_work_threads("pretraining conv4", FREE, "--threads", cores=2, load=1.2)
+    assert busy.threads == 1 and busy.reason == "free: pretraining conv4, 1 of 2 cores free (load 1.2): 1 thread(s)"
+    assert choose_big_work_threads("pretraining conv4", FREE, cores=2, load=0.1).threads == 2
     assert choose_big_work_threads("embedding", 3, "--threads", cores=2, load=1.2).threads == 3
 
 
@@ -108,6 +178,7 @@ def test_image_commands_refuse_a_malformed_thread_count_before_any_work(cli, tmp
     extra = ["--backbone", "conv4"] if command == "pretrain" else ["--checkpoint", tmp_path / "x.pt", "--out", tmp_path]
     out = cli(command, *extra, "--data-dir", tmp_path / "no-images", "--threads", "lots")
     assert out.code == 1 and "--threads must be a positive number" in out.err and "Traceback" not in out.err
+    assert "'free'" in out.err
 
 
 def test_run_refuses_a_malformed_thread_count(cli):

@@ -59,9 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerun", action="store_true",
                    help="run again even if the store has this run (same run key); the new run replaces the stored one")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    p.add_argument("--threads", metavar="N|auto",
-                   help="torch intra-op threads (default: $FEWSHOT_BENCH_THREADS, else auto: 1 for small models, "
-                        "the free cores for big meta-batches; recorded with the run)")
+    p.add_argument("--threads", metavar="N|auto|free",
+                   help="torch intra-op threads, N for meta-training and evaluation alike (default: "
+                        "$FEWSHOT_BENCH_THREADS, else auto: each phase chooses from the cores and its work's size, "
+                        "never the load: 1 for small meta-training steps, all the cores for big ones and for "
+                        "evaluating many episodes; free: the same but the cores other processes leave free, so the "
+                        "result may depend on the machine's load; recorded with the run)")
     p.add_argument("--profile", action="store_true", help="print where the run's time went")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                    help="on CUDA, run every meta-training step eagerly instead of replaying a captured CUDA graph")
