@@ -23,6 +23,7 @@ _LAZY = {
     # The Python face (docs/python-api.md): what the commands of the same names do.
     "RunResult": "fewshot_bench.workflows",
     "compare": "fewshot_bench.workflows",
+    "rekey": "fewshot_bench.workflows",
     "results": "fewshot_bench.workflows",
     "run": "fewshot_bench.workflows",
     "sweep": "fewshot_bench.workflows",
@@ -40,6 +41,7 @@ __all__ = [
     "TaskSpec",
     "compare",
     "hookimpl",
+    "rekey",
     "results",
     "run",
     "sweep",
@@ -49,7 +51,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from fewshot_bench.api import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
-    from fewshot_bench.workflows import RunResult, compare, results, run, sweep, table
+    from fewshot_bench.workflows import RunResult, compare, rekey, results, run, sweep, table
 
 
 def __getattr__(name: str) -> Any:

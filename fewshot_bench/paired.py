@@ -19,8 +19,10 @@ from fewshot_bench.errors import ConfigError, StoreError
 from fewshot_bench.protocols import (
     Selection,
     choose,
+    execution_note,
     group_by_protocol,
     is_transductive,
+    one_data_per_dataset,
     one_per_seed,
     overrides_of,
     overrides_text,
@@ -74,6 +76,7 @@ class PairedReport:
     overrides_b: dict[str, str] = field(default_factory=dict)
     transductive_a: bool = False
     transductive_b: bool = False
+    notes: list[str] = field(default_factory=list)  # data versions left out, execution that differs
 
 
 def _with_overrides(runs: list[RunRecord], learner: str, wanted: dict[str, str]) -> list[RunRecord]:
@@ -104,6 +107,7 @@ def compare(
     steps: int | None = None,
     protocol: str | None = None,
     overrides: dict[str, dict[str, str]] | None = None,
+    data: str | None = None,
 ) -> PairedReport:
     """Pair runs of learners ``a`` and ``b`` by (dataset, way, shot, seed) under one protocol and compare per setting.
 
@@ -112,6 +116,8 @@ def compare(
     or ``steps`` picks it, else the protocol with the most paired seeds. Each learner's
     runs are those with its defaults unless ``overrides`` ({learner: {key: value}}) names
     the ``--set`` overrides to use. A cell's seed is used once (the latest run of one config).
+    Runs of one dataset that read different data are never paired: one version per dataset is
+    used (``data``, an id prefix, picks it; :func:`protocols.one_data_per_dataset`).
     """
     overrides = overrides or {}
     outside = sorted(set(overrides) - {a, b})
@@ -129,6 +135,9 @@ def compare(
 
     runs_a = _with_overrides([r for r in store.runs(learner=a) if keep(r)], a, overrides.get(a, {}))
     runs_b = _with_overrides([r for r in store.runs(learner=b) if keep(r)], b, overrides.get(b, {}))
+    versions = one_data_per_dataset(runs_a + runs_b, data)  # never pair runs that read different data
+    runs_a = [r for r in versions.runs if r.learner == a]
+    runs_b = [r for r in versions.runs if r.learner == b]
 
     def pairs(runs: list[RunRecord]) -> int:
         by_learner = {a: set(), b: set()}
@@ -172,7 +181,10 @@ def compare(
                 protocol=selection.protocol.id,
             )
         )
+    paired_runs = [run for pairs_ in settings.values() for pair in pairs_ for run in pair]
+    notes = versions.notes + [note for note in [execution_note(paired_runs)] if note]
     return PairedReport(
         a, b, selection, out, overrides.get(a, {}), overrides.get(b, {}),
         transductive_a=any(is_transductive(r) for r in runs_a), transductive_b=any(is_transductive(r) for r in runs_b),
+        notes=notes,
     )

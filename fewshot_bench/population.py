@@ -196,6 +196,7 @@ class Population:
         self.member_bytes: int | None = None  # a member's estimated training memory (probe)
         self.budget_bytes: int | None = None
         self.groups: list[int] = []
+        self.trained_with: dict[int, int] = {}  # member index -> members in its batched group (absent: trained alone)
 
     @property
     def path(self) -> str:
@@ -391,6 +392,7 @@ class Population:
                      len(self.members), self.members[0].learner.name, len(self.groups), size,
                      self.member_bytes / 2**20, self.budget_bytes / 2**20)
         for i in range(0, len(active), size):
+            self.trained_with.update({s: len(active[i:i + size]) for s in active[i:i + size]})
             self._run_batched(active[i:i + size])
         for m in self.members:
             m.load_best()

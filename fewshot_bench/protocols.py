@@ -18,6 +18,14 @@ they all agree on one rule:
   overrides). Two runs of one cell and seed whose configs differ anyway (a plugin changed
   its defaults) are *variants*: a cell uses one variant (:func:`one_per_seed`).
 
+The **data** is not part of the protocol (a table's columns are different datasets) but is
+never mixed either: :func:`one_data_per_dataset` keeps, for each dataset name, the runs of
+one version of its data (one data id, the content digest of what the runs read), says so
+when the store holds several, and ``--data ID`` picks another. Runs stored before data ids
+(data ``unknown``) are a version of their own. How each run was *executed* (CPU instruction
+set, threads, population, device, torch version) can move its last digits but not its
+identity; :func:`execution_note` says when the runs combined into one output differ in it.
+
 When the store holds several shared protocols for what was asked, :func:`choose` picks
 one deterministically (the one with the most runs, then the most recent) and its
 :meth:`Selection.note` says so and how to pick another (``--protocol ID``).
@@ -276,3 +284,93 @@ def choose(
     # Protocols that would give nothing (say, one learner's runs only) are no alternative.
     others = [(p, n) for p, n in ((p, score(rs)) for p, rs in rest) if n > 0]
     return Selection(best, list(best_runs), others, reason if others or asked else "the only one", unit, what)
+
+
+# --- data versions and execution ---------------------------------------------------------
+
+REKEY_HINT = ("runs stored before data ids are never matched to new runs; if their data is unchanged, "
+              "`fewshot-bench rekey --dataset NAME [--data-dir DIR]` gives them its id")
+
+
+def data_id_of(run: RunRecord) -> str | None:
+    """The content id of the data a run read (None: stored before data ids)."""
+    value = run.options.get("data_id")
+    return value if isinstance(value, str) and value else None
+
+
+def data_text(data_id: str | None) -> str:
+    """A data id as listings show it: 8 hex digits, or ``unknown``."""
+    return data_id[:ID_LENGTH] if data_id else "unknown"
+
+
+@dataclass
+class DataChoice:
+    """The runs of one data version per dataset name, and a note for each dataset that had several."""
+
+    runs: list[RunRecord]
+    notes: list[str] = field(default_factory=list)
+
+
+def one_data_per_dataset(runs: Iterable[RunRecord], wanted: str | None = None) -> DataChoice:
+    """For each dataset name, the runs of one data version: ``wanted`` (an id prefix) where it matches, else the
+    version with the most runs (then the most recent); rows of different data are never combined."""
+    by_dataset: dict[str, dict[str | None, list[RunRecord]]] = defaultdict(dict)
+    for run in runs:
+        by_dataset[run.dataset.lower()].setdefault(data_id_of(run), []).append(run)
+    prefix = (wanted or "").strip().lower()
+    if prefix and not any(d and d.startswith(prefix) for groups in by_dataset.values() for d in groups):
+        versions = "; ".join(f"{name}: {', '.join(data_text(d) for d in groups)}"
+                             for name, groups in by_dataset.items())
+        raise ConfigError(f"no runs with --data {wanted}; the data ids there are: {versions or 'none'}")
+    kept, notes = [], []
+    for groups in by_dataset.values():
+        matching = {d: rs for d, rs in groups.items() if prefix and d and d.startswith(prefix)}
+        candidates = matching or groups
+        ranked = sorted(candidates.items(), key=lambda item: (len(item[1]), max(r.created_at for r in item[1])),
+                        reverse=True)
+        (chosen, chosen_runs), others = ranked[0], [item for item in groups.items() if item[0] != ranked[0][0]]
+        kept.extend(chosen_runs)
+        if others:
+            name = chosen_runs[0].dataset
+            why = f"--data {wanted}" if matching else "the one with the most runs"
+            listed = "; ".join(f"{data_text(d)}: {count(len(rs), 'runs')}" for d, rs in others)
+            note = (f"data: {name}'s runs read {len(groups)} versions of its data; shown: {data_text(chosen)} "
+                    f"({count(len(chosen_runs), 'runs')}, {why}); the others: {listed}; pick one with --data ID")
+            if None in groups:
+                note += f"; {REKEY_HINT}"
+            notes.append(note)
+    return DataChoice(kept, notes)
+
+
+def execution_of(run: RunRecord) -> dict[str, Any]:
+    """How a run was executed, as far as its record says (what can move its last digits, not its identity)."""
+    recorded = run.hardware.get("execution")
+    if isinstance(recorded, dict):
+        return recorded
+    return {"isa": None, "train_threads": run.hardware.get("torch_threads"), "eval_threads": None,
+            "population": None, "device": run.hardware.get("device"), "torch": run.versions.get("torch")}
+
+
+def execution_text(execution: dict[str, Any]) -> str:
+    """``AVX2 threads 1/2 alone cpu torch 2.14.1``: an execution in a few words (``?`` where unrecorded)."""
+    def shown(value: Any) -> str:
+        return "?" if value is None else str(value)
+
+    population = execution.get("population")
+    size = population.get("size", 1) if isinstance(population, dict) else None
+    together = "?" if size is None else "alone" if size <= 1 else f"population {size}"
+    return (f"{shown(execution.get('isa'))} threads {shown(execution.get('train_threads'))}/"
+            f"{shown(execution.get('eval_threads'))} {together} {shown(execution.get('device'))} "
+            f"torch {shown(execution.get('torch'))}")
+
+
+def execution_note(runs: Iterable[RunRecord]) -> str | None:
+    """One line when ``runs`` (combined into one output) were executed differently, else None."""
+    counts: dict[str, int] = defaultdict(int)
+    for run in runs:
+        counts[execution_text(execution_of(run))] += 1
+    if len(counts) < 2:
+        return None
+    listed = "; ".join(f"{text}: {count(n, 'runs')}" for text, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return (f"execution differs between these runs (instruction set, threads train/eval, population, device, torch): "
+            f"{listed}; their last digits may differ by rounding (docs/architecture.md, 'Same run, same number')")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,24 @@ def hardware(device: torch.device) -> dict[str, object]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def execution(
+    device: torch.device, train_threads: int, eval_threads: int, population: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """How a run was computed, where that can change its number at rounding level but not its identity.
+
+    The CPU's instruction set as torch's kernels use it (AVX2, AVX512, ...: MKL and ATen pick
+    code paths by it), the threads of meta-training and of evaluation, the population the run
+    meta-trained in (``size`` 1: alone), the device and the torch version.
+    """
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return {
+        "isa": torch.backends.cpu.get_cpu_capability(), "train_threads": train_threads, "eval_threads": eval_threads,
+        "population": population or {"size": 1}, "device": name, "torch": torch.__version__,
+    }
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,8 +28,10 @@ from fewshot_bench.protocols import (
     TRANSDUCTIVE_NOTE,
     Selection,
     choose,
+    execution_note,
     is_transductive,
     mark,
+    one_data_per_dataset,
     one_per_seed,
     overrides_of,
     overrides_text,
@@ -114,8 +116,10 @@ def build_cells(
     episodes: int | None = None,
     protocol: str | None = None,
     overrides: dict[str, dict[str, str]] | None = None,
+    data: str | None = None,
 ) -> TableRuns:
-    """Every cell of ``table`` over ``settings`` from ``runs``, all under one shared protocol.
+    """Every cell of ``table`` over ``settings`` from ``runs``, all under one shared protocol and, per dataset,
+    on one version of its data (``data``: an id prefix picks it; see :func:`protocols.one_data_per_dataset`).
 
     ``same_dataset(setting_dataset, run_dataset)`` says whether a run's dataset is the
     setting's; ``protocol`` (an id prefix), ``steps`` and ``episodes`` narrow the protocol;
@@ -136,6 +140,8 @@ def build_cells(
         if r.way == table.way and r.status == "complete" and r.learner in table.learners
         and r.options.get("crop", "center") == crop and setting_of(r) is not None
     ]
+    versions = one_data_per_dataset(pool, data)
+    pool = versions.runs
     wanted = lambda r: overrides_of(r) == overrides.get(r.learner, {})  # noqa: E731
     # A protocol's score: the (row, setting, seed) cells it fills with the runs the table would use.
     score = lambda rs: len({(r.learner, r.dataset.lower(), r.shot, r.seed) for r in rs if wanted(r)})  # noqa: E731
@@ -145,7 +151,7 @@ def build_cells(
     for r in pool:
         seen_protocols.setdefault((r.learner, setting_of(r)), set()).add(protocol_of(r).id)
 
-    cells, notes, sources = [], [], []
+    cells, notes, sources = [], list(versions.notes), []
     for row in table.rows:
         row_cells = [_cell(row, s, crop) for s in settings]
         if row.reported:
@@ -177,6 +183,10 @@ def build_cells(
                              f"runs with other overrides exist: show them with {hints}")
     if any(not text.endswith(": default") for text in sources):  # all defaults: nothing to say
         notes.append("hyperparameters: " + " | ".join(sources))
+    used = {run_id for c in cells for run_id in c.run_ids}
+    differs = execution_note(r for r in chosen if r.run_id in used)
+    if differs:
+        notes.append(differs)
     return TableRuns(cells, selection, notes)
 
 

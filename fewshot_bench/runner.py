@@ -18,16 +18,17 @@ from fewshot_bench import preflight, stats
 from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import apply_overrides, config_to_dict
+from fewshot_bench.data import identity
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
-from fewshot_bench.errors import CheckpointError, ConfigError, FewshotBenchError, PluginError
+from fewshot_bench.errors import CheckpointError, ConfigError, DataError, FewshotBenchError, PluginError
 from fewshot_bench.evaluate import all_remaining_queries, evaluate
 from fewshot_bench.plugins import PluginHost
 from fewshot_bench.population import Population, population_report
 from fewshot_bench.profiling import Profiler
-from fewshot_bench.provenance import hardware, versions
-from fewshot_bench.spec import TUNED, RunSpec
+from fewshot_bench.provenance import execution, hardware, versions
+from fewshot_bench.spec import TUNE_STAGE, TUNED, RunSpec
 from fewshot_bench.store import ResultStore
-from fewshot_bench.threads import apply_threads, choose_threads, requested_threads
+from fewshot_bench.threads import ThreadChoice, apply_threads, choose_eval_threads, choose_threads, requested_threads
 from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult, load_torch_file, plain, save_atomic
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,45 @@ def load_dataset(ctx: RunContext, name: str, crop: str = "center") -> FeatureDat
     if cache_key not in ctx.dataset_cache:
         ctx.dataset_cache[cache_key] = spec.load(DataRequest(data_dir=ctx.data_dir, crop=crop)).to(ctx.device)
     return ctx.dataset_cache[cache_key]
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """The data a run reads: the content digest of each split of its dataset and their combined id (in its key)."""
+
+    id: str
+    digests: dict[str, str]
+
+
+def identify_data(
+    ctx: RunContext, name: str, crop: str = "center", splits: tuple[str, ...] | None = None,
+) -> DataIdentity:
+    """The content identity of dataset ``name`` as the context finds it (cached per context, and beside the files).
+
+    The id covers every split (``splits`` None), not only those a run reads (a baseline reads
+    only test): so every learner's runs on the same data share one id, and tables can tell
+    data versions apart. A search's trials name their splits (train and val): they never read test.
+    """
+    dataset = ctx.host.dataset(name)
+    cache_key = ("data identity", dataset.name, crop, str(ctx.data_dir), splits)
+    if cache_key not in ctx.dataset_cache:
+        if dataset.identify is not None:
+            digests = dict(dataset.identify(DataRequest(data_dir=ctx.data_dir, crop=crop, splits=splits)))
+        else:  # a dataset that cannot say cheaply: hash what it loads
+            loaded = load_dataset(ctx, name, crop)
+            digests = {split: identity.loaded_digest(loaded.split(split)) for split in splits or loaded.splits}
+        digests = {split: digest for split, digest in digests.items() if splits is None or split in splits}
+        if not digests or not all(isinstance(v, str) and v for v in digests.values()):
+            raise DataError(f"dataset {dataset.name!r} gave no content digests for its splits ({digests!r}); "
+                            "fix the dataset plugin's identify hook")
+        ctx.dataset_cache[cache_key] = DataIdentity(identity.data_id(digests), digests)
+    return ctx.dataset_cache[cache_key]
+
+
+def run_key(spec: RunSpec, ctx: RunContext, config_dict: dict[str, Any]) -> tuple[str, DataIdentity]:
+    """``spec``'s run key for its resolved config and the data it reads, with that data's identity."""
+    data = identify_data(ctx, spec.dataset, spec.crop, ("train", "val") if spec.stage == TUNE_STAGE else None)
+    return spec.key(config_dict, data.id), data
 
 
 def episode_shape(host: PluginHost, dataset: str, way: int | None, shot: int | None) -> tuple[int, int]:
@@ -173,18 +213,19 @@ def learner_errors(learner: str, distribution: str, stage: str) -> Iterator[None
 
 
 def prepare(spec: RunSpec, ctx: RunContext) -> str:
-    """Check ``spec`` against its learner, config, store and checkpoint folder; returns its run key.
+    """Check ``spec`` against its learner, config, data, store and checkpoint folder; returns its run key.
 
-    Loads no data and trains nothing: what fails here fails before the run header.
+    Trains nothing, and loads no data where the dataset can identify its files without
+    (every built-in one): what fails here fails before the run header.
     """
     cls = ctx.host.learner(spec.learner)
     kind = ctx.host.dataset(spec.dataset).kind
     preflight.check_spec(spec, kind)
     check_kind(spec, cls, kind)
-    run_key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
+    key, _ = run_key(spec, ctx, config_to_dict(resolve_config(cls, spec, kind)))
     preflight.check_store(Path(ctx.store_path))  # opened, migrated and proved writable now, not after training
-    preflight.check_checkpoint_dir(ctx.checkpoint_dir, run_key)
-    return run_key
+    preflight.check_checkpoint_dir(ctx.checkpoint_dir, key)
+    return key
 
 
 def check_kind(spec: RunSpec, cls: type[Learner], kind: str) -> None:
@@ -215,6 +256,7 @@ class Prepared:
     config: Any
     config_dict: dict[str, Any]
     run_key: str
+    data: DataIdentity
     dataset: FeatureDataset
     scored: str  # the split it is scored on: test, or val for a search's trial
     eval_query: int
@@ -240,11 +282,12 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
     check_kind(spec, cls, kind)
     config = resolve_config(cls, spec, kind)
     config_dict = config_to_dict(config)
-    run_key = spec.key(config_dict)
-    if expected_key is not None and run_key != expected_key:
+    key, data = run_key(spec, ctx, config_dict)
+    if expected_key is not None and key != expected_key:
         raise ConfigError(
-            f"{spec.learner}: this worker resolves a different config than the driver (key {run_key} != "
-            f"{expected_key}); install the same versions of fewshot-bench and its plugins everywhere"
+            f"{spec.learner}: this worker resolves a different config or reads other data than the driver (key "
+            f"{key} != {expected_key}, data {data.id[:8]}); install the same versions of fewshot-bench "
+            "and its plugins and give every worker the same data"
         )
     dataset = load_dataset(ctx, spec.dataset, spec.crop)
     # A search trial is scored on validation episodes (those early stopping used): it never reads the test split.
@@ -255,14 +298,26 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
     preflight.check_episodes(dataset, spec, eval_query, test.name)  # the scored split too, before any training
     torch.manual_seed(spec.seed)
     learner = build_learner(cls, config, task, ctx.device)
-    return Prepared(spec, cls, plugin.distribution, kind, config, config_dict, run_key, dataset, scored, eval_query,
+    return Prepared(spec, cls, plugin.distribution, kind, config, config_dict, key, data, dataset, scored, eval_query,
                     task, learner)
 
 
-def use_threads(learner: Learner, ctx: RunContext) -> Any:
-    """Set torch's threads for ``learner`` as the context asks (fewshot_bench.threads); returns the choice."""
+def use_threads(learner: Learner, ctx: RunContext) -> ThreadChoice:
+    """Set torch's threads for meta-training ``learner`` as the context asks (fewshot_bench.threads); returns the
+    choice."""
     threads = apply_threads(choose_threads(learner, *requested_threads(ctx.threads), cap=ctx.max_threads))
     log.info("torch threads: %d (%s)", threads.threads, threads.reason)
+    return threads
+
+
+def use_eval_threads(run: Prepared, ctx: RunContext) -> ThreadChoice:
+    """Set torch's threads for evaluating ``run`` (its own choice, for its episodes: fewshot_bench.threads)."""
+    spec = run.spec
+    threads = apply_threads(choose_eval_threads(
+        spec.episodes, spec.way, spec.shot, run.eval_query, run.task.feature_dim, *requested_threads(ctx.threads),
+        cap=ctx.max_threads,
+    ))
+    log.info("torch threads for evaluation: %d (%s)", threads.threads, threads.reason)
     return threads
 
 
@@ -339,6 +394,7 @@ def compute_population(
     profiler = Profiler(ctx.profile, ctx.device)
     summaries: list[dict[str, Any]] = [{"meta_trained": False} for _ in runs]
     report: dict[str, Any] = {"members": len(runs)}
+    together = [1] * len(runs)  # how many members each one meta-trained with in one batched program (1: alone)
     t0 = time.perf_counter()
     if runs[0].meta_trained:
         population = Population([make_trainer(run, ctx, profiler) for run in runs], profiler, not batched)
@@ -346,24 +402,33 @@ def compute_population(
             results = population.run()
         summaries = [trained_summary(run, ctx, result) for run, result in zip(runs, results)]
         report = population_report(population)
+        together = [population.trained_with.get(i, 1) for i in range(len(runs))]
     train_s = time.perf_counter() - t0
-    return [finish(run, ctx, threads, profiler, summary, {"train_s": train_s, "population": report})
-            for run, summary in zip(runs, summaries)]
+    return [finish(run, ctx, threads, profiler, summary, {"train_s": train_s, "population": report},
+                   {"size": size, "members": len(runs), "path": report.get("path", "none")})
+            for run, summary, size in zip(runs, summaries, together)]
 
 
 def finish(
-    run: Prepared, ctx: RunContext, threads: Any, profiler: Profiler, train_summary: dict[str, Any],
-    timings: dict[str, Any],
+    run: Prepared, ctx: RunContext, threads: ThreadChoice, profiler: Profiler, train_summary: dict[str, Any],
+    timings: dict[str, Any], together: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Evaluate a (meta-trained) run on its scored split and build the record to store."""
+    """Evaluate a (meta-trained) run on its scored split and build the record to store.
+
+    ``together``: the population it meta-trained in (``size``: the members of its batched group; None: alone).
+    """
     spec, kind = run.spec, run.kind
+    eval_threads = use_eval_threads(run, ctx)  # evaluation chooses for its own work; training's choice after
     t0 = time.perf_counter()
-    with profiler.section("evaluation"), learner_errors(spec.learner, run.distribution, "evaluation"):
-        acc = evaluate(
-            run.learner, run.dataset.split(run.scored), spec.way, spec.shot, seed=spec.seed, episodes=spec.episodes,
-            n_query=run.eval_query, device=ctx.device, progress=ctx.progress, desc=f"{run.scored} {spec.learner}",
-            stream=run.scored, progress_every=ctx.progress_every,
-        )
+    try:
+        with profiler.section("evaluation"), learner_errors(spec.learner, run.distribution, "evaluation"):
+            acc = evaluate(
+                run.learner, run.dataset.split(run.scored), spec.way, spec.shot, seed=spec.seed,
+                episodes=spec.episodes, n_query=run.eval_query, device=ctx.device, progress=ctx.progress,
+                desc=f"{run.scored} {spec.learner}", stream=run.scored, progress_every=ctx.progress_every,
+            )
+    finally:
+        apply_threads(threads)
     timings["eval_s"] = time.perf_counter() - t0
     summary = stats.summarize_run(acc)
     record = {
@@ -380,7 +445,10 @@ def finish(
         "episodes": summary.episodes,
         "config": run.config_dict,
         "options": {
-            **asdict(spec), "eval_query": run.eval_query, "plugin": run.distribution,
+            # eval_query as declared (None: all remaining rows): the protocol is the user's; the resolved count beside.
+            **asdict(spec), "eval_query_resolved": run.eval_query, "plugin": run.distribution,
+            # The content of the dataset the run read (part of its identity; fewshot_bench.data.identity).
+            "data_id": run.data.id, "data_digests": run.data.digests,
             # Where the data was read (provenance, not identity): figures reload it from there.
             "data_dir": str(ctx.data_dir.resolve()) if ctx.data_dir is not None else None,
             # Marked in tables, `results` and `compare` (see fewshot_bench.protocols).
@@ -388,7 +456,11 @@ def finish(
         },
         "summary": {"std": summary.std, "train": train_summary},
         "versions": versions(run.distribution),
-        "hardware": hardware(ctx.device) | {"threads_reason": threads.reason},
+        # torch_threads (hardware(), read after the restore above) and threads_reason: meta-training's choice.
+        "hardware": hardware(ctx.device) | {"threads_reason": threads.reason, "eval_threads": eval_threads.threads,
+                                            "eval_threads_reason": eval_threads.reason,
+                                            "execution": execution(ctx.device, threads.threads, eval_threads.threads,
+                                                                   together)},
         "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),
     }
     return RunOutcome(record, acc)

@@ -75,8 +75,16 @@ class RunSpec:
     # With hparams="tuned": the tuned preset's values and where they came from (fewshot_bench.tune.with_tuned).
     tuned: dict[str, Any] | None = None
 
-    def key(self, config: dict[str, Any]) -> str:
-        """A stable hash of the spec and the resolved learner config: the run's identity."""
+    def key(self, config: dict[str, Any], data_id: str) -> str:
+        """The run's identity: a stable hash of the spec, the resolved learner config and the data it reads.
+
+        ``data_id`` is the content digest of the splits the run reads (fewshot_bench.data.identity),
+        so the same data in another folder gives the same key and other data never does.
+        """
+        return with_data(self.key_without_data(config), data_id)
+
+    def key_without_data(self, config: dict[str, Any]) -> str:
+        """A hash of the spec and the resolved config alone: the whole run key of runs stored before data ids."""
         # The resolved config holds the tuned values; ordinary runs keep the keys they had before stages.
         ident = {k: v for k, v in asdict(self).items() if k not in ("overrides", "stage", "tuned")}
         if self.stage != "run":
@@ -88,6 +96,11 @@ class RunSpec:
     def label(self) -> str:
         """A short human name of the run, e.g. ``leo synthetic 5-shot seed 3``."""
         return f"{self.learner} {self.dataset} {self.shot}-shot seed {self.seed}"
+
+
+def with_data(key_without_data: str, data_id: str) -> str:
+    """A run key from the key of its spec and config and its data id (how `rekey` adopts a run stored without one)."""
+    return hashlib.sha256(f"{key_without_data}:data={data_id}".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)

@@ -366,6 +366,33 @@ class ResultStore:
             raise self.error(exc, "write to") from None
         return run_id
 
+    def rekey(self, changes: list[tuple[str, str, dict]]) -> list[str]:
+        """Give complete runs new run keys and options, ``(run_id, new_key, options)`` each, in one transaction.
+
+        A run whose new key is already complete in the store is left as it is; returns the ids
+        of the runs changed. What ``fewshot-bench rekey`` writes; all or nothing.
+        """
+        c = self.conn
+        changed = []
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for run_id, new_key, options in changes:
+                    taken = c.execute("SELECT 1 FROM runs WHERE run_key = ? AND status = 'complete'",
+                                      (new_key,)).fetchone()
+                    if taken is None:
+                        c.execute("UPDATE runs SET run_key = ?, options = ? WHERE run_id = ? AND status = 'complete'",
+                                  (new_key, json.dumps(options, sort_keys=True, default=str), run_id))
+                        changed.append(run_id)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise self.error(exc, "write to") from None
+        return changed
+
     # --- reading -------------------------------------------------------------------------
 
     def _records(self, sql: str, params: tuple = ()) -> Iterator[RunRecord]:

@@ -23,7 +23,7 @@ from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import RunOutcome, episode_shape, resolve_config, store_outcome
+from fewshot_bench.runner import RunContext, RunOutcome, episode_shape, resolve_config, run_key, store_outcome
 from fewshot_bench.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tables import get_table
@@ -127,8 +127,10 @@ def grid(
     return specs
 
 
-def plan(host: PluginHost, specs: list[RunSpec], store_path: Path) -> Plan:
-    """Resolve each spec's key and split the grid into pending and already-complete cells."""
+def plan(host: PluginHost, specs: list[RunSpec], store_path: Path, data_dir: Path | None = None) -> Plan:
+    """Resolve each spec's key (its config and the content of its data under ``data_dir``) and split the grid into
+    pending and already-complete cells."""
+    ctx = RunContext(host=host, store_path=store_path, data_dir=data_dir)  # caches the data's digests
     jobs: dict[str, Job] = {}
     configs: dict[tuple, dict] = {}  # the config does not depend on the seed: resolve it once per cell
     for spec in specs:
@@ -136,7 +138,7 @@ def plan(host: PluginHost, specs: list[RunSpec], store_path: Path) -> Plan:
         if cell not in configs:
             kind = host.dataset(spec.dataset).kind
             configs[cell] = config_to_dict(resolve_config(host.learner(spec.learner), spec, kind))
-        key = spec.key(configs[cell])
+        key, _ = run_key(spec, ctx, configs[cell])
         jobs.setdefault(key, Job(spec, key))  # equal keys are the same run: keep one
     if not store_path.exists():
         return Plan(list(jobs.values()), [])

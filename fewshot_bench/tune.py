@@ -53,7 +53,7 @@ from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import RunOutcome, resolve_config, store_outcome
+from fewshot_bench.runner import RunContext, RunOutcome, resolve_config, run_key, store_outcome
 from fewshot_bench.search_space import check_space, space_text, to_optuna, value_text
 from fewshot_bench.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
 from fewshot_bench.store import ResultStore, RunRecord
@@ -403,8 +403,12 @@ def search(
     in_flight: int = 1,
     checkpoint_dir: Path | None = None,
     progress: bool = False,
+    data_dir: Path | None = None,
 ) -> SearchReport:
-    """Run ``request``'s study until it has ``trials`` finished (completed or pruned), storing each completed one."""
+    """Run ``request``'s study until it has ``trials`` finished (completed or pruned), storing each completed one.
+
+    ``data_dir`` is where the trials read their data (its content is part of each trial's run key).
+    """
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
     optuna = _optuna()
@@ -414,6 +418,7 @@ def search(
     name = request.study_name
     lock_dir = checkpoint_dir or store_path.resolve().parent / "fewshot-checkpoints"
     kind = host.dataset(request.dataset).kind
+    data_ctx = RunContext(host=host, store_path=store_path, data_dir=data_dir)  # caches the data's digests
     with study_lock(lock_dir / f"tune-{name}.lock"):
         storage = open_storage(path)
         study = optuna.create_study(
@@ -452,7 +457,7 @@ def search(
         def job_for(t: Any) -> TrialJob:
             spec = request.spec(_values(t, request))
             cls = host.learner(spec.learner)
-            key = spec.key(config_to_dict(resolve_config(cls, spec, kind)))
+            key, _ = run_key(spec, data_ctx, config_to_dict(resolve_config(cls, spec, kind)))
             return TrialJob(spec, key, number=t.number, study=name, pruning=plan_for(t))
 
         def frozen(number: int) -> Any:

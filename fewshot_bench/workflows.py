@@ -26,7 +26,16 @@ from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.locations import checkpoint_folder, data_root
 from fewshot_bench.paired import PairedReport
 from fewshot_bench.paired import compare as paired_compare
-from fewshot_bench.protocols import Protocol, is_transductive, overrides_of, overrides_text, protocol_of
+from fewshot_bench.protocols import (
+    Protocol,
+    data_id_of,
+    execution_of,
+    execution_text,
+    is_transductive,
+    overrides_of,
+    overrides_text,
+    protocol_of,
+)
 from fewshot_bench.spec import RunSpec, budget_fields, hparams_source
 from fewshot_bench.store import DEFAULT_STORE, ResultStore, RunRecord
 from fewshot_bench.tables import PAPER_DATASETS, Setting, TableSpec, get_table, settings
@@ -369,7 +378,7 @@ def sweep(
         torch.set_flush_denormal(True)  # for runs computed in this process (workers=1)
     host = _host(host)
     specs = apply_tuned(grid(host, learner_list, dataset_list, shot_list, seed_values, way, **protocol), store, host)
-    todo: Plan = plan(host, specs, store)
+    todo: Plan = plan(host, specs, store, data_root(data_dir))
     result = SweepResult(
         learners=learner_list, datasets=dataset_list, shots=shot_list, seeds=seed_values, protocol=protocol,
         planned=todo.total, already_complete=len(todo.done), pending=[job.label for job in todo.pending], store=store,
@@ -439,12 +448,15 @@ def compare(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     store: str | Path = DEFAULT_STORE,
     host: PluginHost | None = None,
+    data: str | None = None,
 ) -> PairedReport:
     """The paired per-episode difference A - B on the same test episodes, per setting, as ``fewshot-bench compare``.
 
     Only runs of one shared protocol are paired (the one with most paired seeds unless
     ``protocol`` or ``steps`` picks another); ``overrides`` picks a learner's runs made with
-    these ``--set`` values (``{"maml": {"hidden_sizes": "128,128"}}``).
+    these ``--set`` values (``{"maml": {"hidden_sizes": "128,128"}}``); runs of one dataset on
+    different data are never paired (``data``, a data id prefix, picks the version; else the one
+    with the most runs, named in the report's notes).
     """
     wanted = None
     if datasets is not None:
@@ -452,7 +464,7 @@ def compare(
         wanted = set().union(*(dataset_names(host, d) for d in _list(datasets) or []))
     with ResultStore(Path(store), create=False) as db:
         return paired_compare(
-            db, a, b, wanted, shot, way, steps, protocol=protocol, overrides=learner_overrides(overrides)
+            db, a, b, wanted, shot, way, steps, protocol=protocol, overrides=learner_overrides(overrides), data=data
         )
 
 
@@ -487,12 +499,14 @@ def table(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     store: str | Path = DEFAULT_STORE,
     host: PluginHost | None = None,
+    data: str | None = None,
 ) -> TableResult:
     """The LEO paper's Table ``number`` (1 or 2) from the stored runs, as ``fewshot-bench table``.
 
     ``datasets`` replace miniImageNet and tieredImageNet (as given to ``sweep``); the runs of
     one shared protocol are combined (chosen and named unless ``protocol``, ``steps`` or
-    ``episodes`` picks another).
+    ``episodes`` picks another), and of each dataset one version of its data (``data``, a data
+    id prefix, picks it; else the one with the most runs, named in the notes).
     """
     spec = get_table(str(number))
     host = _host(host)
@@ -509,8 +523,63 @@ def table(
     data = report.build_cells(
         spec, columns, runs, lambda setting_ds, run_ds: run_ds.lower() in names(setting_ds),
         crop=crop, steps=steps, episodes=episodes, protocol=protocol, overrides=learner_overrides(overrides),
+        data=data,
     )
     return TableResult(spec, columns, data, crop)
+
+
+@dataclass
+class RekeyResult:
+    """What ``rekey`` did: the data id given, the runs re-keyed, and those left as they were (and why)."""
+
+    dataset: str
+    data_id: str
+    rekeyed: list[str] = field(default_factory=list)
+    taken: list[str] = field(default_factory=list)  # their new key is stored already (a run made since)
+    elsewhere: dict[str, list[str]] = field(default_factory=dict)  # recorded data folder -> run ids
+
+
+def rekey(
+    dataset: str,
+    *,
+    data_dir: str | Path | None = None,
+    crop: str = "center",
+    store: str | Path = DEFAULT_STORE,
+    dry_run: bool = False,
+    host: PluginHost | None = None,
+) -> RekeyResult:
+    """Give the runs of ``dataset`` stored before data ids the id of the data as it is now (``fewshot-bench rekey``).
+
+    Only for data that has not changed since those runs: their keys become the keys a run on
+    this data gets (``spec.with_data``), so they are reused and combined with new runs. Runs
+    whose recorded data folder is another one are left alone (pass that ``data_dir``).
+    """
+    from fewshot_bench.runner import RunContext, identify_data
+    from fewshot_bench.spec import with_data
+
+    host = _host(host)
+    name = host.dataset(dataset).name
+    root = data_root(data_dir)
+    data = identify_data(RunContext(host=host, store_path=Path(store), data_dir=root), name, crop)
+    result = RekeyResult(name, data.id)
+    folder = str(root.resolve()) if root is not None else None
+    changes = []
+    with ResultStore(Path(store), create=False) as db:
+        for run in db.runs(dataset=name):
+            if data_id_of(run) is not None or run.options.get("crop", "center") != crop:
+                continue
+            recorded = run.options.get("data_dir")
+            if recorded is not None and recorded != folder:
+                result.elsewhere.setdefault(recorded, []).append(run.run_id)
+                continue
+            options = run.options | {"data_id": data.id, "data_digests": data.digests, "rekeyed": True}
+            changes.append((run.run_id, with_data(run.run_key, data.id), options))
+        if dry_run:
+            result.rekeyed = [run_id for run_id, key, _ in changes if db.find_complete(key) is None]
+        else:
+            result.rekeyed = db.rekey(changes)
+        result.taken = [run_id for run_id, _, _ in changes if run_id not in result.rekeyed]
+    return result
 
 
 @dataclass
@@ -551,7 +620,10 @@ def results(
     """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them.
 
     ``value`` holds each run's main metric (named by ``metric``: accuracy in 0..1, or mse);
-    ``protocol`` is the id of the shared protocol (runs with equal ids may be combined).
+    ``protocol`` is the id of the shared protocol (runs with equal ids may be combined);
+    ``data_id`` the content id of the data the run read (None: stored before data ids; runs
+    of one dataset with different ids read different data); ``execution`` how it was computed
+    (instruction set, threads train/eval, population, device, torch: what can move the last digits).
     """
     rows = [
         {
@@ -559,11 +631,12 @@ def results(
             "dataset": s.record.dataset, "way": s.record.way, "shot": s.record.shot, "seed": s.record.seed,
             "steps": s.record.options.get("steps"), "preset": hparams_source(s.record),
             "overrides": overrides_text(overrides_of(s.record)), "protocol": s.protocol.id,
+            "data_id": data_id_of(s.record), "execution": execution_text(execution_of(s.record)),
             "transductive": s.transductive, "metric": s.record.metric, "value": s.record.mean,
             "ci95": s.record.ci95, "episodes": s.record.episodes, "created": s.record.created_at,
         }
         for s in stored_runs(store, learner, dataset, protocol)
     ]
     columns = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "steps", "preset", "overrides",
-               "protocol", "transductive", "metric", "value", "ci95", "episodes", "created"]
+               "protocol", "data_id", "execution", "transductive", "metric", "value", "ci95", "episodes", "created"]
     return pd.DataFrame(rows, columns=columns)

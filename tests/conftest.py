@@ -75,7 +75,7 @@ def shared_features() -> Path:
     path = Path(SHARED_DATA) / "omniglot-wrn28-10" / "features.npz"
     if not path.exists():
         pytest.skip(f"{path} not found")
-    return path
+    return path.resolve()  # absolute: the cli fixture changes the working directory
 
 
 @pytest.fixture

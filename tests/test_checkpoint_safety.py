@@ -45,11 +45,12 @@ def run_key(host) -> str:
     """The run key of the TINY run: its checkpoint is ``CHECKPOINT_DIR/KEY.pt``."""
     from fewshot_bench.cli import build_parser
     from fewshot_bench.commands.run import protocol_of
-    from fewshot_bench.runner import resolve_config
+    from fewshot_bench.runner import RunContext, resolve_config, run_key
     from fewshot_bench.workflows import run_spec
 
     spec = run_spec(host, **protocol_of(build_parser().parse_args(["run", *TINY])))
-    return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec)))
+    ctx = RunContext(host=host, store_path=Path("unused.db"))
+    return run_key(spec, ctx, config_to_dict(resolve_config(host.learner(spec.learner), spec)))[0]
 
 
 def run_tiny(cli, checkpoint_dir: Path, *more: str):

@@ -8,6 +8,7 @@ nothing half-done behind.
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 import sqlite3
 import time
 
@@ -407,11 +408,12 @@ def run_key(host):
     from fewshot_bench.cli import build_parser
     from fewshot_bench.commands.run import protocol_of
     from fewshot_bench.config import config_to_dict
-    from fewshot_bench.runner import resolve_config
+    from fewshot_bench.runner import RunContext, resolve_config, run_key
     from fewshot_bench.workflows import run_spec
 
     spec = run_spec(host, **protocol_of(build_parser().parse_args(["run", *TINY])))
-    return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec)))
+    ctx = RunContext(host=host, store_path=Path("unused.db"))
+    return run_key(spec, ctx, config_to_dict(resolve_config(host.learner(spec.learner), spec)))[0]
 
 
 def test_checkpoint_path_that_is_a_directory_fails_before_training(cli, tmp_path, run_key):

@@ -21,19 +21,19 @@ EPISODES = 50
 
 
 def add_run(store, learner, seed, acc, steps=200, shot=1, overrides=None, transductive=None, model=None,
-            run_key=None, created_at=None, dataset="synthetic", hparams=None):
+            run_key=None, created_at=None, dataset="synthetic", hparams=None, data_id="d" * 24):
     """Store a run whose record has the runner's shape (options = the RunSpec and what the runner adds)."""
     rng = np.random.default_rng(zlib.crc32(f"{learner} {seed} {steps}".encode()))
     values = np.clip(acc + rng.normal(0, 0.05, EPISODES), 0, 1).astype(np.float32)
     spec = RunSpec(learner=learner, dataset=dataset, shot=shot, seed=seed, steps=steps, episodes=EPISODES,
                    val_every=min(100, steps), val_episodes=20, eval_query=5, train_on_val=True,
                    hparams=hparams, overrides=dict(overrides or {}))
-    options = {**asdict(spec), "plugin": f"fewshot-bench-{learner}"}
+    options = {**asdict(spec), "plugin": f"fewshot-bench-{learner}", "data_id": data_id}
     if transductive is not None:  # runs stored before the flag existed have no key
         options["transductive"] = transductive
     config = {"outer_lr": 0.001, **(overrides or {})}
     record = {
-        "run_key": run_key or spec.key(config), "learner": learner, "dataset": dataset, "way": 5, "shot": shot,
+        "run_key": run_key or spec.key(config, data_id), "learner": learner, "dataset": dataset, "way": 5, "shot": shot,
         "seed": seed, "status": "complete", "metric": "accuracy", "mean": float(values.astype(np.float64).mean()),
         "ci95": 0.01,
         "episodes": EPISODES, "config": config, "options": options,

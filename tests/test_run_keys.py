@@ -1,8 +1,9 @@
 """Run keys are stable: the same command gives the key it gave before, so stored runs keep being found.
 
-The keys below were computed by the code before RunSpec moved to fewshot_bench.spec and
-sweep.Protocol was folded into it. A key changes only when a run's identity does (a
-learner's default config, or what RunSpec.key hashes): then every stored run of it is
+The keys of specs and configs below were computed by the code before RunSpec moved to
+fewshot_bench.spec and sweep.Protocol was folded into it; a run key adds the data's identity
+to them (``spec.with_data``). A key changes only when a run's identity does (a learner's
+default config, what RunSpec.key hashes, or the data): then every stored run of it is
 computed again, so such a change must be deliberate.
 """
 
@@ -21,8 +22,9 @@ from fewshot_bench.workflows import run_spec
 
 
 def key_of(host, spec) -> str:
+    """The key of the spec and its config alone: what runs were keyed by before the data joined the key."""
     kind = host.dataset(spec.dataset).kind
-    return spec.key(config_to_dict(resolve_config(host.learner(spec.learner), spec, kind)))
+    return spec.key_without_data(config_to_dict(resolve_config(host.learner(spec.learner), spec, kind)))
 
 
 @pytest.mark.parametrize("args, key", [
@@ -44,10 +46,11 @@ def test_a_sweep_keeps_its_cells_keys(host, tmp_path):
     protocol = {**budget_fields("paper", steps=10, episodes=20), "train_on_val": True, "hparams": None,
                 "crop": "center"}
     specs = grid(host, ["leo", "metasgd", "nearest-centroid"], ["synthetic"], [1, 5], [0, 1], None, **protocol)
+    # Written when the data's identity joined the key (the synthetic generator's, version 1).
     assert [job.key for job in plan(host, specs, tmp_path / "none.db").pending] == [
-        "0d08a64d326b5bd4b98c6f2b", "f976f49cb7d7bc844710a4be", "e8fbd42a60af62123e865d00", "617854dabf05dbd9b179e637",
-        "7479143523420ae29a6c326a", "c0f66db5b61caff803e1d197", "97c66b2aa326b826f0191d51", "8596f00d099e98b7f525a513",
-        "4b8d12b18df8ef9b93861157", "644dd7ed906cd43f2adc25ca", "1d35613e961c28a423b144a2", "4f91120b7d137620f13f0cbb",
+        "83213d8217e74496c683d84b", "7cc6803bdfc913c08ad0ff17", "616fdd36df7a5471bc273adf", "58eca3c73e48cc93b9f3ecf1",
+        "cebea41e0a4845af14edb801", "5335be2dd261ecb10a494712", "34f9e4819fe319412805ee51", "243283f282905f58583a0ee3",
+        "9495b8dd2063f446d0dd14bf", "997d915ee401224a60629e83", "28df9f5defdee60344d34793", "5db120d42a42551c6ded4be7",
     ]
 
 

@@ -46,7 +46,11 @@ def fewshot_bench_register_datasets(register: Callable[..., None]) -> None:
 
     :param register: Takes a :class:`fewshot_bench.data.DatasetSpec`: a unique name, its
         aliases, a one-line description and a ``load(request)`` callable returning a
-        :class:`fewshot_bench.data.FeatureDataset`.
+        :class:`fewshot_bench.data.FeatureDataset`; optionally ``identify(request)``, a
+        mapping of each split (those in ``request.splits``; all when None) to a digest of its
+        content, read without loading the data (a file's digest kept beside it). The data's
+        identity is part of every run key; without ``identify`` the harness loads the
+        dataset and hashes its splits' features, class sizes and names.
     """
 
 

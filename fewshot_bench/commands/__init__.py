@@ -31,6 +31,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("plugins", "listing", "list installed plugins, their versions and load errors"),
     Command("new-plugin", "new_plugin", "write a new learner plugin package from the template"),
     Command("pretrain", "pretrain", "pretrain a feature backbone on the meta-train classes"),
+    Command("rekey", "rekey", "give runs stored before data ids the id of their (unchanged) data"),
     Command("results", "results", "list stored runs"),
     Command("run", "run", "meta-train and evaluate one learner"),
     Command("sweep", "sweep", "run a table's grid of runs (resumable; local pool or Ray)"),

@@ -124,9 +124,9 @@ def budget_options(args: argparse.Namespace) -> dict[str, Any]:
             "val_episodes": args.val_episodes, "patience": args.patience, "eval_query": args.eval_query}
 
 
-def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False) -> None:
-    """``--protocol ID``, ``--steps N`` (and ``--episodes N``) and ``--set LEARNER.KEY=VALUE``: which stored runs
-    to combine."""
+def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False, data: bool = False) -> None:
+    """``--protocol ID``, ``--steps N`` (and ``--episodes N``), ``--set LEARNER.KEY=VALUE`` (and ``--data ID``):
+    which stored runs to combine."""
     parser.add_argument("--protocol", metavar="ID",
                         help="use runs of this protocol (id or unique prefix, as `fewshot-bench results` shows; "
                              "default: chosen and named in the output)")
@@ -136,6 +136,10 @@ def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="LEARNER.KEY=VALUE",
                         help="use the learner's runs made with this --set override "
                              "(repeatable; default: runs with its defaults)")
+    if data:
+        parser.add_argument("--data", metavar="ID",
+                            help="use runs that read this version of a dataset's data (data id or prefix, as "
+                                 "`fewshot-bench results` shows; default: per dataset, the one with the most runs)")
 
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
@@ -148,14 +152,18 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, help="use only the first N images of each class (quick runs)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--batch-size", type=int, help="images per batch")
-    p.add_argument("--threads", metavar="N|auto",
-                   help="torch threads on CPU (default: $FEWSHOT_BENCH_THREADS, else auto: the cores other "
-                        "processes leave free)")
+    p.add_argument("--threads", metavar="N|auto|free",
+                   help="torch threads on CPU (default: $FEWSHOT_BENCH_THREADS, else auto: all the cores this "
+                        "process may use, whatever else runs; free: the cores other processes leave free, so the "
+                        "result may depend on the machine's load)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
 
 def use_image_threads(args: argparse.Namespace, device: Any, what: str) -> int | None:
-    """On CPU, set torch's threads for ``pretrain``/``embed`` from ``--threads``, the environment or the free cores.
+    """On CPU, set torch's threads for ``pretrain``/``embed`` from ``--threads``, the environment or the cores.
+
+    ``auto`` (the default) takes all the cores this process may use, never looking at the
+    load; ``free`` the cores other processes leave free (fewshot_bench.threads).
 
     Returns the thread count (None on a GPU, where it does not matter).
     """

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]", help="only these datasets")
     p.add_argument("--shot", type=int, help="only this shot K")
     p.add_argument("--way", type=int, help="only this way N")
-    add_protocol_options(p)
+    add_protocol_options(p, data=True)
     add_store_option(p)
     p.add_argument("--json", action="store_true", help="print JSON (with every seed's pair and the protocol)")
     p.set_defaults(handler=handle)
@@ -44,14 +44,14 @@ def handle(args: argparse.Namespace) -> int:
     report = compare(
         args.a, args.b, datasets=datasets_of(args), shot=args.shot, way=args.way, steps=args.steps,
         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides), store=args.store,
-        host=host_from_args(args) if args.dataset else None,
+        host=host_from_args(args) if args.dataset else None, data=args.data,
     )
     results = report.comparisons
     if args.json:
         extra = {
             **report.selection.to_json(),
             "overrides_a": report.overrides_a, "overrides_b": report.overrides_b,
-            "transductive_a": report.transductive_a, "transductive_b": report.transductive_b,
+            "transductive_a": report.transductive_a, "transductive_b": report.transductive_b, "notes": report.notes,
         }
         print_json([asdict(r) | {"agree": r.agree} | extra for r in results])
         return 0
@@ -77,6 +77,8 @@ def handle(args: argparse.Namespace) -> int:
     )
     print("difference: mean over paired test episodes (points), ± half-width of its 95% CI")
     print(report.selection.note())
+    for note in report.notes:
+        print(note)
     pairs = sum(len(r.seeds) for r in results)
     print(f"runs used: {pairs} pair(s) of {args.a} and {args.b} runs; --json lists every pair's run ids")
     if report.transductive_a or report.transductive_b:

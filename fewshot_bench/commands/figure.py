@@ -32,6 +32,8 @@ from fewshot_bench.plugins import PluginHost
 from fewshot_bench.protocols import (
     Selection,
     choose,
+    data_id_of,
+    data_text,
     group_by_protocol,
     overrides_of,
     parse_learner_overrides,
@@ -132,13 +134,20 @@ def baseline_for(store: ResultStore, args: argparse.Namespace, leo: RunRecord, o
                 f"({protocol.label()} vs {protocol_of(baseline).label()}); "
                 "pick runs of one protocol (see `fewshot-bench results`)"
             )
+        if data_id_of(baseline) != data_id_of(leo):
+            raise ConfigError(
+                f"run {leo.run_id} and baseline run {baseline.run_id} read different data (data "
+                f"{data_text(data_id_of(leo))} vs {data_text(data_id_of(baseline))}); pick runs on the same data "
+                "(see `fewshot-bench results`)"
+            )
         return baseline
     found = [r for r in candidates(store, "metasgd", same, overrides)
-             if r.seed == leo.seed and protocol_of(r) == protocol]
+             if r.seed == leo.seed and protocol_of(r) == protocol and data_id_of(r) == data_id_of(leo)]
     if not found:
         raise StoreError(
             f"no metasgd run of {leo.dataset} {leo.way}-way {leo.shot}-shot, seed {leo.seed}, under protocol "
-            f"{protocol.label()} (the LEO run {leo.run_id}'s) with a saved model in {store.path}; {hint}"
+            f"{protocol.label()} on data {data_text(data_id_of(leo))} (the LEO run {leo.run_id}'s) with a saved "
+            f"model in {store.path}; {hint}"
         )
     return found[-1]
 

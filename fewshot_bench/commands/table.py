@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]",
                    help="dataset(s) replacing miniImageNet and tieredImageNet (as given to `sweep`)")
     p.add_argument("--crop", default="center", help="feature crop the runs used (center|multiview; default center)")
-    add_protocol_options(p, episodes=True)
+    add_protocol_options(p, episodes=True, data=True)
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the table as a grouped bar chart")
     add_store_option(p)
     p.set_defaults(handler=handle)
@@ -37,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
     result = table(
         args.number, datasets=datasets_of(args), crop=args.crop, steps=args.steps, episodes=args.episodes,
         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides), store=args.store,
-        host=host_from_args(args),
+        host=host_from_args(args), data=args.data,
     )
     print(result.render(args.format))
     if args.plot:

@@ -130,7 +130,7 @@ def handle(args: argparse.Namespace) -> int:
                  if request.fixed else ""))
     executor = make_executor(args.executor, args.workers, settings, args.ray_address, str(device))
     report = search(request, host, args.store, args.trials, executor, executor_capacity(executor),
-                    checkpoint_dir, progress_enabled(args))
+                    checkpoint_dir, progress_enabled(args), Path(settings.data_dir) if settings.data_dir else None)
     if args.json:
         print_json({"study": report.study, "storage": report.storage, "complete": report.complete,
                     "pruned": report.pruned, "ran": report.ran, "resumed": report.resumed, "failed": len(report.failed),

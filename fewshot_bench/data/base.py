@@ -168,6 +168,8 @@ class DataRequest:
     crop: str = "center"
     normalize: bool = True
     options: Mapping[str, str] = field(default_factory=dict)
+    # The splits wanted (None: all). A search's trials never read the test split, not even to identify it.
+    splits: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,3 +184,6 @@ class DatasetSpec:
     needs_files: bool = False
     # The dataset's usual shot when the user names none (None: the CLI's default, 1).
     default_shot: int | None = None
+    # The content digest of each split for a request, without loading it (data/identity.py): what
+    # makes the data part of a run's identity cheaply. None: the loaded splits' contents are hashed.
+    identify: Callable[[DataRequest], Mapping[str, str]] | None = None

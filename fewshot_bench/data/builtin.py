@@ -14,6 +14,7 @@ def fewshot_bench_register_datasets(register):
         DatasetSpec(
             name="synthetic",
             load=synthetic.load,
+            identify=synthetic.identify,
             description="embedded default: deterministic 640-d features, 64/16/20 classes x 600 rows",
         )
     )

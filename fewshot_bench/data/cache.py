@@ -7,7 +7,9 @@ L2-normalises them (when asked) and writes, per source file and variant (``l2`` 
 - ``<file>.<variant>.features.npy``: float32 [R, D], rows grouped by class;
 - ``<file>.<variant>.keys.npy``: the rows' keys as UTF-8 bytes, same order;
 - ``<file>.<variant>.index.json``: source size and mtime, shapes, class names, offsets,
-  and a fingerprint (SHA-256 of 64 evenly spaced rows).
+  a fingerprint (SHA-256 of 64 evenly spaced rows) and the content digest (SHA-256 of
+  every row's features and key, in file order: what the data's identity in a run key is made of,
+  so a file is hashed once, when it is first read, never per run).
 
 Later loads memory-map the ``.npy`` files, so a warm load is a pure ``mmap``: the
 normalised array is cached, and nothing is computed or copied. The features are mapped
@@ -45,7 +47,7 @@ from fewshot_bench.errors import WriteError
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "FEWSHOT_BENCH_CACHE"
-FORMAT = 1  # bump when the cached layout or its meaning changes
+FORMAT = 2  # bump when the cached layout or its meaning changes (2: the content digest)
 BESIDE = ".fewshot-cache"
 _FINGERPRINT_ROWS = 64
 _CHUNK_ROWS = 1 << 15
@@ -73,6 +75,7 @@ class CachedSplit:
     info: dict[str, Any]
     status: str  # "hit" or "built"
     directory: Path
+    content_digest: str  # SHA-256 of the source rows' features and keys (content_digest())
 
 
 class KeyList(Sequence[str]):
@@ -128,6 +131,20 @@ def _fingerprint(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x[rows]).tobytes()).hexdigest()
 
 
+def content_digest(rows: GroupedRows) -> str:
+    """SHA-256 (hex) of a split's content: every row's float32 features, then every row's key, in file order.
+
+    The keys name the classes, so this covers the features and the labels; not the file's
+    bytes, which change when the same rows are written again (a zip's timestamps).
+    """
+    h = hashlib.sha256(json.dumps(list(rows.features.shape)).encode())
+    for start in range(0, rows.features.shape[0], _CHUNK_ROWS):
+        h.update(np.ascontiguousarray(rows.features[start : start + _CHUNK_ROWS], dtype=np.float32).tobytes())
+    for key in rows.keys:
+        h.update(key.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
 def _open_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, mode: str) -> np.ndarray:
     """Memory-map a .npy, checking shape, dtype and exact file size; ValueError if they differ."""
     arr = np.load(path, mmap_mode=mode, allow_pickle=False)
@@ -164,10 +181,13 @@ def _try_open(directory: Path, source: Path, variant: str) -> CachedSplit | None
         keys = _open_npy(directory / names["keys"], (rows,), np.dtype(f"S{index['key_bytes']}"), "r")
         if _fingerprint(features) != index["fingerprint"]:
             raise ValueError("its contents do not match its fingerprint")
+        digest = index["content_sha256"]
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError("its content digest is malformed")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.info("rebuilding the cache of %s: %s", source, exc)
         return None
-    return CachedSplit(features, KeyList(keys), offsets, class_names, index.get("info", {}), "hit", directory)
+    return CachedSplit(features, KeyList(keys), offsets, class_names, index.get("info", {}), "hit", directory, digest)
 
 
 def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, source_id: dict[str, int]) -> None:
@@ -214,6 +234,7 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
             "class_names": rows.class_names,
             "offsets": offsets.tolist(),
             "fingerprint": fingerprint,
+            "content_sha256": content_digest(rows),
             "info": rows.info,
         }
         index_tmp.write_text(json.dumps(index))
@@ -261,4 +282,5 @@ def _uncached(rows: GroupedRows, normalize: bool) -> CachedSplit:
         rows.info,
         "uncached",
         Path(),
+        content_digest(rows),
     )

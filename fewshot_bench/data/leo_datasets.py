@@ -15,6 +15,7 @@ come from the keys of each file, sorted by name; splits must not share classes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -158,16 +159,22 @@ def file_format(dataset: str) -> dict[str, Any]:
     return {"dim": None, "numeric_prefix": False}
 
 
-def _load_dir(
-    directory: Path, dataset: str, request: DataRequest, dim: int | None, numeric_prefix: bool
-) -> FeatureDataset:
-    """All three splits of one directory, checked for class overlap."""
+def split_paths(directory: Path, dataset: str) -> dict[str, Path]:
+    """The file of each split in ``directory`` (a one-line error naming the first that is missing)."""
     paths = {}
     for split in SPLITS:
         path = split_file(directory, split)
         if path is None:
             raise _missing(directory, split, dataset)
         paths[split] = path
+    return paths
+
+
+def _load_dir(
+    directory: Path, dataset: str, request: DataRequest, dim: int | None, numeric_prefix: bool
+) -> FeatureDataset:
+    """All three splits of one directory, checked for class overlap."""
+    paths = split_paths(directory, dataset)
     splits, status = {}, {}
     for split, path in paths.items():
         splits[split], cached = load_split_file(
@@ -190,8 +197,8 @@ def _load_dir(
     return FeatureDataset(dataset, splits, info=info)
 
 
-def load_leo(dataset: str, request: DataRequest) -> FeatureDataset:
-    """Load ``mini`` or ``tiered`` for the request's root and crop."""
+def leo_crop_directory(dataset: str, request: DataRequest) -> Path:
+    """The folder of ``mini``'s or ``tiered``'s split files for the request's root and crop (checked)."""
     layout = LEO[dataset]
     crop = request.crop or "center"
     if crop not in CROPS:
@@ -199,17 +206,34 @@ def load_leo(dataset: str, request: DataRequest) -> FeatureDataset:
     if crop not in layout.crops:
         raise ConfigError(f"{layout.folder} has only {', '.join(layout.crops)} embeddings; drop --crop {crop}")
     root = _require_root(request, dataset, f"{layout.folder}/{crop}/train_embeddings.pkl")
-    ds = _load_dir(leo_directory(root, dataset, crop), dataset, request, **file_format(dataset))
-    ds.info["crop"] = crop
+    return leo_directory(root, dataset, crop)
+
+
+def load_leo(dataset: str, request: DataRequest) -> FeatureDataset:
+    """Load ``mini`` or ``tiered`` for the request's root and crop."""
+    ds = _load_dir(leo_crop_directory(dataset, request), dataset, request, **file_format(dataset))
+    ds.info["crop"] = request.crop or "center"
     return ds
+
+
+def features_directory(request: DataRequest) -> Path:
+    """The folder of the ``features`` dataset's split files: the data directory (checked)."""
+    if (request.crop or "center") != "center":
+        raise ConfigError(f"dataset 'features' has no crops; drop --crop {request.crop}")
+    return _require_root(request, "features", "train_embeddings.npz")
 
 
 def load_features(request: DataRequest) -> FeatureDataset:
     """Load the ``features`` dataset: split files directly in the data directory."""
-    if (request.crop or "center") != "center":
-        raise ConfigError(f"dataset 'features' has no crops; drop --crop {request.crop}")
-    root = _require_root(request, "features", "train_embeddings.npz")
-    return _load_dir(root, "features", request, **file_format("features"))
+    return _load_dir(features_directory(request), "features", request, **file_format("features"))
+
+
+def identify_files(directory: Callable[[DataRequest], Path], dataset: str, request: DataRequest) -> dict[str, str]:
+    """The content digest of each split's file, from its parse cache (the file is read and hashed once, then mapped)."""
+    reader = partial(_read_grouped, **file_format(dataset))
+    return {split: cache.load_split(path, request.normalize, reader).content_digest
+            for split, path in split_paths(directory(request), dataset).items()
+            if request.splits is None or split in request.splits}
 
 
 @hookimpl
@@ -219,6 +243,7 @@ def fewshot_bench_register_datasets(register):
         DatasetSpec(
             name="mini",
             load=partial(load_leo, "mini"),
+            identify=partial(identify_files, partial(leo_crop_directory, "mini"), "mini"),
             description="LEO's miniImageNet WRN-28-10 embeddings (640-d; --crop center|multiview; --data-dir)",
             aliases=("miniImageNet", "miniimagenet"),
             needs_files=True,
@@ -228,6 +253,7 @@ def fewshot_bench_register_datasets(register):
         DatasetSpec(
             name="tiered",
             load=partial(load_leo, "tiered"),
+            identify=partial(identify_files, partial(leo_crop_directory, "tiered"), "tiered"),
             description="LEO's tieredImageNet WRN-28-10 embeddings (640-d, center crop; --data-dir)",
             aliases=("tieredImageNet",),
             needs_files=True,
@@ -237,6 +263,7 @@ def fewshot_bench_register_datasets(register):
         DatasetSpec(
             name="features",
             load=load_features,
+            identify=partial(identify_files, features_directory, "features"),
             description="your own {train,val,test}_embeddings.{npz,pkl} in --data-dir (any dimension)",
             needs_files=True,
         )

@@ -31,6 +31,7 @@ from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.api.noise import episode_keys, hashed_normals, hashed_uniforms, query_order
 from fewshot_bench.data.base import DataRequest, DatasetSpec, FeatureDataset
+from fewshot_bench.data.identity import generated_digest
 from fewshot_bench.errors import DataError
 
 NAME = "sines-lines"
@@ -159,6 +160,16 @@ def load(request: DataRequest) -> FeatureDataset:
     return generate()
 
 
+# The generator's version: bump it when the episodes drawn would change (runs on the old ones are not reused).
+GENERATOR = 1
+
+
+def identify(request: DataRequest) -> dict[str, str]:
+    """Each split's digest: of the task family's definition (its episodes follow from it and the seed)."""
+    definition = {"generator": GENERATOR, **generate().info, "eval_query": EVAL_QUERY}
+    return {split: generated_digest(NAME, split, **definition) for split in ("train", "val", "test")}
+
+
 def fit_lines(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares lines through each row of (x, y) [B, M]: (coefficients [B, 2], RMS residual [B])."""
     return _least_squares(np.stack([x, np.ones_like(x)], axis=-1), y)
@@ -196,6 +207,7 @@ def fewshot_bench_register_datasets(register):
         DatasetSpec(
             name=NAME,
             load=load,
+            identify=identify,
             description="5-shot 1-D regression: noisy sines and lines (LEO paper §4.1), generated per episode",
             aliases=("sines", "sinusoid-lines"),
             kind="regression",

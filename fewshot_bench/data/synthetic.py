@@ -1,6 +1,8 @@
 """The embedded default dataset: deterministic 640-d features with a class hierarchy.
 
-The generator (fixed seed, so every machine gets the same numbers) draws, in this order:
+The generator (a fixed seed: every machine gets the same numbers up to float rounding of
+about 1e-7, as ``torch.randn`` and the products take CPU-specific kernels; see
+docs/architecture.md, "What depends on the CPU") draws, in this order:
 
 1. 10 super-classes: centres ``m_s ~ N(0, I_32)`` in a 32-d latent space;
 2. 100 classes, 10 per super-class: ``mu_c = m_s + 0.8 * N(0, I_32)``; classes are dealt
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.data.base import DataRequest, FeatureDataset, FeatureSplit, l2_normalize
+from fewshot_bench.data.identity import generated_digest
 
 SEED = 20190506  # ICLR 2019
 FEATURE_DIM = 640
@@ -78,3 +81,14 @@ def generate(rows_per_class: int = ROWS_PER_CLASS, normalize: bool = True) -> Fe
 def load(request: DataRequest) -> FeatureDataset:
     """Loader for the registry: the request's directory and crop are ignored."""
     return generate(normalize=request.normalize)
+
+
+# The generator's version: bump it when generate() would give other features (runs on the old ones are not reused).
+GENERATOR = 1
+
+
+def identify(request: DataRequest) -> dict[str, str]:
+    """Each split's digest: of what generates it (the features follow from it, up to each CPU's float rounding)."""
+    definition = {"generator": GENERATOR, "seed": SEED, "rows_per_class": ROWS_PER_CLASS,
+                  "normalize": request.normalize}
+    return {split: generated_digest("synthetic", split, **definition) for split in SPLIT_SIZES}
