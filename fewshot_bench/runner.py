@@ -84,7 +84,14 @@ def identify_data(
     cache_key = ("data identity", dataset.name, crop, str(ctx.data_dir), splits)
     if cache_key not in ctx.dataset_cache:
         if dataset.identify is not None:
-            digests = dict(dataset.identify(DataRequest(data_dir=ctx.data_dir, crop=crop, splits=splits)))
+            try:
+                digests = dict(dataset.identify(DataRequest(data_dir=ctx.data_dir, crop=crop, splits=splits)))
+            except FewshotBenchError:
+                raise
+            except Exception as exc:  # a plugin's bug: one line naming it, the traceback at debug level
+                log.debug("traceback of dataset %r's identify:", dataset.name, exc_info=True)
+                raise DataError(f"dataset {dataset.name!r} could not identify its data: {type(exc).__name__}: {exc} "
+                                "(rerun with -v for the traceback; fix the dataset plugin's identify hook)") from exc
         else:  # a dataset that cannot say cheaply: hash what it loads
             loaded = load_dataset(ctx, name, crop)
             digests = {split: identity.loaded_digest(loaded.split(split)) for split in splits or loaded.splits}
@@ -215,8 +222,8 @@ def learner_errors(learner: str, distribution: str, stage: str) -> Iterator[None
 def prepare(spec: RunSpec, ctx: RunContext) -> str:
     """Check ``spec`` against its learner, config, data, store and checkpoint folder; returns its run key.
 
-    Trains nothing, and loads no data where the dataset can identify its files without
-    (every built-in one): what fails here fails before the run header.
+    Trains nothing; identifies the data (a file's digest comes from its parse cache, so a file
+    is parsed here the first time it is used): what fails here fails before the run header.
     """
     cls = ctx.host.learner(spec.learner)
     kind = ctx.host.dataset(spec.dataset).kind

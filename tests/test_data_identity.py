@@ -179,3 +179,30 @@ def test_one_sweep_over_two_shots_fills_both_columns_of_table_2(tmp_path, cli):
              and c["source"] == "ours"]
     assert len(cells) == 4 and all(c["mean"] is not None for c in cells), cells
     assert "eval_query=all" in cli("results", "--store", store).out
+
+
+
+def test_a_dataset_plugin_whose_identify_fails_gets_a_one_line_error(cli, monkeypatch, synthetic, tmp_path):
+    """A third-party dataset's broken identify hook stops the run before any work, naming the dataset."""
+    import types
+
+    from fewshot_bench import plugins
+    from fewshot_bench.api.hooks import hookimpl
+    from fewshot_bench.data.base import DatasetSpec
+
+    def broken(request):
+        raise KeyError("no such split file")
+
+    @hookimpl
+    def fewshot_bench_register_datasets(register):
+        register(DatasetSpec("broken", lambda request: synthetic, "identify fails", identify=broken))
+
+    module = types.ModuleType("broken_datasets")
+    module.fewshot_bench_register_datasets = fewshot_bench_register_datasets
+    load = plugins.load_plugins
+    monkeypatch.setattr(plugins, "load_plugins", lambda strict=None: load(strict=strict, extra=[("broken", module)]))
+    store = tmp_path / "r.db"
+    r = cli("run", "--learner", "nearest-centroid", "--dataset", "broken", "--episodes", "5", "--store", store)
+    assert r.code != 0 and "Traceback" not in r.err
+    assert r.err.strip().count("\n") == 0 and "dataset 'broken' could not identify its data: KeyError" in r.err
+    assert not store.exists() or "broken" not in cli("results", "--store", store).out
