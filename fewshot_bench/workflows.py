@@ -108,6 +108,11 @@ class RunResult:
         return int(self.summary.get("train", {}).get("steps", 0))
 
     @property
+    def data_id(self) -> str | None:
+        """The content id of the data the run read (None: stored before data ids)."""
+        return self.options.get("data_id")
+
+    @property
     def best_val(self) -> float | None:
         """The best validation metric of meta-training (early stopping's pick), if meta-trained."""
         return self.summary.get("train", {}).get("best_val_accuracy")

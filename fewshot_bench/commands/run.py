@@ -167,6 +167,7 @@ def report_run(args: argparse.Namespace, out: RunResult) -> dict[str, Any]:
         "episodes": len(out.per_episode),
         "steps": out.steps,
         f"best_val_{out.metric}": out.best_val,
+        "data_id": out.data_id,
         "store": str(args.store),
     }
     profile = out.provenance["timings"].get("profile", [])
