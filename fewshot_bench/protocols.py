@@ -314,13 +314,15 @@ class DataChoice:
 def one_data_per_dataset(runs: Iterable[RunRecord], wanted: str | None = None) -> DataChoice:
     """For each dataset name, the runs of one data version: ``wanted`` (an id prefix) where it matches, else the
     version with the most runs (then the most recent); rows of different data are never combined."""
-    by_dataset: dict[str, dict[str | None, list[RunRecord]]] = defaultdict(dict)
+    # A search's trials identify only the splits they read (train and val): they are versions among themselves
+    # (and never combine with test runs anyway: their stage is part of the protocol).
+    by_dataset: dict[tuple[str, str], dict[str | None, list[RunRecord]]] = defaultdict(dict)
     for run in runs:
-        by_dataset[run.dataset.lower()].setdefault(data_id_of(run), []).append(run)
+        by_dataset[run.dataset.lower(), run.options.get("stage", "run")].setdefault(data_id_of(run), []).append(run)
     prefix = (wanted or "").strip().lower()
     if prefix and not any(d and d.startswith(prefix) for groups in by_dataset.values() for d in groups):
         versions = "; ".join(f"{name}: {', '.join(data_text(d) for d in groups)}"
-                             for name, groups in by_dataset.items())
+                             for (name, _), groups in by_dataset.items())
         raise ConfigError(f"no runs with --data {wanted}; the data ids there are: {versions or 'none'}")
     kept, notes = [], []
     for groups in by_dataset.values():
@@ -331,7 +333,7 @@ def one_data_per_dataset(runs: Iterable[RunRecord], wanted: str | None = None) -
         (chosen, chosen_runs), others = ranked[0], [item for item in groups.items() if item[0] != ranked[0][0]]
         kept.extend(chosen_runs)
         if others:
-            name = chosen_runs[0].dataset
+            name = chosen_runs[0].dataset + ("" if chosen_runs[0].options.get("stage", "run") == "run" else " (trials)")
             why = f"--data {wanted}" if matching else "the one with the most runs"
             listed = "; ".join(f"{data_text(d)}: {count(len(rs), 'runs')}" for d, rs in others)
             note = (f"data: {name}'s runs read {len(groups)} versions of its data; shown: {data_text(chosen)} "
