@@ -486,9 +486,18 @@ def store_outcome(
     """
     with ResultStore(store_path) as store:
         run_id = store.add_run(outcome.record, outcome.values, if_absent=if_absent, replace=replace)
-    if checkpoint_dir is not None:
-        (checkpoint_dir / f"{outcome.record['run_key']}.pt").unlink(missing_ok=True)
+    drop_checkpoint(checkpoint_dir, outcome.record["run_key"])
     return run_id
+
+
+def drop_checkpoint(checkpoint_dir: Path | None, run_key: str) -> None:
+    """Remove a run's training checkpoint, once its run is stored (nothing will resume from it).
+
+    A kill between the store commit and this leaves the file behind, so whoever next finds
+    the run complete (a resumed sweep, a reused run, a search telling a stale trial) calls it too.
+    """
+    if checkpoint_dir is not None:
+        (checkpoint_dir / f"{run_key}.pt").unlink(missing_ok=True)
 
 
 def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False) -> dict[str, Any]:

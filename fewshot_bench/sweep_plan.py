@@ -23,7 +23,9 @@ from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import RunContext, RunOutcome, episode_shape, resolve_config, run_key, store_outcome
+from fewshot_bench.runner import (
+    RunContext, RunOutcome, episode_shape, resolve_config, run_key, store_outcome,
+)
 from fewshot_bench.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
 from fewshot_bench.store import ResultStore
 from fewshot_bench.tables import get_table

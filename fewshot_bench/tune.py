@@ -53,7 +53,7 @@ from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.executors import Executor
 from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import RunContext, RunOutcome, resolve_config, run_key, store_outcome
+from fewshot_bench.runner import RunContext, RunOutcome, drop_checkpoint, resolve_config, run_key, store_outcome
 from fewshot_bench.search_space import check_space, space_text, to_optuna, value_text
 from fewshot_bench.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
 from fewshot_bench.store import ResultStore, RunRecord
@@ -519,6 +519,7 @@ def search(
                 key = t.user_attrs.get("run_key")
                 found = store.find_complete(key) if key else None
                 if found is not None:
+                    drop_checkpoint(checkpoint_dir, key)
                     pruned = decide(t.number, found.to_json())
                     tell(t.number, found.to_json(), pruned=pruned)
                     count(pruned)
@@ -545,8 +546,8 @@ def search(
                     if pruned[0] is None:
                         _store_trial(result, job, request, store_path, checkpoint_dir)
                     tell(job.number, result.record, pruned=pruned)
-                    if pruned[0] is not None and checkpoint_dir is not None:  # not a finished run: nothing to resume
-                        (checkpoint_dir / f"{job.key}.pt").unlink(missing_ok=True)
+                    if pruned[0] is not None:  # not a finished run: nothing to resume
+                        drop_checkpoint(checkpoint_dir, job.key)
                     report.ran += 1
                     count(pruned)
                     bar.update(1)

@@ -213,7 +213,7 @@ def run(
 
     from fewshot_bench import preflight
     from fewshot_bench.provenance import resolve_device
-    from fewshot_bench.runner import RunContext, execute, prepare
+    from fewshot_bench.runner import RunContext, drop_checkpoint, execute, prepare
     from fewshot_bench.threads import requested_threads
     from fewshot_bench.tune import with_tuned
 
@@ -239,7 +239,9 @@ def run(
     stored = None if rerun else preflight.stored_run(store, run_key)
     if on_checked is not None:
         on_checked(CheckedRun(spec, run_key, stored))
-    out = None if stored is not None else execute(spec, ctx, rerun=rerun)  # one run key, one complete row: reuse it
+    if stored is not None:  # one run key, one complete row: reuse it
+        drop_checkpoint(ctx.checkpoint_dir, run_key)
+    out = None if stored is not None else execute(spec, ctx, rerun=rerun)
     return _stored_result(store, stored, out)
 
 
@@ -270,7 +272,7 @@ def _run_seeds(
     """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
     from fewshot_bench import preflight
     from fewshot_bench.population import configured_memory
-    from fewshot_bench.runner import execute_population, prepare
+    from fewshot_bench.runner import drop_checkpoint, execute_population, prepare
 
     if population_size is not None and population_size < 1:
         raise ConfigError("population size must be at least 1")
@@ -281,6 +283,9 @@ def _run_seeds(
     if on_checked is not None:
         for spec, key, row in zip(specs, keys, stored):
             on_checked(CheckedRun(spec, key, row))
+    for key, row in zip(keys, stored):
+        if row is not None:
+            drop_checkpoint(ctx.checkpoint_dir, key)
     missing = [spec for spec, row in zip(specs, stored) if row is None]
     outs = iter(execute_population(missing, ctx, rerun, batched=population, size=population_size) if missing else [])
     return [_stored_result(ctx.store_path, row, None if row is not None else next(outs)) for row in stored]
@@ -366,6 +371,7 @@ def sweep(
 
     from fewshot_bench.executors import make_executor
     from fewshot_bench.provenance import resolve_device
+    from fewshot_bench.runner import drop_checkpoint
     from fewshot_bench.sweep_plan import axes, grid, plan, run_plan, seed_list
     from fewshot_bench.tune import apply_tuned
 
@@ -402,6 +408,8 @@ def sweep(
         on_plan(result)
     if dry_run:
         return result
+    for job in todo.done:  # left behind if a sweep was killed between storing a run and dropping its checkpoint
+        drop_checkpoint(checkpoints, job.key)
     if runner is not None:
         outcome = run_plan(todo, runner, store, checkpoints, progress, population, population_size)
         result.ran, result.failed = outcome.ran, outcome.failed

@@ -373,8 +373,14 @@ def test_running_a_finished_run_again_reuses_it(cli, tmp_path, monkeypatch):
     assert first.code == 0, first.err
     compute = runner.compute
     monkeypatch.setattr(runner, "compute", lambda *a, **k: pytest.fail("retrained a stored run"))
+    with ResultStore(store, create=False) as s:
+        key = s.run(first.json()["run_id"]).run_key
+    leftover = tmp_path / "fewshot-checkpoints" / f"{key}.pt"  # as a kill after storing would leave it
+    leftover.parent.mkdir(exist_ok=True)
+    leftover.write_bytes(b"a training checkpoint")
     again = cli("run", *TINY, "--store", store, "--json")
     assert again.code == 0 and again.json()["run_id"] == first.json()["run_id"]
+    assert not leftover.exists()
     assert "reusing it" in again.err and "--rerun" in again.err
     assert again.json()["accuracy"] == first.json()["accuracy"]
     monkeypatch.setattr(runner, "compute", compute)

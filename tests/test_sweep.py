@@ -40,9 +40,14 @@ def test_sweep_runs_missing_cells_and_a_second_sweep_does_no_work(cli, tmp_path)
     metasgd = next(r for r in runs if r.learner == "metasgd")
     assert metasgd.summary["train"]["steps"] == 10
 
+    # A kill between storing a run and dropping its checkpoint leaves the file; the next sweep drops it.
+    leftover = tmp_path / "fewshot-checkpoints" / f"{metasgd.run_key}.pt"
+    leftover.parent.mkdir(exist_ok=True)
+    leftover.write_bytes(b"a training checkpoint")
     again = cli(*args)
     assert again.json()["ran"] == 0 and again.json()["already_complete"] == 4
     assert len(stored(tmp_path / "s.db")) == 4
+    assert not leftover.exists()
     # A larger grid only runs the new cells.
     more = cli(*[a if a != "2" else "3" for a in args])
     assert more.json()["ran"] == 2 and len(stored(tmp_path / "s.db")) == 6
