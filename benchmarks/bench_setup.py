@@ -1,6 +1,6 @@
 """What every timing module shares: subnormals flushed, and the thread count and device under test.
 
-``FEWSHOT_BENCH_THREADS`` is read as ``fewshot-bench run`` reads it (fewshot_bench.threads;
+``FEWSHOT_BENCH_THREADS`` is read as ``fewshot-bench run`` reads it (fewshot_bench.protocol.threads;
 unset or auto: torch's default, one thread per core; free: the cores other processes leave free at
 import). On a shared 2-core machine another busy process makes 2 OpenMP threads stall ~200 ms at
 their barriers; 1 thread avoids that.
@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from fewshot_bench.threads import FREE, free_cores, requested_threads
+from fewshot_bench.protocol.threads import FREE, free_cores, requested_threads
 
 # Inner loops can produce subnormals, ~100x slower on CPU; the CLI flushes them too.
 torch.set_flush_denormal(True)

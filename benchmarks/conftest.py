@@ -4,7 +4,7 @@ import pytest
 from bench_setup import DEVICE
 
 from fewshot_bench.data.synthetic import generate
-from fewshot_bench.plugins import load_plugins
+from fewshot_bench.plugin_host import load_plugins
 
 
 def pytest_configure(config):

@@ -27,7 +27,7 @@ DATASETS = {"synthetic": [1, 5], "sines-lines": [5]}
 
 def learners() -> list[str]:
     """Every learner the installed plugins offer."""
-    from fewshot_bench.plugins import load_plugins
+    from fewshot_bench.plugin_host import load_plugins
 
     return sorted(load_plugins().learners)
 

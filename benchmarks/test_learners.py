@@ -24,9 +24,9 @@ from metasgd_loop import LoopMetaSGD, LoopTrainer
 from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.api.linear import flat, onehot_labels
 from fewshot_bench.episodes import TRAIN_QUERY
-from fewshot_bench.evaluate import evaluate
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.protocol.evaluate import evaluate
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 N_WAY, META_BATCH, EVAL_EPISODES = 5, 12, 1_000
 SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])

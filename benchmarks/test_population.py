@@ -20,9 +20,9 @@ import torch
 from bench_setup import DEVICE, THREADS
 
 from fewshot_bench.api.learner import TaskSpec
-from fewshot_bench.population import BATCHED, Population
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.protocol.population import BATCHED, Population
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 N_WAY, META_BATCH = 5, 12
 SHOTS = pytest.mark.parametrize("k_shot", [1, 5], ids=["1shot", "5shot"])

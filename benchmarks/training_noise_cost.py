@@ -19,9 +19,9 @@ import torch
 
 from fewshot_bench.api import TaskSpec
 from fewshot_bench.data.synthetic import generate
-from fewshot_bench.plugins import load_plugins
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.plugin_host import load_plugins
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 WARMUP = 4
 

@@ -16,8 +16,8 @@ from collections.abc import Collection
 
 from fewshot_bench import __version__
 from fewshot_bench.commands import COMMANDS
+from fewshot_bench.console.log_hold import LOG_HOLD
 from fewshot_bench.errors import FewshotBenchError
-from fewshot_bench.log_hold import LOG_HOLD
 
 
 def chosen_command(argv: list[str]) -> str | None:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.handler(args) or 0)
         LOG_HOLD.release()
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
-        if code == 0 and "fewshot_bench.plugins" in sys.modules:
+        if code == 0 and "fewshot_bench.plugin_host" in sys.modules:
             # The plugins (and torch) are loaded: listing them now costs milliseconds, and the
             # user's next `learners` replays it instead of spending seconds on imports.
             importlib.import_module("fewshot_bench.commands.listing").warm_listings()

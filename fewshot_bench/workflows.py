@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fewshot_bench import report
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.locations import checkpoint_folder, data_root
-from fewshot_bench.paired import PairedReport
-from fewshot_bench.paired import compare as paired_compare
-from fewshot_bench.protocols import (
+from fewshot_bench.protocol.spec import RunSpec, budget_fields, hparams_source
+from fewshot_bench.records.store import DEFAULT_STORE, ResultStore, RunRecord
+from fewshot_bench.reports import report
+from fewshot_bench.reports.combining import (
     Protocol,
     data_id_of,
     execution_of,
@@ -36,21 +36,21 @@ from fewshot_bench.protocols import (
     overrides_text,
     protocol_of,
 )
-from fewshot_bench.spec import RunSpec, budget_fields, hparams_source
-from fewshot_bench.store import DEFAULT_STORE, ResultStore, RunRecord
-from fewshot_bench.tables import PAPER_DATASETS, Setting, TableSpec, get_table, settings
+from fewshot_bench.reports.paired import PairedReport
+from fewshot_bench.reports.paired import compare as paired_compare
+from fewshot_bench.reports.tables import PAPER_DATASETS, Setting, TableSpec, get_table, settings
 
 if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
-    from fewshot_bench.executors import WorkerSettings
-    from fewshot_bench.plugins import PluginHost
-    from fewshot_bench.sweep_plan import Plan
+    from fewshot_bench.plugin_host import PluginHost
+    from fewshot_bench.search.executors import WorkerSettings
+    from fewshot_bench.search.sweep import Plan
 
 def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: str | Path | None) -> WorkerSettings:
     """What every sweep or search worker needs: the data and checkpoint folders, absolute.
 
     Absolute, because a Ray worker may start elsewhere.
     """
-    from fewshot_bench.executors import WorkerSettings
+    from fewshot_bench.search.executors import WorkerSettings
 
     root = data_root(data_dir)
     return WorkerSettings(
@@ -71,7 +71,7 @@ def _text(value: Any) -> str:
 
 
 def _host(host: PluginHost | None) -> PluginHost:
-    from fewshot_bench.plugins import load_plugins
+    from fewshot_bench.plugin_host import load_plugins
 
     return host if host is not None else load_plugins()
 
@@ -165,7 +165,7 @@ def run_spec(
     shot; ``budget`` ("quick" or "paper") gives the steps and episodes not given; ``patience``
     0 or None never stops early; ``overrides`` are ``--set`` values of the learner's Config.
     """
-    from fewshot_bench.runner import episode_shape
+    from fewshot_bench.protocol.runner import episode_shape
 
     way, shot = episode_shape(host, dataset, way, shot)
     fields = budget_fields(budget, steps, episodes, val_every, val_episodes, patience, eval_query)
@@ -206,16 +206,16 @@ def run(
 
     ``seeds`` (in place of ``seed``): one run per seed, returned as a list in that order and
     stored exactly as separate runs would be; the seeds the store lacks are meta-trained
-    together as a population (:mod:`fewshot_bench.population`) of at most ``population_size``
+    together as a population (:mod:`fewshot_bench.protocol.population`) of at most ``population_size``
     members, or one after another with ``population=False``.
     """
     import torch
 
-    from fewshot_bench import preflight
-    from fewshot_bench.provenance import resolve_device
-    from fewshot_bench.runner import RunContext, drop_checkpoint, execute, prepare
-    from fewshot_bench.threads import requested_threads
-    from fewshot_bench.tune import with_tuned
+    from fewshot_bench.protocol import preflight
+    from fewshot_bench.protocol.runner import RunContext, drop_checkpoint, execute, prepare
+    from fewshot_bench.protocol.threads import requested_threads
+    from fewshot_bench.records.provenance import resolve_device
+    from fewshot_bench.search.tune import with_tuned
 
     host = _host(host)
     store = Path(store)
@@ -270,9 +270,9 @@ def _run_seeds(
     population: bool, population_size: int | None,
 ) -> list[RunResult]:
     """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
-    from fewshot_bench import preflight
-    from fewshot_bench.population import configured_memory
-    from fewshot_bench.runner import drop_checkpoint, execute_population, prepare
+    from fewshot_bench.protocol import preflight
+    from fewshot_bench.protocol.population import configured_memory
+    from fewshot_bench.protocol.runner import drop_checkpoint, execute_population, prepare
 
     if population_size is not None and population_size < 1:
         raise ConfigError("population size must be at least 1")
@@ -369,11 +369,11 @@ def sweep(
     """
     import torch
 
-    from fewshot_bench.executors import make_executor
-    from fewshot_bench.provenance import resolve_device
-    from fewshot_bench.runner import drop_checkpoint
-    from fewshot_bench.sweep_plan import axes, grid, plan, run_plan, seed_list
-    from fewshot_bench.tune import apply_tuned
+    from fewshot_bench.protocol.runner import drop_checkpoint
+    from fewshot_bench.records.provenance import resolve_device
+    from fewshot_bench.search.executors import make_executor
+    from fewshot_bench.search.sweep import axes, grid, plan, run_plan, seed_list
+    from fewshot_bench.search.tune import apply_tuned
 
     store = Path(store)
     learner_list, dataset_list, shot_list = axes(
@@ -399,7 +399,7 @@ def sweep(
     runner = None
     if todo.pending and not dry_run:
         if population:
-            from fewshot_bench.population import configured_memory
+            from fewshot_bench.protocol.population import configured_memory
 
             configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not in every worker
         runner = make_executor(executor, workers, settings, ray_address, str(torch_device))
@@ -491,7 +491,7 @@ class TableResult:
     crop: str
 
     def render(self, fmt: str = "markdown") -> str:
-        """The table as text, in one of :data:`fewshot_bench.report.FORMATS` (markdown, latex, ...)."""
+        """The table as text, in one of :data:`fewshot_bench.reports.report.FORMATS` (markdown, latex, ...)."""
         return report.render(self.spec, self.data, self.settings, fmt, self.crop)
 
     def plot(self, path: str | Path) -> Path:
@@ -567,8 +567,8 @@ def rekey(
     this data gets (``spec.with_data``), so they are reused and combined with new runs. Runs
     whose recorded data folder is another one are left alone (pass that ``data_dir``).
     """
-    from fewshot_bench.runner import RunContext, identify_data
-    from fewshot_bench.spec import with_data
+    from fewshot_bench.protocol.runner import RunContext, identify_data
+    from fewshot_bench.protocol.spec import with_data
 
     host = _host(host)
     name = host.dataset(dataset).name

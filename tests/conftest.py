@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fewshot_bench.cli import main
-from fewshot_bench.plugins import load_plugins
+from fewshot_bench.plugin_host import load_plugins
 
 torch.set_flush_denormal(True)
 

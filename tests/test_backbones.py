@@ -20,7 +20,7 @@ from fewshot_bench.backbones.embed import decode_field, encode_field
 from fewshot_bench.cli import main
 from fewshot_bench.data.leo import read_embeddings
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.plugins import load_plugins
+from fewshot_bench.plugin_host import load_plugins
 
 TINY = ("--set", "width=16", "--max-classes", "8", "--max-images", "10")
 

@@ -15,9 +15,9 @@ from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.backbones.checkpoint import load_checkpoint
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import CheckpointError
-from fewshot_bench.runner import load_model, save_model
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult
+from fewshot_bench.protocol.runner import load_model, save_model
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult
 
 TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5",
         "--eval-query", "2")
@@ -45,7 +45,7 @@ def run_key(host) -> str:
     """The run key of the TINY run: its checkpoint is ``CHECKPOINT_DIR/KEY.pt``."""
     from fewshot_bench.cli import build_parser
     from fewshot_bench.commands.run import protocol_of
-    from fewshot_bench.runner import RunContext, resolve_config, run_key
+    from fewshot_bench.protocol.runner import RunContext, resolve_config, run_key
     from fewshot_bench.workflows import run_spec
 
     spec = run_spec(host, **protocol_of(build_parser().parse_args(["run", *TINY])))

@@ -13,7 +13,7 @@ import pytest
 from fewshot_bench import commands
 from fewshot_bench.cli import build_parser, chosen_command
 from fewshot_bench.commands import COMMANDS
-from fewshot_bench.store import ResultStore
+from fewshot_bench.records.store import ResultStore
 
 IMPORTED = """
 import sys

@@ -13,9 +13,9 @@ from fewshot_bench_maml import MAML
 from fewshot_bench_metasgd import MetaSGD
 
 from fewshot_bench.api import ConfigError, EpisodeBatch, Learner, LearnerConfig, TaskSpec
-from fewshot_bench.describe import describe
-from fewshot_bench.runner import resolve_config
-from fewshot_bench.spec import RunSpec
+from fewshot_bench.protocol.runner import resolve_config
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.reports.describe import describe
 
 N, K, D = 3, 2, 6
 

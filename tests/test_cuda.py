@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fewshot_bench.api.learner import TaskSpec
-from fewshot_bench.evaluate import evaluate
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.protocol.evaluate import evaluate
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -12,8 +12,8 @@ import pytest
 
 import fewshot_bench as fb
 from fewshot_bench.data.leo import write_embeddings
-from fewshot_bench.protocols import data_id_of
-from fewshot_bench.store import ResultStore
+from fewshot_bench.records.store import ResultStore
+from fewshot_bench.reports.combining import data_id_of
 from fewshot_bench.workflows import rekey
 
 QUICK = {"shot": 1, "episodes": 60}
@@ -89,7 +89,7 @@ def test_the_synthetic_data_id_is_its_generators(host, tmp_path):
 
 def make_legacy(store, run_id: str) -> None:
     """Turn a stored run into what a fewshot-bench before data ids stored: no data id, the key of spec and config."""
-    from fewshot_bench.spec import RunSpec
+    from fewshot_bench.protocol.spec import RunSpec
 
     with sqlite3.connect(store) as c:
         options = json.loads(c.execute("SELECT options FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
@@ -186,7 +186,7 @@ def test_a_dataset_plugin_whose_identify_fails_gets_a_one_line_error(cli, monkey
     """A third-party dataset's broken identify hook stops the run before any work, naming the dataset."""
     import types
 
-    from fewshot_bench import plugins
+    from fewshot_bench import plugin_host
     from fewshot_bench.api.hooks import hookimpl
     from fewshot_bench.data.base import DatasetSpec
 
@@ -199,8 +199,9 @@ def test_a_dataset_plugin_whose_identify_fails_gets_a_one_line_error(cli, monkey
 
     module = types.ModuleType("broken_datasets")
     module.fewshot_bench_register_datasets = fewshot_bench_register_datasets
-    load = plugins.load_plugins
-    monkeypatch.setattr(plugins, "load_plugins", lambda strict=None: load(strict=strict, extra=[("broken", module)]))
+    load = plugin_host.load_plugins
+    monkeypatch.setattr(plugin_host, "load_plugins",
+                        lambda strict=None: load(strict=strict, extra=[("broken", module)]))
     store = tmp_path / "r.db"
     r = cli("run", "--learner", "nearest-centroid", "--dataset", "broken", "--episodes", "5", "--store", store)
     assert r.code != 0 and "Traceback" not in r.err

@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-import fewshot_bench.evaluate as evaluate_module
+import fewshot_bench.protocol.evaluate as evaluate_module
 from fewshot_bench.api.learner import Learner, TaskSpec
-from fewshot_bench.baselines import NearestCentroid
 from fewshot_bench.data.base import FeatureSplit
-from fewshot_bench.evaluate import READOUT_CHECK_EPISODES, class_blocked_applies, evaluate, readout_follows_predict
+from fewshot_bench.learners.baselines import NearestCentroid
+from fewshot_bench.protocol.evaluate import (
+    READOUT_CHECK_EPISODES,
+    class_blocked_applies,
+    evaluate,
+    readout_follows_predict,
+)
 
 N_WAY = 5
 

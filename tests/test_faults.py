@@ -8,16 +8,16 @@ nothing half-done behind.
 from __future__ import annotations
 
 import multiprocessing
-from pathlib import Path
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from old_stores import write_old_store
 
 from fewshot_bench.errors import StoreError
-from fewshot_bench.store import SCHEMA_VERSION, ResultStore
-from old_stores import write_old_store
+from fewshot_bench.records.store import SCHEMA_VERSION, ResultStore
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
@@ -281,7 +281,7 @@ def test_leo_seed_range_and_dropout_checked_as_values(cli, tmp_path):
 
 
 def test_episode_shape_is_checked_against_every_split_before_training(cli, tmp_path, monkeypatch):
-    from fewshot_bench import train
+    from fewshot_bench.protocol import train
 
     monkeypatch.setattr(train.MetaTrainer, "run", lambda self: pytest.fail("trained before the check"))
     line = one_line(cli("run", *TINY[:-2], "--eval-query", "100000", "--store", tmp_path / "r.db"), header=True)
@@ -291,7 +291,7 @@ def test_episode_shape_is_checked_against_every_split_before_training(cli, tmp_p
 @pytest.mark.parametrize("store", ["text", "foreign", "directory", "newer"])
 def test_bad_store_is_refused_before_any_work(cli, tmp_path, monkeypatch, store):
     """A bad --store was found only after training (40 s of LEO)."""
-    from fewshot_bench import runner
+    from fewshot_bench.protocol import runner
 
     monkeypatch.setattr(runner, "compute", lambda *a, **k: pytest.fail("worked before checking the store"))
     path = tmp_path / "s.db"
@@ -316,7 +316,7 @@ def test_bad_store_is_refused_before_any_work(cli, tmp_path, monkeypatch, store)
 
 
 def test_read_only_store_is_refused_before_any_work(cli, tmp_path, monkeypatch):
-    from fewshot_bench import runner
+    from fewshot_bench.protocol import runner
 
     path = tmp_path / "s.db"
     with ResultStore(path):
@@ -366,7 +366,7 @@ def test_broken_pipe_exits_quietly(tmp_path):
 
 
 def test_running_a_finished_run_again_reuses_it(cli, tmp_path, monkeypatch):
-    from fewshot_bench import runner
+    from fewshot_bench.protocol import runner
 
     store = tmp_path / "r.db"
     first = cli("run", *TINY, "--store", store, "--json")
@@ -391,13 +391,13 @@ def test_running_a_finished_run_again_reuses_it(cli, tmp_path, monkeypatch):
 
 
 def test_identical_runs_finishing_together_store_one_row(host, synthetic, tmp_path):
-    from fewshot_bench.runner import RunContext, RunSpec, compute, execute
+    from fewshot_bench.protocol.runner import RunContext, RunSpec, compute, execute
 
     ctx = RunContext(host=host, store_path=tmp_path / "r.db", checkpoint_dir=tmp_path / "ck",
                      dataset_cache={("synthetic", "center", "None"): synthetic})
     spec = RunSpec(learner="nearest-centroid", steps=0, episodes=5, eval_query=2)
     outcome = compute(spec, ctx)  # the other process finished first and stored the same run
-    from fewshot_bench.runner import store_outcome
+    from fewshot_bench.protocol.runner import store_outcome
 
     theirs = store_outcome(outcome, ctx.store_path, if_absent=True)
     mine = execute(spec, ctx)
@@ -414,7 +414,7 @@ def run_key(host):
     from fewshot_bench.cli import build_parser
     from fewshot_bench.commands.run import protocol_of
     from fewshot_bench.config import config_to_dict
-    from fewshot_bench.runner import RunContext, resolve_config, run_key
+    from fewshot_bench.protocol.runner import RunContext, resolve_config, run_key
     from fewshot_bench.workflows import run_spec
 
     spec = run_spec(host, **protocol_of(build_parser().parse_args(["run", *TINY])))
@@ -442,7 +442,8 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
 
     import torch
 
-    from fewshot_bench import atomic, train
+    from fewshot_bench import atomic
+    from fewshot_bench.protocol import train
 
     real_save = torch.save
 
@@ -464,8 +465,8 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
 def test_full_disk_oserror_while_checkpointing(tmp_path, monkeypatch):
     import errno
 
-    from fewshot_bench import train
     from fewshot_bench.errors import WriteError
+    from fewshot_bench.protocol import train
 
     def enospc(obj, f, *a, **k):
         with open(f, "wb") as out:

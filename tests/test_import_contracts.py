@@ -23,7 +23,9 @@ import fewshot_bench
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / ".importlinter"
 PLUGINS = ("fewshot_bench_leo", "fewshot_bench_metasgd", "fewshot_bench_maml")
-CONTRACT_IDS = ("layers", "commands", "plugins", "plugins-independent", "harness-without-plugins", "acyclic")
+CONTRACT_IDS = (
+    "layers", "packages", "commands", "plugins", "plugins-independent", "harness-without-plugins", "acyclic",
+)
 
 
 def lint_imports(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
@@ -66,9 +68,9 @@ def test_the_project_keeps_its_import_contracts():
 
 def test_plugins_are_forbidden_every_harness_module_but_the_api():
     modules = {f"fewshot_bench.{m.name}" for m in pkgutil.iter_modules(fewshot_bench.__path__)}
-    learners = {"fewshot_bench.baselines", "fewshot_bench.regression_learners"}
+    learners = {"fewshot_bench.learners.baselines", "fewshot_bench.learners.regression"}
     allowed = {"fewshot_bench.api", "fewshot_bench.errors"}
-    assert set(listed("plugins", "forbidden_modules")) == modules - allowed - learners
+    assert set(listed("plugins", "forbidden_modules")) == modules - allowed - {"fewshot_bench.learners"}
     assert set(listed("plugins", "source_modules")) == set(PLUGINS) | learners
 
 
@@ -111,19 +113,19 @@ VIOLATIONS = [
     ("a plugin imports a harness internal",
      {"fewshot_bench_leo/model.py": "from fewshot_bench import episodes"}, {"plugins"}),
     ("a plugin imports a built-in learner",
-     {"fewshot_bench_metasgd/__init__.py": "import fewshot_bench.baselines"}, {"plugins-independent"}),
+     {"fewshot_bench_metasgd/__init__.py": "import fewshot_bench.learners.baselines"}, {"plugins-independent"}),
     ("a plugin imports another plugin",
      {"fewshot_bench_maml/__init__.py": "import fewshot_bench_metasgd"}, {"plugins-independent"}),
     ("a built-in learner imports the protocol",
-     {"fewshot_bench/regression_learners.py": "import fewshot_bench.train"}, {"plugins"}),
+     {"fewshot_bench/learners/regression.py": "import fewshot_bench.protocol.train"}, {"plugins"}),
     ("the contract imports the protocol (not a leaf)",
      {"fewshot_bench/api/learner.py": "from fewshot_bench.episodes import EpisodeSampler"}, {"layers"}),
     ("the harness reaches into a plugin's internals",
-     {"fewshot_bench/figures.py": "from fewshot_bench_leo.model import LEO"}, {"harness-without-plugins"}),
+     {"fewshot_bench/reports/figures.py": "from fewshot_bench_leo.model import LEO"}, {"harness-without-plugins"}),
     ("an upward import hidden behind TYPE_CHECKING (executors -> sweep)",
-     {"fewshot_bench/executors.py":
-      "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fewshot_bench.sweep_plan import Job"},
-     {"layers"}),
+     {"fewshot_bench/search/executors.py":
+      "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fewshot_bench.search.sweep import Job"},
+     {"packages"}),
     ("a cycle hidden in a lazy import (data <-> episodes)",
      {"fewshot_bench/episodes.py": "def load():\n    from fewshot_bench.data import base\n    return base",
       "fewshot_bench/data/base.py": "from fewshot_bench.episodes import EpisodeSampler"},
@@ -133,11 +135,13 @@ VIOLATIONS = [
     ("a command imports another command (compare -> sweep)",
      {"fewshot_bench/commands/compare.py": "from fewshot_bench.commands.sweep import comma_list"}, {"commands"}),
     ("a lower layer imports a higher one (runner -> sweep)",
-     {"fewshot_bench/runner.py": "import fewshot_bench.sweep_plan"}, {"layers"}),
-    ("a cycle inside a layer (store <-> protocols)",
-     {"fewshot_bench/store.py": "import fewshot_bench.protocols",
-      "fewshot_bench/protocols.py": "import fewshot_bench.store"},
-     {"acyclic"}),
+     {"fewshot_bench/protocol/runner.py": "import fewshot_bench.search.sweep"}, {"layers"}),
+    ("a cycle inside a package (records.store <-> records.stats)",
+     {"fewshot_bench/records/store.py": "import fewshot_bench.records.stats",
+      "fewshot_bench/records/stats.py": "import fewshot_bench.records.store"},
+     {"packages", "acyclic"}),
+    ("inside a package, a lower module imports a higher one (train -> runner)",
+     {"fewshot_bench/protocol/train.py": "import fewshot_bench.protocol.runner"}, {"packages"}),
     ("a cycle inside a package (data.base <-> data.leo)",
      {"fewshot_bench/data/base.py": "import fewshot_bench.data.leo",
       "fewshot_bench/data/leo.py": "import fewshot_bench.data.base"},

@@ -17,7 +17,7 @@ import pytest
 
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.errors import PluginError
-from fewshot_bench.evaluate import evaluate
+from fewshot_bench.protocol.evaluate import evaluate
 from fewshot_bench.testing import CHECKS, CheckOptions, run_check, run_checks
 
 sys.path.insert(0, str(Path(__file__).parent / "plugin_fixtures" / "cheats"))

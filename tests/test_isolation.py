@@ -14,7 +14,7 @@ import pytest
 
 from fewshot_bench import hookimpl
 from fewshot_bench.errors import PluginError
-from fewshot_bench.plugins import load_plugins
+from fewshot_bench.plugin_host import load_plugins
 
 pytest_plugins = ["plugin_tree"]
 

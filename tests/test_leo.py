@@ -17,8 +17,8 @@ from fewshot_bench.api import Noise
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.api.linear import onehot_labels, support_loss_grad
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 LEO_NAMES = [cls.name for cls in LEARNERS]
 

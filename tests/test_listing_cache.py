@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fewshot_bench import listing_cache
+from fewshot_bench.console import listing_cache
 
 pytest_plugins = ["plugin_tree"]
 

@@ -19,17 +19,17 @@ def test_figures_and_plots_are_in_the_default_install():
 
 
 def test_figure_without_matplotlib_is_one_line(cli, monkeypatch):
-    import fewshot_bench
+    import fewshot_bench.reports
 
-    monkeypatch.setitem(sys.modules, "fewshot_bench.figures", None)  # as if matplotlib could not be imported
-    monkeypatch.delattr(fewshot_bench, "figures", raising=False)  # an earlier test may have imported it
+    monkeypatch.setitem(sys.modules, "fewshot_bench.reports.figures", None)  # as if matplotlib could not be imported
+    monkeypatch.delattr(fewshot_bench.reports, "figures", raising=False)  # an earlier test may have imported it
     r = cli("figure", "3", "--out", "fig3.png")
     assert r.code == 1 and "Traceback" not in r.err
     assert r.err.strip().splitlines() == [r.err.strip()] and "python -m pip install 'matplotlib>=3.7'" in r.err
 
 
 def test_table_plot_without_matplotlib_is_one_line(monkeypatch):
-    from fewshot_bench.report import plot
+    from fewshot_bench.reports.report import plot
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ConfigError, match=r"python -m pip install 'matplotlib>=3.7'"):

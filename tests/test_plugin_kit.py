@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from fewshot_bench import Learner, LearnerConfig, LossOutput
-from fewshot_bench.baselines import NearestCentroid
 from fewshot_bench.commands.new_plugin import names_for, write_plugin
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.plugins import load_plugins
+from fewshot_bench.learners.baselines import NearestCentroid
+from fewshot_bench.plugin_host import load_plugins
 from fewshot_bench.testing import CHECKS, CheckOptions, parametrize_with_checks, run_check, run_checks
 
 # pytester tests the check_learner fixture; plugin_tree provides the pip-installed test plugins.
@@ -253,7 +253,7 @@ def test_check_learner_fixture_fails_listing_each_failure(pytester):
     pytester.makepyfile(
         """
         import torch
-        from fewshot_bench.baselines import NearestCentroid
+        from fewshot_bench.learners.baselines import NearestCentroid
 
         class Leaky(NearestCentroid):
             name = "leaky-one"

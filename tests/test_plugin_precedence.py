@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from fewshot_bench import hookimpl
-from fewshot_bench.baselines import NearestCentroid
 from fewshot_bench.errors import PluginError
-from fewshot_bench.plugins import load_plugins
+from fewshot_bench.learners.baselines import NearestCentroid
+from fewshot_bench.plugin_host import load_plugins
 
 pytest_plugins = ["plugin_tree"]
 

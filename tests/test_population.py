@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
-from fewshot_bench.evaluate import evaluate
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.population import BATCHED, MEMORY_ENV, SEQUENTIAL, Population, clip_members, parse_bytes
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
+from fewshot_bench.protocol.evaluate import evaluate
+from fewshot_bench.protocol.population import BATCHED, MEMORY_ENV, SEQUENTIAL, Population, clip_members, parse_bytes
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, clip_per_tensor
 
 SEEDS = (0, 1, 2)
 

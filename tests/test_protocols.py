@@ -13,9 +13,9 @@ import pytest
 
 from fewshot_bench.commands.figure import pair_for_figure_5
 from fewshot_bench.errors import ConfigError, StoreError
-from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, choose, parse_learner_overrides, protocol_of
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.store import ResultStore
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.records.store import ResultStore
+from fewshot_bench.reports.combining import TRANSDUCTIVE_NOTE, choose, parse_learner_overrides, protocol_of
 
 EPISODES = 50
 
@@ -314,7 +314,7 @@ def test_figure_5_refuses_mixed_protocols_from_real_runs(cli):
 
 
 def test_store_error_for_unpaired_learners(tmp_path):
-    from fewshot_bench.paired import compare
+    from fewshot_bench.reports.paired import compare
 
     path = tmp_path / "u.db"
     with ResultStore(path) as s:

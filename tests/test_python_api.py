@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.store import ResultStore
+from fewshot_bench.records.store import ResultStore
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "python-api.md"
 # What differs between two computations of the same run: its row id, when and where it ran, how long it took.
@@ -91,5 +91,5 @@ def test_a_run_of_the_python_face_is_the_run_of_the_command(cli, tmp_path):
 def test_importing_the_package_imports_no_torch_and_exports_the_functions():
     code = ("import sys, fewshot_bench as fb; assert 'torch' not in sys.modules; "
             "assert all(callable(getattr(fb, n)) for n in ('run', 'sweep', 'compare', 'table', 'results')); "
-            "import fewshot_bench.sweep_plan; assert callable(fb.sweep)")
+            "import fewshot_bench.search.sweep; assert callable(fb.sweep)")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,10 +14,10 @@ from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.api.noise import query_order
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.data.base import DataRequest
-from fewshot_bench.evaluate import auto_batch_size, evaluate
-from fewshot_bench.runner import build_learner
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.protocol.evaluate import auto_batch_size, evaluate
+from fewshot_bench.protocol.runner import build_learner
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 SEED = 0
 # (learner, dataset, way, shot, config changes, meta-training steps, test episodes, test queries per class)

@@ -1,7 +1,7 @@
 """Run keys are stable: the same command gives the key it gave before, so stored runs keep being found.
 
 The keys of specs and configs below were computed by the code before RunSpec moved to
-fewshot_bench.spec and sweep.Protocol was folded into it; a run key adds the data's identity
+fewshot_bench.protocol.spec and sweep.Protocol was folded into it; a run key adds the data's identity
 to them (``spec.with_data``). A key changes only when a run's identity does (a learner's
 default config, what RunSpec.key hashes, or the data): then every stored run of it is
 computed again, so such a change must be deliberate.
@@ -14,10 +14,10 @@ import pytest
 from fewshot_bench.cli import build_parser
 from fewshot_bench.commands.run import protocol_of
 from fewshot_bench.config import config_to_dict
-from fewshot_bench.runner import resolve_config
-from fewshot_bench.spec import budget_fields
-from fewshot_bench.sweep_plan import grid, plan
-from fewshot_bench.tune import Budget, make_request
+from fewshot_bench.protocol.runner import resolve_config
+from fewshot_bench.protocol.spec import budget_fields
+from fewshot_bench.search.sweep import grid, plan
+from fewshot_bench.search.tune import Budget, make_request
 from fewshot_bench.workflows import run_spec
 
 

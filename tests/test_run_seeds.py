@@ -8,7 +8,7 @@ import pytest
 import fewshot_bench as fb
 from fewshot_bench.commands.run import seed_range
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.store import ResultStore
+from fewshot_bench.records.store import ResultStore
 
 BUDGET = ["--steps", "20", "--val-every", "10", "--val-episodes", "30", "--episodes", "100"]
 
@@ -102,8 +102,8 @@ def test_sweep_runs_each_cells_missing_seeds_as_one_population_storing_the_rows_
 
 
 def test_populations_group_each_cells_seeds_up_to_a_size():
-    from fewshot_bench.spec import Job, PopulationJob, RunSpec
-    from fewshot_bench.sweep_plan import populations
+    from fewshot_bench.protocol.spec import Job, PopulationJob, RunSpec
+    from fewshot_bench.search.sweep import populations
 
     jobs = [Job(RunSpec("leo", shot=shot, seed=seed), f"{shot}-{seed}") for shot in (1, 5) for seed in range(5)]
     jobs.append(Job(RunSpec("metasgd", seed=0), "lone"))

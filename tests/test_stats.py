@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fewshot_bench.stats import paired_difference, summarize_run, summarize_seeds
+from fewshot_bench.records.stats import paired_difference, summarize_run, summarize_seeds
 
 
 def test_run_summary_is_mean_and_normal_95_ci():

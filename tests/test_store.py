@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.errors import StoreError
-from fewshot_bench.store import ResultStore
+from fewshot_bench.records.store import ResultStore
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
@@ -116,7 +116,7 @@ OLD_RUNS = [
 def test_an_older_store_is_migrated_in_place_with_the_same_numbers(tmp_path, version):
     from old_stores import write_old_store
 
-    from fewshot_bench.store import SCHEMA_VERSION
+    from fewshot_bench.records.store import SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     write_old_store(path, version, OLD_RUNS)

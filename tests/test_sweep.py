@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fewshot_bench.data.base import DataError
-from fewshot_bench.executors import InlineExecutor, WorkerSettings
-from fewshot_bench.store import ResultStore
-from fewshot_bench.sweep_plan import grid, plan, run_plan
+from fewshot_bench.records.store import ResultStore
+from fewshot_bench.search.executors import InlineExecutor, WorkerSettings
+from fewshot_bench.search.sweep import grid, plan, run_plan
 
 # A tiny protocol: seconds per run on two CPU cores.
 TINY = ["--steps", "10", "--val-every", "5", "--val-episodes", "10", "--episodes", "20", "--eval-query", "5"]

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.store import ResultStore
-from fewshot_bench.tables import TABLE1, TABLE2, get_table, paper_cell, settings
+from fewshot_bench.records.store import ResultStore
+from fewshot_bench.reports.tables import TABLE1, TABLE2, get_table, paper_cell, settings
 
 TABLE2_LEARNERS = ["metasgd", "leo-generator-only", "leo-generator-finetune", "leo-random-prior",
                    "leo-deterministic", "leo-no-finetune", "leo"]

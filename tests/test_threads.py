@@ -1,4 +1,4 @@
-"""Threads chosen per phase of a run (fewshot_bench.threads), progress records for logs, `learners NAME`."""
+"""Threads chosen per phase of a run (fewshot_bench.protocol.threads), progress records for logs, `learners NAME`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import pytest
 import torch
 
 import fewshot_bench as fb
-from fewshot_bench import threads as threads_module
 from fewshot_bench.api.learner import TaskSpec
+from fewshot_bench.console.progress import LogProgress, duration, log_interval
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.progress import LogProgress, duration, log_interval
-from fewshot_bench.store import ResultStore, RunRecord
-from fewshot_bench.threads import (
+from fewshot_bench.protocol import threads as threads_module
+from fewshot_bench.protocol.threads import (
     BIG_EVAL,
     BIG_STEP,
     ENV,
@@ -27,6 +26,7 @@ from fewshot_bench.threads import (
     parse_threads,
     requested_threads,
 )
+from fewshot_bench.records.store import ResultStore, RunRecord
 
 
 def build(host, name: str, task: TaskSpec, **config):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.train import MetaTrainer, TrainOptions, clip_per_tensor
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, clip_per_tensor
 
 
 def make_trainer(learner, synthetic, **protocol):

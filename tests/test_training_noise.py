@@ -20,10 +20,10 @@ import torch
 from fewshot_bench.api import Noise, TaskSpec, mix64, step_key
 from fewshot_bench.api.training_noise import mix64_, mix64_int
 from fewshot_bench.data.base import DataRequest
-from fewshot_bench.evaluate import evaluate
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.store import ResultStore
-from fewshot_bench.train import MetaTrainer, TrainOptions
+from fewshot_bench.protocol.evaluate import evaluate
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
+from fewshot_bench.records.store import ResultStore
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_bench import plugins
+from fewshot_bench import plugin_host
 from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.api.search_space import Choice, Float, Int
 from fewshot_bench.data.base import DatasetSpec, FeatureDataset
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.plugins import load_plugins
-from fewshot_bench.search_space import parse_spec
-from fewshot_bench.store import ResultStore
-from fewshot_bench.tune import storage_path
+from fewshot_bench.plugin_host import load_plugins
+from fewshot_bench.records.store import ResultStore
+from fewshot_bench.search.space import parse_spec
+from fewshot_bench.search.tune import storage_path
 
 # Seconds per trial on two busy cores: a few steps, validation on a few episodes.
 TINY = ["--steps", "6", "--val-every", "3", "--val-episodes", "10", "--workers", "1"]
@@ -143,7 +143,7 @@ def test_a_search_never_reads_the_test_split(cli, tmp_path, monkeypatch, synthet
     plugin = guarded_plugin(synthetic)
     with_guarded = lambda strict=None: load_plugins(strict=strict, extra=[("guarded", plugin)])  # noqa: E731
     # the driver's, and the in-process worker's (--workers 1)
-    monkeypatch.setattr(plugins, "load_plugins", with_guarded)
+    monkeypatch.setattr(plugin_host, "load_plugins", with_guarded)
     store = tmp_path / "g.db"
     r = cli("tune", "--learner", "metasgd", "--dataset", "guarded", "--trials", "2", *TINY, *pruner, "--store", store,
             "--json")
@@ -204,7 +204,7 @@ def test_kill_9_mid_search_then_rerun_loses_and_repeats_no_trial(tmp_path):
 
 @pytest.mark.slow  # a killed search
 def test_a_trial_stored_just_before_a_kill_is_told_not_recomputed(cli, tmp_path, monkeypatch):
-    import fewshot_bench.tune as tune
+    import fewshot_bench.search.tune as tune
 
     store = tmp_path / "d.db"
     store_trial = tune._store_trial
@@ -330,9 +330,9 @@ def test_range_syntax():
 
 
 def test_every_built_in_meta_learner_declares_a_valid_space(host):
-    from fewshot_bench.runner import resolve_config
-    from fewshot_bench.search_space import check_space
-    from fewshot_bench.spec import RunSpec
+    from fewshot_bench.protocol.runner import resolve_config
+    from fewshot_bench.protocol.spec import RunSpec
+    from fewshot_bench.search.space import check_space
 
     for name in ("leo", "leo-deterministic", "leo-random-prior", "leo-no-finetune", "leo-generator-only",
                  "leo-generator-finetune", "metasgd", "maml"):
@@ -449,7 +449,7 @@ def test_a_trial_pruned_when_the_search_was_killed_is_pruned_again_on_resume(cli
     written, not yet told): the rerun computes it again, resuming its checkpoint, and prunes it where it was."""
     import optuna
 
-    import fewshot_bench.tune as tune
+    import fewshot_bench.search.tune as tune
 
     clean = cli(*PRUNED, *MEDIAN, "--trials", "3", "--store", tmp_path / "clean.db", "--json")
     store = tmp_path / "k.db"
@@ -498,7 +498,7 @@ def test_a_hyperband_search_prunes_and_keeps_its_rungs(cli, tmp_path):
 def test_a_pruning_plan_is_a_picklable_pure_function_of_the_validations():
     import pickle
 
-    from fewshot_bench.tune import Budget, FinishedTrial, PruningPlan, make_pruning
+    from fewshot_bench.search.tune import Budget, FinishedTrial, PruningPlan, make_pruning
 
     finished = tuple(FinishedTrial(n, True, 0.6, ((10, 0.5), (20, 0.6)), ()) for n in (0, 2))  # trial 1: not finished
     plan = PruningPlan("s", "maximize", make_pruning("median", warmup=1, startup=2), Budget(20, 10, 5), 3, finished)

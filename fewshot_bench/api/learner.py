@@ -161,7 +161,7 @@ class Learner(nn.Module):
         A learner whose evaluation-mode logits are a linear readout of each query's features,
         ``predict(batch)[b, m] == batch.query[b, m] @ w[b].T (+ bias[b])``, may return
         ``(w, bias)`` computed from each episode's support set alone (``batch.query`` may hold
-        zero queries); :func:`fewshot_bench.evaluate.evaluate` then scores every query straight
+        zero queries); :func:`fewshot_bench.protocol.evaluate.evaluate` then scores every query straight
         from the class-sorted split instead of gathering them per episode. The logits may
         differ from ``predict``'s by a per-query constant (same argmax), since only argmax
         predictions are scored. Evaluation checks the readout against ``predict`` on a sample

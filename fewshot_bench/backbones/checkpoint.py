@@ -11,7 +11,7 @@ from torch import nn
 
 from fewshot_bench.config import _convert
 from fewshot_bench.errors import CheckpointError, ConfigError, DataError
-from fewshot_bench.train import load_torch_file
+from fewshot_bench.protocol.train import load_torch_file
 
 CHECKPOINT_FORMAT = "fewshot-bench-backbone/1"
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from fewshot_bench.store import DEFAULT_STORE
 from fewshot_bench.locations import DATA_ENV, data_root
+from fewshot_bench.records.store import DEFAULT_STORE
 
 if TYPE_CHECKING:  # an annotation only: plugins import torch, which `results` and `compare` need not
-    from fewshot_bench.plugins import PluginHost
+    from fewshot_bench.plugin_host import PluginHost
 
 
 def host_from_args(args: argparse.Namespace, warn: bool = False) -> PluginHost:
@@ -25,7 +25,7 @@ def host_from_args(args: argparse.Namespace, warn: bool = False) -> PluginHost:
     With ``warn``, one line on stderr says how many plugins failed to load (the details are
     in ``fewshot-bench plugins``): what ``learners``, ``run`` and ``sweep`` print.
     """
-    from fewshot_bench.plugins import load_plugins  # torch: only commands that need plugins pay for it
+    from fewshot_bench.plugin_host import load_plugins  # torch: only commands that need plugins pay for it
 
     host = load_plugins(strict=True if getattr(args, "strict_plugins", False) else None)
     warning = host.failure_warning() if warn else None
@@ -87,7 +87,7 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 def progress_every(args: argparse.Namespace) -> float | None:
     """Seconds between one-line progress records on stderr when it is not a terminal (logs); None on a terminal
     or with ``--quiet``."""
-    from fewshot_bench.progress import log_interval
+    from fewshot_bench.console.progress import log_interval
 
     if getattr(args, "quiet", False) or sys.stderr.isatty():
         return None
@@ -119,7 +119,7 @@ def add_budget_options(parser: argparse.ArgumentParser) -> None:
 
 
 def budget_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--budget`` and the options that refine it, as :func:`fewshot_bench.spec.budget_fields` takes them."""
+    """``--budget`` and the options that refine it, as :func:`fewshot_bench.protocol.spec.budget_fields` takes them."""
     return {"budget": args.budget, "steps": args.steps, "episodes": args.episodes, "val_every": args.val_every,
             "val_episodes": args.val_episodes, "patience": args.patience, "eval_query": args.eval_query}
 
@@ -163,11 +163,15 @@ def use_image_threads(args: argparse.Namespace, device: Any, what: str) -> int |
     """On CPU, set torch's threads for ``pretrain``/``embed`` from ``--threads``, the environment or the cores.
 
     ``auto`` (the default) takes all the cores this process may use, never looking at the
-    load; ``free`` the cores other processes leave free (fewshot_bench.threads).
+    load; ``free`` the cores other processes leave free (fewshot_bench.protocol.threads).
 
     Returns the thread count (None on a GPU, where it does not matter).
     """
-    from fewshot_bench.threads import apply_threads, choose_big_work_threads, requested_threads  # torch: lazily
+    from fewshot_bench.protocol.threads import (  # torch: lazily
+        apply_threads,
+        choose_big_work_threads,
+        requested_threads,
+    )
 
     if device.type != "cpu":
         return None

@@ -19,7 +19,7 @@ from fewshot_bench.commands.common import (
     print_json,
     print_table,
 )
-from fewshot_bench.protocols import TRANSDUCTIVE_NOTE, mark, overrides_text, parse_learner_overrides, seeds_text
+from fewshot_bench.reports.combining import TRANSDUCTIVE_NOTE, mark, overrides_text, parse_learner_overrides, seeds_text
 from fewshot_bench.workflows import compare
 
 

@@ -14,7 +14,7 @@ from fewshot_bench.commands.common import (
     progress_enabled,
     use_image_threads,
 )
-from fewshot_bench.provenance import resolve_device
+from fewshot_bench.records.provenance import resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:

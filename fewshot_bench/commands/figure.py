@@ -28,8 +28,10 @@ from fewshot_bench.commands.common import (
     progress_enabled,
 )
 from fewshot_bench.errors import ConfigError, StoreError
-from fewshot_bench.plugins import PluginHost
-from fewshot_bench.protocols import (
+from fewshot_bench.plugin_host import PluginHost
+from fewshot_bench.protocol.runner import RunContext, load_dataset, load_model
+from fewshot_bench.records.store import ResultStore, RunRecord
+from fewshot_bench.reports.combining import (
     Selection,
     choose,
     data_id_of,
@@ -39,8 +41,6 @@ from fewshot_bench.protocols import (
     parse_learner_overrides,
     protocol_of,
 )
-from fewshot_bench.runner import RunContext, load_dataset, load_model
-from fewshot_bench.store import ResultStore, RunRecord
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -205,7 +205,7 @@ def model_of(host: PluginHost, record: RunRecord) -> Learner:
 def handle(args: argparse.Namespace) -> int:
     """Draw one figure."""
     try:
-        from fewshot_bench import figures  # matplotlib and scikit-learn load only for this command
+        from fewshot_bench.reports import figures  # matplotlib and scikit-learn load only for this command
     except ImportError as exc:  # both are in the default install; a trimmed environment gets one line
         raise ConfigError(f"figures need matplotlib and scikit-learn ({exc}); "
                           "python -m pip install 'matplotlib>=3.7' 'scikit-learn>=1.3'") from None

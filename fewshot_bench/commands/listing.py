@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fewshot_bench.commands.common import host_from_args, print_json, print_table
-from fewshot_bench.listing_cache import print_cached, warm
+from fewshot_bench.console.listing_cache import print_cached, warm
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def _key(command: str, args: argparse.Namespace) -> str:
 
 
 def _cached(command: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``handler`` with its output replayed from the listing cache (:mod:`fewshot_bench.listing_cache`)."""
+    """``handler`` with its output replayed from the listing cache (:mod:`fewshot_bench.console.listing_cache`)."""
     def cached(args: argparse.Namespace) -> int:
         return print_cached(_key(command, args), lambda: handler(args))
 
@@ -52,7 +52,7 @@ def learners(args: argparse.Namespace) -> int:
     """Print each learner with its distribution and description, or everything about one (``learners NAME``)."""
     host = host_from_args(args, warn=True)
     if getattr(args, "name", None):
-        from fewshot_bench.describe import describe, render
+        from fewshot_bench.reports.describe import describe, render
 
         info = describe(host, args.name)
         print_json(info) if args.json else print(render(info))
@@ -88,7 +88,7 @@ def datasets(args: argparse.Namespace) -> int:
 
 def plugins(args: argparse.Namespace) -> int:
     """Print each plugin (distribution, entry point, version, what it provides) and every load failure."""
-    from fewshot_bench.plugins import DISABLE_ENV  # imports torch: only when the listing is computed
+    from fewshot_bench.plugin_host import DISABLE_ENV  # imports torch: only when the listing is computed
 
     host = host_from_args(args)
     if args.json:

@@ -19,7 +19,7 @@ from fewshot_bench.commands.common import (
 from fewshot_bench.config import apply_overrides, parse_assignments
 from fewshot_bench.data.images import ImageSpec, detect_layout, load_images
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.provenance import resolve_device
+from fewshot_bench.records.provenance import resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from fewshot_bench.commands.common import add_store_option, print_json, print_table
-from fewshot_bench.protocols import (
+from fewshot_bench.protocol.spec import hparams_source
+from fewshot_bench.reports.combining import (
     REKEY_HINT,
     TRANSDUCTIVE_NOTE,
     data_id_of,
@@ -17,7 +18,6 @@ from fewshot_bench.protocols import (
     overrides_of,
     overrides_text,
 )
-from fewshot_bench.spec import hparams_source
 from fewshot_bench.workflows import stored_runs
 
 

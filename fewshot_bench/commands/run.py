@@ -19,8 +19,8 @@ from fewshot_bench.commands.common import (
     progress_every,
 )
 from fewshot_bench.config import parse_assignments
-from fewshot_bench.log_hold import hold_logs, release_logs
-from fewshot_bench.spec import BUDGETS
+from fewshot_bench.console.log_hold import hold_logs, release_logs
+from fewshot_bench.protocol.spec import BUDGETS
 from fewshot_bench.workflows import CheckedRun, RunResult, run
 
 

@@ -18,7 +18,7 @@ from fewshot_bench.commands.common import (
     print_json,
     progress_enabled,
 )
-from fewshot_bench.spec import BUDGETS
+from fewshot_bench.protocol.spec import BUDGETS
 from fewshot_bench.workflows import SweepResult, sweep
 
 

@@ -12,8 +12,8 @@ from fewshot_bench.commands.common import (
     datasets_of,
     host_from_args,
 )
-from fewshot_bench.protocols import parse_learner_overrides
-from fewshot_bench.report import FORMATS
+from fewshot_bench.reports.combining import parse_learner_overrides
+from fewshot_bench.reports.report import FORMATS
 from fewshot_bench.workflows import table
 
 

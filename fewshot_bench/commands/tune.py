@@ -19,12 +19,12 @@ from fewshot_bench.commands.common import (
 )
 from fewshot_bench.config import parse_assignments
 from fewshot_bench.errors import ConfigError, FewshotBenchError
-from fewshot_bench.executors import make_executor
-from fewshot_bench.provenance import resolve_device
-from fewshot_bench.runner import episode_shape
-from fewshot_bench.search_space import SPEC_HELP, parse_space
-from fewshot_bench.spec import BUDGETS
-from fewshot_bench.tune import (
+from fewshot_bench.protocol.runner import episode_shape
+from fewshot_bench.protocol.spec import BUDGETS
+from fewshot_bench.records.provenance import resolve_device
+from fewshot_bench.search.executors import make_executor
+from fewshot_bench.search.space import SPEC_HELP, parse_space
+from fewshot_bench.search.tune import (
     PRUNERS,
     SAMPLERS,
     Budget,

@@ -27,8 +27,10 @@ from fewshot_bench.api.linear import linear_logits
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.episodes import TRAIN_QUERY
-from fewshot_bench.evaluate import evaluate, readout_disagreements, readout_follows_predict
-from fewshot_bench.spec import RunSpec
+from fewshot_bench.protocol.evaluate import evaluate, readout_disagreements, readout_follows_predict
+from fewshot_bench.protocol.population import Population
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 from fewshot_bench.testing.harness import (
     BUDGET_ENV,
     KIND_SETTINGS,
@@ -42,8 +44,6 @@ from fewshot_bench.testing.harness import (
     make_learner,
     max_diff,
 )
-from fewshot_bench.population import Population
-from fewshot_bench.train import MetaTrainer, TrainOptions
 
 
 class CheckFailed(AssertionError):

@@ -18,8 +18,8 @@ from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
 from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.data.base import DataRequest, FeatureDataset
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.plugins import PluginHost, load_plugins
-from fewshot_bench.runner import build_learner
+from fewshot_bench.plugin_host import PluginHost, load_plugins
+from fewshot_bench.protocol.runner import build_learner
 
 BUDGET_ENV = "FEWSHOT_BENCH_CHECK_BUDGET"
 DEFAULT_CPU_BUDGET_S = 120.0

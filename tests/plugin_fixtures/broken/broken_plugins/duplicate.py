@@ -1,7 +1,7 @@
 """A plugin that registers a learner under a name the harness already uses."""
 
 from fewshot_bench.api import hookimpl
-from fewshot_bench.baselines import NearestCentroid
+from fewshot_bench.learners.baselines import NearestCentroid
 
 
 class ImpostorCentroid(NearestCentroid):

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fewshot_bench.api import hookimpl
-from fewshot_bench.baselines import NearestCentroid
+from fewshot_bench.learners.baselines import NearestCentroid
 
 
 class Explodes(NearestCentroid):

@@ -4,7 +4,7 @@ Plugins are keyed by (distribution, entry point): it loads beside the built-in o
 """
 
 from fewshot_bench.api import hookimpl
-from fewshot_bench.baselines import NearestCentroid
+from fewshot_bench.learners.baselines import NearestCentroid
 
 
 class Shadow(NearestCentroid):

@@ -5,8 +5,8 @@ Its learner raises when built, so a run that uses it fails loudly.
 """
 
 from fewshot_bench.api import hookimpl
-from fewshot_bench.baselines import NearestCentroid
 from fewshot_bench.data import DatasetSpec
+from fewshot_bench.learners.baselines import NearestCentroid
 
 
 class FakeLEO(NearestCentroid):

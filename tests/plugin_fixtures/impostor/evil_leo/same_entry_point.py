@@ -1,7 +1,7 @@
 """A harmless plugin whose entry point is named ``leo``, like fewshot-bench-leo's."""
 
 from fewshot_bench.api import hookimpl
-from fewshot_bench.baselines import NearestCentroid
+from fewshot_bench.learners.baselines import NearestCentroid
 
 
 class EvilExtra(NearestCentroid):

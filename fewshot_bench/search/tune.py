@@ -51,12 +51,19 @@ from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.atomic import save_figure
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
-from fewshot_bench.executors import Executor
-from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import RunContext, RunOutcome, drop_checkpoint, resolve_config, run_key, store_outcome
-from fewshot_bench.search_space import check_space, space_text, to_optuna, value_text
-from fewshot_bench.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
-from fewshot_bench.store import ResultStore, RunRecord
+from fewshot_bench.plugin_host import PluginHost
+from fewshot_bench.protocol.runner import (
+    RunContext,
+    RunOutcome,
+    drop_checkpoint,
+    resolve_config,
+    run_key,
+    store_outcome,
+)
+from fewshot_bench.protocol.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
+from fewshot_bench.records.store import ResultStore, RunRecord
+from fewshot_bench.search.executors import Executor
+from fewshot_bench.search.space import check_space, space_text, to_optuna, value_text
 
 log = logging.getLogger(__name__)
 
@@ -759,7 +766,6 @@ def plot_study(study: Any, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
-
     from optuna.trial import TrialState
 
     finished = sorted((t for t in study.get_trials(deepcopy=False) if t.value is not None), key=lambda t: t.number)

@@ -33,10 +33,10 @@ from fewshot_bench.api.batches import PredictionBatch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.linear import linear_logits
 from fewshot_bench.api.tasks import task_kind
+from fewshot_bench.console.progress import progress as progress_counter
 from fewshot_bench.data.base import FeatureSplit
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSource
 from fewshot_bench.errors import PluginError
-from fewshot_bench.progress import progress as progress_counter
 
 PAPER_TEST_EPISODES = 50_000
 # Elements of episode features gathered per evaluation batch (128 MB of float32).

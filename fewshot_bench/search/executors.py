@@ -23,10 +23,10 @@ from typing import Iterable, Iterator
 
 import torch
 
-from fewshot_bench import plugins
+from fewshot_bench import plugin_host
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.runner import RunContext, RunOutcome, compute, compute_population
-from fewshot_bench.spec import Job, PopulationJob
+from fewshot_bench.protocol.runner import RunContext, RunOutcome, compute, compute_population
+from fewshot_bench.protocol.spec import Job, PopulationJob
 
 # Each job with its outcome (a population job's: one per member), as it finishes.
 Finished = Iterator[tuple[Job | PopulationJob, RunOutcome | list[RunOutcome] | BaseException]]
@@ -53,12 +53,12 @@ def worker_context(settings: WorkerSettings) -> RunContext:
             torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
         torch.set_num_threads(settings.threads)
         _CONTEXTS[settings] = RunContext(
-            host=plugins.load_plugins(),  # looked up per call: tests give workers their own plugins
+            host=plugin_host.load_plugins(),  # looked up per call: tests give workers their own plugins
             store_path=Path(os.devnull),  # never written: results go back to the driver
             data_dir=Path(settings.data_dir) if settings.data_dir else None,
             device=device,
             checkpoint_dir=Path(settings.checkpoint_dir) if settings.checkpoint_dir else None,
-            max_threads=settings.threads,  # a run may choose fewer threads (fewshot_bench.threads), never more
+            max_threads=settings.threads,  # a run may choose fewer threads (fewshot_bench.protocol.threads), never more
         )
     return _CONTEXTS[settings]
 

@@ -32,7 +32,7 @@ from fewshot_bench.atomic import write_text
 from fewshot_bench.errors import WriteError
 
 CACHE_ENV = "FEWSHOT_BENCH_CACHE_DIR"
-GROUP = "fewshot_bench"  # the plugins' entry-point group (fewshot_bench.plugins.GROUP)
+GROUP = "fewshot_bench"  # the plugins' entry-point group (fewshot_bench.plugin_host.GROUP)
 PREFIX = "listing-"
 
 log = logging.getLogger(__name__)

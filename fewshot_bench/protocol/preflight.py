@@ -1,6 +1,6 @@
 """Checks made before any work: a run fails in a second, with one line, or not at all.
 
-:func:`fewshot_bench.runner.prepare` checks with these everything that the command line, the
+:func:`fewshot_bench.protocol.runner.prepare` checks with these everything that the command line, the
 learner's config and the places a run writes to can tell (the episode shape and seed, every
 ``--set`` value, the results store, the checkpoint folder) before any data is loaded; :func:`check_episodes`
 checks, as soon as the dataset is loaded and before meta-training, that every split can
@@ -16,8 +16,8 @@ from typing import Any
 
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.errors import ConfigError, WriteError
-from fewshot_bench.spec import RunSpec
-from fewshot_bench.store import ResultStore, RunRecord
+from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.records.store import ResultStore, RunRecord
 
 MAX_SEED = 2**32 - 1  # seeds are hashed as unsigned 64-bit words with room for the step
 

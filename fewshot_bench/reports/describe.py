@@ -9,7 +9,7 @@ import typing
 from typing import Any
 
 from fewshot_bench.errors import ConfigError, FewshotBenchError
-from fewshot_bench.plugins import PluginHost
+from fewshot_bench.plugin_host import PluginHost
 
 
 def type_text(typ: Any) -> str:

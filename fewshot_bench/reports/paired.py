@@ -5,7 +5,7 @@ equal (dataset, way, shot, seed) and queries per class saw exactly the same epis
 Per-episode differences then cancel the episode-to-episode variance that dominates
 each run's own confidence interval. Only runs made under one shared protocol (same
 budget, test episodes and queries, validation, preset, train-on-val and crop; see
-:mod:`fewshot_bench.protocols`) are paired.
+:mod:`fewshot_bench.reports.combining`) are paired.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fewshot_bench import stats
 from fewshot_bench.errors import ConfigError, StoreError
-from fewshot_bench.protocols import (
+from fewshot_bench.records import stats
+from fewshot_bench.records.store import ResultStore, RunRecord
+from fewshot_bench.reports.combining import (
     Selection,
     choose,
     execution_note,
@@ -28,7 +29,6 @@ from fewshot_bench.protocols import (
     overrides_text,
     set_options,
 )
-from fewshot_bench.store import ResultStore, RunRecord
 
 
 @dataclass
@@ -112,7 +112,7 @@ def compare(
     """Pair runs of learners ``a`` and ``b`` by (dataset, way, shot, seed) under one protocol and compare per setting.
 
     ``datasets`` (lower-cased names) restricts the datasets. Only runs of one shared
-    protocol are paired (see :mod:`fewshot_bench.protocols`): ``protocol`` (an id prefix)
+    protocol are paired (see :mod:`fewshot_bench.reports.combining`): ``protocol`` (an id prefix)
     or ``steps`` picks it, else the protocol with the most paired seeds. Each learner's
     runs are those with its defaults unless ``overrides`` ({learner: {key: value}}) names
     the ``--set`` overrides to use. A cell's seed is used once (the latest run of one config).

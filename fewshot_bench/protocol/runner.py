@@ -14,22 +14,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewshot_bench import preflight, stats
 from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import apply_overrides, config_to_dict
 from fewshot_bench.data import identity
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
 from fewshot_bench.errors import CheckpointError, ConfigError, DataError, FewshotBenchError, PluginError
-from fewshot_bench.evaluate import all_remaining_queries, evaluate
-from fewshot_bench.plugins import PluginHost
-from fewshot_bench.population import Population, population_report
-from fewshot_bench.profiling import Profiler
-from fewshot_bench.provenance import execution, hardware, versions
-from fewshot_bench.spec import TUNE_STAGE, TUNED, RunSpec
-from fewshot_bench.store import ResultStore
-from fewshot_bench.threads import ThreadChoice, apply_threads, choose_eval_threads, choose_threads, requested_threads
-from fewshot_bench.train import MetaTrainer, TrainOptions, TrainResult, load_torch_file, plain, save_atomic
+from fewshot_bench.plugin_host import PluginHost
+from fewshot_bench.protocol import preflight
+from fewshot_bench.protocol.evaluate import all_remaining_queries, evaluate
+from fewshot_bench.protocol.population import Population, population_report
+from fewshot_bench.protocol.profiling import Profiler
+from fewshot_bench.protocol.spec import TUNE_STAGE, TUNED, RunSpec
+from fewshot_bench.protocol.threads import (
+    ThreadChoice,
+    apply_threads,
+    choose_eval_threads,
+    choose_threads,
+    requested_threads,
+)
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult, load_torch_file, plain, save_atomic
+from fewshot_bench.records import stats
+from fewshot_bench.records.provenance import execution, hardware, versions
+from fewshot_bench.records.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,7 @@ class RunContext:
     cuda_graph: bool = True  # capture the meta-training step on CUDA (no effect on CPU)
     restart: bool = False  # delete the run's checkpoint, unread, and meta-train from the start
     dataset_cache: dict = field(default_factory=dict)
-    # torch threads: a number, "auto" or None (then $FEWSHOT_BENCH_THREADS, else chosen per run: fewshot_bench.threads)
+    # torch threads: a number, "auto" or None (then $FEWSHOT_BENCH_THREADS, else chosen per run: protocol.threads)
     threads: int | str | None = None
     max_threads: int | None = None  # ceiling of the automatic choice (a sweep worker's share of the cores)
 
@@ -125,9 +132,9 @@ def resolve_config(cls: type[Learner], spec: RunSpec, kind: str = "classificatio
     class and config (``Learner.implementations``).
     """
     cls = cls.for_kind(kind)
-    if spec.hparams == TUNED:  # the learner's defaults with a search's best values (fewshot_bench.tune)
+    if spec.hparams == TUNED:  # the learner's defaults with a search's best values (fewshot_bench.search.tune)
         if spec.tuned is None:
-            raise ConfigError("--hparams tuned: the tuned preset was not looked up (fewshot_bench.tune.with_tuned)")
+            raise ConfigError("--hparams tuned: the tuned preset was not looked up (search.tune.with_tuned)")
         config = apply_overrides(cls.default_config(spec.dataset, spec.shot), spec.tuned["values"], cls.name)
     elif spec.hparams is not None and cls.presets:
         config = cls.default_config(spec.dataset, spec.shot, preset=spec.hparams)
@@ -310,7 +317,7 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
 
 
 def use_threads(learner: Learner, ctx: RunContext) -> ThreadChoice:
-    """Set torch's threads for meta-training ``learner`` as the context asks (fewshot_bench.threads); returns the
+    """Set torch's threads for meta-training ``learner`` as the context asks (protocol.threads); returns the
     choice."""
     threads = apply_threads(choose_threads(learner, *requested_threads(ctx.threads), cap=ctx.max_threads))
     log.info("torch threads: %d (%s)", threads.threads, threads.reason)
@@ -318,7 +325,7 @@ def use_threads(learner: Learner, ctx: RunContext) -> ThreadChoice:
 
 
 def use_eval_threads(run: Prepared, ctx: RunContext) -> ThreadChoice:
-    """Set torch's threads for evaluating ``run`` (its own choice, for its episodes: fewshot_bench.threads)."""
+    """Set torch's threads for evaluating ``run`` (its own choice, for its episodes: fewshot_bench.protocol.threads)."""
     spec = run.spec
     threads = apply_threads(choose_eval_threads(
         spec.episodes, spec.way, spec.shot, run.eval_query, run.task.feature_dim, *requested_threads(ctx.threads),
@@ -392,7 +399,7 @@ def compute_population(
     """Meta-train the runs ``specs`` (seeds of one cell) as one population, then evaluate each as alone.
 
     Every member trains, validates, stops and checkpoints as its run alone would
-    (:mod:`fewshot_bench.population`), so each outcome is the one :func:`compute` gives its
+    (:mod:`fewshot_bench.protocol.population`), so each outcome is the one :func:`compute` gives its
     spec. ``batched`` False trains the members one after another. The record's timings say
     how the population trained (members, path, peak memory); ``train_s`` is the population's.
     """
@@ -458,7 +465,7 @@ def finish(
             "data_id": run.data.id, "data_digests": run.data.digests,
             # Where the data was read (provenance, not identity): figures reload it from there.
             "data_dir": str(ctx.data_dir.resolve()) if ctx.data_dir is not None else None,
-            # Marked in tables, `results` and `compare` (see fewshot_bench.protocols).
+            # Marked in tables, `results` and `compare` (see fewshot_bench.reports.combining).
             "transductive": bool(getattr(run.cls.for_kind(kind), "transductive", False)),
         },
         "summary": {"std": summary.std, "train": train_summary},

@@ -50,7 +50,7 @@ FREE = "free"  # the opt-in request to adapt to the machine's load
 BIG_STEP = 2**21  # input elements of one meta-batch: B x N x (K + Q) x D
 BIG_MODEL = 2**22  # parameters
 # From this an evaluation is big work: input elements of all its episodes, E x N x (K + Q) x D.
-# It is one evaluation batch (fewshot_bench.evaluate.EVAL_BATCH_ELEMENTS): below it an evaluation
+# It is one evaluation batch (fewshot_bench.protocol.evaluate.EVAL_BATCH_ELEMENTS): below it an evaluation
 # takes about a second or less on one thread (up to 17 LEO 5-way episodes of 599 queries per class, or
 # 1,747 of 5), where a second thread saves tenths of a second at best and one stall at a barrier on a
 # shared core costs as much (docs/speed.md, "Threads").

@@ -2,7 +2,7 @@
 accuracy, beside the paper's number; rendered as markdown, LaTeX, CSV or JSON, or plotted.
 
 Which runs fill a table: those of its learners on its settings' datasets, way and shot
-(and feature crop), all under one shared protocol (see :mod:`fewshot_bench.protocols`).
+(and feature crop), all under one shared protocol (see :mod:`fewshot_bench.reports.combining`).
 A store can hold runs under several protocols (say a quick 1,000-step try and the
 paper's 100,000 steps); they are never mixed. Without ``--protocol``/``--steps``/
 ``--episodes`` the table uses the protocol that fills the most (row, setting, seed)
@@ -21,10 +21,12 @@ from typing import Any, Callable
 import pandas as pd
 from tabulate import tabulate
 
-from fewshot_bench import stats
 from fewshot_bench.atomic import save_figure
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.protocols import (
+from fewshot_bench.protocol.spec import hparams_source
+from fewshot_bench.records import stats
+from fewshot_bench.records.store import RunRecord
+from fewshot_bench.reports.combining import (
     TRANSDUCTIVE_NOTE,
     Selection,
     choose,
@@ -39,9 +41,7 @@ from fewshot_bench.protocols import (
     seeds_text,
     set_options,
 )
-from fewshot_bench.spec import hparams_source
-from fewshot_bench.store import RunRecord
-from fewshot_bench.tables import Row, Setting, TableSpec, paper_cell
+from fewshot_bench.reports.tables import Row, Setting, TableSpec, paper_cell
 
 FORMATS = ("markdown", "latex", "csv", "json")
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.store import RunRecord
+from fewshot_bench.records.store import RunRecord
 
 # The shared protocol's settings, in display order (keys of a stored run's ``options``).
 SHARED_KEYS = ("steps", "val_every", "val_episodes", "patience", "episodes", "eval_query", "train_on_val", "hparams",

@@ -18,17 +18,22 @@ from typing import Any, Iterable
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fewshot_bench import preflight
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
-from fewshot_bench.executors import Executor
-from fewshot_bench.plugins import PluginHost
-from fewshot_bench.runner import (
-    RunContext, RunOutcome, episode_shape, resolve_config, run_key, store_outcome,
+from fewshot_bench.plugin_host import PluginHost
+from fewshot_bench.protocol import preflight
+from fewshot_bench.protocol.runner import (
+    RunContext,
+    RunOutcome,
+    episode_shape,
+    resolve_config,
+    run_key,
+    store_outcome,
 )
-from fewshot_bench.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
-from fewshot_bench.store import ResultStore
-from fewshot_bench.tables import get_table
+from fewshot_bench.protocol.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
+from fewshot_bench.records.store import ResultStore
+from fewshot_bench.reports.tables import get_table
+from fewshot_bench.search.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +119,7 @@ def grid(
     specs = []
     for learner in learners:
         # A preset (e.g. LEO's paper vs reference hyperparameters) applies to learners that have presets;
-        # "tuned" to every learner (fewshot_bench.tune.apply_tuned looks each cell's preset up).
+        # "tuned" to every learner (fewshot_bench.search.tune.apply_tuned looks each cell's preset up).
         tuned = (hparams or "").split(":")[0] == TUNED
         preset = hparams if hparams and (tuned or host.learner(learner).presets) else None
         for dataset in canonical:

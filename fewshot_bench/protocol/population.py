@@ -1,6 +1,6 @@
 """Populations: S members of one learner (one seed each) meta-trained as one batched tensor program.
 
-Each member is a :class:`~fewshot_bench.train.MetaTrainer` of its own (its seed, parameters,
+Each member is a :class:`~fewshot_bench.protocol.train.MetaTrainer` of its own (its seed, parameters,
 Adam state, training episodes, validation, best checkpoint, early stopping, checkpoint
 file), so a member trains exactly as its run alone would. Only the update is batched: the
 members' parameters are stacked (``torch.func.stack_module_state``), ``meta_loss`` runs
@@ -33,10 +33,10 @@ from torch.func import functional_call, stack_module_state, vmap
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.training_noise import Noise
+from fewshot_bench.console.progress import progress
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.profiling import Profiler
-from fewshot_bench.progress import progress
-from fewshot_bench.train import MetaTrainer, TrainResult, laid_out_like
+from fewshot_bench.protocol.profiling import Profiler
+from fewshot_bench.protocol.train import MetaTrainer, TrainResult, laid_out_like
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def stacked_batch(batches: list[EpisodeBatch]) -> dict[str, Tensor]:
 
 
 def clip_members(grads: list[Tensor], value: float | None, norm: float | None) -> None:
-    """:func:`~fewshot_bench.train.clip_per_tensor` for member-stacked gradients [S, ...]: each member's slice alone."""
+    """:func:`~.train.clip_per_tensor` for member-stacked gradients [S, ...]: each member's slice alone."""
     if value is not None:
         torch._foreach_clamp_min_(grads, -value)
         torch._foreach_clamp_max_(grads, value)

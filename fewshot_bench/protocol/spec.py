@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.store import RunRecord
+from fewshot_bench.records.store import RunRecord
 
-TUNED = "tuned"  # --hparams tuned: the best trial of a hyperparameter search (fewshot_bench.tune)
+TUNED = "tuned"  # --hparams tuned: the best trial of a hyperparameter search (fewshot_bench.search.tune)
 TUNE_STAGE = "tune"  # the stage of a search trial: scored on the validation split, never on test
 
 # Budgets: "quick" finishes a Meta-SGD run on the synthetic default in about a minute on
@@ -72,7 +72,7 @@ class RunSpec:
     crop: str = "center"
     # TUNE_STAGE: a search trial (paper stage 2), scored on the validation split; the test split is never read.
     stage: str = "run"
-    # With hparams="tuned": the tuned preset's values and where they came from (fewshot_bench.tune.with_tuned).
+    # With hparams="tuned": the tuned preset's values and where they came from (fewshot_bench.search.tune.with_tuned).
     tuned: dict[str, Any] | None = None
 
     def key(self, config: dict[str, Any], data_id: str) -> str:
@@ -118,7 +118,7 @@ class Job:
     def validation_hook(self) -> Callable[[Any], bool] | None:
         """The trainer's callback after each validation of this job's run (``TrainOptions.on_validation``), or None.
 
-        Called in the worker; a search's trial returns its pruner (:class:`fewshot_bench.tune.TrialJob`).
+        Called in the worker; a search's trial returns its pruner (:class:`fewshot_bench.search.tune.TrialJob`).
         """
         return None
 

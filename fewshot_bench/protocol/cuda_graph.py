@@ -2,7 +2,7 @@
 
 A meta-batch of 12 small episodes is a thousand tiny kernels: eager PyTorch spends its time
 launching them, not computing. Captured, the whole step (meta-loss, backward, NaN guard,
-clipping and Adam) is one launch. Requirements, which :class:`~fewshot_bench.train.MetaTrainer`
+clipping and Adam) is one launch. Requirements, which :class:`~fewshot_bench.protocol.train.MetaTrainer`
 meets: the step's shapes never change, nothing in it reads a value back to the host (the NaN
 guard is branch-free on CUDA), the optimizer is ``capturable``, and a few eager warm-up steps
 on a side stream come first (they allocate the optimizer state and autograd's buffers).

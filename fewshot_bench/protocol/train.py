@@ -23,13 +23,13 @@ from fewshot_bench.api.noise import mix64
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.api.training_noise import Noise
 from fewshot_bench.atomic import FIX, replacing
-from fewshot_bench.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
+from fewshot_bench.console.progress import progress
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, cpu_cores
 from fewshot_bench.errors import CheckpointError, DataError
-from fewshot_bench.evaluate import evaluate
-from fewshot_bench.profiling import Profiler
-from fewshot_bench.progress import progress
-from fewshot_bench.spec import RunSpec
+from fewshot_bench.protocol.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
+from fewshot_bench.protocol.evaluate import evaluate
+from fewshot_bench.protocol.profiling import Profiler
+from fewshot_bench.protocol.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class TrainOptions:
     run_key: str = ""
     progress: bool = False  # a tqdm bar (on a terminal)
     progress_every: float | None = None  # else, seconds between one-line progress records on stderr (logs)
-    # On CUDA, capture the step in a CUDA graph after a few eager warm-up steps (fewshot_bench.cuda_graph).
+    # On CUDA, capture the step in a CUDA graph after a few eager warm-up steps (fewshot_bench.protocol.cuda_graph).
     cuda_graph: bool = True
     # Called after each validation with the result so far (its history holds every validation, those restored
     # from a checkpoint too; read it, do not change it); False stops training there (a search's pruner).

@@ -1,6 +1,6 @@
 """The LEO paper's figures from stored runs: 3 (regression samples), 4 (latent t-SNE), 5 (curvature and coverage).
 
-Each ``figure_N`` takes loaded learners (see :func:`fewshot_bench.runner.load_model`) and
+Each ``figure_N`` takes loaded learners (see :func:`fewshot_bench.protocol.runner.load_model`) and
 data, computes what the paper plots, and writes one PNG atomically
 (:func:`fewshot_bench.atomic.save_figure`). The numbers behind a figure are returned too, for tests and docs.
 """

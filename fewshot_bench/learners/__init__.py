@@ -1,0 +1,1 @@
+"""Built-in learners: registered through entry points like any plugin, importing only the plugin API."""
