@@ -248,10 +248,10 @@ def run(
 def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | None) -> RunResult:
     """The stored row of a run: the reused one, or the one just computed (another process's, if it stored first)."""
     with ResultStore(store, create=False) as db:
-        record = stored or db.run(out["run_id"])
+        record = stored or db.run(out.run_id)
         values = db.episode_values(record.run_id)
     return RunResult.from_record(
-        store, record, values, reused=stored is not None, stored_by_other=bool(out and out["stored_by_other"])
+        store, record, values, reused=stored is not None, stored_by_other=bool(out and out.stored_by_other)
     )
 
 

@@ -397,11 +397,11 @@ def test_identical_runs_finishing_together_store_one_row(host, synthetic, tmp_pa
                      dataset_cache={("synthetic", "center", "None"): synthetic})
     spec = RunSpec(learner="nearest-centroid", steps=0, episodes=5, eval_query=2)
     outcome = compute(spec, ctx)  # the other process finished first and stored the same run
-    from fewshot_bench.protocol.runner import store_outcome
+    from fewshot_bench.protocol.runner import store_run
 
-    theirs = store_outcome(outcome, ctx.store_path, if_absent=True)
+    theirs = store_run(outcome, ctx.store_path)
     mine = execute(spec, ctx)
-    assert mine["run_id"] == theirs and mine["stored_by_other"]
+    assert mine.run_id == theirs.run_id and mine.stored_by_other and not theirs.stored_by_other
     with ResultStore(ctx.store_path, create=False) as s:
         assert len(s.runs()) == 1
 

@@ -4,6 +4,7 @@ failures, and the provenance every stored run carries."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -51,6 +52,15 @@ def test_sweep_runs_missing_cells_and_a_second_sweep_does_no_work(cli, tmp_path)
     # A larger grid only runs the new cells.
     more = cli(*[a if a != "2" else "3" for a in args])
     assert more.json()["ran"] == 2 and len(stored(tmp_path / "s.db")) == 6
+
+
+def test_a_regression_sweep_reports_mse_not_accuracy(cli, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fewshot_bench")
+    r = cli("sweep", "--learners", "mlp-scratch", "--dataset", "sines-lines", "--shots", "5", "--seeds", "1",
+            "--workers", "1", *TINY, "--store", tmp_path / "r.db")
+    assert r.code == 0, r.err
+    (line,) = [m for m in caplog.messages if "over 20 episodes" in m]
+    assert ": mse " in line and "%" not in line
 
 
 def test_provenance_is_recorded_and_shown(cli, tmp_path):

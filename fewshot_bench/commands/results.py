@@ -7,6 +7,7 @@ import argparse
 
 from fewshot_bench.commands.common import add_store_option, print_json, print_table
 from fewshot_bench.protocol.spec import hparams_source
+from fewshot_bench.records.stats import metric_text
 from fewshot_bench.reports.combining import (
     REKEY_HINT,
     TRANSDUCTIVE_NOTE,
@@ -33,15 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "torch (what can move its last digits)")
     p.add_argument("--json", action="store_true", help="print every run with its full provenance as JSON")
     p.set_defaults(handler=handle)
-
-
-def metric_text(metric: str, value: float | None, prefix: str = "") -> str:
-    """A run's main metric for a table: accuracy in percent, regression MSE as ``mse 1.2345``."""
-    if value is None:
-        return "-"
-    if metric == "accuracy":
-        return f"{prefix}{100 * value:.2f}%"
-    return f"{prefix}{value:.4f}" if prefix else f"{metric} {value:.4f}"
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -226,17 +226,39 @@ def learner_errors(learner: str, distribution: str, stage: str) -> Iterator[None
         ) from exc
 
 
+@dataclass
+class Resolved:
+    """A run's learner, resolved config and run key (with the data it reads): what checking and setting up share."""
+
+    spec: RunSpec
+    cls: type[Learner]
+    distribution: str
+    kind: str
+    config: Any
+    config_dict: dict[str, Any]
+    run_key: str
+    data: DataIdentity
+
+
+def resolve(spec: RunSpec, ctx: RunContext) -> Resolved:
+    """Resolve ``spec``'s learner (for its dataset's task kind), config and run key; reads no episode."""
+    cls = ctx.host.learner(spec.learner)
+    kind = ctx.host.dataset(spec.dataset).kind
+    check_kind(spec, cls, kind)
+    config = resolve_config(cls, spec, kind)
+    config_dict = config_to_dict(config)
+    key, data = run_key(spec, ctx, config_dict)
+    return Resolved(spec, cls, ctx.host.learner_plugin(spec.learner).distribution, kind, config, config_dict, key, data)
+
+
 def prepare(spec: RunSpec, ctx: RunContext) -> str:
     """Check ``spec`` against its learner, config, data, store and checkpoint folder; returns its run key.
 
     Trains nothing; identifies the data (a file's digest comes from its parse cache, so a file
     is parsed here the first time it is used): what fails here fails before the run header.
     """
-    cls = ctx.host.learner(spec.learner)
-    kind = ctx.host.dataset(spec.dataset).kind
-    preflight.check_spec(spec, kind)
-    check_kind(spec, cls, kind)
-    key, _ = run_key(spec, ctx, config_to_dict(resolve_config(cls, spec, kind)))
+    preflight.check_spec(spec, ctx.host.dataset(spec.dataset).kind)
+    key = resolve(spec, ctx).run_key
     preflight.check_store(Path(ctx.store_path))  # opened, migrated and proved writable now, not after training
     preflight.check_checkpoint_dir(ctx.checkpoint_dir, key)
     return key
@@ -260,17 +282,9 @@ class RunOutcome:
 
 
 @dataclass
-class Prepared:
-    """One run set up to meta-train: its resolved config and key, its data, and its learner built from its seed."""
+class Prepared(Resolved):
+    """One run set up to meta-train: resolved, with its data loaded and its learner built from its seed."""
 
-    spec: RunSpec
-    cls: type[Learner]
-    distribution: str
-    kind: str
-    config: Any
-    config_dict: dict[str, Any]
-    run_key: str
-    data: DataIdentity
     dataset: FeatureDataset
     scored: str  # the split it is scored on: test, or val for a search's trial
     eval_query: int
@@ -289,19 +303,12 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
     ``expected_key``, when given, must equal the key this process resolves: a worker whose
     installed plugins resolve a different config refuses to run rather than store a mislabelled run.
     """
-    host = ctx.host
-    cls = host.learner(spec.learner)
-    plugin = host.learner_plugin(spec.learner)
-    kind = host.dataset(spec.dataset).kind
-    check_kind(spec, cls, kind)
-    config = resolve_config(cls, spec, kind)
-    config_dict = config_to_dict(config)
-    key, data = run_key(spec, ctx, config_dict)
-    if expected_key is not None and key != expected_key:
+    resolved = resolve(spec, ctx)
+    if expected_key is not None and resolved.run_key != expected_key:
         raise ConfigError(
             f"{spec.learner}: this worker resolves a different config or reads other data than the driver (key "
-            f"{key} != {expected_key}, data {data.id[:8]}); install the same versions of fewshot-bench "
-            "and its plugins and give every worker the same data"
+            f"{resolved.run_key} != {expected_key}, data {resolved.data.id[:8]}); install the same versions of "
+            "fewshot-bench and its plugins and give every worker the same data"
         )
     dataset = load_dataset(ctx, spec.dataset, spec.crop)
     # A search trial is scored on validation episodes (those early stopping used): it never reads the test split.
@@ -311,9 +318,8 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
     eval_query = spec.eval_query if spec.eval_query is not None else all_remaining_queries(test, spec.shot)
     preflight.check_episodes(dataset, spec, eval_query, test.name)  # the scored split too, before any training
     torch.manual_seed(spec.seed)
-    learner = build_learner(cls, config, task, ctx.device)
-    return Prepared(spec, cls, plugin.distribution, kind, config, config_dict, key, data, dataset, scored, eval_query,
-                    task, learner)
+    learner = build_learner(resolved.cls, resolved.config, task, ctx.device)
+    return Prepared(**vars(resolved), dataset=dataset, scored=scored, eval_query=eval_query, task=task, learner=learner)
 
 
 def use_threads(learner: Learner, ctx: RunContext) -> ThreadChoice:
@@ -390,7 +396,7 @@ def compute(
         with learner_errors(spec.learner, run.distribution, "meta-training"):
             result = trainer.run()
         train_summary = trained_summary(run, ctx, result)
-    return finish(run, ctx, threads, profiler, train_summary, {"train_s": time.perf_counter() - t0})
+    return score(run, ctx, threads, profiler, train_summary, {"train_s": time.perf_counter() - t0})
 
 
 def compute_population(
@@ -418,12 +424,12 @@ def compute_population(
         report = population_report(population)
         together = [population.trained_with.get(i, 1) for i in range(len(runs))]
     train_s = time.perf_counter() - t0
-    return [finish(run, ctx, threads, profiler, summary, {"train_s": train_s, "population": report},
+    return [score(run, ctx, threads, profiler, summary, {"train_s": train_s, "population": report},
                    {"size": size, "members": len(runs), "path": report.get("path", "none")})
             for run, summary, size in zip(runs, summaries, together)]
 
 
-def finish(
+def score(
     run: Prepared, ctx: RunContext, threads: ThreadChoice, profiler: Profiler, train_summary: dict[str, Any],
     timings: dict[str, Any], together: dict[str, Any] | None = None,
 ) -> RunOutcome:
@@ -480,21 +486,27 @@ def finish(
     return RunOutcome(record, acc)
 
 
-def store_outcome(
-    outcome: RunOutcome, store_path: Path, checkpoint_dir: Path | None = None, if_absent: bool = False,
-    replace: bool = False,
-) -> str:
-    """Write a computed run to the store, then drop its checkpoint; returns the stored run id.
+@dataclass
+class Stored:
+    """Where a computed run ended up: the stored run's id, and whether another process had stored it first."""
 
-    The checkpoint goes only after the store commit, so a kill in between costs at most a
-    re-evaluation. With ``if_absent`` a run whose key is already complete is not written
-    again and the existing run's id is returned (what sweeps use: never a duplicate); with
-    ``replace`` it takes the stored run's place (``run --rerun``).
+    run_id: str
+    stored_by_other: bool
+
+
+def store_run(outcome: RunOutcome, store_path: Path, checkpoint_dir: Path | None = None, rerun: bool = False) -> Stored:
+    """Write a computed run to the store, then drop its checkpoint.
+
+    One run key has one complete row: a run whose key another process (an earlier run, a
+    sweep's other worker) stored already is not written again, and the stored row is kept;
+    with ``rerun`` this run takes the stored one's place (``run --rerun``). The checkpoint goes
+    only after the store commit, so a kill in between costs at most a re-evaluation.
     """
-    with ResultStore(store_path) as store:
-        run_id = store.add_run(outcome.record, outcome.values, if_absent=if_absent, replace=replace)
+    mine = outcome.record.setdefault("run_id", uuid.uuid4().hex[:12])
+    with ResultStore(store_path) as db:
+        run_id = db.add_run(outcome.record, outcome.values, if_absent=not rerun, replace=rerun)
     drop_checkpoint(checkpoint_dir, outcome.record["run_key"])
-    return run_id
+    return Stored(run_id, run_id != mine)
 
 
 def drop_checkpoint(checkpoint_dir: Path | None, run_key: str) -> None:
@@ -507,28 +519,16 @@ def drop_checkpoint(checkpoint_dir: Path | None, run_key: str) -> None:
         (checkpoint_dir / f"{run_key}.pt").unlink(missing_ok=True)
 
 
-def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False) -> dict[str, Any]:
-    """Run the protocol for ``spec`` and store the result; returns the stored summary.
-
-    Meta-training checkpoints after each validation; rerunning the same spec resumes. One
-    run key has one complete row: if another process stored the same run meanwhile, its row
-    is kept (``stored_by_other`` is set); with ``rerun`` this run replaces the stored one.
-    """
-    return store_run(compute(spec, ctx), ctx, rerun)
-
-
-def store_run(outcome: RunOutcome, ctx: RunContext, rerun: bool = False) -> dict[str, Any]:
-    """Store a computed run as :func:`execute` does (kept if stored by another process, unless ``rerun``)."""
-    mine = outcome.record.setdefault("run_id", uuid.uuid4().hex[:12])
-    run_id = store_outcome(outcome, ctx.store_path, ctx.checkpoint_dir, if_absent=not rerun, replace=rerun)
-    return {**outcome.record, "run_id": run_id, "stored_by_other": run_id != mine}
+def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False) -> Stored:
+    """Compute ``spec`` and store it (:func:`store_run`); rerunning the same spec resumes its meta-training."""
+    return store_run(compute(spec, ctx), ctx.store_path, ctx.checkpoint_dir, rerun)
 
 
 def execute_population(
     specs: list[RunSpec], ctx: RunContext, rerun: bool = False, batched: bool = True, size: int | None = None,
-) -> list[dict[str, Any]]:
-    """Run ``specs`` (seeds of one cell) as populations of at most ``size`` members and store each run, as
-    :func:`execute` stores one; returns the stored summaries in the order of ``specs``."""
+) -> list[Stored]:
+    """Compute ``specs`` (seeds of one cell) as populations of at most ``size`` members and store each run, as
+    :func:`execute` stores one; returns where each was stored, in the order of ``specs``."""
     step = size or len(specs)
-    return [store_run(outcome, ctx, rerun) for start in range(0, len(specs), step)
+    return [store_run(outcome, ctx.store_path, ctx.checkpoint_dir, rerun) for start in range(0, len(specs), step)
             for outcome in compute_population(specs[start:start + step], ctx, batched=batched)]

@@ -61,3 +61,12 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> RunSummary:
     if a.shape != b.shape:
         raise ValueError(f"paired runs need the same episodes (got {a.size} and {b.size})")
     return summarize_run(a - b)
+
+
+def metric_text(metric: str, value: float | None, prefix: str = "") -> str:
+    """A run's metric as people read it: accuracy in percent, a regression MSE as ``mse 1.2345`` (``-``: none)."""
+    if value is None:
+        return "-"
+    if metric == "accuracy":
+        return f"{prefix}{100 * value:.2f}%"
+    return f"{prefix}{value:.4f}" if prefix else f"{metric} {value:.4f}"

@@ -28,9 +28,10 @@ from fewshot_bench.protocol.runner import (
     episode_shape,
     resolve_config,
     run_key,
-    store_outcome,
+    store_run,
 )
 from fewshot_bench.protocol.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
+from fewshot_bench.records.stats import metric_text
 from fewshot_bench.records.store import ResultStore
 from fewshot_bench.reports.tables import get_table
 from fewshot_bench.search.executors import Executor
@@ -191,9 +192,9 @@ def run_plan(
                     for member, outcome in zip(members, result if isinstance(result, list) else [result]):
                         _store(outcome, member, store_path, checkpoint_dir)
                         report.ran += 1
-                        acc = outcome.record["mean"]
-                        log.info("%s: %.2f%% over %d episodes", member.label, 100 * acc, outcome.record["episodes"])
-                        bar.set_postfix_str(f"{member.label}: {100 * acc:.2f}%")
+                        value = metric_text(outcome.record["metric"], outcome.record["mean"])
+                        log.info("%s: %s over %d episodes", member.label, value, outcome.record["episodes"])
+                        bar.set_postfix_str(f"{member.label}: {value}")
                 bar.update(len(members))
         finally:
             executor.close()
@@ -221,7 +222,7 @@ def _store(outcome: RunOutcome, job: Job, store_path: Path, checkpoint_dir: Path
         raise ConfigError(
             f"{job.label}: the worker stored key {outcome.record['run_key']}, the driver expected {job.key}"
         )
-    store_outcome(outcome, store_path, checkpoint_dir, if_absent=True)
+    store_run(outcome, store_path, checkpoint_dir)
 
 
 def seed_list(seeds: int, first: int = 0) -> list[int]:

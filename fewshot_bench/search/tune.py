@@ -58,7 +58,7 @@ from fewshot_bench.protocol.runner import (
     drop_checkpoint,
     resolve_config,
     run_key,
-    store_outcome,
+    store_run,
 )
 from fewshot_bench.protocol.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
 from fewshot_bench.records.store import ResultStore, RunRecord
@@ -587,7 +587,7 @@ def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, sto
         "study": job.study, "trial": job.number, "sampler": request.sampler, "values": values,
         "objective": request.score, "score": trial_score(outcome.record, request.score),
     }
-    outcome.record["run_id"] = store_outcome(outcome, store_path, checkpoint_dir, if_absent=True)
+    outcome.record["run_id"] = store_run(outcome, store_path, checkpoint_dir).run_id
 
 
 # --- tuned presets ------------------------------------------------------------------------------
