@@ -3,7 +3,6 @@ they used; `results` shows what tells runs apart; transductive learners are mark
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from dataclasses import asdict
@@ -11,11 +10,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from fewshot_bench.commands.figure import pair_for_figure_5
 from fewshot_bench.errors import ConfigError, StoreError
 from fewshot_bench.protocol.spec import RunSpec
 from fewshot_bench.records.store import ResultStore
 from fewshot_bench.reports.combining import TRANSDUCTIVE_NOTE, choose, parse_learner_overrides, protocol_of
+from fewshot_bench.reports.figure_runs import FigureRequest, check_overrides, figure_runs
 
 EPISODES = 50
 
@@ -266,26 +265,58 @@ def test_transductive_runs_are_marked(cli, tmp_path):
 # --- figure 5 ----------------------------------------------------------------------------
 
 
-def figure_args(**kw):
-    return argparse.Namespace(**{"run": None, "baseline_run": None, "protocol": None, "steps": None, **kw})
-
-
-def test_figure_5_pairs_leo_with_metasgd_of_its_seed_and_protocol(tmp_path):
+def test_figure_5_pairs_leo_with_metasgd_of_its_seed_and_protocol(tmp_path, host):
     path = tmp_path / "f.db"
-    is_cls = lambda r: r.metric == "accuracy"  # noqa: E731
     with ResultStore(path) as s:
         leo0 = add_run(s, "leo", 0, 0.7, model="leo0.pt", created_at="2024-01-01T00:00:00+00:00")
         msgd0 = add_run(s, "metasgd", 0, 0.6, model="m0.pt", created_at="2024-01-01T00:00:01+00:00")
         add_run(s, "metasgd", 1, 0.6, model="m1.pt", created_at="2024-01-02T00:00:00+00:00")  # other seed
         short = add_run(s, "metasgd", 0, 0.6, steps=30, model="m30.pt", created_at="2024-01-03T00:00:00+00:00")
     with ResultStore(path, create=False) as s:
-        leo, baseline, selection = pair_for_figure_5(s, figure_args(), {}, is_cls)
-        assert (leo.run_id, baseline.run_id) == (leo0, msgd0)
-        assert selection.protocol == protocol_of(leo) and "steps=200" in selection.note()
+        chosen = figure_runs(s, host, FigureRequest(5))
+        assert (chosen.record.run_id, chosen.baseline.run_id) == (leo0, msgd0)  # LEO declares Meta-SGD its baseline
+        assert chosen.selection.protocol == protocol_of(chosen.record) and "steps=200" in chosen.selection.note()
         with pytest.raises(ConfigError, match="different protocols"):
-            pair_for_figure_5(s, figure_args(run=leo0, baseline_run=short), {}, is_cls)
+            figure_runs(s, host, FigureRequest(5, run=leo0, baseline_run=short))
         with pytest.raises(ConfigError, match="no runs of leo with a matching metasgd run with --steps 30"):
-            pair_for_figure_5(s, figure_args(steps=30), {}, is_cls)
+            figure_runs(s, host, FigureRequest(5, steps=30))
+
+
+def test_figures_draw_the_learners_that_declare_them_and_their_declared_baseline(tmp_path, host):
+    """A plugin learner declaring figures 4 and 5 (baseline: MAML) is drawn like LEO; an LEO ablation, which
+    declares no figure, never is by default."""
+    import types
+
+    from fewshot_bench.api.hooks import hookimpl
+    from fewshot_bench.plugin_host import load_plugins
+
+    latent = types.ModuleType("latent_learners")
+
+    @hookimpl
+    def fewshot_bench_register_learners(register):
+        class Latent(host.learner("metasgd")):
+            name = "latent"
+            figures = (4, 5)
+            figure_baseline = "maml"
+
+        register(Latent)
+
+    latent.fewshot_bench_register_learners = fewshot_bench_register_learners
+    with_latent = load_plugins(extra=[("latent", latent)])
+    path = tmp_path / "d.db"
+    with ResultStore(path) as s:
+        add_run(s, "leo", 0, 0.7, model="leo.pt", created_at="2024-01-01T00:00:00+00:00")
+        own = add_run(s, "latent", 0, 0.7, model="l.pt", created_at="2024-01-02T00:00:00+00:00")
+        add_run(s, "metasgd", 0, 0.6, model="m.pt", created_at="2024-01-02T00:00:01+00:00")
+        maml = add_run(s, "maml", 0, 0.6, model="a.pt", created_at="2024-01-02T00:00:02+00:00")
+        add_run(s, "leo-deterministic", 0, 0.7, model="d.pt", created_at="2024-01-03T00:00:00+00:00")
+    with ResultStore(path, create=False) as s:
+        assert figure_runs(s, with_latent, FigureRequest(4)).record.run_id == own  # the latest declaring run
+        chosen = figure_runs(s, with_latent, FigureRequest(5))
+        assert (chosen.record.run_id, chosen.baseline.run_id) == (own, maml)
+    check_overrides(with_latent, {"latent": {"outer_lr": "0.1"}, "maml": {"outer_lr": "0.1"}})
+    with pytest.raises(ConfigError, match="use leo.KEY=VALUE or metasgd.KEY=VALUE$"):
+        check_overrides(host, {"maml": {"outer_lr": "0.1"}})
 
 
 def test_figure_5_refuses_mixed_protocols_from_real_runs(cli):

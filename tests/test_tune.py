@@ -227,6 +227,25 @@ def test_a_trial_stored_just_before_a_kill_is_told_not_recomputed(cli, tmp_path,
     assert [s for s, _ in study_states(store, name).values()] == ["COMPLETE"] * 3
 
 
+def test_a_trial_killed_while_its_values_were_written_is_failed_and_replaced(cli, tmp_path):
+    import optuna
+
+    store = tmp_path / "s.db"
+    first = cli(*METASGD, "--trials", "1", *TINY, "--store", store, "--json")
+    assert first.code == 0, first.err
+    name = first.json()["study"]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(store)}")
+    study.ask()  # trial 1, running with none of its values: as a driver killed while sampling leaves it
+
+    again = cli(*METASGD, "--trials", "2", *TINY, "--store", store, "--json")
+    assert again.code == 0, again.err
+    assert (again.json()["complete"], again.json()["ran"], again.json()["resumed"]) == (2, 1, 0)
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(store)}").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["failed"] == "interrupted while sampling"
+    assert sorted(r.options["tune"]["trial"] for r in trials_in(store)) == [0, 2]
+
+
 @pytest.mark.slow  # a search, a run and a sweep
 def test_run_and_sweep_use_the_tuned_preset_and_tables_say_where_it_came_from(cli, tmp_path):
     store = tmp_path / "p.db"

@@ -103,6 +103,12 @@ class Learner(nn.Module):
     # The hyperparameters `fewshot-bench tune` searches: {Config field: Float/Int/Choice range}
     # (fewshot_bench.api.search_space); empty: nothing to tune unless the user passes --space.
     search_space: ClassVar[dict[str, Any]] = {}
+    # The LEO paper's figures (`fewshot-bench figure N`) drawn by default from this learner's stored runs of the
+    # figure's task kind (3: sampled regression models; 4: latents before and after adaptation, read through
+    # `adaptation`; 5: curvature and coverage beside a baseline's); declared by the class of that kind.
+    figures: ClassVar[tuple[int, ...]] = ()
+    # Figure 5: the learner whose run of the same setting, seed and protocol this learner's run is compared with.
+    figure_baseline: ClassVar[str | None] = None
 
     def __init__(self, config: Any, task: TaskSpec) -> None:
         super().__init__()

@@ -124,67 +124,88 @@ def compare(
     if outside:
         raise ConfigError(f"--set names learner(s) not compared: {', '.join(outside)}; "
                           f"use {a}.KEY=VALUE or {b}.KEY=VALUE")
-
-    def keep(r: RunRecord) -> bool:
-        return (
-            r.status == "complete"
-            and (datasets is None or r.dataset.lower() in datasets)
-            and (shot is None or r.shot == shot)
-            and (way is None or r.way == way)
-        )
-
-    runs_a = _with_overrides([r for r in store.runs(learner=a) if keep(r)], a, overrides.get(a, {}))
-    runs_b = _with_overrides([r for r in store.runs(learner=b) if keep(r)], b, overrides.get(b, {}))
+    runs_a = _complete_runs(store, a, overrides.get(a, {}), datasets, shot, way)
+    runs_b = _complete_runs(store, b, overrides.get(b, {}), datasets, shot, way)
     versions = one_data_per_dataset(runs_a + runs_b, data)  # never pair runs that read different data
     runs_a = [r for r in versions.runs if r.learner == a]
     runs_b = [r for r in versions.runs if r.learner == b]
+    selection = choose(runs_a + runs_b, protocol, steps, score=lambda runs: _paired_seeds(runs, a, b),
+                       unit="paired seeds", what=f" for {a!r} and {b!r}")
+    if selection.protocol is None or _paired_seeds(selection.runs, a, b) == 0:
+        raise _nothing_paired(store, a, b, runs_a, runs_b)
+    settings = _pairs_by_setting(selection.runs, a, b)
+    crop = selection.protocol.get("crop")
+    comparisons = [_comparison(store, setting, pairs, crop, selection.protocol.id)
+                   for setting, pairs in settings.items()]
+    paired_runs = [run for pairs in settings.values() for pair in pairs for run in pair]
+    notes = versions.notes + [note for note in [execution_note(paired_runs)] if note]
+    return PairedReport(
+        a, b, selection, comparisons, overrides.get(a, {}), overrides.get(b, {}),
+        transductive_a=any(is_transductive(r) for r in runs_a), transductive_b=any(is_transductive(r) for r in runs_b),
+        notes=notes,
+    )
 
-    def pairs(runs: list[RunRecord]) -> int:
-        by_learner = {a: set(), b: set()}
-        for r in runs:
-            by_learner[r.learner].add((r.dataset, r.way, r.shot, r.seed))
-        return len(by_learner[a] & by_learner[b])
 
-    selection = choose(runs_a + runs_b, protocol, steps, score=pairs, unit="paired seeds", what=f" for {a!r} and {b!r}")
-    if selection.protocol is None or pairs(selection.runs) == 0:
-        described = lambda runs: ", ".join(p.id + f" ({p.description})" for p in group_by_protocol(runs)) or "none"  # noqa: E731
-        raise StoreError(
-            f"no runs of {a!r} and {b!r} share a (dataset, way, shot, seed) under the same protocol in {store.path} "
-            f"({a}: {described(runs_a)}; {b}: {described(runs_b)}); "
-            f"run both with the same seeds and options, e.g. `fewshot-bench sweep --learners {a},{b}`"
-        )
-    cells_a = _cells([r for r in selection.runs if r.learner == a])
-    cells_b = _cells([r for r in selection.runs if r.learner == b])
+def _complete_runs(store: ResultStore, learner: str, wanted: dict[str, str], datasets: set[str] | None,
+                   shot: int | None, way: int | None) -> list[RunRecord]:
+    """``learner``'s complete runs of the asked datasets, shot and way, made with exactly ``wanted`` overrides."""
+    kept = [
+        r for r in store.runs(learner=learner)
+        if r.status == "complete" and (datasets is None or r.dataset.lower() in datasets)
+        and (shot is None or r.shot == shot) and (way is None or r.way == way)
+    ]
+    return _with_overrides(kept, learner, wanted)
+
+
+def _paired_seeds(runs: list[RunRecord], a: str, b: str) -> int:
+    """How many (dataset, way, shot, seed) both ``a`` and ``b`` ran among ``runs``."""
+    by_learner: dict[str, set[tuple]] = {a: set(), b: set()}
+    for r in runs:
+        by_learner[r.learner].add((r.dataset, r.way, r.shot, r.seed))
+    return len(by_learner[a] & by_learner[b])
+
+
+def _nothing_paired(store: ResultStore, a: str, b: str, runs_a: list[RunRecord],
+                    runs_b: list[RunRecord]) -> StoreError:
+    """The error when no protocol holds a seed both learners ran: the protocols each learner's runs have."""
+    def described(runs: list[RunRecord]) -> str:
+        return ", ".join(p.id + f" ({p.description})" for p in group_by_protocol(runs)) or "none"
+
+    return StoreError(
+        f"no runs of {a!r} and {b!r} share a (dataset, way, shot, seed) under the same protocol in {store.path} "
+        f"({a}: {described(runs_a)}; {b}: {described(runs_b)}); "
+        f"run both with the same seeds and options, e.g. `fewshot-bench sweep --learners {a},{b}`"
+    )
+
+
+def _pairs_by_setting(runs: list[RunRecord], a: str, b: str) -> dict[tuple, list[tuple[RunRecord, RunRecord]]]:
+    """The (run of ``a``, run of ``b``) of each seed both ran, by (dataset, way, shot); one run per seed each."""
+    cells_a = _cells([r for r in runs if r.learner == a])
+    cells_b = _cells([r for r in runs if r.learner == b])
     settings: dict[tuple, list[tuple[RunRecord, RunRecord]]] = {}
     for cell in sorted(set(cells_a) & set(cells_b), key=str):
         (ra,), _ = one_per_seed(cells_a[cell])
         (rb,), _ = one_per_seed(cells_b[cell])
         settings.setdefault(cell[:3], []).append((ra, rb))
-    crop = selection.protocol.get("crop")
-    out = []
-    for (dataset, n_way, k_shot), cell_pairs in settings.items():
-        diffs, values_a, values_b, seeds = [], [], [], []
-        for ra, rb in sorted(cell_pairs, key=lambda p: p[0].seed):
-            va, vb = store.episode_values(ra.run_id), store.episode_values(rb.run_id)
-            n = min(va.size, vb.size)  # episode i is the same in both: the common prefix pairs up
-            d = stats.paired_difference(va[:n], vb[:n])
-            diffs.append(va[:n].astype(np.float64) - vb[:n])
-            values_a.append(va[:n])
-            values_b.append(vb[:n])
-            seeds.append(SeedPair(ra.seed, ra.run_id, rb.run_id, n, d.mean))
-        pooled = stats.summarize_run(np.concatenate(diffs))
-        out.append(
-            Comparison(
-                dataset, n_way, k_shot, crop,
-                mean_a=float(np.concatenate(values_a).mean()), mean_b=float(np.concatenate(values_b).mean()),
-                diff=pooled.mean, ci95=pooled.ci95, episodes=pooled.episodes, seeds=seeds,
-                protocol=selection.protocol.id,
-            )
-        )
-    paired_runs = [run for pairs_ in settings.values() for pair in pairs_ for run in pair]
-    notes = versions.notes + [note for note in [execution_note(paired_runs)] if note]
-    return PairedReport(
-        a, b, selection, out, overrides.get(a, {}), overrides.get(b, {}),
-        transductive_a=any(is_transductive(r) for r in runs_a), transductive_b=any(is_transductive(r) for r in runs_b),
-        notes=notes,
+    return settings
+
+
+def _comparison(store: ResultStore, setting: tuple, pairs: list[tuple[RunRecord, RunRecord]], crop: str,
+                protocol: str) -> Comparison:
+    """A - B in one (dataset, way, shot) setting: per-episode differences of each seed's pair, pooled over seeds."""
+    diffs, values_a, values_b, seeds = [], [], [], []
+    for ra, rb in sorted(pairs, key=lambda p: p[0].seed):
+        va, vb = store.episode_values(ra.run_id), store.episode_values(rb.run_id)
+        n = min(va.size, vb.size)  # episode i is the same in both: the common prefix pairs up
+        d = stats.paired_difference(va[:n], vb[:n])
+        diffs.append(va[:n].astype(np.float64) - vb[:n])
+        values_a.append(va[:n])
+        values_b.append(vb[:n])
+        seeds.append(SeedPair(ra.seed, ra.run_id, rb.run_id, n, d.mean))
+    pooled = stats.summarize_run(np.concatenate(diffs))
+    dataset, n_way, k_shot = setting
+    return Comparison(
+        dataset, n_way, k_shot, crop,
+        mean_a=float(np.concatenate(values_a).mean()), mean_b=float(np.concatenate(values_b).mean()),
+        diff=pooled.mean, ci95=pooled.ci95, episodes=pooled.episodes, seeds=seeds, protocol=protocol,
     )

@@ -131,25 +131,14 @@ def build_cells(
     if outside:
         raise ConfigError(f"--set names learner(s) not in table {table.number}: {', '.join(outside)}; "
                           f"its learners: {', '.join(table.learners)}")
-
-    def setting_of(r: RunRecord) -> Setting | None:
-        return next((s for s in settings if s.shot == r.shot and same_dataset(s.dataset, r.dataset)), None)
-
-    pool = [
-        r for r in runs
-        if r.way == table.way and r.status == "complete" and r.learner in table.learners
-        and r.options.get("crop", "center") == crop and setting_of(r) is not None
-    ]
-    versions = one_data_per_dataset(pool, data)
+    versions = one_data_per_dataset(_table_runs(table, settings, runs, same_dataset, crop), data)
     pool = versions.runs
     wanted = lambda r: overrides_of(r) == overrides.get(r.learner, {})  # noqa: E731
     # A protocol's score: the (row, setting, seed) cells it fills with the runs the table would use.
     score = lambda rs: len({(r.learner, r.dataset.lower(), r.shot, r.seed) for r in rs if wanted(r)})  # noqa: E731
     selection = choose(pool, protocol, steps, episodes, score=score, unit="cells", what=f" for table {table.number}")
     chosen = [r for r in selection.runs if wanted(r)]
-    seen_protocols: dict[tuple[str, Setting], set[str]] = {}
-    for r in pool:
-        seen_protocols.setdefault((r.learner, setting_of(r)), set()).add(protocol_of(r).id)
+    seen_protocols = _protocols_seen(pool, settings, same_dataset)
 
     cells, notes, sources = [], list(versions.notes), []
     for row in table.rows:
@@ -159,28 +148,13 @@ def build_cells(
                 cells.extend(row_cells)
             continue
         asked = overrides.get(row.learner, {})
-        for cell, setting in zip(row_cells, settings):
-            matching = [r for r in chosen if r.learner == row.learner and r.shot == setting.shot
-                        and same_dataset(setting.dataset, r.dataset)]
-            fill_cell(cell, matching, len(seen_protocols.get((row.learner, setting), ())))
-            cell.overrides = dict(asked)
-        transductive = any(c.transductive for c in row_cells)
-        label = row.label + (f" [{overrides_text(asked)}]" if asked else "")
-        for cell in row_cells:
-            cell.row = mark(label, transductive)
-            cell.transductive = transductive
+        _fill_row(row, row_cells, settings, chosen, same_dataset, seen_protocols, asked)
         cells.extend(row_cells)
         used = {run_id for c in row_cells for run_id in c.run_ids}
         if used:  # where the row's hyperparameters came from: default, a preset, or a search (study, trials, budget)
             sources.append(f"{row.label}: {'; '.join(sorted({hparams_source(r) for r in chosen if r.run_id in used}))}")
         if all(c.mean is None for c in row_cells):
-            unused = sorted({overrides_text(overrides_of(r)): overrides_of(r) for r in selection.runs
-                             if r.learner == row.learner and not wanted(r)}.items())
-            if unused:
-                what = "with overrides " + overrides_text(asked) if asked else "with the learner's defaults"
-                hints = " or ".join(f"`{set_options(row.learner, o)}`" for _, o in unused)
-                notes.append(f"{row.label}: no runs {what} under this protocol; "
-                             f"runs with other overrides exist: show them with {hints}")
+            notes.extend(_other_overrides_note(row, selection.runs, asked))
     if any(not text.endswith(": default") for text in sources):  # all defaults: nothing to say
         notes.append("hyperparameters: " + " | ".join(sources))
     used = {run_id for c in cells for run_id in c.run_ids}
@@ -188,6 +162,57 @@ def build_cells(
     if differs:
         notes.append(differs)
     return TableRuns(cells, selection, notes)
+
+
+def _setting_of(run: RunRecord, settings: list[Setting], same_dataset: Callable[[str, str], bool]) -> Setting | None:
+    """The setting of ``settings`` whose dataset and shot ``run`` has (None: none)."""
+    return next((s for s in settings if s.shot == run.shot and same_dataset(s.dataset, run.dataset)), None)
+
+
+def _table_runs(table: TableSpec, settings: list[Setting], runs: list[RunRecord],
+                same_dataset: Callable[[str, str], bool], crop: str) -> list[RunRecord]:
+    """The complete runs of the table's learners, way and crop on one of ``settings``, of any protocol and data."""
+    return [
+        r for r in runs
+        if r.way == table.way and r.status == "complete" and r.learner in table.learners
+        and r.options.get("crop", "center") == crop and _setting_of(r, settings, same_dataset) is not None
+    ]
+
+
+def _protocols_seen(pool: list[RunRecord], settings: list[Setting],
+                    same_dataset: Callable[[str, str], bool]) -> dict[tuple[str, Setting], set[str]]:
+    """The protocol ids each (learner, setting) has runs under."""
+    seen: dict[tuple[str, Setting], set[str]] = {}
+    for r in pool:
+        seen.setdefault((r.learner, _setting_of(r, settings, same_dataset)), set()).add(protocol_of(r).id)
+    return seen
+
+
+def _fill_row(row: Row, row_cells: list[Cell], settings: list[Setting], chosen: list[RunRecord],
+              same_dataset: Callable[[str, str], bool], seen_protocols: dict[tuple[str, Setting], set[str]],
+              asked: dict[str, str]) -> None:
+    """Fill a learner's row from the chosen runs and label it: its overrides, and a mark if any run is transductive."""
+    for cell, setting in zip(row_cells, settings):
+        matching = [r for r in chosen if r.learner == row.learner and r.shot == setting.shot
+                    and same_dataset(setting.dataset, r.dataset)]
+        fill_cell(cell, matching, len(seen_protocols.get((row.learner, setting), ())))
+        cell.overrides = dict(asked)
+    transductive = any(c.transductive for c in row_cells)
+    label = row.label + (f" [{overrides_text(asked)}]" if asked else "")
+    for cell in row_cells:
+        cell.row = mark(label, transductive)
+        cell.transductive = transductive
+
+
+def _other_overrides_note(row: Row, runs: list[RunRecord], asked: dict[str, str]) -> list[str]:
+    """For an empty row: the note naming the ``--set`` overrides its learner's runs of the protocol were made with."""
+    unused = sorted({overrides_text(overrides_of(r)): overrides_of(r) for r in runs
+                     if r.learner == row.learner and overrides_of(r) != asked}.items())
+    if not unused:
+        return []
+    what = "with overrides " + overrides_text(asked) if asked else "with the learner's defaults"
+    hints = " or ".join(f"`{set_options(row.learner, o)}`" for _, o in unused)
+    return [f"{row.label}: no runs {what} under this protocol; runs with other overrides exist: show them with {hints}"]
 
 
 def _cell(row: Row, setting: Setting, crop: str) -> Cell:

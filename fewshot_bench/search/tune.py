@@ -339,8 +339,9 @@ class PruningPlan:
         optuna = _optuna()
         from optuna.trial import TrialState, create_trial
 
-        study = optuna.create_study(  # in memory; its sampler samples nothing (no parameters)
-            study_name=self.study, direction=self.direction, pruner=self.pruning.make(self.budget),
+        storage = optuna.storages.InMemoryStorage()
+        study = optuna.create_study(  # its sampler samples nothing (no parameters)
+            study_name=self.study, storage=storage, direction=self.direction, pruner=self.pruning.make(self.budget),
             sampler=optuna.samplers.RandomSampler(seed=0))
         finished = {t.number: t for t in self.finished}
         for number in range(self.number):  # in-memory trial numbers count up: the same numbers as the study's
@@ -358,7 +359,9 @@ class PruningPlan:
             if trial.should_prune():
                 pruned = int(point["step"])
                 break
-        return pruned, dict(study._storage.get_trial(trial._trial_id).system_attrs)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(self.study),
+                                                                    trial.number)
+        return pruned, dict(storage.get_trial_system_attrs(trial_id))
 
     def __call__(self, result: Any) -> bool:
         """The trainer's callback after each validation (``TrainOptions.on_validation``): go on unless pruned."""
@@ -418,158 +421,250 @@ def search(
     """
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
-    optuna = _optuna()
-    from optuna.trial import TrialState
-
-    path = storage_path(store_path)
-    name = request.study_name
     lock_dir = checkpoint_dir or store_path.resolve().parent / "fewshot-checkpoints"
-    kind = host.dataset(request.dataset).kind
-    data_ctx = RunContext(host=host, store_path=store_path, data_dir=data_dir)  # caches the data's digests
-    with study_lock(lock_dir / f"tune-{name}.lock"):
-        storage = open_storage(path)
+    with study_lock(lock_dir / f"tune-{request.study_name}.lock"):
+        driver = Search.open(request, host, store_path, executor, in_flight, checkpoint_dir, data_dir)
+        return driver.run(trials, progress)
+
+
+Pruned = tuple[int | None, dict[str, Any]]  # the step a trial was pruned at (None: it was not), the pruner's marks
+
+
+class Search:
+    """The driver of one study while it holds the study's lock: asks trials as jobs, tells their results.
+
+    It alone writes the study and the results store; the executor's workers compute the trials.
+    """
+
+    def __init__(self, request: SearchRequest, host: PluginHost, store_path: Path, executor: Executor, study: Any,
+                 storage: Any, in_flight: int = 1, checkpoint_dir: Path | None = None,
+                 data_dir: Path | None = None) -> None:
+        self.request = request
+        self.host = host
+        self.store_path = store_path
+        self.executor = executor
+        self.study = study
+        self.storage = storage
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.in_flight = in_flight
+        self.checkpoint_dir = checkpoint_dir
+        self.kind = host.dataset(request.dataset).kind
+        self.data_ctx = RunContext(host=host, store_path=store_path, data_dir=data_dir)  # caches the data's digests
+        self.prunes = request.pruning.kind != "none"
+        self.running: set[int] = set()  # trial numbers asked and not yet told
+        from optuna.trial import TrialState
+
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        self.report = SearchReport(study.study_name, str(storage_path(store_path)),
+                                   states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED))
+
+    @classmethod
+    def open(cls, request: SearchRequest, host: PluginHost, store_path: Path, executor: Executor, in_flight: int = 1,
+             checkpoint_dir: Path | None = None, data_dir: Path | None = None) -> Search:
+        """The study named by ``request`` (created, or loaded to be continued) in the study file beside the store."""
+        optuna = _optuna()
+        storage = open_storage(storage_path(store_path))
         study = optuna.create_study(
-            study_name=name, storage=storage, direction=request.direction, load_if_exists=True,
+            study_name=request.study_name, storage=storage, direction=request.direction, load_if_exists=True,
             sampler=make_sampler(request.sampler, request.seed),
         )
         if "definition" not in study.user_attrs:
             study.set_user_attr("definition", request.definition())
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        report = SearchReport(name, str(path), states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED))
-        prunes = request.pruning.kind != "none"
+        return cls(request, host, store_path, executor, study, storage, in_flight, checkpoint_dir, data_dir)
 
-        # Trials a killed driver left running (this driver holds the lock, so nobody runs them).
+    def run(self, trials: int, progress: bool = False) -> SearchReport:
+        """Resume the trials a killed driver left, then ask and tell trials until ``trials`` have finished."""
+        stale = self.resume_stored(self.stale_trials())
+        with logging_redirect_tqdm(), self.progress_bar(trials, progress) as bar:
+            try:
+                for job, result in self.executor.run(self.jobs(stale, trials), in_flight=self.in_flight):
+                    line = self.finish(job, result)
+                    if line is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(line)
+            finally:
+                self.executor.close()
+        if self.report.complete:
+            best = self.study.best_trial
+            self.report.best = {"trial": best.number, "value": best.value, "values": _values(best, self.request),
+                                "run_id": best.user_attrs.get("run_id")}
+        return self.report
+
+    def progress_bar(self, trials: int, progress: bool) -> tqdm:
+        """A bar of finished trials out of ``trials``, starting at those finished before (off unless ``progress``)."""
+        initial = self.report.complete + self.report.pruned
+        return tqdm(total=max(trials, initial), initial=initial, desc=f"tune {self.request.learner}", unit="trial",
+                    disable=not progress)
+
+    # --- trials a killed driver left running ---
+
+    def stale_trials(self) -> list[Any]:
+        """The trials a killed driver left running with all their values (this driver holds the lock, so nobody runs
+        them); one killed while its values were being written is marked failed, to be replaced by a new trial."""
+        from optuna.trial import TrialState
+
         stale = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if set(t.params) == set(request.space):
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if set(t.params) == set(self.request.space):
                 stale.append(t)
-            else:  # killed while its values were being written: replaced by a new trial
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                storage.set_trial_user_attr(t._trial_id, "failed", "interrupted while sampling")
+            else:
+                trial_id = self.trial_id(t.number)
+                self.storage.set_trial_user_attr(trial_id, "failed", "interrupted while sampling")
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        return stale
 
-        def finished() -> dict[int, Any]:
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            return {t.number: t for t in done}
-
-        def plan_for(t: Any) -> PruningPlan | None:
-            # The trials finished when ``t`` was asked, pinned then: a resumed trial is judged against the same ones
-            # (one killed before the pin, against those finished before its number).
-            if not prunes:
-                return None
-            done = finished()
-            numbers = t.user_attrs.get("pruning_snapshot", sorted(n for n in done if n < t.number))
-            return PruningPlan(name, request.direction, request.pruning, request.budget, t.number,
-                               tuple(FinishedTrial.of(done[n]) for n in numbers))
-
-        def job_for(t: Any) -> TrialJob:
-            spec = request.spec(_values(t, request))
-            cls = host.learner(spec.learner)
-            key, _ = run_key(spec, data_ctx, config_to_dict(resolve_config(cls, spec, kind)))
-            return TrialJob(spec, key, number=t.number, study=name, pruning=plan_for(t))
-
-        def frozen(number: int) -> Any:
-            return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
-
-        running: set[int] = set()
-
-        def jobs() -> Iterator[TrialJob]:
-            for t in stale:
-                running.add(t.number)
-                report.resumed += 1
-                yield job_for(t)
-            while report.complete + report.pruned + len(running) < trials:
-                if len(report.failed) >= max(3, trials):  # a learner that keeps failing: stop asking
-                    return
-                number = len(study.get_trials(deepcopy=False))
-                study.sampler = make_sampler(request.sampler, trial_seed(request.seed, number), parallel=in_flight > 1)
-                trial = study.ask({k: to_optuna(p) for k, p in request.space.items()})
-                if prunes:
-                    trial.set_user_attr("pruning_snapshot", sorted(finished()))
-                job = job_for(frozen(trial.number))
-                trial.set_user_attr("run_key", job.key)
-                running.add(trial.number)
-                yield job
-
-        def decide(number: int, record: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
-            """Where trial ``number`` is pruned (None: it is not) and the pruner's marks, as its worker decided."""
-            plan = plan_for(frozen(number))
-            return (None, {}) if plan is None else plan.replay(record["summary"]["train"].get("history", []))
-
-        def tell(number: int, record: dict[str, Any] | None, error: str | None = None,
-                 pruned: tuple[int | None, dict[str, Any]] = (None, {})) -> None:
-            """Record a finished trial: failed (``record`` None), pruned at step ``pruned[0]``, or complete."""
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-            if record is None:
-                storage.set_trial_user_attr(trial_id, "failed", error)
-                study.tell(number, state=TrialState.FAIL)
-                return
-            step, marks = pruned
-            for point in record["summary"]["train"].get("history", []):  # the validation curve, for Optuna's plots
-                if step is None or point["step"] <= step:
-                    storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
-            for key, value in marks.items():  # the pruner's own bookkeeping (Hyperband's rungs), as the worker's
-                storage.set_trial_system_attr(trial_id, key, value)
-            if step is not None:
-                study.tell(number, state=TrialState.PRUNED)  # its value: the last validation (Optuna's rule)
-                return
-            storage.set_trial_user_attr(trial_id, "run_id", record["run_id"])
-            study.tell(number, trial_score(record, request.score))
-
-        def count(pruned: tuple[int | None, dict[str, Any]]) -> None:
-            report.complete += pruned[0] is None
-            report.pruned += pruned[0] is not None
-
-        # A stale trial whose run was stored before the driver died is only told.
-        todo_stale = []
-        with ResultStore(store_path) as store:
+    def resume_stored(self, stale: list[Any]) -> list[Any]:
+        """Tell the stale trials whose run was stored before the driver died; the others, to compute again."""
+        todo = []
+        with ResultStore(self.store_path) as store:
             for t in stale:
                 key = t.user_attrs.get("run_key")
                 found = store.find_complete(key) if key else None
-                if found is not None:
-                    drop_checkpoint(checkpoint_dir, key)
-                    pruned = decide(t.number, found.to_json())
-                    tell(t.number, found.to_json(), pruned=pruned)
-                    count(pruned)
-                    report.resumed += 1
-                else:
-                    todo_stale.append(t)
-        stale = todo_stale
+                if found is None:
+                    todo.append(t)
+                    continue
+                drop_checkpoint(self.checkpoint_dir, key)
+                pruned = self.decide(t.number, found.to_json())
+                self.tell_finished(t.number, found.to_json(), pruned)
+                self.count(pruned)
+                self.report.resumed += 1
+        return todo
 
-        initial = report.complete + report.pruned
-        with logging_redirect_tqdm(), tqdm(total=max(trials, initial), initial=initial, desc=f"tune {request.learner}",
-                                           unit="trial", disable=not progress) as bar:
-            try:
-                for job, result in executor.run(jobs(), in_flight=in_flight):
-                    running.discard(job.number)
-                    if isinstance(result, FewshotBenchError):
-                        raise type(result)(f"{job.label}: {result}")
-                    if isinstance(result, BaseException):
-                        text = f"{type(result).__name__}: {result}"
-                        log.warning("%s failed: %s", job.label, text)
-                        tell(job.number, None, text)
-                        report.failed.append((job.number, text))
-                        continue
-                    pruned = decide(job.number, result.record)
-                    if pruned[0] is None:
-                        _store_trial(result, job, request, store_path, checkpoint_dir)
-                    tell(job.number, result.record, pruned=pruned)
-                    if pruned[0] is not None:  # not a finished run: nothing to resume
-                        drop_checkpoint(checkpoint_dir, job.key)
-                    report.ran += 1
-                    count(pruned)
-                    bar.update(1)
-                    done = (f"pruned at step {pruned[0]}" if pruned[0] is not None
-                            else _score(trial_score(result.record, request.score), kind))
-                    best = (f", best {_score(study.best_trial.value, kind)} (trial {study.best_trial.number})"
-                            if report.complete else "")
-                    bar.set_postfix_str(f"trial {job.number}: {done}{best}")
-            finally:
-                executor.close()
-        if report.complete:
-            best = study.best_trial
-            report.best = {"trial": best.number, "value": best.value, "values": _values(best, request),
-                           "run_id": best.user_attrs.get("run_id")}
-    return report
+    # --- asking ---
+
+    def jobs(self, stale: list[Any], trials: int) -> Iterator[TrialJob]:
+        """The stale trials, then new ones until ``trials`` are finished or in flight (drawn as the executor asks)."""
+        for t in stale:
+            self.running.add(t.number)
+            self.report.resumed += 1
+            yield self.job_for(t)
+        report = self.report
+        while report.complete + report.pruned + len(self.running) < trials:
+            if len(report.failed) >= max(3, trials):  # a learner that keeps failing: stop asking
+                return
+            yield self.ask()
+
+    def ask(self) -> TrialJob:
+        """A new trial, sampled with the seed of its number, as a job; its run key and pruning snapshot pinned."""
+        request = self.request
+        number = len(self.study.get_trials(deepcopy=False))
+        parallel = self.in_flight > 1
+        self.study.sampler = make_sampler(request.sampler, trial_seed(request.seed, number), parallel=parallel)
+        trial = self.study.ask({k: to_optuna(p) for k, p in request.space.items()})
+        if self.prunes:
+            trial.set_user_attr("pruning_snapshot", sorted(self.finished()))
+        job = self.job_for(self.frozen(trial.number))
+        trial.set_user_attr("run_key", job.key)
+        self.running.add(trial.number)
+        return job
+
+    def job_for(self, trial: Any) -> TrialJob:
+        """The job that computes ``trial`` (a frozen trial with all its values)."""
+        spec = self.request.spec(_values(trial, self.request))
+        cls = self.host.learner(spec.learner)
+        key, _ = run_key(spec, self.data_ctx, config_to_dict(resolve_config(cls, spec, self.kind)))
+        return TrialJob(spec, key, number=trial.number, study=self.study.study_name, pruning=self.plan_for(trial))
+
+    # --- pruning ---
+
+    def finished(self) -> dict[int, Any]:
+        """The study's complete and pruned trials by number."""
+        from optuna.trial import TrialState
+
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return {t.number: t for t in done}
+
+    def plan_for(self, trial: Any) -> PruningPlan | None:
+        """What prunes ``trial`` (None: the study does not prune).
+
+        The trials finished when it was asked are pinned then: a resumed trial is judged against the same ones (one
+        killed before the pin, against those finished before its number).
+        """
+        if not self.prunes:
+            return None
+        done = self.finished()
+        numbers = trial.user_attrs.get("pruning_snapshot", sorted(n for n in done if n < trial.number))
+        request = self.request
+        return PruningPlan(self.study.study_name, request.direction, request.pruning, request.budget, trial.number,
+                           tuple(FinishedTrial.of(done[n]) for n in numbers))
+
+    def decide(self, number: int, record: dict[str, Any]) -> Pruned:
+        """Where trial ``number`` is pruned (None: it is not) and the pruner's marks, as its worker decided."""
+        plan = self.plan_for(self.frozen(number))
+        return (None, {}) if plan is None else plan.replay(record["summary"]["train"].get("history", []))
+
+    # --- telling ---
+
+    def finish(self, job: TrialJob, result: Any) -> str | None:
+        """Tell the study what became of ``job`` (storing a complete trial); the progress line, None if it failed.
+
+        A user error in a trial (the same in every trial) ends the search as one line naming the trial.
+        """
+        self.running.discard(job.number)
+        if isinstance(result, FewshotBenchError):
+            raise type(result)(f"{job.label}: {result}")
+        if isinstance(result, BaseException):
+            text = f"{type(result).__name__}: {result}"
+            log.warning("%s failed: %s", job.label, text)
+            self.tell_failed(job.number, text)
+            self.report.failed.append((job.number, text))
+            return None
+        pruned = self.decide(job.number, result.record)
+        if pruned[0] is None:
+            _store_trial(result, job, self.request, self.store_path, self.checkpoint_dir)
+        self.tell_finished(job.number, result.record, pruned)
+        if pruned[0] is not None:  # not a finished run: nothing to resume
+            drop_checkpoint(self.checkpoint_dir, job.key)
+        self.report.ran += 1
+        self.count(pruned)
+        return self.progress_line(job.number, result.record, pruned)
+
+    def tell_failed(self, number: int, error: str) -> None:
+        """Record trial ``number`` as failed with ``error``."""
+        from optuna.trial import TrialState
+
+        self.storage.set_trial_user_attr(self.trial_id(number), "failed", error)
+        self.study.tell(number, state=TrialState.FAIL)
+
+    def tell_finished(self, number: int, record: dict[str, Any], pruned: Pruned) -> None:
+        """Record trial ``number`` as pruned at step ``pruned[0]``, or complete with its score and run id."""
+        from optuna.trial import TrialState
+
+        trial_id = self.trial_id(number)
+        step, marks = pruned
+        for point in record["summary"]["train"].get("history", []):  # the validation curve, for Optuna's plots
+            if step is None or point["step"] <= step:
+                self.storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
+        for key, value in marks.items():  # the pruner's own bookkeeping (Hyperband's rungs), as the worker's
+            self.storage.set_trial_system_attr(trial_id, key, value)
+        if step is not None:
+            self.study.tell(number, state=TrialState.PRUNED)  # its value: the last validation (Optuna's rule)
+            return
+        self.storage.set_trial_user_attr(trial_id, "run_id", record["run_id"])
+        self.study.tell(number, trial_score(record, self.request.score))
+
+    def count(self, pruned: Pruned) -> None:
+        """Count a told trial as complete or pruned."""
+        self.report.complete += pruned[0] is None
+        self.report.pruned += pruned[0] is not None
+
+    def progress_line(self, number: int, record: dict[str, Any], pruned: Pruned) -> str:
+        """``trial 3: 61.20%, best 64.00% (trial 1)``: the trial just told and the best so far."""
+        done = (f"pruned at step {pruned[0]}" if pruned[0] is not None
+                else _score(trial_score(record, self.request.score), self.kind))
+        best = (f", best {_score(self.study.best_trial.value, self.kind)} (trial {self.study.best_trial.number})"
+                if self.report.complete else "")
+        return f"trial {number}: {done}{best}"
+
+    # --- the study's storage ---
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` of this study."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def frozen(self, number: int) -> Any:
+        """Trial ``number`` as stored now (its values, user attributes and state)."""
+        return self.storage.get_trial(self.trial_id(number))
 
 
 def _score(value: float, kind: str) -> str:

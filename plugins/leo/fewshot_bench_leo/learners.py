@@ -24,6 +24,8 @@ class LEO(LatentEmbeddingOptimization):
     # Regression (paper §4.1, appendix A.2): one latent generates a whole MLP; see regression.py.
     kinds = ("classification", "regression")
     implementations = {"regression": LEORegression}
+    figures = (4, 5)  # the paper's t-SNE of latents and curvature/coverage against Meta-SGD
+    figure_baseline = "metasgd"
 
 
 @dataclass

@@ -124,6 +124,7 @@ class LEORegression(Learner):
     Config = LEORegressionConfig
     kinds = ("regression",)
     presets = ("paper",)  # accepted so `--hparams paper` means LEO's defaults on every task kind
+    figures = (3,)  # the paper's sampled models on sines and lines
 
     def __init__(self, config: LEORegressionConfig, task: TaskSpec) -> None:
         super().__init__(config, task)
