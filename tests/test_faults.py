@@ -17,13 +17,18 @@ import pytest
 from old_stores import write_old_store
 
 from fewshot_bench.errors import StoreError
-from fewshot_bench.records.store import SCHEMA_VERSION, ResultStore
+from fewshot_bench.records.store import SCHEMA_VERSION, ResultStore, RunRecord
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
     "status": "complete", "metric": "accuracy", "mean": 0.5, "ci95": 0.01, "episodes": 3,
     "config": {"a": 1}, "options": {}, "summary": {}, "versions": {}, "hardware": {}, "timings": {},
 }
+
+
+def record(**fields) -> RunRecord:
+    """A new record of the tiny run above, with ``fields`` changed."""
+    return RunRecord.new(**(RECORD | fields))
 
 
 # --- 5. new-store race ---------------------------------------------------------------------
@@ -59,17 +64,17 @@ def test_many_processes_create_one_new_store_at_once(tmp_path):
 def test_a_run_key_is_stored_once(tmp_path):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:
-        first = store.add_run(RECORD, np.zeros(3))
+        first = store.add_run(record(), np.zeros(3))
         with pytest.raises(StoreError, match="already stored .* --rerun"):
-            store.add_run(RECORD, np.zeros(3))
-        assert store.add_run(RECORD, np.zeros(3), if_absent=True) == first
+            store.add_run(record(), np.zeros(3))
+        assert store.add_run(record(), np.zeros(3), if_absent=True) == first
         # The database itself refuses a second complete row (two processes racing past any check).
         with pytest.raises(sqlite3.IntegrityError):
             store.conn.execute(
                 "INSERT INTO runs SELECT 'other', run_key, learner, dataset, way, shot, seed, status, metric, mean,"
                 " ci95, episodes, config, options, summary, versions, hardware, timings, created_at FROM runs"
             )
-        second = store.add_run(dict(RECORD, mean=0.6), np.ones(3), replace=True)
+        second = store.add_run(record(mean=0.6), np.ones(3), replace=True)
         assert [r.run_id for r in store.runs()] == [second]
         assert store.find_complete("k1").run_id == second
 
@@ -91,13 +96,13 @@ def test_old_store_with_duplicate_rows_is_read_once_and_migrated(tmp_path):
         assert statuses == ["complete", "duplicate"]  # nothing deleted
         assert [r.run_id for r in store.runs()] == ["dup"]
         with pytest.raises(StoreError, match="already stored"):
-            store.add_run(RECORD, np.zeros(3))
+            store.add_run(record(), np.zeros(3))
 
 
 def test_newer_schema_store_still_refused_untouched(tmp_path):
     path = tmp_path / "new.db"
     with ResultStore(path) as store:
-        store.add_run(RECORD, np.zeros(3))
+        store.add_run(record(), np.zeros(3))
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.commit()
@@ -117,7 +122,7 @@ def test_full_disk_is_one_line_with_the_real_cause(tmp_path):
         pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
         store.conn.execute(f"PRAGMA max_page_count={pages}")  # what a full disk does to SQLite
         with pytest.raises(StoreError, match="the disk is full") as info:
-            store.add_run(RECORD, np.zeros(100_000))
+            store.add_run(record(), np.zeros(100_000))
         assert "rollback" not in str(info.value) and "\n" not in str(info.value)
         assert store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
 
@@ -125,7 +130,7 @@ def test_full_disk_is_one_line_with_the_real_cause(tmp_path):
 def test_read_only_store_is_called_read_only(tmp_path, monkeypatch):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:
-        store.add_run(RECORD, np.zeros(3))
+        store.add_run(record(), np.zeros(3))
     connect = ResultStore._connect
     monkeypatch.setattr(ResultStore, "_connect", lambda self, q="": connect(self, q or "mode=ro"))  # a read-only mount
     with ResultStore(path, create=False) as store:  # reading works
@@ -351,7 +356,7 @@ def test_broken_pipe_exits_quietly(tmp_path):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:
         for i in range(300):
-            store.add_run(dict(RECORD, run_key=f"k{i}", seed=i), np.zeros(3))
+            store.add_run(record(run_key=f"k{i}", seed=i), np.zeros(3))
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "fewshot_bench", "results", "--json", "--store", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)

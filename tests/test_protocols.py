@@ -12,7 +12,7 @@ import pytest
 
 from fewshot_bench.errors import ConfigError, StoreError
 from fewshot_bench.protocol.spec import RunSpec
-from fewshot_bench.records.store import ResultStore
+from fewshot_bench.records.store import ResultStore, RunRecord
 from fewshot_bench.reports.combining import TRANSDUCTIVE_NOTE, choose, parse_learner_overrides, protocol_of
 from fewshot_bench.reports.figure_runs import FigureRequest, check_overrides, figure_runs
 
@@ -40,7 +40,7 @@ def add_run(store, learner, seed, acc, steps=200, shot=1, overrides=None, transd
         "versions": {}, "hardware": {}, "timings": {},
         **({"created_at": created_at} if created_at else {}),
     }
-    return store.add_run(record, values)
+    return store.add_run(RunRecord.new(**record), values)
 
 
 def protocol_id(path, run_id):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.errors import StoreError
-from fewshot_bench.records.store import ResultStore
+from fewshot_bench.records.store import ResultStore, RunRecord
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
@@ -23,7 +23,7 @@ RECORD = {
 def test_round_trip_and_wal(tmp_path):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:
-        run_id = store.add_run(RECORD, np.array([0.25, 0.5, 0.75]))
+        run_id = store.add_run(RunRecord.new(**RECORD), np.array([0.25, 0.5, 0.75]))
     with ResultStore(path, create=False) as store:
         (rec,) = store.runs()
         assert rec.run_id == run_id and rec.config == {"a": 1} and rec.versions == {"torch": "t"}
@@ -36,9 +36,9 @@ def test_round_trip_and_wal(tmp_path):
 def test_failed_insert_leaves_no_row(tmp_path):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:
-        store.add_run(dict(RECORD, run_id="same"), np.zeros(3))
+        store.add_run(RunRecord.new(**dict(RECORD, run_id="same")), np.zeros(3))
         with pytest.raises(sqlite3.IntegrityError):
-            store.add_run(dict(RECORD, run_id="same", run_key="k2"), np.zeros(3))
+            store.add_run(RunRecord.new(**dict(RECORD, run_id="same", run_key="k2")), np.zeros(3))
         assert [r.run_key for r in store.runs()] == ["k1"]
 
 
@@ -129,10 +129,10 @@ def test_an_older_store_is_migrated_in_place_with_the_same_numbers(tmp_path, ver
         assert cls.summary == {"std": 0.1, "metric": "accuracy"} and cls.config == {"a": 1}
         for rec, (_, values) in zip((cls, reg), OLD_RUNS):
             np.testing.assert_array_equal(store.episode_values(rec.run_id), values)
-        store.add_run(dict(RECORD, run_key="k3"), np.zeros(3))  # and it takes new runs
+        store.add_run(RunRecord.new(**dict(RECORD, run_key="k3")), np.zeros(3))  # and it takes new runs
         assert [r.run_key for r in store.runs()] == ["k1", "k2", "k3"]
         with pytest.raises(StoreError, match="already stored"):  # one complete row per run key still holds
-            store.add_run(dict(RECORD, run_key="k2"), np.zeros(3))
+            store.add_run(RunRecord.new(**dict(RECORD, run_key="k2")), np.zeros(3))
 
 
 def test_an_older_store_that_cannot_be_written_is_read_as_it_is(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from fewshot_bench.protocol.threads import (
 from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult, load_torch_file, plain, save_atomic
 from fewshot_bench.records import stats
 from fewshot_bench.records.provenance import execution, hardware, versions
-from fewshot_bench.records.store import ResultStore
+from fewshot_bench.records.store import ResultStore, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +276,7 @@ def check_kind(spec: RunSpec, cls: type[Learner], kind: str) -> None:
 class RunOutcome:
     """A finished but not yet stored run: the record to store and its per-episode values."""
 
-    record: dict[str, Any]
+    record: RunRecord
     values: np.ndarray
 
 
@@ -451,20 +450,20 @@ def score(
         apply_threads(threads)
     timings["eval_s"] = time.perf_counter() - t0
     summary = stats.summarize_run(acc)
-    record = {
-        "run_key": run.run_key,
-        "learner": spec.learner,
-        "dataset": run.dataset.name,
-        "way": spec.way,
-        "shot": spec.shot,
-        "seed": spec.seed,
-        "status": "complete",
-        "metric": task_kind(kind).metric,
-        "mean": summary.mean,
-        "ci95": summary.ci95,
-        "episodes": summary.episodes,
-        "config": run.config_dict,
-        "options": {
+    record = RunRecord.new(
+        run_key=run.run_key,
+        learner=spec.learner,
+        dataset=run.dataset.name,
+        way=spec.way,
+        shot=spec.shot,
+        seed=spec.seed,
+        status="complete",
+        metric=task_kind(kind).metric,
+        mean=summary.mean,
+        ci95=summary.ci95,
+        episodes=summary.episodes,
+        config=run.config_dict,
+        options={
             # eval_query as declared (None: all remaining rows): the protocol is the user's; the resolved count beside.
             **asdict(spec), "eval_query_resolved": run.eval_query, "plugin": run.distribution,
             # The content of the dataset the run read (part of its identity; fewshot_bench.data.identity).
@@ -474,15 +473,15 @@ def score(
             # Marked in tables, `results` and `compare` (see fewshot_bench.reports.combining).
             "transductive": bool(getattr(run.cls.for_kind(kind), "transductive", False)),
         },
-        "summary": {"std": summary.std, "train": train_summary},
-        "versions": versions(run.distribution),
+        summary={"std": summary.std, "train": train_summary},
+        versions=versions(run.distribution),
         # torch_threads (hardware(), read after the restore above) and threads_reason: meta-training's choice.
-        "hardware": hardware(ctx.device) | {"threads_reason": threads.reason, "eval_threads": eval_threads.threads,
+        hardware=hardware(ctx.device) | {"threads_reason": threads.reason, "eval_threads": eval_threads.threads,
                                             "eval_threads_reason": eval_threads.reason,
                                             "execution": execution(ctx.device, threads.threads, eval_threads.threads,
                                                                    together)},
-        "timings": timings | ({"profile": profiler.table()} if ctx.profile else {}),
-    }
+        timings=timings | ({"profile": profiler.table()} if ctx.profile else {}),
+    )
     return RunOutcome(record, acc)
 
 
@@ -502,11 +501,10 @@ def store_run(outcome: RunOutcome, store_path: Path, checkpoint_dir: Path | None
     with ``rerun`` this run takes the stored one's place (``run --rerun``). The checkpoint goes
     only after the store commit, so a kill in between costs at most a re-evaluation.
     """
-    mine = outcome.record.setdefault("run_id", uuid.uuid4().hex[:12])
     with ResultStore(store_path) as db:
         run_id = db.add_run(outcome.record, outcome.values, if_absent=not rerun, replace=rerun)
-    drop_checkpoint(checkpoint_dir, outcome.record["run_key"])
-    return Stored(run_id, run_id != mine)
+    drop_checkpoint(checkpoint_dir, outcome.record.run_key)
+    return Stored(run_id, run_id != outcome.record.run_id)
 
 
 def drop_checkpoint(checkpoint_dir: Path | None, run_key: str) -> None:

@@ -98,6 +98,12 @@ class RunRecord:
     timings: dict
     created_at: str
 
+    @classmethod
+    def new(cls, **fields: Any) -> RunRecord:
+        """A record of a run about to be stored: a fresh run id and the time now, unless given."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return cls(**{"run_id": uuid.uuid4().hex[:12], "created_at": now, **fields})
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of this record."""
         return dict(self.__dict__)
@@ -313,7 +319,7 @@ class ResultStore:
     # --- writing -------------------------------------------------------------------------
 
     def add_run(
-        self, record: dict[str, Any], episode_values: np.ndarray, if_absent: bool = False, replace: bool = False
+        self, record: RunRecord, episode_values: np.ndarray, if_absent: bool = False, replace: bool = False
     ) -> str:
         """Insert a completed run and its per-episode values in one transaction; returns its id.
 
@@ -325,11 +331,10 @@ class ResultStore:
         both insert the same run. A write that fails (a full disk, a read-only store) is a
         one-line :class:`StoreError` saying so, and leaves no row.
         """
-        run_id = record.get("run_id") or uuid.uuid4().hex[:12]
-        row = dict(record, run_id=run_id,
-                   created_at=record.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        run_id = record.run_id
+        row = record.to_json()
         for col in JSON_COLUMNS:
-            row[col] = json.dumps(row.get(col, {}), sort_keys=True, default=str)
+            row[col] = json.dumps(row[col], sort_keys=True, default=str)
         cols = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "metric", "mean", "ci95",
                 "episodes", *JSON_COLUMNS, "created_at"]
         values = np.ascontiguousarray(episode_values, dtype=np.float32)

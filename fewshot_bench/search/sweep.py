@@ -192,8 +192,8 @@ def run_plan(
                     for member, outcome in zip(members, result if isinstance(result, list) else [result]):
                         _store(outcome, member, store_path, checkpoint_dir)
                         report.ran += 1
-                        value = metric_text(outcome.record["metric"], outcome.record["mean"])
-                        log.info("%s: %s over %d episodes", member.label, value, outcome.record["episodes"])
+                        value = metric_text(outcome.record.metric, outcome.record.mean)
+                        log.info("%s: %s over %d episodes", member.label, value, outcome.record.episodes)
                         bar.set_postfix_str(f"{member.label}: {value}")
                 bar.update(len(members))
         finally:
@@ -218,9 +218,9 @@ def populations(jobs: list[Job], size: int | None = None) -> list[Job | Populati
 
 
 def _store(outcome: RunOutcome, job: Job, store_path: Path, checkpoint_dir: Path | None) -> None:
-    if outcome.record["run_key"] != job.key:  # a worker with other plugin versions
+    if outcome.record.run_key != job.key:  # a worker with other plugin versions
         raise ConfigError(
-            f"{job.label}: the worker stored key {outcome.record['run_key']}, the driver expected {job.key}"
+            f"{job.label}: the worker stored key {outcome.record.run_key}, the driver expected {job.key}"
         )
     store_run(outcome, store_path, checkpoint_dir)
 

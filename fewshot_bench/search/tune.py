@@ -524,8 +524,8 @@ class Search:
                     todo.append(t)
                     continue
                 drop_checkpoint(self.checkpoint_dir, key)
-                pruned = self.decide(t.number, found.to_json())
-                self.tell_finished(t.number, found.to_json(), pruned)
+                pruned = self.decide(t.number, found)
+                self.tell_finished(t.number, found, pruned)
                 self.count(pruned)
                 self.report.resumed += 1
         return todo
@@ -588,10 +588,10 @@ class Search:
         return PruningPlan(self.study.study_name, request.direction, request.pruning, request.budget, trial.number,
                            tuple(FinishedTrial.of(done[n]) for n in numbers))
 
-    def decide(self, number: int, record: dict[str, Any]) -> Pruned:
+    def decide(self, number: int, record: RunRecord) -> Pruned:
         """Where trial ``number`` is pruned (None: it is not) and the pruner's marks, as its worker decided."""
         plan = self.plan_for(self.frozen(number))
-        return (None, {}) if plan is None else plan.replay(record["summary"]["train"].get("history", []))
+        return (None, {}) if plan is None else plan.replay(record.summary["train"].get("history", []))
 
     # --- telling ---
 
@@ -626,13 +626,13 @@ class Search:
         self.storage.set_trial_user_attr(self.trial_id(number), "failed", error)
         self.study.tell(number, state=TrialState.FAIL)
 
-    def tell_finished(self, number: int, record: dict[str, Any], pruned: Pruned) -> None:
+    def tell_finished(self, number: int, record: RunRecord, pruned: Pruned) -> None:
         """Record trial ``number`` as pruned at step ``pruned[0]``, or complete with its score and run id."""
         from optuna.trial import TrialState
 
         trial_id = self.trial_id(number)
         step, marks = pruned
-        for point in record["summary"]["train"].get("history", []):  # the validation curve, for Optuna's plots
+        for point in record.summary["train"].get("history", []):  # the validation curve, for Optuna's plots
             if step is None or point["step"] <= step:
                 self.storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
         for key, value in marks.items():  # the pruner's own bookkeeping (Hyperband's rungs), as the worker's
@@ -640,7 +640,7 @@ class Search:
         if step is not None:
             self.study.tell(number, state=TrialState.PRUNED)  # its value: the last validation (Optuna's rule)
             return
-        self.storage.set_trial_user_attr(trial_id, "run_id", record["run_id"])
+        self.storage.set_trial_user_attr(trial_id, "run_id", record.run_id)
         self.study.tell(number, trial_score(record, self.request.score))
 
     def count(self, pruned: Pruned) -> None:
@@ -648,7 +648,7 @@ class Search:
         self.report.complete += pruned[0] is None
         self.report.pruned += pruned[0] is not None
 
-    def progress_line(self, number: int, record: dict[str, Any], pruned: Pruned) -> str:
+    def progress_line(self, number: int, record: RunRecord, pruned: Pruned) -> str:
         """``trial 3: 61.20%, best 64.00% (trial 1)``: the trial just told and the best so far."""
         done = (f"pruned at step {pruned[0]}" if pruned[0] is not None
                 else _score(trial_score(record, self.request.score), self.kind))
@@ -673,25 +673,25 @@ def _score(value: float, kind: str) -> str:
 
 def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, store_path: Path,
                  checkpoint_dir: Path | None) -> None:
-    if outcome.record["run_key"] != job.key:  # a worker with other plugin versions
-        raise ConfigError(f"{job.label}: the worker computed key {outcome.record['run_key']}, "
+    if outcome.record.run_key != job.key:  # a worker with other plugin versions
+        raise ConfigError(f"{job.label}: the worker computed key {outcome.record.run_key}, "
                           f"the driver expected {job.key}")
     # The trial's values with the study's fixed keys: what its tuned preset applies.
     values = dict(sorted(job.spec.overrides.items()))
-    outcome.record["options"]["tune"] = {
+    outcome.record.options["tune"] = {
         "study": job.study, "trial": job.number, "sampler": request.sampler, "values": values,
         "objective": request.score, "score": trial_score(outcome.record, request.score),
     }
-    outcome.record["run_id"] = store_run(outcome, store_path, checkpoint_dir).run_id
+    outcome.record.run_id = store_run(outcome, store_path, checkpoint_dir).run_id
 
 
 # --- tuned presets ------------------------------------------------------------------------------
 
 
-def trial_score(record: dict[str, Any], score: str) -> float:
+def trial_score(record: RunRecord, score: str) -> float:
     """A trial's objective: its best validation metric (the stored mean) or its last validation's."""
-    history = record["summary"]["train"].get("history") or []
-    return float(history[-1]["val_accuracy"] if score == "last" and history else record["mean"])
+    history = record.summary["train"].get("history") or []
+    return float(history[-1]["val_accuracy"] if score == "last" and history else record.mean)
 
 
 def _better(a: RunRecord, b: RunRecord) -> bool:
