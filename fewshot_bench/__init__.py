@@ -22,12 +22,14 @@ _LAZY = {
     "hookimpl": "fewshot_bench.api",
     # The Python face (docs/python-api.md): what the commands of the same names do.
     "RunResult": "fewshot_bench.workflows",
+    "RunSettings": "fewshot_bench.protocol.spec",
     "compare": "fewshot_bench.workflows",
     "rekey": "fewshot_bench.workflows",
     "results": "fewshot_bench.workflows",
     "run": "fewshot_bench.workflows",
     "sweep": "fewshot_bench.workflows",
     "table": "fewshot_bench.workflows",
+    "tune": "fewshot_bench.workflows",
 }
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "LossOutput",
     "PredictionBatch",
     "RunResult",
+    "RunSettings",
     "TaskSpec",
     "compare",
     "hookimpl",
@@ -46,12 +49,14 @@ __all__ = [
     "run",
     "sweep",
     "table",
+    "tune",
     "__version__",
 ]
 
 if TYPE_CHECKING:
     from fewshot_bench.api import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
-    from fewshot_bench.workflows import RunResult, compare, rekey, results, run, sweep, table
+    from fewshot_bench.protocol.spec import RunSettings
+    from fewshot_bench.workflows import RunResult, compare, rekey, results, run, sweep, table, tune
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The Python face of fewshot-bench: ``run``, ``sweep``, ``compare``, ``table`` and ``results`` as functions.
+"""The Python face of fewshot-bench: ``run``, ``sweep``, ``tune``, ``compare``, ``table`` and ``results`` as functions.
 
 Each does what the command of the same name does, and the commands are thin shells over
 these functions: the same checks and one-line :class:`~fewshot_bench.errors.FewshotBenchError`
@@ -23,7 +23,7 @@ import pandas as pd
 
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.locations import checkpoint_folder, data_root
-from fewshot_bench.protocol.spec import RunSpec, budget_fields, hparams_source
+from fewshot_bench.protocol.spec import RunSettings, RunSpec, hparams_source, settings_of
 from fewshot_bench.records.store import DEFAULT_STORE, ResultStore, RunRecord
 from fewshot_bench.reports import report
 from fewshot_bench.reports.combining import (
@@ -38,12 +38,14 @@ from fewshot_bench.reports.combining import (
 )
 from fewshot_bench.reports.paired import PairedReport
 from fewshot_bench.reports.paired import compare as paired_compare
-from fewshot_bench.reports.tables import PAPER_DATASETS, Setting, TableSpec, get_table, settings
+from fewshot_bench.reports.tables import PAPER_DATASETS, Setting, TableSpec, get_table
+from fewshot_bench.reports.tables import settings as table_columns
 
 if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
     from fewshot_bench.plugin_host import PluginHost
     from fewshot_bench.search.executors import WorkerSettings
     from fewshot_bench.search.sweep import Plan
+    from fewshot_bench.search.tune import SearchReport, SearchRequest
 
 def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: str | Path | None) -> WorkerSettings:
     """What every sweep or search worker needs: the data and checkpoint folders, absolute.
@@ -141,44 +143,29 @@ class CheckedRun:
 
 
 def run_spec(
-    host: PluginHost,
-    learner: str,
-    dataset: str = "synthetic",
-    way: int | None = None,
-    shot: int | None = None,
-    seed: int = 0,
-    budget: str = "quick",
-    steps: int | None = None,
-    episodes: int | None = None,
-    val_every: int | None = None,
-    val_episodes: int | None = None,
-    patience: int | None = 20,
-    eval_query: int | None = None,
-    train_on_val: bool = False,
-    hparams: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    crop: str = "center",
+    host: PluginHost, learner: str, settings: RunSettings | None = None, seed: int = 0, **fields: Any
 ) -> RunSpec:
     """The spec of one run, as ``fewshot-bench run`` builds it from the same options.
 
+    ``fields`` (the :class:`RunSettings` fields as keywords) are given over ``settings``:
     ``way``/``shot`` None: 5-way 1-shot, or what the dataset's task kind fixes and its default
     shot; ``budget`` ("quick" or "paper") gives the steps and episodes not given; ``patience``
     0 or None never stops early; ``overrides`` are ``--set`` values of the learner's Config.
     """
     from fewshot_bench.protocol.runner import episode_shape
 
-    way, shot = episode_shape(host, dataset, way, shot)
-    fields = budget_fields(budget, steps, episodes, val_every, val_episodes, patience, eval_query)
-    return RunSpec(
-        learner=learner, dataset=dataset, way=way, shot=shot, seed=seed, train_on_val=train_on_val,
-        hparams=hparams, overrides=texts(overrides), crop=crop, **fields,
-    )
+    given = settings_of(settings, **fields)
+    way, shot = episode_shape(host, given.dataset, given.way, given.shot)
+    return replace(given, way=way, shot=shot, overrides=texts(given.overrides)).spec(learner, seed)
 
 
 def run(
     learner: str,
-    dataset: str = "synthetic",
+    dataset: str | None = None,
     *,
+    settings: RunSettings | None = None,
+    seed: int | None = None,
+    seeds: Iterable[int] | None = None,
     store: str | Path = DEFAULT_STORE,
     data_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -192,16 +179,16 @@ def run(
     progress_every: float | None = None,
     host: PluginHost | None = None,
     on_checked: Callable[[CheckedRun], None] | None = None,
-    seeds: Iterable[int] | None = None,
     population: bool = True,
     population_size: int | None = None,
-    **protocol: Any,
+    **fields: Any,
 ) -> RunResult | list[RunResult]:
     """Meta-train and evaluate one learner on one setting and seed, store it, and return its result.
 
-    ``protocol`` holds the options of :func:`run_spec` (way, shot, seed, budget, steps,
-    episodes, val_every, val_episodes, patience, eval_query, train_on_val, hparams, overrides,
-    crop). A run the store has already (same run key) is returned without computing, unless
+    ``settings`` (:class:`~fewshot_bench.protocol.spec.RunSettings`), or its fields as keywords
+    over it (way, shot, budget, steps, episodes, val_every, val_episodes, patience, eval_query,
+    train_on_val, hparams, overrides, crop; ``dataset``): what ``fewshot-bench run`` takes as
+    options. A run the store has already (same run key) is returned without computing, unless
     ``rerun``. ``on_checked`` is called once every check passed, before any work.
 
     ``seeds`` (in place of ``seed``): one run per seed, returned as a list in that order and
@@ -219,8 +206,9 @@ def run(
 
     host = _host(host)
     store = Path(store)
-    seed_values = None if seeds is None else check_seeds(seeds, protocol)
-    spec = with_tuned(run_spec(host, learner, dataset, **protocol), store, host)
+    seed_values = None if seeds is None else check_seeds(seeds, seed)
+    given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
+    spec = with_tuned(run_spec(host, learner, given, seed or 0), store, host)
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
         torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
@@ -255,10 +243,10 @@ def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | 
     )
 
 
-def check_seeds(seeds: Iterable[int], protocol: dict[str, Any]) -> list[int]:
+def check_seeds(seeds: Iterable[int], seed: int | None = None) -> list[int]:
     """``seeds`` as a list of distinct seeds (one-line errors for none, repeats, or ``seed`` given too)."""
     values = [int(s) for s in seeds]
-    if "seed" in protocol:
+    if seed is not None:
         raise ConfigError("give seed or seeds, not both")
     if not values or len(set(values)) != len(values):
         raise ConfigError(f"seeds must be one or more distinct seeds, not {values}")
@@ -322,6 +310,12 @@ class SweepResult:
             )
 
 
+# A sweep's own defaults: the paper's stage 3 (its budget, meta-train on train + val); `sweep` and fb.sweep share them.
+SWEEP_DEFAULTS = {"budget": "paper", "train_on_val": True}
+# Settings a sweep takes from its grid instead (datasets, shots), or never (a search trial's stage, --set).
+NOT_SWEEP_SETTINGS = ("dataset", "shot", "overrides", "stage")
+
+
 def sweep(
     learners: Iterable[str] | None = None,
     datasets: Iterable[str] | None = None,
@@ -330,17 +324,7 @@ def sweep(
     *,
     first_seed: int = 0,
     table: str | int | None = None,
-    way: int | None = None,
-    budget: str = "paper",
-    steps: int | None = None,
-    episodes: int | None = None,
-    val_every: int | None = None,
-    val_episodes: int | None = None,
-    patience: int | None = 20,
-    eval_query: int | None = None,
-    train_on_val: bool = True,
-    hparams: str | None = None,
-    crop: str = "center",
+    settings: RunSettings | None = None,
     store: str | Path = DEFAULT_STORE,
     data_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -355,80 +339,191 @@ def sweep(
     on_plan: Callable[[SweepResult], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
+    **fields: Any,
 ) -> SweepResult:
     """Run every (learner, dataset, shot, seed) cell the store does not have yet, as ``fewshot-bench sweep``.
 
     The grid is the LEO paper's ``table`` (1 or 2), or ``learners`` x ``datasets`` (default
-    synthetic) x ``shots`` (default 1, 5) x ``seeds`` seeds from ``first_seed``. The default
-    protocol is the paper's stage 3 (``budget="paper"``, meta-train on train + val). ``workers``
-    1 computes in this process; N > 1 a local pool, None one worker per core. A failed cell
-    raises after the others are stored (``raise_failures=False``: see ``failed``).
-    ``on_plan`` is called once the plan is made, before any run starts. Each cell's missing
-    seeds meta-train together as one population (of at most ``population_size``), storing the
-    rows separate runs would; ``population=False`` runs every seed as its own job.
+    synthetic) x ``shots`` (default 1, 5) x ``seeds`` seeds from ``first_seed``; every cell
+    shares ``settings`` (:class:`~fewshot_bench.protocol.spec.RunSettings`, or its fields as
+    keywords: way, budget, steps, ...). The default is the paper's stage 3 (``budget="paper"``,
+    meta-train on train + val). ``workers`` 1 computes in this process; N > 1 a local pool, None
+    one worker per core. A failed cell raises after the others are stored (``raise_failures=False``:
+    see ``failed``). ``on_plan`` is called once the plan is made, before any run starts. Each
+    cell's missing seeds meta-train together as one population (of at most ``population_size``),
+    storing the rows separate runs would; ``population=False`` runs every seed as its own job.
     """
-    import torch
-
     from fewshot_bench.protocol.runner import drop_checkpoint
-    from fewshot_bench.records.provenance import resolve_device
     from fewshot_bench.search.executors import make_executor
-    from fewshot_bench.search.sweep import axes, grid, plan, run_plan, seed_list
-    from fewshot_bench.search.tune import apply_tuned
+    from fewshot_bench.search.sweep import run_plan
 
+    if wrong := [name for name in NOT_SWEEP_SETTINGS if name in fields]:
+        raise TypeError(f"sweep() got an unexpected keyword argument {wrong[0]!r} (a sweep's grid: datasets, shots)")
     store = Path(store)
-    learner_list, dataset_list, shot_list = axes(
-        None if table is None else str(table), _list(learners), _list(datasets), _list(shots)
+    shared = settings_of(settings or RunSettings(**SWEEP_DEFAULTS), **fields)
+    todo, result, torch_device, host = _plan_sweep(
+        (learners, datasets, shots, seeds, first_seed, table), shared, store, data_dir, device, host
     )
-    protocol = {
-        **budget_fields(budget, steps, episodes, val_every, val_episodes, patience, eval_query),
-        "train_on_val": train_on_val, "hparams": hparams, "crop": crop,
-    }
-    seed_values = seed_list(seeds, first_seed)
-    torch_device = resolve_device(device)
-    if torch_device.type == "cpu":
-        torch.set_flush_denormal(True)  # for runs computed in this process (workers=1)
-    host = _host(host)
-    specs = apply_tuned(grid(host, learner_list, dataset_list, shot_list, seed_values, way, **protocol), store, host)
-    todo: Plan = plan(host, specs, store, data_root(data_dir))
-    result = SweepResult(
-        learners=learner_list, datasets=dataset_list, shots=shot_list, seeds=seed_values, protocol=protocol,
-        planned=todo.total, already_complete=len(todo.done), pending=[job.label for job in todo.pending], store=store,
-    )
-    settings = worker_settings(store, data_dir, checkpoint_dir)
-    checkpoints = Path(settings.checkpoint_dir)
+    places = worker_settings(store, data_dir, checkpoint_dir)
     runner = None
     if todo.pending and not dry_run:
         if population:
             from fewshot_bench.protocol.population import configured_memory
 
             configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not in every worker
-        runner = make_executor(executor, workers, settings, ray_address, str(torch_device))
+        runner = make_executor(executor, workers, places, ray_address, str(torch_device))
         result.executor = runner.description
     if on_plan is not None:
         on_plan(result)
     if dry_run:
         return result
+    checkpoints = Path(places.checkpoint_dir)
     for job in todo.done:  # left behind if a sweep was killed between storing a run and dropping its checkpoint
         drop_checkpoint(checkpoints, job.key)
     if runner is not None:
         outcome = run_plan(todo, runner, store, checkpoints, progress, population, population_size)
         result.ran, result.failed = outcome.ran, outcome.failed
-    if store.exists():
-        done = {job.key for job in todo.done}
-        with ResultStore(store, create=False) as db:
-            records = [r for job in (*todo.done, *todo.pending) if (r := db.find_complete(job.key)) is not None]
-            result.runs = [
-                RunResult.from_record(store, r, db.episode_values(r.run_id), reused=r.run_key in done) for r in records
-            ]
+    result.runs = _grid_results(store, todo)
     if raise_failures:
         result.raise_failures()
     return result
+
+
+def _plan_sweep(
+    grid_of: tuple[Any, ...], shared: RunSettings, store: Path, data_dir: str | Path | None, device: str,
+    host: PluginHost | None,
+) -> tuple[Plan, SweepResult, Any, PluginHost]:
+    """A sweep's checked cells split into pending and complete, what it plans, its torch device and plugins."""
+    import torch
+
+    from fewshot_bench.records.provenance import resolve_device
+    from fewshot_bench.search.sweep import axes, grid, plan, seed_list
+    from fewshot_bench.search.tune import apply_tuned
+
+    learners, datasets, shots, seeds, first_seed, table = grid_of
+    learner_list, dataset_list, shot_list = axes(
+        None if table is None else str(table), _list(learners), _list(datasets), _list(shots)
+    )
+    protocol = {**shared.budget_fields(), "train_on_val": shared.train_on_val, "hparams": shared.hparams,
+                "crop": shared.crop}
+    seed_values = seed_list(seeds, first_seed)
+    torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        torch.set_flush_denormal(True)  # for runs computed in this process (workers=1)
+    host = _host(host)
+    cells = grid(host, learner_list, dataset_list, shot_list, seed_values, shared.way, **protocol)
+    todo: Plan = plan(host, apply_tuned(cells, store, host), store, data_root(data_dir))
+    result = SweepResult(
+        learners=learner_list, datasets=dataset_list, shots=shot_list, seeds=seed_values, protocol=protocol,
+        planned=todo.total, already_complete=len(todo.done), pending=[job.label for job in todo.pending], store=store,
+    )
+    return todo, result, torch_device, host
+
+
+def _grid_results(store: Path, todo: Plan) -> list[RunResult]:
+    """The stored results of a sweep's cells, in grid order (those that failed left out)."""
+    if not store.exists():
+        return []
+    done = {job.key for job in todo.done}
+    with ResultStore(store, create=False) as db:
+        records = [r for job in (*todo.done, *todo.pending) if (r := db.find_complete(job.key)) is not None]
+        return [RunResult.from_record(store, r, db.episode_values(r.run_id), reused=r.run_key in done) for r in records]
 
 
 def _list(values: Iterable[Any] | None) -> list[Any] | None:
     if values is None:
         return None
     return [values] if isinstance(values, (str, int)) else list(values)
+
+
+# --- tune ------------------------------------------------------------------------------------------
+
+# Settings a search trial does not take: it is scored on its validation episodes (the paper's stage 2, on train only).
+NOT_TUNE_SETTINGS = ("episodes", "eval_query", "train_on_val", "hparams", "stage")
+
+
+def search_request(
+    learner: str | None,
+    dataset: str | None = None,
+    *,
+    settings: RunSettings | None = None,
+    space: Mapping[str, Any] | Iterable[str] = (),
+    sampler: str = "random",
+    seed: int = 0,
+    score: str = "best",
+    pruner: str = "none",
+    pruner_warmup: int | None = None,
+    pruner_startup: int | None = None,
+    host: PluginHost | None = None,
+    **fields: Any,
+) -> SearchRequest:
+    """The checked definition of a search, as :func:`tune` makes it (nothing is written); its ``study_name``.
+
+    ``settings`` or its fields as keywords: the dataset, shape, per-trial budget (steps,
+    val_every, val_episodes, patience), crop and ``overrides``, the Config keys fixed (not searched);
+    ``space``: ranges replacing or adding to the learner's, as ``{"outer_lr": "log:1e-4..1e-2"}``
+    or ``["outer_lr=log:1e-4..1e-2"]`` (``--space``).
+    """
+    from fewshot_bench.search.space import parse_space
+    from fewshot_bench.search.tune import make_pruning, make_request
+
+    if not learner:
+        raise ConfigError("tune needs --learner NAME")
+    if wrong := [name for name in NOT_TUNE_SETTINGS if name in fields]:
+        raise TypeError(f"tune() got an unexpected keyword argument {wrong[0]!r} (trials are scored on validation)")
+    given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
+    items = [f"{k}={v}" for k, v in space.items()] if isinstance(space, Mapping) else list(space)
+    return make_request(
+        _host(host), learner, replace(given, overrides=texts(given.overrides)), parse_space(items), sampler, seed,
+        score, make_pruning(pruner, pruner_warmup, pruner_startup),
+    )
+
+
+def tune(
+    learner: str,
+    dataset: str | None = None,
+    *,
+    trials: int = 20,
+    store: str | Path = DEFAULT_STORE,
+    data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    executor: str = "local",
+    workers: int | None = 1,
+    ray_address: str | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    host: PluginHost | None = None,
+    on_request: Callable[[SearchRequest], None] | None = None,
+    **options: Any,
+) -> SearchReport:
+    """Search ``learner``'s hyperparameters on the validation split until the study has ``trials`` finished trials,
+    as ``fewshot-bench tune`` (the paper's stage 2; docs/tuning.md).
+
+    ``options`` are :func:`search_request`'s (settings and their fields, space, sampler, seed,
+    score, pruner, ...). The same call resumes or extends the same study; every completed
+    trial is a stored run. ``workers`` 1 computes in this process, N > 1 a local pool, None one
+    worker per core. ``on_request`` is called with the checked request before any trial runs.
+    """
+    import torch
+
+    from fewshot_bench.records.provenance import resolve_device
+    from fewshot_bench.search.executors import make_executor
+    from fewshot_bench.search.tune import executor_capacity, search
+
+    host = _host(host)
+    request = search_request(learner, dataset, host=host, **options)
+    if trials < 1:
+        raise ConfigError("--trials must be at least 1")
+    torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        torch.set_flush_denormal(True)  # for trials computed in this process (workers=1)
+    store = Path(store)
+    places = worker_settings(store, data_dir, checkpoint_dir)
+    if on_request is not None:
+        on_request(request)
+    runner = make_executor(executor, workers, places, ray_address, str(torch_device))
+    return search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
+                  progress, Path(places.data_dir) if places.data_dir else None)
 
 
 # --- reading the store -----------------------------------------------------------------------------
@@ -530,7 +625,7 @@ def table(
     def paper_of(name: str) -> str | None:
         return next((p for p in PAPER_DATASETS if names(name) & names(p)), None)
 
-    columns = settings(spec, _list(datasets) or None, paper_of)
+    columns = table_columns(spec, _list(datasets) or None, paper_of)
     with ResultStore(Path(store), create=False) as db:
         runs = db.runs()
     data = report.build_cells(

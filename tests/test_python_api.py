@@ -41,7 +41,7 @@ def stored_rows(path: Path) -> dict[str, dict]:
         }
 
 
-@pytest.mark.slow  # a few small runs, each twice: half a minute on a busy 2-core machine
+@pytest.mark.slow  # a few small runs and trials, each twice: a minute on a busy 2-core machine
 def test_every_example_runs_and_stores_what_the_commands_store(cli, tmp_path, capsys):
     text = DOC.read_text()
     namespace: dict = {}
@@ -55,15 +55,18 @@ def test_every_example_runs_and_stores_what_the_commands_store(cli, tmp_path, ca
     assert isinstance(result.per_episode, np.ndarray) and result.per_episode.shape == (200,)
     assert result.mean == pytest.approx(float(result.per_episode.mean()))
     assert grid.planned == 4 and grid.ran == 4 and len(grid.runs) == 4
-    assert len(namespace["runs"]) == 5 and namespace["report"].comparisons
+    assert namespace["same"].reused and namespace["same"].run_key == result.run_key  # settings as one object
+    study = namespace["study"]
+    assert study.complete == 2 and study.best is not None
+    assert len(namespace["runs"]) == 7 and namespace["report"].comparisons  # 5 runs and 2 trials
 
     commands = shell_commands(text)
-    assert [c[0] for c in commands] == ["run", "sweep"]
+    assert [c[0] for c in commands] == ["run", "sweep", "tune"]
     for args in commands:  # the same settings from the shell, into a store of their own
         r = cli(*args, "--store", tmp_path / "cli.db")
         assert r.code == 0, r.err
     python_rows, cli_rows = stored_rows(tmp_path / "fewshot-results.db"), stored_rows(tmp_path / "cli.db")
-    assert sorted(python_rows) == sorted(cli_rows) and len(python_rows) == 5
+    assert sorted(python_rows) == sorted(cli_rows) and len(python_rows) == 7
     for key, row in python_rows.items():
         assert row == cli_rows[key], key
 

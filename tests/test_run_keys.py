@@ -15,9 +15,9 @@ from fewshot_bench.cli import build_parser
 from fewshot_bench.commands.run import protocol_of
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.protocol.runner import resolve_config
-from fewshot_bench.protocol.spec import budget_fields
+from fewshot_bench.protocol.spec import RunSettings
 from fewshot_bench.search.sweep import grid, plan
-from fewshot_bench.search.tune import Budget, make_request
+from fewshot_bench.search.tune import make_request
 from fewshot_bench.workflows import run_spec
 
 
@@ -43,8 +43,8 @@ def test_a_run_command_keeps_its_key(host, args, key):
 
 def test_a_sweep_keeps_its_cells_keys(host, tmp_path):
     """``sweep --learners leo,metasgd,nearest-centroid --shots 1,5 --seeds 2 --steps 10 --episodes 20``."""
-    protocol = {**budget_fields("paper", steps=10, episodes=20), "train_on_val": True, "hparams": None,
-                "crop": "center"}
+    protocol = {**RunSettings(budget="paper", steps=10, episodes=20).budget_fields(), "train_on_val": True,
+                "hparams": None, "crop": "center"}
     specs = grid(host, ["leo", "metasgd", "nearest-centroid"], ["synthetic"], [1, 5], [0, 1], None, **protocol)
     # Written when the data's identity joined the key (the synthetic generator's, version 1).
     assert [job.key for job in plan(host, specs, tmp_path / "none.db").pending] == [
@@ -55,6 +55,6 @@ def test_a_sweep_keeps_its_cells_keys(host, tmp_path):
 
 
 def test_a_search_keeps_its_study_name_and_trial_keys(host):
-    request = make_request(host, "metasgd", "synthetic", 5, 1, Budget(10, 5, 10))
+    request = make_request(host, "metasgd", RunSettings(way=5, shot=1, steps=10, val_every=5, val_episodes=10))
     assert request.study_name == "metasgd-synthetic-5way-1shot-9e24aa6f"
     assert key_of(host, request.spec({"inner_lr_init": "0.1"})) == "24a6bdb5e58f257d7fd6653f"

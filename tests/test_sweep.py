@@ -60,7 +60,7 @@ def test_a_regression_sweep_reports_mse_not_accuracy(cli, tmp_path, caplog):
             "--workers", "1", *TINY, "--store", tmp_path / "r.db")
     assert r.code == 0, r.err
     (line,) = [m for m in caplog.messages if "over 20 episodes" in m]
-    assert ": mse " in line and "%" not in line
+    assert ": MSE " in line and "%" not in line
 
 
 def test_provenance_is_recorded_and_shown(cli, tmp_path):

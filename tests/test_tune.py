@@ -517,10 +517,13 @@ def test_a_hyperband_search_prunes_and_keeps_its_rungs(cli, tmp_path):
 def test_a_pruning_plan_is_a_picklable_pure_function_of_the_validations():
     import pickle
 
-    from fewshot_bench.search.tune import Budget, FinishedTrial, PruningPlan, make_pruning
+    from fewshot_bench.protocol.spec import RunSpec
+    from fewshot_bench.search.tune import FinishedTrial, PruningPlan, make_pruning
+
+    trial = RunSpec("metasgd", steps=20, val_every=10, val_episodes=5, stage="tune")
 
     finished = tuple(FinishedTrial(n, True, 0.6, ((10, 0.5), (20, 0.6)), ()) for n in (0, 2))  # trial 1: not finished
-    plan = PruningPlan("s", "maximize", make_pruning("median", warmup=1, startup=2), Budget(20, 10, 5), 3, finished)
+    plan = PruningPlan("s", "maximize", make_pruning("median", warmup=1, startup=2), trial, 3, finished)
     assert pickle.loads(pickle.dumps(plan)) == plan  # shipped to pool and Ray workers
     worse = [{"step": 10, "val_accuracy": 0.2}, {"step": 20, "val_accuracy": 0.3}]
     assert plan.replay(worse)[0] == 20  # not at validation 1 (warmup 1), then worse than the median
@@ -531,5 +534,5 @@ def test_a_pruning_plan_is_a_picklable_pure_function_of_the_validations():
         history = worse
 
     assert plan(Result()) is False  # the trainer's callback: stop
-    too_few = PruningPlan("s", "maximize", make_pruning("median", startup=3), Budget(20, 10, 5), 3, finished)
+    too_few = PruningPlan("s", "maximize", make_pruning("median", startup=3), trial, 3, finished)
     assert too_few.replay(worse)[0] is None  # 2 complete trials, startup 3

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from fewshot_bench.locations import DATA_ENV, data_root
+from fewshot_bench.protocol.spec import RunSettings
 from fewshot_bench.records.store import DEFAULT_STORE
 
 if TYPE_CHECKING:  # an annotation only: plugins import torch, which `results` and `compare` need not
@@ -95,33 +97,72 @@ def progress_every(args: argparse.Namespace) -> float | None:
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--workers``, ``--ray-address`` and ``--checkpoint-dir``: where a sweep's or a search's
-    runs go."""
+    """``--executor``, ``--workers`` and ``--ray-address``: where a sweep's or a search's runs go."""
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="local process pool (default) or Ray")
     parser.add_argument("--workers", type=int,
                         help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
+
+
+def add_place_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--data-dir``, ``--store`` and ``--checkpoint-dir``: where ``run``, ``sweep`` and ``tune``
+    compute, read and write."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_data_option(parser)
+    add_store_option(parser)
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="where in-progress checkpoints go (default: beside the store)")
 
 
-def add_budget_options(parser: argparse.ArgumentParser) -> None:
-    """Options that refine the training and evaluation budget (``run`` and ``sweep``): see :func:`budget_options`."""
-    parser.add_argument("--steps", type=int, help="meta-training steps (overrides --budget)")
-    parser.add_argument("--episodes", type=int, help="test episodes per run (overrides --budget)")
-    parser.add_argument("--val-every", type=int, help="validate every N steps (overrides --budget)")
-    parser.add_argument("--val-episodes", type=int, help="validation episodes (overrides --budget)")
-    parser.add_argument("--patience", type=int, default=20,
-                        help="validations without improvement before stopping (0: never stop)")
-    parser.add_argument("--eval-query", type=int,
-                        help="queries per class at test time (default: all remaining examples)")
+def settings_names(without: Iterable[str] = ()) -> tuple[str, ...]:
+    """The :class:`~fewshot_bench.protocol.spec.RunSettings` fields that are options, in order, but ``without``."""
+    return tuple(f.name for f in dataclasses.fields(RunSettings) if f.metadata.get("help") and f.name not in without)
 
 
-def budget_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--budget`` and the options that refine it, as :func:`fewshot_bench.protocol.spec.budget_fields` takes them."""
-    return {"budget": args.budget, "steps": args.steps, "episodes": args.episodes, "val_every": args.val_every,
-            "val_episodes": args.val_episodes, "patience": args.patience, "eval_query": args.eval_query}
+def add_settings_options(
+    parser: argparse.ArgumentParser, names: Iterable[str], defaults: Mapping[str, Any] | None = None,
+    notes: Mapping[str, str] | None = None, axes: Iterable[str] = (),
+) -> None:
+    """The options of the :class:`~fewshot_bench.protocol.spec.RunSettings` fields ``names``, generated from the fields.
+
+    ``defaults`` are the command's own defaults (``sweep``: the paper's budget); ``notes`` add
+    a command's word to a field's help; a field in ``axes`` takes several values (repeatable,
+    comma-separated: a grid axis of ``sweep``). :func:`settings_from_args` reads them back.
+    """
+    wanted, defaults, notes = set(names), dict(defaults or {}), dict(notes or {})
+    for f in dataclasses.fields(RunSettings):
+        if f.name in wanted:
+            default = defaults.get(f.name, None if f.default is dataclasses.MISSING else f.default)
+            help_text = f.metadata["help"] + (f"; {notes[f.name]}" if f.name in notes else "")
+            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, dest=f.name, **_option(f, default, help_text, f.name in axes))
+
+
+def _option(f: dataclasses.Field, default: Any, help_text: str, axis: bool) -> dict[str, Any]:
+    """argparse's keywords for one settings field: a switch, a repeatable option, or one value (parsed, checked)."""
+    meta = f.metadata
+    if f.type == "bool":  # on by default: --no-... turns it off
+        return {"default": default, "help": help_text + (" (default: on)" if default else ""),
+                "action": argparse.BooleanOptionalAction if default else "store_true"}
+    if axis:
+        return {"action": "append", "default": None, "metavar": f"{meta['metavar']}[,{meta['metavar']}]",
+                "type": comma_list, "help": help_text}
+    if meta["gather"]:
+        return {"action": "append", "default": [], "metavar": meta["metavar"], "type": meta["parse"], "help": help_text}
+    shown = "" if default is None else f" (default: {default})"
+    return {"default": default, "type": meta["parse"], "choices": meta["choices"], "metavar": meta["metavar"],
+            "help": help_text + shown}
+
+
+def settings_from_args(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The :class:`~fewshot_bench.protocol.spec.RunSettings` fields ``names`` as parsed (repeated options gathered)."""
+    fields = {f.name: f for f in dataclasses.fields(RunSettings)}
+    out = {}
+    for name in names:
+        gather = fields[name].metadata["gather"]
+        out[name] = gather(getattr(args, name)) if gather else getattr(args, name)
+    return out
 
 
 def add_protocol_options(parser: argparse.ArgumentParser, episodes: bool = False, data: bool = False) -> None:

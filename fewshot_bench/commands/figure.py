@@ -33,6 +33,7 @@ from fewshot_bench.records.store import ResultStore, RunRecord
 from fewshot_bench.reports.combining import parse_learner_overrides, protocol_of
 from fewshot_bench.reports.figure_runs import FigureRequest, check_overrides, figure_runs
 
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``figure`` parser."""
     p = sub.add_parser("figure", help="draw the LEO paper's figure 3, 4 or 5 from stored runs", description=__doc__,

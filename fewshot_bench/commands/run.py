@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from fewshot_bench.commands.common import (
-    add_budget_options,
-    add_data_option,
-    add_store_option,
-    budget_options,
+    add_place_options,
+    add_settings_options,
     host_from_args,
     print_json,
     print_table,
     progress_enabled,
     progress_every,
+    settings_from_args,
+    settings_names,
 )
-from fewshot_bench.config import parse_assignments
 from fewshot_bench.console.log_hold import hold_logs, release_logs
-from fewshot_bench.protocol.spec import BUDGETS
 from fewshot_bench.workflows import CheckedRun, RunResult, run
+
+SETTINGS = settings_names()  # every setting of a run (fewshot_bench.protocol.spec.RunSettings) is an option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``run`` parser."""
     p = sub.add_parser("run", help="meta-train and evaluate one learner", description=__doc__)
     p.add_argument("--learner", required=True, help="learner name (see `fewshot-bench learners`)")
-    p.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
-    p.add_argument("--way", type=int, help="classes per episode N (default 5; 1 for regression)")
-    p.add_argument("--shot", type=int,
-                   help="support examples per class K (default 1, or the dataset's own, e.g. 5 for sines-lines)")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0, help="seed of the run: initialisation, noise and episodes")
     seeds.add_argument("--seeds", type=seed_range, metavar="A-B|A,B,...",
@@ -41,24 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --seeds: train the seeds as one batched population (on, default) or one after another")
     p.add_argument("--population-size", type=int, metavar="S",
                    help="with --seeds: at most S seeds per population (split a population that would not fit)")
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
-                   help="quick (default: 1,000 steps, 2,000 test episodes) or paper (100,000 steps, 50,000 episodes)")
-    add_budget_options(p)
-    p.add_argument("--train-on-val", action="store_true",
-                   help="meta-train on train + val classes (paper stage 3); early-stop on val")
-    p.add_argument("--hparams", help="hyperparameter preset of the learner, e.g. paper or reference (LEO), "
-                   "or tuned[:STUDY] (the best trial of `fewshot-bench tune`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the learner's Config (repeatable)")
-    p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
-    add_data_option(p)
-    add_store_option(p)
-    p.add_argument("--checkpoint-dir", type=Path, help="where in-progress checkpoints go (default: beside the store)")
+    add_settings_options(p, SETTINGS)
+    add_place_options(p)
     p.add_argument("--restart", action="store_true",
                    help="delete this run's checkpoint (unread) and meta-train from the start instead of resuming")
     p.add_argument("--rerun", action="store_true",
                    help="run again even if the store has this run (same run key); the new run replaces the stored one")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", metavar="N|auto|free",
                    help="torch intra-op threads, N for meta-training and evaluation alike (default: "
                         "$FEWSHOT_BENCH_THREADS, else auto: each phase chooses from the cores and its work's size, "
@@ -88,13 +71,9 @@ def seed_range(text: str) -> list[int]:
 
 
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's protocol options (:func:`fewshot_bench.workflows.run_spec`) from parsed arguments."""
+    """The run's learner, seed and settings (:func:`fewshot_bench.workflows.run_spec`) from parsed arguments."""
     seed = {} if getattr(args, "seeds", None) else {"seed": args.seed}
-    return {
-        "learner": args.learner, "dataset": args.dataset, "way": args.way, "shot": args.shot, **seed,
-        **budget_options(args), "train_on_val": args.train_on_val, "hparams": args.hparams,
-        "overrides": parse_assignments(args.overrides), "crop": args.crop,
-    }
+    return {"learner": args.learner, **seed, **settings_from_args(args, SETTINGS)}
 
 
 def handle(args: argparse.Namespace) -> int:

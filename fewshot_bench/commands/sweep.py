@@ -6,20 +6,21 @@ from __future__ import annotations
 import argparse
 
 from fewshot_bench.commands.common import (
-    add_budget_options,
-    add_data_option,
     add_executor_options,
-    add_store_option,
-    budget_options,
+    add_place_options,
+    add_settings_options,
     comma_list,
     datasets_of,
     host_from_args,
     int_list,
     print_json,
     progress_enabled,
+    settings_from_args,
+    settings_names,
 )
-from fewshot_bench.protocol.spec import BUDGETS
-from fewshot_bench.workflows import SweepResult, sweep
+from fewshot_bench.workflows import NOT_SWEEP_SETTINGS, SWEEP_DEFAULTS, SweepResult, sweep
+
+SETTINGS = settings_names(without=NOT_SWEEP_SETTINGS)  # the settings every cell shares; --dataset is an axis
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,31 +30,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the LEO paper's Table 1 or Table 2 (its learners, datasets and shots)")
     p.add_argument("--learners", type=comma_list,
                    help="comma-separated learners: a subset of the table's, or any without --table")
-    p.add_argument("--dataset", action="append", type=comma_list, metavar="NAME[,NAME]",
-                   help="dataset(s) replacing miniImageNet and tieredImageNet "
-                   "(repeatable; default: the table's, or synthetic)")
+    add_settings_options(p, ["dataset"], axes=["dataset"], notes={
+        "dataset": "the datasets replace miniImageNet and tieredImageNet (repeatable; default: the table's, or "
+                   "synthetic)"})
     p.add_argument("--shots", type=int_list, help="comma-separated shots K (default: 1,5)")
-    p.add_argument("--way", type=int, help="classes per episode N (default 5; 1 for regression)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per cell: 0 .. N-1 (default 5, as in the paper)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="paper",
-                   help="paper (default: 100,000 steps, 50,000 test episodes) or quick (1,000 steps, 2,000 episodes)")
-    add_budget_options(p)
-    p.add_argument("--train-on-val", action=argparse.BooleanOptionalAction, default=True,
-                   help="meta-train on train + val, early-stop on val (paper stage 3; default on)")
-    p.add_argument("--hparams", help="hyperparameter preset for learners that have presets "
-                   "(e.g. LEO: paper, reference), "
-                   "or tuned: each learner's best trial of `fewshot-bench tune` for each setting")
-    p.add_argument("--crop", default="center", help="feature crop for datasets that have several (center|multiview)")
+    add_settings_options(p, SETTINGS, defaults=SWEEP_DEFAULTS, notes={
+        "hparams": "for learners that have presets; tuned: each learner's best trial for each setting"})
     p.add_argument("--population", choices=("on", "off"), default="on",
                    help="meta-train each cell's missing seeds together as one batched population (on, default; "
                         "the rows separate runs store) or as separate runs (off)")
     p.add_argument("--population-size", type=int, metavar="S",
                    help="at most S seeds per population (split a population that would not fit)")
     add_executor_options(p)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    add_data_option(p)
-    add_store_option(p)
+    add_place_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells to run and already complete) and stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
     p.set_defaults(handler=handle)
@@ -86,9 +77,9 @@ def handle(args: argparse.Namespace) -> int:
 
     report = sweep(
         args.learners, datasets_of(args), args.shots, args.seeds, first_seed=args.first_seed, table=args.table,
-        way=args.way, **budget_options(args), train_on_val=args.train_on_val, hparams=args.hparams, crop=args.crop,
-        store=args.store, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, executor=args.executor,
-        workers=args.workers, ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
+        **settings_from_args(args, SETTINGS), store=args.store, data_dir=args.data_dir,
+        checkpoint_dir=args.checkpoint_dir, executor=args.executor, workers=args.workers,
+        ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
         progress=progress_enabled(args), raise_failures=False, host=host_from_args(args, warn=True), on_plan=announce,
         population=args.population == "on", population_size=args.population_size,
     )

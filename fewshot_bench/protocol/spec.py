@@ -1,17 +1,23 @@
-"""A run's protocol, :class:`RunSpec`: the one dataclass that ``run``, ``sweep``, ``tune`` and the trainer share.
+"""A run's settings and protocol: :class:`RunSettings`, the options ``run``, ``sweep`` and ``tune`` share, and
+:class:`RunSpec`, the one dataclass that they and the trainer share.
 
-A spec is everything that identifies a run (with the learner's resolved config, its run
-key); a :class:`Job` is a spec with the key the driver expects, as executors ship it to
-workers. Torch-free: commands that only read the store import it without torch.
+Settings are what a user gives (a named budget, values left to the dataset); a spec is
+everything that identifies a run (with the learner's resolved config, its run key), made from
+settings by :meth:`RunSettings.spec`; a :class:`Job` is a spec with the key the driver
+expects, as executors ship it to workers. Torch-free: commands that only read the store
+import it without torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
+from fewshot_bench.config import parse_assignments
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.records.store import RunRecord
 
@@ -26,25 +32,98 @@ BUDGETS = {
 }
 
 
-def budget_fields(
-    budget: str = "quick",
-    steps: int | None = None,
-    episodes: int | None = None,
-    val_every: int | None = None,
-    val_episodes: int | None = None,
-    patience: int | None = 20,
-    eval_query: int | None = None,
-) -> dict[str, Any]:
-    """RunSpec fields of a named budget with the values given over it, checked; patience 0 or None: never stop early."""
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; use {' or '.join(sorted(BUDGETS))}")
-    given = {"steps": steps, "episodes": episodes, "val_every": val_every, "val_episodes": val_episodes}
-    fields = {key: BUDGETS[budget][key] if value is None else value for key, value in given.items()}
-    for name, value in fields.items():
-        minimum = 0 if name == "steps" else 1
-        if value < minimum:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
-    return {**fields, "patience": patience or None, "eval_query": eval_query}
+def budget_help() -> str:
+    """``--budget``'s help, from :data:`BUDGETS`."""
+    return "named budget: " + "; ".join(
+        f"{name}: {b['steps']:,} steps, {b['episodes']:,} test episodes, validation every {b['val_every']:,} "
+        f"on {b['val_episodes']:,} episodes" for name, b in BUDGETS.items()
+    )
+
+
+def setting(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None, flag: str | None = None,
+            metavar: str | None = None, parse: Callable[[str], Any] | None = None,
+            choices: tuple[str, ...] | None = None, gather: Callable[[list[str]], Any] | None = None) -> Any:
+    """A :class:`RunSettings` field and its command-line option, which the commands generate from it.
+
+    ``flag`` defaults to ``--field-name``; ``parse`` turns the option's text into the value (argparse's
+    ``type``); ``gather`` makes the option repeatable and turns the texts given into the value. A field
+    without ``help`` has no option.
+    """
+    meta = {"help": help, "flag": flag, "metavar": metavar, "parse": parse, "choices": choices, "gather": gather}
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is made under besides its learner and seed, as a user gives it.
+
+    The one definition of these options: ``run``, ``sweep`` and ``tune`` generate their
+    command-line options from the fields (:func:`fewshot_bench.commands.common.add_settings_options`)
+    and the Python API takes the fields as keywords. None is a default resolved later: the
+    dataset's way and shot (:func:`fewshot_bench.protocol.runner.episode_shape`), the budget's
+    steps and episodes (:meth:`budget_fields`); :meth:`spec` makes a run's :class:`RunSpec`.
+    """
+
+    dataset: str = setting("synthetic", "dataset name (see `fewshot-bench datasets`)", metavar="NAME")
+    way: int | None = setting(None, "classes per episode N (default 5; 1 for regression)", parse=int, metavar="N")
+    shot: int | None = setting(None, "support examples per class K (default 1, or the dataset's own, e.g. 5 for "
+                                     "sines-lines)", parse=int, metavar="K")
+    budget: str = setting("quick", budget_help(), choices=tuple(sorted(BUDGETS)))
+    steps: int | None = setting(None, "meta-training steps (overrides --budget)", parse=int, metavar="N")
+    episodes: int | None = setting(None, "test episodes per run (overrides --budget)", parse=int, metavar="N")
+    val_every: int | None = setting(None, "validate every N steps (overrides --budget)", parse=int, metavar="N")
+    val_episodes: int | None = setting(None, "validation episodes (overrides --budget)", parse=int, metavar="N")
+    patience: int | None = setting(20, "validations without improvement before stopping (0: never stop)",
+                                   parse=int, metavar="N")
+    eval_query: int | None = setting(None, "queries per class at test time (default: all remaining examples)",
+                                     parse=int, metavar="N")
+    train_on_val: bool = setting(False, "meta-train on train + val classes (paper stage 3); early-stop on val")
+    hparams: str | None = setting(None, "hyperparameter preset of the learner, e.g. paper or reference (LEO), "
+                                        "or tuned[:STUDY] (the best trial of `fewshot-bench tune`)", metavar="PRESET")
+    overrides: Mapping[str, Any] = setting(help="set a field of the learner's Config (repeatable)", factory=dict,
+                                           flag="--set", metavar="KEY=VALUE", gather=parse_assignments)
+    crop: str = setting("center", "feature crop for datasets that have several (center|multiview)", metavar="CROP")
+    # TUNE_STAGE: a search trial, scored on the validation split (set by `tune`, not an option).
+    stage: str = "run"
+
+    def budget_fields(self) -> dict[str, Any]:
+        """The RunSpec fields of the budget: the named budget's values with the ones given over it, checked.
+
+        A run may take 0 steps; a search trial (stage ``tune``) trains at least one, validates
+        within them, and is scored on its validation episodes. Patience 0 or None: never stop early.
+        """
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {self.budget!r}; use {' or '.join(sorted(BUDGETS))}")
+        trial = self.stage == TUNE_STAGE
+        given = {"steps": self.steps, "episodes": self.episodes, "val_every": self.val_every,
+                 "val_episodes": self.val_episodes}
+        fields = {key: BUDGETS[self.budget][key] if value is None else value for key, value in given.items()}
+        for name, value in fields.items():
+            minimum = 0 if name == "steps" and not trial else 1
+            if value < minimum and not (trial and name == "episodes"):  # a trial's episodes are its validation's
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")
+        if trial:
+            fields |= {"episodes": fields["val_episodes"], "val_every": min(fields["val_every"], fields["steps"])}
+        return {**fields, "patience": self.patience or None, "eval_query": self.eval_query}
+
+    def spec(self, learner: str, seed: int = 0) -> RunSpec:
+        """The :class:`RunSpec` of ``learner`` and ``seed`` under these settings (way and shot resolved)."""
+        if self.way is None or self.shot is None:
+            raise ValueError("resolve way and shot (runner.episode_shape) before making a spec")
+        return RunSpec(
+            learner=learner, dataset=self.dataset, way=self.way, shot=self.shot, seed=seed, **self.budget_fields(),
+            train_on_val=self.train_on_val, hparams=self.hparams, overrides=dict(self.overrides), crop=self.crop,
+            stage=self.stage,
+        )
+
+
+def settings_of(settings: RunSettings | None = None, **fields: Any) -> RunSettings:
+    """``settings`` (default: the defaults) with ``fields`` given over it: how the Python API takes them as keywords."""
+    known = {f.name for f in dataclasses.fields(RunSettings)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; the settings are {', '.join(sorted(known))}")
+    return replace(settings or RunSettings(), **fields)
 
 
 @dataclass

@@ -63,10 +63,18 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> RunSummary:
     return summarize_run(a - b)
 
 
+def metric_name(metric: str) -> str:
+    """``accuracy``, or ``MSE``: a task kind's metric, in words."""
+    return metric if metric == "accuracy" else metric.upper()
+
+
 def metric_text(metric: str, value: float | None, prefix: str = "") -> str:
-    """A run's metric as people read it: accuracy in percent, a regression MSE as ``mse 1.2345`` (``-``: none)."""
+    """A metric's value as people read it: accuracy in percent, a regression MSE as ``MSE 1.2345`` (``-``: none).
+
+    With a ``prefix`` (``±`` of a half-width) the value follows it alone: ``±0.12%``, ``±0.0123``.
+    """
     if value is None:
         return "-"
     if metric == "accuracy":
         return f"{prefix}{100 * value:.2f}%"
-    return f"{prefix}{value:.4f}" if prefix else f"{metric} {value:.4f}"
+    return f"{prefix}{value:.4f}" if prefix else f"{metric_name(metric)} {value:.4f}"

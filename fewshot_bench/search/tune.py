@@ -39,7 +39,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,13 @@ from fewshot_bench.protocol.runner import (
     RunContext,
     RunOutcome,
     drop_checkpoint,
+    episode_shape,
     resolve_config,
     run_key,
     store_run,
 )
-from fewshot_bench.protocol.spec import BUDGETS, TUNE_STAGE, TUNED, Job, RunSpec, is_trial
+from fewshot_bench.protocol.spec import TUNE_STAGE, TUNED, Job, RunSettings, RunSpec, is_trial
+from fewshot_bench.records.stats import metric_text
 from fewshot_bench.records.store import ResultStore, RunRecord
 from fewshot_bench.search.executors import Executor
 from fewshot_bench.search.space import check_space, space_text, to_optuna, value_text
@@ -80,33 +82,15 @@ def storage_path(store_path: Path) -> Path:
     return store_path.with_name(store_path.stem + ".tune.db")
 
 
-@dataclass(frozen=True)
-class Budget:
-    """How each trial is trained and scored (meta-train on train, early stopping and score on val)."""
+def trial_budget(trial: RunSpec) -> dict[str, Any]:
+    """How a study's trials are trained and scored, as its definition records it (hashed into the study's name)."""
+    return {"steps": trial.steps, "val_every": trial.val_every, "val_episodes": trial.val_episodes,
+            "patience": trial.patience}
 
-    steps: int
-    val_every: int
-    val_episodes: int
-    patience: int | None = 20
 
-    @classmethod
-    def named(
-        cls, budget: str = "quick", steps: int | None = None, val_every: int | None = None,
-        val_episodes: int | None = None, patience: int | None = 20,
-    ) -> Budget:
-        """A named budget (:data:`BUDGETS`) with the values given over it, checked; patience 0 or None: never stop."""
-        base = BUDGETS[budget]
-        steps = base["steps"] if steps is None else steps
-        val_every = base["val_every"] if val_every is None else val_every
-        val_episodes = base["val_episodes"] if val_episodes is None else val_episodes
-        for name, value in (("steps", steps), ("val-every", val_every), ("val-episodes", val_episodes)):
-            if value < 1:
-                raise ConfigError(f"--{name} must be at least 1")
-        return cls(steps, min(val_every, steps), val_episodes, patience or None)
-
-    def text(self) -> str:
-        """``500 steps, validation every 50 on 300 episodes``."""
-        return f"{self.steps:,} steps, validation every {self.val_every} on {self.val_episodes:,} episodes"
+def budget_text(budget: dict[str, Any]) -> str:
+    """``500 steps, validation every 50 on 300 episodes``, from :func:`trial_budget`."""
+    return f"{budget['steps']:,} steps, validation every {budget['val_every']} on {budget['val_episodes']:,} episodes"
 
 
 @dataclass(frozen=True)
@@ -132,13 +116,13 @@ class Pruning:
         startup = f"after {self.startup} complete trials, " if self.kind == "median" else ""
         return f"{self.kind} pruning ({startup}from validation {self.warmup + 1})"
 
-    def make(self, budget: Budget) -> Any:
-        """The Optuna pruner; steps are meta-training steps, validations come every ``budget.val_every``."""
+    def make(self, trial: RunSpec) -> Any:
+        """The Optuna pruner of ``trial``'s run; steps are meta-training steps, validations come every ``val_every``."""
         optuna = _optuna()
-        first = (self.warmup + 1) * budget.val_every  # the step of the first validation that may prune
+        first = (self.warmup + 1) * trial.val_every  # the step of the first validation that may prune
         if self.kind == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=self.startup, n_warmup_steps=first)
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=budget.steps, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=trial.steps, reduction_factor=3)
 
 
 def make_pruning(kind: str = "none", warmup: int | None = None, startup: int | None = None) -> Pruning:
@@ -161,26 +145,36 @@ def make_pruning(kind: str = "none", warmup: int | None = None, startup: int | N
 class SearchRequest:
     """Everything that defines a study, checked: its name is a hash of all of it."""
 
-    learner: str
-    dataset: str
-    way: int
-    shot: int
-    budget: Budget
+    base: RunSpec  # every trial's run but its values: stage tune, its budget, the fixed keys as overrides
     space: dict[str, Param]
-    fixed: dict[str, str] = field(default_factory=dict)
     sampler: str = "random"
-    seed: int = 0
-    crop: str = "center"
     direction: str = "maximize"
     score: str = "best"
     pruning: Pruning = field(default_factory=Pruning)
+    metric: str = "accuracy"  # what a trial scores on validation (mse for regression)
+
+    @property
+    def learner(self) -> str:
+        """The learner searched."""
+        return self.base.learner
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's canonical name."""
+        return self.base.dataset
+
+    @property
+    def seed(self) -> int:
+        """The seed of the sampler and of every trial's run."""
+        return self.base.seed
 
     def definition(self) -> dict[str, Any]:
         """The study's definition as stored in the study and hashed into its name."""
+        b = self.base
         return {
-            "learner": self.learner, "dataset": self.dataset, "way": self.way, "shot": self.shot,
-            "budget": asdict(self.budget), "space": space_text(self.space), "fixed": dict(sorted(self.fixed.items())),
-            "sampler": self.sampler, "seed": self.seed, "crop": self.crop,
+            "learner": b.learner, "dataset": b.dataset, "way": b.way, "shot": b.shot, "budget": trial_budget(b),
+            "space": space_text(self.space), "fixed": dict(sorted(b.overrides.items())),
+            "sampler": self.sampler, "seed": b.seed, "crop": b.crop,
         } | ({} if self.score == "best" else {"score": self.score}) | (  # studies made before them keep their names:
             {} if self.pruning.kind == "none" else {"pruner": self.pruning.definition()}  # --score, --pruner
         )
@@ -189,32 +183,33 @@ class SearchRequest:
     def study_name(self) -> str:
         """``metasgd-features-5way-1shot-1a2b3c4d``."""
         digest = hashlib.sha256(json.dumps(self.definition(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.learner}-{self.dataset}-{self.way}way-{self.shot}shot-{digest}"
+        return f"{self.learner}-{self.dataset}-{self.base.way}way-{self.base.shot}shot-{digest}"
 
     def spec(self, values: dict[str, str]) -> RunSpec:
         """The run of one trial: the learner's defaults, the fixed keys and the trial's values."""
-        b = self.budget
-        return RunSpec(
-            learner=self.learner, dataset=self.dataset, way=self.way, shot=self.shot, seed=self.seed,
-            steps=b.steps, episodes=b.val_episodes, val_every=b.val_every, val_episodes=b.val_episodes,
-            patience=b.patience, train_on_val=False, overrides={**self.fixed, **values}, crop=self.crop,
-            stage=TUNE_STAGE,
-        )
+        return replace(self.base, overrides={**self.base.overrides, **values})
+
+
+def trial_base(host: PluginHost, learner: str, settings: RunSettings, seed: int = 0) -> RunSpec:
+    """The run every trial of a search under ``settings`` shares: the paper's stage 2 (meta-train on train, the
+    learner's defaults, scored on validation), the dataset's shape, the budget checked for a trial."""
+    way, shot = episode_shape(host, settings.dataset, settings.way, settings.shot)
+    trial = replace(settings, way=way, shot=shot, stage=TUNE_STAGE, train_on_val=False, hparams=None, eval_query=None)
+    return trial.spec(learner, seed)
 
 
 def make_request(
-    host: PluginHost, learner: str, dataset: str, way: int, shot: int, budget: Budget,
-    space: dict[str, Param] | None = None, fixed: dict[str, str] | None = None,
-    sampler: str = "random", seed: int = 0, crop: str = "center", score: str = "best",
-    pruning: Pruning | None = None,
+    host: PluginHost, learner: str, settings: RunSettings, space: dict[str, Param] | None = None,
+    sampler: str = "random", seed: int = 0, score: str = "best", pruning: Pruning | None = None,
 ) -> SearchRequest:
-    """A checked request: the learner's declared space, ``space`` overriding ranges, ``fixed`` keys removed.
+    """A checked request: the learner's declared space, ``space`` overriding ranges, the ``settings``' overrides fixed.
 
     Every error (unknown learner or key, bad range, empty space, impossible budget) is a
     one-line :class:`ConfigError` raised before anything is written.
     """
+    base = trial_base(host, learner, settings, seed)
     cls = host.learner(learner)
-    spec = host.dataset(dataset)
+    spec = host.dataset(base.dataset)
     kind = spec.kind
     if kind not in cls.kinds:
         raise ConfigError(f"learner {learner!r} cannot solve the {kind} tasks of dataset {spec.name!r}")
@@ -222,32 +217,32 @@ def make_request(
         raise ConfigError(f"unknown score {score!r}; use {' or '.join(SCORES)}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r}; use {' or '.join(SAMPLERS)}")
-    if way < 2 and task_kind(kind).fixed_way is None:
+    if base.way < 2 and task_kind(kind).fixed_way is None:
         raise ConfigError("--way must be at least 2")
-    if budget.steps < 1 or budget.val_every < 1 or budget.val_episodes < 1:
-        raise ConfigError("a search needs --steps, --val-every and --val-episodes of at least 1")
-    fixed = dict(fixed or {})
     impl = cls.for_kind(kind)
     merged = {**dict(getattr(impl, "search_space", {}) or {}), **(space or {})}
-    searched = {k: p for k, p in merged.items() if k not in fixed}
-    base = resolve_config(cls, RunSpec(learner=learner, dataset=spec.name, shot=shot), kind)
-    check_space(base, searched, fixed, learner)
+    searched = {k: p for k, p in merged.items() if k not in base.overrides}
+    check_space(resolve_config(cls, RunSpec(learner=learner, dataset=spec.name, shot=base.shot), kind), searched,
+                dict(base.overrides), learner)
     if not searched:
         why = "all its keys are fixed with --set" if merged else "it declares no search space"
         raise ConfigError(f"nothing to search for learner {learner!r}: {why}; add ranges with --space KEY=SPEC")
-    if not impl.meta_trainable and budget.steps:
-        budget = replace(budget, steps=0)  # nothing to meta-train: a trial only scores on val
-    pruning = pruning or Pruning()
-    if pruning.kind != "none":
-        if not budget.steps:
-            raise ConfigError(f"learner {learner!r} is not meta-trained: a trial has no validations to prune at; "
-                              "drop --pruner")
-        if (pruning.warmup + 1) * budget.val_every > budget.steps:
-            raise ConfigError(f"--pruner-warmup {pruning.warmup} leaves no validation to prune at "
-                              f"({budget.text()})")
+    base = replace(base, dataset=spec.name, steps=base.steps if impl.meta_trainable else 0)  # else: only scored on val
+    check_pruning(pruning or Pruning(), base)
     direction = "maximize" if task_kind(kind).higher_is_better else "minimize"
-    return SearchRequest(learner, spec.name, way, shot, budget, searched, fixed, sampler, seed, crop, direction, score,
-                         pruning)
+    return SearchRequest(base, searched, sampler, direction, score, pruning or Pruning(), task_kind(kind).metric)
+
+
+def check_pruning(pruning: Pruning, base: RunSpec) -> None:
+    """A one-line error when the trials of ``base`` have no validation ``pruning`` could prune at."""
+    if pruning.kind == "none":
+        return
+    if not base.steps:
+        raise ConfigError(f"learner {base.learner!r} is not meta-trained: a trial has no validations to prune at; "
+                          "drop --pruner")
+    if (pruning.warmup + 1) * base.val_every > base.steps:
+        raise ConfigError(f"--pruner-warmup {pruning.warmup} leaves no validation to prune at "
+                          f"({budget_text(trial_budget(base))})")
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -327,7 +322,7 @@ class PruningPlan:
     study: str
     direction: str
     pruning: Pruning
-    budget: Budget
+    base: RunSpec  # the trial's run: its steps and validation interval
     number: int
     finished: tuple[FinishedTrial, ...]
 
@@ -341,7 +336,7 @@ class PruningPlan:
 
         storage = optuna.storages.InMemoryStorage()
         study = optuna.create_study(  # its sampler samples nothing (no parameters)
-            study_name=self.study, storage=storage, direction=self.direction, pruner=self.pruning.make(self.budget),
+            study_name=self.study, storage=storage, direction=self.direction, pruner=self.pruning.make(self.base),
             sampler=optuna.samplers.RandomSampler(seed=0))
         finished = {t.number: t for t in self.finished}
         for number in range(self.number):  # in-memory trial numbers count up: the same numbers as the study's
@@ -585,7 +580,7 @@ class Search:
         done = self.finished()
         numbers = trial.user_attrs.get("pruning_snapshot", sorted(n for n in done if n < trial.number))
         request = self.request
-        return PruningPlan(self.study.study_name, request.direction, request.pruning, request.budget, trial.number,
+        return PruningPlan(self.study.study_name, request.direction, request.pruning, request.base, trial.number,
                            tuple(FinishedTrial.of(done[n]) for n in numbers))
 
     def decide(self, number: int, record: RunRecord) -> Pruned:
@@ -650,10 +645,11 @@ class Search:
 
     def progress_line(self, number: int, record: RunRecord, pruned: Pruned) -> str:
         """``trial 3: 61.20%, best 64.00% (trial 1)``: the trial just told and the best so far."""
+        metric = self.request.metric
         done = (f"pruned at step {pruned[0]}" if pruned[0] is not None
-                else _score(trial_score(record, self.request.score), self.kind))
-        best = (f", best {_score(self.study.best_trial.value, self.kind)} (trial {self.study.best_trial.number})"
-                if self.report.complete else "")
+                else metric_text(metric, trial_score(record, self.request.score)))
+        leader = self.study.best_trial if self.report.complete else None
+        best = f", best {metric_text(metric, leader.value)} (trial {leader.number})" if leader is not None else ""
         return f"trial {number}: {done}{best}"
 
     # --- the study's storage ---
@@ -665,10 +661,6 @@ class Search:
     def frozen(self, number: int) -> Any:
         """Trial ``number`` as stored now (its values, user attributes and state)."""
         return self.storage.get_trial(self.trial_id(number))
-
-
-def _score(value: float, kind: str) -> str:
-    return f"{100 * value:.2f}%" if task_kind(kind).metric == "accuracy" else f"{value:.4f}"
 
 
 def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, store_path: Path,
