@@ -7,7 +7,8 @@ import torch
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.protocol.spec import RunSpec
-from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, clip_per_tensor
+from fewshot_bench.protocol.step import clip_per_tensor
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 
 def make_trainer(learner, synthetic, **protocol):
