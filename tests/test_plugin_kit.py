@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fewshot_bench import Learner, LearnerConfig, LossOutput
+from fewshot_bench.api import CLASSIFICATION
 from fewshot_bench.commands.new_plugin import names_for, write_plugin
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.learners.baselines import NearestCentroid
@@ -187,8 +188,7 @@ class Constant(NearestCentroid):
 
     def meta_loss(self, batch):
         logits = self.predict(batch)
-        return LossOutput(torch.nn.functional.cross_entropy(logits.reshape(-1, batch.n_way),
-                                                            batch.query_labels.reshape(-1)))
+        return LossOutput(CLASSIFICATION.loss(logits, batch.query_labels))
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.api.tasks import CLASSIFICATION
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocol.evaluate import evaluate
 from fewshot_bench.protocol.population import BATCHED, MEMORY_ENV, SEQUENTIAL, Population, parse_bytes
@@ -129,7 +130,7 @@ class Noisy(Learner):
 
     def meta_loss(self, batch):
         logits = self._logits(batch, noisy=True)
-        loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
+        loss = CLASSIFICATION.loss(logits, batch.query_labels)
         return LossOutput(loss, {"query_loss": loss.detach()})
 
 
