@@ -18,6 +18,7 @@ from fewshot_bench.errors import CheckpointError
 from fewshot_bench.protocol.runner import load_model, save_model
 from fewshot_bench.protocol.spec import RunSpec
 from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult
+from helpers import one_line_error
 
 TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episodes", "2", "--episodes", "5",
         "--eval-query", "2")
@@ -55,12 +56,6 @@ def run_key(host) -> str:
 
 def run_tiny(cli, checkpoint_dir: Path, *more: str):
     return cli("-q", "run", *TINY, "--checkpoint-dir", checkpoint_dir, *more)
-
-
-def one_line_error(r) -> str:
-    assert r.code == 1 and "Traceback" not in r.err, r.err
-    (line,) = [ln for ln in r.err.splitlines() if ln.startswith("fewshot-bench: error: ")]
-    return line
 
 
 def test_a_planted_checkpoint_never_runs_and_is_a_one_line_error(cli, tmp_path, run_key):

@@ -18,6 +18,7 @@ from old_stores import write_old_store
 
 from fewshot_bench.errors import StoreError
 from fewshot_bench.records.store import SCHEMA_VERSION, ResultStore
+from helpers import one_line_error
 
 RECORD = {
     "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
@@ -241,12 +242,12 @@ TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episo
 
 
 def one_line(r, header: bool = False) -> str:
-    assert r.code == 1 and "Traceback" not in r.err, r.err
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fewshot-bench: error: "), r.err
-    if not header:  # checks that need no data fail before the run header: nothing started
+    """The one-line user error of ``r``; unless ``header``, checks that need no data fail before the run header:
+    nothing started."""
+    line = one_line_error(r)
+    if not header:
         assert r.out == "", r.out
-    return lines[0]
+    return line
 
 
 @pytest.mark.parametrize(

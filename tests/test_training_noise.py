@@ -5,11 +5,8 @@ after a resume; every built-in learner draws its meta-training noise from it and
 from __future__ import annotations
 
 import copy
-import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import replace
 
@@ -24,6 +21,7 @@ from fewshot_bench.protocol.evaluate import evaluate
 from fewshot_bench.protocol.spec import RunSpec
 from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 from fewshot_bench.records.store import ResultStore
+from helpers import kill_when
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -289,13 +287,8 @@ def test_a_killed_leo_run_resumes_to_the_per_episode_results_of_an_unbroken_run(
     ckpt_dir = tmp_path / "fewshot-checkpoints"
     proc = subprocess.Popen([*cmd, "--store", str(tmp_path / "r.db")], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while not (ckpt_dir.exists() and any(ckpt_dir.glob("*.pt"))):  # the first validation's checkpoint
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # Killed at the first validation's checkpoint.
+    kill_when(proc, lambda: ckpt_dir.exists() and any(ckpt_dir.glob("*.pt")), 240, "checkpoint written")
     for store in ("r.db", "fresh.db"):
         done = subprocess.run([*cmd, "--store", str(tmp_path / store)], cwd=tmp_path, capture_output=True,
                               text=True, timeout=600)

@@ -23,6 +23,7 @@ from fewshot_bench.plugin_host import load_plugins
 from fewshot_bench.records.store import ResultStore
 from fewshot_bench.search.space import parse_spec
 from fewshot_bench.search.tune import storage_path
+from helpers import one_line_error
 
 # Seconds per trial on two busy cores: a few steps, validation on a few episodes.
 TINY = ["--steps", "6", "--val-every", "3", "--val-episodes", "10", "--workers", "1"]
@@ -39,13 +40,6 @@ def study_states(store: Path, name: str) -> dict[int, tuple[str, dict]]:
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(store)}")
     return {t.number: (t.state.name, t.params) for t in study.get_trials(deepcopy=False)}
-
-
-def one_line_error(result, text: str) -> None:
-    assert result.code == 1, result.out + result.err
-    lines = [line for line in result.err.strip().splitlines() if line.startswith("fewshot-bench: error:")]
-    assert len(lines) == 1 and text in lines[0], result.err
-    assert "Traceback" not in result.err
 
 
 def test_search_stores_every_trial_as_a_run_and_more_trials_extend_it(cli, tmp_path):
