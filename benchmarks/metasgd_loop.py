@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.episodes import EpisodeSampler
-from fewshot_bench.protocol.train import clip_per_tensor
+from fewshot_bench.protocol.step import clip_per_tensor
 
 
 class LoopMetaSGD(nn.Module):

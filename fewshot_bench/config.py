@@ -26,7 +26,9 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _convert(text: str, typ: Any, key: str) -> Any:
+def parse_value(text: str, typ: Any, key: str) -> Any:
+    """The ``--set`` string ``text`` as a value of type ``typ`` (unions, Literal, bool, numbers, str, tuples and
+    lists of them); a one-line ConfigError naming ``key`` when it is not one."""
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(typ)
@@ -35,7 +37,7 @@ def _convert(text: str, typ: Any, key: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _convert(text, arg, key)
+                return parse_value(text, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"--set {key}: cannot parse {text!r}")
@@ -63,7 +65,7 @@ def _convert(text: str, typ: Any, key: str) -> Any:
     if origin in (tuple, list):
         (inner, *_) = typing.get_args(typ) or (str,)
         parts = [p for p in text.split(",") if p.strip()]
-        return origin(_convert(p.strip(), inner, key) for p in parts)
+        return origin(parse_value(p.strip(), inner, key) for p in parts)
     raise ConfigError(f"--set {key}: options of type {typ} cannot be set from the command line")
 
 
@@ -81,7 +83,7 @@ def apply_overrides(config: Any, overrides: dict[str, str], learner: str = "") -
                 f"unknown option {key!r} for learner {learner or type(config).__name__}; "
                 f"valid options: {', '.join(sorted(names))}"
             )
-        changes[key] = _convert(text, hints[key], key)
+        changes[key] = parse_value(text, hints[key], key)
         problem = check_value(key, changes[key], fields[key])
         if problem:
             raise ConfigError(f"--set {key}={text}: {problem}")

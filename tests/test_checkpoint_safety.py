@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_line_error
 
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.backbones.checkpoint import load_checkpoint
@@ -55,12 +56,6 @@ def run_key(host) -> str:
 
 def run_tiny(cli, checkpoint_dir: Path, *more: str):
     return cli("-q", "run", *TINY, "--checkpoint-dir", checkpoint_dir, *more)
-
-
-def one_line_error(r) -> str:
-    assert r.code == 1 and "Traceback" not in r.err, r.err
-    (line,) = [ln for ln in r.err.splitlines() if ln.startswith("fewshot-bench: error: ")]
-    return line
 
 
 def test_a_planted_checkpoint_never_runs_and_is_a_one_line_error(cli, tmp_path, run_key):

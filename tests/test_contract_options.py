@@ -7,27 +7,17 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 from fewshot_bench_leo import LEARNERS
 from fewshot_bench_maml import MAML
 from fewshot_bench_metasgd import MetaSGD
+from helpers import tiny_batch
 
-from fewshot_bench.api import ConfigError, EpisodeBatch, Learner, LearnerConfig, TaskSpec
+from fewshot_bench.api import ConfigError, Learner, LearnerConfig, TaskSpec
 from fewshot_bench.protocol.runner import resolve_config
 from fewshot_bench.protocol.spec import RunSpec
 from fewshot_bench.reports.describe import describe
 
 N, K, D = 3, 2, 6
-
-
-def tiny_batch(b=2, seed=0) -> EpisodeBatch:
-    """Random float64 episodes, N-way K-shot on D-d features, two queries per class."""
-    g = torch.Generator().manual_seed(seed)
-    support = F.normalize(torch.rand(b, N, K, D, generator=g, dtype=torch.float64), dim=-1)
-    query = F.normalize(torch.rand(b, N * 2, D, generator=g, dtype=torch.float64), dim=-1)
-    labels = torch.arange(N).view(1, N, 1)
-    return EpisodeBatch(support=support, support_labels=labels.expand(b, N, K), query=query,
-                        query_labels=labels.expand(b, N, 2).reshape(b, N * 2))
 
 
 def built(cls: type[Learner], **changes) -> Learner:
@@ -81,7 +71,7 @@ def test_presets_are_read_from_the_class_not_from_default_configs_signature(host
 @pytest.mark.equivalence
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda c: c.name)
 def test_leo_reports_latents_decoded_weights_and_decoder(cls):
-    learner, batch = built(cls, latent_dim=4), tiny_batch()
+    learner, batch = built(cls, latent_dim=4), tiny_batch(n=N, k=K, d=D)
     with torch.no_grad():
         a = learner.adaptation(batch.inputs())
         loops = learner.adapt(batch.inputs())
@@ -94,7 +84,7 @@ def test_leo_reports_latents_decoded_weights_and_decoder(cls):
 
 
 def test_metasgd_and_maml_report_initial_and_adapted_weights():
-    batch = tiny_batch()
+    batch = tiny_batch(n=N, k=K, d=D)
     for learner in (built(MetaSGD, init_std=0.5), built(MAML, init_std=0.5)):
         with torch.no_grad():
             a = learner.adaptation(batch.inputs())
@@ -110,4 +100,4 @@ def test_metasgd_and_maml_report_initial_and_adapted_weights():
 def test_learners_without_an_inner_loop_report_none(host):
     learner = host.learner("nearest-centroid")
     config = learner.default_config("synthetic", K)
-    assert learner(config, TaskSpec(N, K, D)).adaptation(tiny_batch().inputs()) is None
+    assert learner(config, TaskSpec(N, K, D)).adaptation(tiny_batch(n=N, k=K, d=D).inputs()) is None

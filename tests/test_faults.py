@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 from old_stores import write_old_store
 
 from fewshot_bench.errors import StoreError
@@ -246,12 +247,12 @@ TINY = ("--learner", "metasgd", "--steps", "2", "--val-every", "1", "--val-episo
 
 
 def one_line(r, header: bool = False) -> str:
-    assert r.code == 1 and "Traceback" not in r.err, r.err
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fewshot-bench: error: "), r.err
-    if not header:  # checks that need no data fail before the run header: nothing started
+    """The one-line user error of ``r``; unless ``header``, checks that need no data fail before the run header:
+    nothing started."""
+    line = one_line_error(r)
+    if not header:
         assert r.out == "", r.out
-    return lines[0]
+    return line
 
 
 @pytest.mark.parametrize(
@@ -447,8 +448,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
 
     import torch
 
-    from fewshot_bench import atomic
-    from fewshot_bench.protocol import train
+    from fewshot_bench import atomic, checkpoints
 
     real_save = torch.save
 
@@ -457,7 +457,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
         raise RuntimeError("[enforce fail at inline_container.cc:595] . "
                            "PytorchStreamWriter failed writing file data/3: file write failed")
 
-    monkeypatch.setattr(train.torch, "save", full_disk_save)
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk_save)
     monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: shutil_module._ntuple_diskusage(100, 100, 0))
     ck = tmp_path / "ck"
     r = cli("run", *TINY, "--checkpoint-dir", ck, "--store", tmp_path / "r.db")
@@ -470,15 +470,15 @@ def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(cli, tmp_pa
 def test_full_disk_oserror_while_checkpointing(tmp_path, monkeypatch):
     import errno
 
+    from fewshot_bench import checkpoints
     from fewshot_bench.errors import WriteError
-    from fewshot_bench.protocol import train
 
     def enospc(obj, f, *a, **k):
         with open(f, "wb") as out:
             out.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(train.torch, "save", enospc)
+    monkeypatch.setattr(checkpoints.torch, "save", enospc)
     with pytest.raises(WriteError, match="the disk is full"):
-        train.save_atomic({"a": 1}, tmp_path / "x.pt")
+        checkpoints.save_atomic({"a": 1}, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []

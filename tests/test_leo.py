@@ -12,9 +12,9 @@ from fewshot_bench_leo import LatentEmbeddingOptimization
 from fewshot_bench_leo.hparams import PRESETS, dataset_family, nearest_shot, tuned_values
 from fewshot_bench_leo.learners import LEARNERS
 from fewshot_bench_leo.model import orthogonality_penalty, stddev
+from helpers import one_line_error, tiny_batch
 
 from fewshot_bench.api import Noise
-from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.api.linear import onehot_labels, support_loss_grad
 from fewshot_bench.protocol.spec import RunSpec
@@ -26,19 +26,6 @@ LEO_NAMES = [cls.name for cls in LEARNERS]
 def learner_class(name: str) -> type[LatentEmbeddingOptimization]:
     """The registered class of a LEO learner name."""
     return {cls.name: cls for cls in LEARNERS}[name]
-
-
-def tiny_batch(b=2, n=3, k=2, q=2, d=6, dtype=torch.float64, seed=0) -> EpisodeBatch:
-    """A random batch of small episodes with L2-normalised features and class-position labels."""
-    g = torch.Generator().manual_seed(seed)
-    support = F.normalize(torch.rand(b, n, k, d, generator=g, dtype=dtype), dim=-1)
-    query = F.normalize(torch.rand(b, n, q, d, generator=g, dtype=dtype), dim=-1)
-    labels = lambda m: torch.arange(n).view(1, n, 1).expand(b, n, m)  # noqa: E731
-    # Queries class by class, as meta-training batches hold them: [B, N * Q, D] with labels [B, N * Q].
-    return EpisodeBatch(
-        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d),
-        query_labels=labels(q).reshape(b, n * q),
-    )
 
 
 def tiny_learner(name="leo", n=3, k=2, d=6, seed=0, **changes) -> LatentEmbeddingOptimization:
@@ -383,8 +370,7 @@ def test_cli_reference_preset_and_unknown_preset(cli):
              "--val-episodes", "2", "--episodes", "4", "--eval-query", "2", "--set", "latent_steps=2", "--json")
     assert ok.code == 0, ok.err
     bad = cli("run", "--learner", "leo", "--hparams", "table7", "--steps", "1")
-    assert bad.code == 1 and "unknown LEO hyperparameter preset 'table7'" in bad.err
-    assert "Traceback" not in bad.err and len(bad.err.strip().splitlines()) == 1
+    one_line_error(bad, "unknown LEO hyperparameter preset 'table7'")
 
 
 def test_meta_training_improves_validation_accuracy(synthetic):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_error
 from leo_fixtures import make_split, wnid, write_raw_pickle, write_splits, write_tree
 
 from fewshot_bench.data import cache
@@ -45,14 +46,9 @@ def root(tmp_path) -> Path:
     return data
 
 
-def one_line_error(res, *needles: str) -> None:
-    """Assert a clean user error: exit 1, one stderr line, no traceback, no store written."""
-    assert res.code == 1, (res.out, res.err)
-    lines = res.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fewshot-bench: error:"), res.err
-    assert "Traceback" not in res.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+def refused(res, *needles: str) -> None:
+    """A clean one-line user error holding every needle (:func:`helpers.one_line_error`), and no store written."""
+    one_line_error(res, *needles)
     assert not Path("fewshot-results.db").exists()
 
 
@@ -165,7 +161,7 @@ def test_malicious_pickle_in_a_dataset_fails_the_run_cleanly(cli, root, tmp_path
     marker = tmp_path / "pwned"
     (root / "miniImageNet/center/val_embeddings.pkl").write_bytes(pickle.dumps(_System(marker), protocol=2))
     res = cli(*RUN, "--dataset", "mini", "--data-dir", root)
-    one_line_error(res, "refusing to load", "val_embeddings.pkl", "posix.system")
+    refused(res, "refusing to load", "val_embeddings.pkl", "posix.system")
     assert not marker.exists()
 
 
@@ -275,20 +271,20 @@ BAD_CASES = [
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_files_give_one_line_errors(cli, root, case):
     needles = _corrupt(case, root)
-    one_line_error(cli(*RUN, "--dataset", "mini", "--data-dir", root), *needles)
+    refused(cli(*RUN, "--dataset", "mini", "--data-dir", root), *needles)
 
 
 def test_missing_root_and_unset_data_dir(cli, tmp_path):
-    one_line_error(cli(*RUN, "--dataset", "tiered"), "--data-dir", "FEWSHOT_BENCH_DATA",
-                   "tieredImageNet/center/train_embeddings.pkl", "data download leo")
-    one_line_error(cli(*RUN, "--dataset", "mini", "--data-dir", tmp_path / "nowhere"),
-                   str(tmp_path / "nowhere"), "does not exist", "data download leo")
+    refused(cli(*RUN, "--dataset", "tiered"), "--data-dir", "FEWSHOT_BENCH_DATA",
+            "tieredImageNet/center/train_embeddings.pkl", "data download leo")
+    refused(cli(*RUN, "--dataset", "mini", "--data-dir", tmp_path / "nowhere"),
+            str(tmp_path / "nowhere"), "does not exist", "data download leo")
 
 
 def test_crop_errors(cli, root):
-    one_line_error(cli(*RUN, "--dataset", "tiered", "--crop", "multiview", "--data-dir", root),
-                   "tieredImageNet has only center", "--crop multiview")
-    one_line_error(cli(*RUN, "--dataset", "mini", "--crop", "zoom", "--data-dir", root), "unknown --crop 'zoom'")
+    refused(cli(*RUN, "--dataset", "tiered", "--crop", "multiview", "--data-dir", root),
+            "tieredImageNet has only center", "--crop multiview")
+    refused(cli(*RUN, "--dataset", "mini", "--crop", "zoom", "--data-dir", root), "unknown --crop 'zoom'")
 
 
 # --- end to end --------------------------------------------------------------------------
@@ -327,7 +323,7 @@ def test_features_dataset_any_dimension_and_lenient_prefix(cli, tmp_path):
     # The same keys in a mini tree are refused: LEO keys start with a number.
     write_splits(tmp_path / "m/miniImageNet/center")
     write_embeddings(tmp_path / "m/miniImageNet/center/train_embeddings.npz", *_prefixed(d / "train_embeddings.npz"))
-    one_line_error(cli(*RUN, "--dataset", "mini", "--data-dir", tmp_path / "m"), "is not a number")
+    refused(cli(*RUN, "--dataset", "mini", "--data-dir", tmp_path / "m"), "is not a number")
 
 
 def _prefixed(path: Path):
@@ -339,7 +335,7 @@ def test_train_on_val_merges_train_and_val_classes(cli, tmp_path):
     # 3 train classes cannot make a 5-way episode; train + val (3 + 5) can.
     d = tmp_path / "data"
     write_splits(d / "miniImageNet/center", classes=(3, 5, 6))
-    one_line_error(cli(*RUN, "--dataset", "mini", "--data-dir", d), "5-way episodes need 5 classes", "'train'")
+    refused(cli(*RUN, "--dataset", "mini", "--data-dir", d), "5-way episodes need 5 classes", "'train'")
     res = cli(*RUN, "--dataset", "mini", "--data-dir", d, "--train-on-val")
     assert res.code == 0, res.err
     assert res.json()["steps"] == 20
@@ -466,12 +462,12 @@ def test_data_check_fails_on_a_bad_file_but_prints_the_table(cli, root):
     res = cli("data", "check", "--data-dir", root)
     assert res.code == 1
     assert "error: row 11" in res.out and res.out.count(" ok") >= 8
-    one_line_error(res, "1 of 9 split files failed")
+    refused(res, "1 of 9 split files failed")
 
 
 def test_data_check_without_files(cli, tmp_path):
-    one_line_error(cli("data", "check", "--data-dir", tmp_path), "no embedding files", "data download leo")
-    one_line_error(cli("data", "check"), "--data-dir", "FEWSHOT_BENCH_DATA")
+    refused(cli("data", "check", "--data-dir", tmp_path), "no embedding files", "data download leo")
+    refused(cli("data", "check"), "--data-dir", "FEWSHOT_BENCH_DATA")
 
 
 # --- download ----------------------------------------------------------------------------
@@ -562,7 +558,7 @@ def test_download_resumes_after_an_interrupted_transfer(cli, tmp_path, archive, 
     srv = server_factory(archive, cut_after=5000)
     dest = tmp_path / "leo"
     first = cli("data", "download", "leo", "--data-dir", dest, "--url", srv.url)
-    one_line_error(first, "interrupted after 5,000", "resume")
+    refused(first, "interrupted after 5,000", "resume")
     assert (dest / "embeddings.zip.part").stat().st_size == 5000
     assert not (dest / "embeddings").exists()
     second = cli("data", "download", "leo", "--data-dir", dest, "--url", srv.url, "--keep-archive")
@@ -585,8 +581,8 @@ def test_download_restarts_when_the_server_ignores_ranges(cli, tmp_path, archive
 def test_checksum_failure_is_not_unpacked(cli, tmp_path, archive, server_factory):
     srv = server_factory(archive)
     dest = tmp_path / "leo"
-    one_line_error(cli("data", "download", "leo", "--data-dir", dest, "--url", srv.url, "--sha256", "0" * 64),
-                   "SHA-256", "expected " + "0" * 64, "not unpacked")
+    refused(cli("data", "download", "leo", "--data-dir", dest, "--url", srv.url, "--sha256", "0" * 64),
+            "SHA-256", "expected " + "0" * 64, "not unpacked")
     assert not (dest / "embeddings").exists() and not (dest / "embeddings.zip.part").exists()
     assert (dest / "embeddings.zip.corrupt").read_bytes() == archive
 
@@ -596,16 +592,16 @@ def test_damaged_archive_is_not_unpacked(cli, tmp_path, archive, server_factory)
     bad[len(bad) // 2] ^= 0xFF  # inside a stored member: its CRC no longer matches
     srv = server_factory(bytes(bad))
     dest = tmp_path / "leo"
-    one_line_error(cli("data", "download", "leo", "--data-dir", dest, "--url", srv.url), "damaged", "not unpacked")
+    refused(cli("data", "download", "leo", "--data-dir", dest, "--url", srv.url), "damaged", "not unpacked")
     assert not (dest / "embeddings").exists() and not list(dest.glob(".unpack-*"))
 
 
 def test_unreachable_address(cli, tmp_path, server_factory):
     srv = server_factory(b"")
     srv.close()
-    one_line_error(cli("data", "download", "leo", "--data-dir", tmp_path, "--url", srv.url), "cannot reach")
+    refused(cli("data", "download", "leo", "--data-dir", tmp_path, "--url", srv.url), "cannot reach")
     srv2 = server_factory(b"x")
-    one_line_error(cli("data", "download", "leo", "--data-dir", tmp_path, "--url", srv2.url + ".missing"), "HTTP 404")
+    refused(cli("data", "download", "leo", "--data-dir", tmp_path, "--url", srv2.url + ".missing"), "HTTP 404")
 
 
 def test_unpack_refuses_paths_outside_the_target(tmp_path):

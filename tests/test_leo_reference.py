@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fewshot_bench_leo.model import STDDEV_FLOOR
-from test_leo import tiny_batch, tiny_learner
+from helpers import tiny_batch
+from test_leo import tiny_learner
 
 from fewshot_bench.api import Noise
 

@@ -8,22 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fewshot_bench_maml import MAML, MAMLConfig
+from helpers import one_line_error, tiny_batch
 
 from fewshot_bench.api.batches import EpisodeBatch
 from fewshot_bench.api.learner import TaskSpec
-
-
-def tiny_batch(b=2, n=3, k=2, q=3, d=5, seed=0) -> EpisodeBatch:
-    """A random float64 batch of small episodes with L2-normalised features."""
-    g = torch.Generator().manual_seed(seed)
-    support = F.normalize(torch.rand(b, n, k, d, generator=g, dtype=torch.float64), dim=-1)
-    query = F.normalize(torch.rand(b, n, q, d, generator=g, dtype=torch.float64), dim=-1)
-    labels = lambda m: torch.arange(n).view(1, n, 1).expand(b, n, m)  # noqa: E731
-    # Queries class by class, as meta-training batches hold them: [B, N * Q, D] with labels [B, N * Q].
-    return EpisodeBatch(
-        support=support, support_labels=labels(k), query=query.reshape(b, n * q, d),
-        query_labels=labels(q).reshape(b, n * q),
-    )
+from fewshot_bench.api.tasks import CLASSIFICATION
 
 
 def tiny_maml(**changes) -> MAML:
@@ -49,7 +38,7 @@ def finite_difference(learner: MAML, batch: EpisodeBatch, param: torch.Tensor, i
 
 @pytest.mark.parametrize("hidden", [(), (4,)])
 def test_second_order_meta_gradient_matches_finite_differences(hidden):
-    learner, batch = tiny_maml(hidden_sizes=hidden), tiny_batch()
+    learner, batch = tiny_maml(hidden_sizes=hidden), tiny_batch(q=3, d=5)
     params = list(learner.parameters())
     grads = torch.autograd.grad(learner.meta_loss(batch).loss, params)
     for p, g in zip(params, grads):
@@ -59,14 +48,14 @@ def test_second_order_meta_gradient_matches_finite_differences(hidden):
 
 
 def test_first_order_drops_the_second_order_terms():
-    batch = tiny_batch()
+    batch = tiny_batch(q=3, d=5)
     second, first = tiny_maml(), tiny_maml(first_order=True)
     (g2,) = torch.autograd.grad(second.meta_loss(batch).loss, list(second.parameters()))
     (g1,) = torch.autograd.grad(first.meta_loss(batch).loss, list(first.parameters()))
     # First-order MAML: the meta-gradient is the query-loss gradient at the adapted weights, summed over episodes.
     adapted = first.adapt(batch)[0].detach().requires_grad_()
     logits = first.head(batch.query, [adapted])
-    (at_adapted,) = torch.autograd.grad(F.cross_entropy(logits.reshape(-1, 3), batch.query_labels.reshape(-1)), adapted)
+    (at_adapted,) = torch.autograd.grad(CLASSIFICATION.loss(logits, batch.query_labels), adapted)
     torch.testing.assert_close(g1, at_adapted.sum(0))
     assert not torch.allclose(g1, g2)
 
@@ -74,7 +63,7 @@ def test_first_order_drops_the_second_order_terms():
 def test_inner_learning_rate_is_one_fixed_scalar():
     learner = tiny_maml()
     assert [name for name, _ in learner.named_parameters()] == ["weights.0"]
-    batch = tiny_batch()
+    batch = tiny_batch(q=3, d=5)
     w0 = learner.weights[0].detach()
     learner.config.inner_steps = 1
     adapted = learner.adapt(batch)[0]
@@ -85,7 +74,7 @@ def test_inner_learning_rate_is_one_fixed_scalar():
 
 @pytest.mark.parametrize("hidden", [(), (4, 4)])
 def test_evaluation_is_deterministic_and_keeps_no_graph(hidden):
-    learner, batch = tiny_maml(hidden_sizes=hidden), tiny_batch()
+    learner, batch = tiny_maml(hidden_sizes=hidden), tiny_batch(q=3, d=5)
     learner.eval()
     with torch.no_grad():  # as evaluation calls it: the inner loop's gradients leave no graph behind
         first, second = learner.predict(batch), learner.predict(batch)
@@ -101,4 +90,4 @@ def test_cli_runs_maml_and_its_options(cli):
         assert res.code == 0, res.err
         assert res.json()["learner"] == "maml"
     bad = cli("run", "--learner", "maml", "--set", "hidden_sizes=0", *common)
-    assert bad.code == 1 and "hidden_sizes=0: must be at least 1" in bad.err and "Traceback" not in bad.err
+    one_line_error(bad, "hidden_sizes=0: must be at least 1")

@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from fewshot_bench.errors import ConfigError
 
@@ -24,8 +25,7 @@ def test_figure_without_matplotlib_is_one_line(cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "fewshot_bench.reports.figures", None)  # as if matplotlib could not be imported
     monkeypatch.delattr(fewshot_bench.reports, "figures", raising=False)  # an earlier test may have imported it
     r = cli("figure", "3", "--out", "fig3.png")
-    assert r.code == 1 and "Traceback" not in r.err
-    assert r.err.strip().splitlines() == [r.err.strip()] and "python -m pip install 'matplotlib>=3.7'" in r.err
+    one_line_error(r, "python -m pip install 'matplotlib>=3.7'")
 
 
 def test_table_plot_without_matplotlib_is_one_line(monkeypatch):

@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.api.tasks import CLASSIFICATION
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocol.evaluate import evaluate
-from fewshot_bench.protocol.population import BATCHED, MEMORY_ENV, SEQUENTIAL, Population, clip_members, parse_bytes
+from fewshot_bench.protocol.population import BATCHED, MEMORY_ENV, SEQUENTIAL, Population, parse_bytes
 from fewshot_bench.protocol.spec import RunSpec
-from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, clip_per_tensor
+from fewshot_bench.protocol.step import clip_per_tensor
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 SEEDS = (0, 1, 2)
 
@@ -128,7 +130,7 @@ class Noisy(Learner):
 
     def meta_loss(self, batch):
         logits = self._logits(batch, noisy=True)
-        loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
+        loss = CLASSIFICATION.loss(logits, batch.query_labels)
         return LossOutput(loss, {"query_loss": loss.detach()})
 
 
@@ -198,7 +200,7 @@ def test_member_clipping_is_per_tensor_clipping_of_each_member():
     separate = [[g[s].clone() for g in grads] for s in range(3)]
     for gs in separate:
         clip_per_tensor(gs, value=0.5, norm=0.3)
-    clip_members(grads, value=0.5, norm=0.3)
+    clip_per_tensor(grads, value=0.5, norm=0.3, members=True)
     for s in range(3):
         for g, alone in zip(grads, separate[s]):
             torch.testing.assert_close(g[s], alone)

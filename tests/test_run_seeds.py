@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import kill_when
 
 import fewshot_bench as fb
 from fewshot_bench.commands.run import seed_range
@@ -122,24 +123,19 @@ def test_populations_group_each_cells_seeds_up_to_a_size():
 @pytest.mark.equivalence
 @pytest.mark.slow  # a killed population and two runs of it: about a minute
 def test_a_population_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     cmd = [sys.executable, "-m", "fewshot_bench.cli", "run", "--learner", "metasgd", "--seeds", "0-2",
            "--steps", "200", "--val-every", "20", "--val-episodes", "20", "--episodes", "50", "--eval-query", "5"]
     checkpoints = tmp_path / "fewshot-checkpoints"
     proc = subprocess.Popen([*cmd, "--store", "killed.db"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while len([p for p in checkpoints.glob("*.pt") if not p.name.endswith(".model.pt")]) < 3:  # every member's
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoints written"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+    def every_members_checkpoint() -> bool:
+        return len([p for p in checkpoints.glob("*.pt") if not p.name.endswith(".model.pt")]) >= 3
+
+    kill_when(proc, every_members_checkpoint, 120, "checkpoints written")
     assert not (tmp_path / "killed.db").exists() or not rows(tmp_path / "killed.db")
 
     resumed = subprocess.run([*cmd, "--store", "killed.db"], cwd=tmp_path, capture_output=True, text=True,

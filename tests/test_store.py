@@ -1,14 +1,12 @@
 """The results store: schema, atomic writes, foreign files, and resume after a killed run."""
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from helpers import kill_when
 
 from fewshot_bench.errors import StoreError
 from fewshot_bench.records.store import ResultStore, RunRecord
@@ -67,13 +65,8 @@ def test_killed_run_leaves_no_row_and_rerun_resumes(tmp_path):
            "--eval-query", "5", "--store", str(store), "--json"]
     ckpt_dir = tmp_path / "fewshot-checkpoints"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (ckpt_dir.exists() and any(ckpt_dir.glob("*.pt"))):  # the first validation's checkpoint
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # Killed at the first validation's checkpoint.
+    kill_when(proc, lambda: ckpt_dir.exists() and any(ckpt_dir.glob("*.pt")), 120, "checkpoint written")
     if store.exists():
         with ResultStore(store) as s:
             assert s.runs() == []

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.records.store import ResultStore
+from fewshot_bench.records.store import ResultStore, RunRecord
 from fewshot_bench.reports.tables import TABLE1, TABLE2, get_table, paper_cell, settings
 
 TABLE2_LEARNERS = ["metasgd", "leo-generator-only", "leo-generator-finetune", "leo-random-prior",
@@ -28,7 +28,7 @@ def add_run(store, learner, dataset, shot, seed, values, steps=200, eval_query=1
         "metric": "accuracy", "mean": float(values.astype(np.float64).mean()), "ci95": 0.0, "episodes": values.size,
         "config": {"outer_lr": 0.001}, "options": options, "summary": {}, "versions": {}, "hardware": {}, "timings": {},
     }
-    return store.add_run(record, values)
+    return store.add_run(RunRecord.new(**record), values)
 
 
 def const(acc, n=10):

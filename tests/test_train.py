@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from fewshot_bench.api.learner import Learner, LearnerConfig, LossOutput, TaskSpec
+from fewshot_bench.api.tasks import CLASSIFICATION
 from fewshot_bench.protocol.spec import RunSpec
-from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, clip_per_tensor
+from fewshot_bench.protocol.step import clip_per_tensor
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
 
 
 def make_trainer(learner, synthetic, **protocol):
@@ -59,7 +61,7 @@ class Bomb(Learner):
     def meta_loss(self, batch):
         self.calls += 1
         logits = self.predict(batch)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), batch.query_labels.reshape(-1))
+        loss = CLASSIFICATION.loss(logits, batch.query_labels)
         if self.calls == self.config.explode_at:
             loss = loss * float("nan")
         return LossOutput(loss)
@@ -112,7 +114,7 @@ class Transposer(Bomb):
 
     def meta_loss(self, batch):
         logits = torch.einsum("bqd,md->bqm", batch.query, _TransposedGradient.apply(self.w))
-        return LossOutput(torch.nn.functional.cross_entropy(logits.reshape(-1, 5), batch.query_labels.reshape(-1)))
+        return LossOutput(CLASSIFICATION.loss(logits, batch.query_labels))
 
 
 @pytest.mark.equivalence

@@ -5,17 +5,15 @@ after a resume; every built-in learner draws its meta-training noise from it and
 from __future__ import annotations
 
 import copy
-import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from helpers import kill_when
 
 from fewshot_bench.api import Noise, TaskSpec, mix64, step_key
 from fewshot_bench.api.training_noise import mix64_, mix64_int
@@ -289,13 +287,8 @@ def test_a_killed_leo_run_resumes_to_the_per_episode_results_of_an_unbroken_run(
     ckpt_dir = tmp_path / "fewshot-checkpoints"
     proc = subprocess.Popen([*cmd, "--store", str(tmp_path / "r.db")], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while not (ckpt_dir.exists() and any(ckpt_dir.glob("*.pt"))):  # the first validation's checkpoint
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # Killed at the first validation's checkpoint.
+    kill_when(proc, lambda: ckpt_dir.exists() and any(ckpt_dir.glob("*.pt")), 240, "checkpoint written")
     for store in ("r.db", "fresh.db"):
         done = subprocess.run([*cmd, "--store", str(tmp_path / store)], cwd=tmp_path, capture_output=True,
                               text=True, timeout=600)

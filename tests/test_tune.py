@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from fewshot_bench import plugin_host
 from fewshot_bench.api.hooks import hookimpl
@@ -39,13 +40,6 @@ def study_states(store: Path, name: str) -> dict[int, tuple[str, dict]]:
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(store)}")
     return {t.number: (t.state.name, t.params) for t in study.get_trials(deepcopy=False)}
-
-
-def one_line_error(result, text: str) -> None:
-    assert result.code == 1, result.out + result.err
-    lines = [line for line in result.err.strip().splitlines() if line.startswith("fewshot-bench: error:")]
-    assert len(lines) == 1 and text in lines[0], result.err
-    assert "Traceback" not in result.err
 
 
 def test_search_stores_every_trial_as_a_run_and_more_trials_extend_it(cli, tmp_path):

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from fewshot_bench.config import _convert
+from fewshot_bench.checkpoints import load_torch_file
+from fewshot_bench.config import parse_value
 from fewshot_bench.errors import CheckpointError, ConfigError, DataError
-from fewshot_bench.protocol.train import load_torch_file
 
 CHECKPOINT_FORMAT = "fewshot-bench-backbone/1"
 
@@ -35,7 +35,7 @@ def convert_options(factory: Callable[..., nn.Module], name: str, raw: dict[str,
     for key, text in raw.items():
         if key not in known:
             raise ConfigError(f"unknown option {key!r} for backbone {name}; valid options: {', '.join(sorted(known))}")
-        out[key] = _convert(text, hints.get(key, type(known[key])), key) if isinstance(text, str) else text
+        out[key] = parse_value(text, hints.get(key, type(known[key])), key) if isinstance(text, str) else text
     return out
 
 

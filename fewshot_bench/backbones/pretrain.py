@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from fewshot_bench.backbones.base import out_dim
 from fewshot_bench.backbones.checkpoint import CHECKPOINT_FORMAT, build_backbone, load_checkpoint
+from fewshot_bench.checkpoints import save_atomic
 from fewshot_bench.data.images import ImageSpec, ImageSplit, augment
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.protocol.train import save_atomic
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")

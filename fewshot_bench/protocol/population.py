@@ -36,7 +36,8 @@ from fewshot_bench.api.training_noise import Noise
 from fewshot_bench.console.progress import progress
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocol.profiling import Profiler
-from fewshot_bench.protocol.train import MetaTrainer, TrainResult, laid_out_like
+from fewshot_bench.protocol.step import OuterStep
+from fewshot_bench.protocol.train import MetaTrainer, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,6 @@ def stacked_batch(batches: list[EpisodeBatch]) -> dict[str, Tensor]:
     """The members' meta-batches as one dict of [S, B, ...] tensors (fields that are None left out)."""
     fields = ("support", "support_labels", "query", "query_labels", "episode_ids", "classes")
     return {f: torch.stack([getattr(b, f) for b in batches]) for f in fields if getattr(batches[0], f) is not None}
-
-
-def clip_members(grads: list[Tensor], value: float | None, norm: float | None) -> None:
-    """:func:`~.train.clip_per_tensor` for member-stacked gradients [S, ...]: each member's slice alone."""
-    if value is not None:
-        torch._foreach_clamp_min_(grads, -value)
-        torch._foreach_clamp_max_(grads, value)
-    if norm is not None:
-        for g in grads:
-            norms = torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
-            scale = (norm / norms.clamp_min(1e-12)).clamp(max=1.0)
-            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
 
 
 @dataclass
@@ -190,8 +179,9 @@ class Population:
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Adam | None = None
+        self.outer_step: OuterStep | None = None  # gradients, guard, clipping and Adam of the stacked parameters
         self.noise: Noise | None = None  # the live members' noise keys [S]: each draws with its own row
-        # None: a non-finite step is a no-op (zero gradients), as in MetaTrainer.gradients.
+        # None: a non-finite step is a no-op (zero gradients), as in OuterStep.gradients.
         self.has_fallback = first.learner.nan_fallback_loss() is not None
         self.member_bytes: int | None = None  # a member's estimated training memory (probe)
         self.budget_bytes: int | None = None
@@ -232,43 +222,16 @@ class Population:
         batched = vmap(one, in_dims=(0, 0, None if batch is None else 0, 0), randomness="error")
         return batched(params, self.buffers, batch, self.noise.key)
 
-    def _gradients(self, loss: Tensor) -> list[Tensor]:
-        """d (sum of the members' losses) / d stacked parameters: each member's own gradients in its slice."""
-        wrt = [self.params[n] for n in self.trainable]
-        grads = torch.autograd.grad(loss.sum(), wrt, allow_unused=True)
-        # vmap leaves some gradients strided (e.g. transposed): see laid_out_like.
-        return [torch.zeros_like(p) if g is None else laid_out_like(g, p) for p, g in zip(wrt, grads)]
-
-    def _guard_nan(self, losses: Tensor, grads: list[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """Per member: its meta-gradients if its loss and all of them are finite, else its fallback gradients.
-
-        A member's non-finite step touches only its own slice; as in :meth:`MetaTrainer.guard_nan`
-        the fallback is computed on CPU only when some member needs it.
-        """
-        finite = losses.isfinite()
-        for g in grads:
-            finite = finite & g.reshape(g.shape[0], -1).isfinite().all(dim=1)
-        if self.device.type == "cpu" and bool(finite.all()):
-            return grads, finite
-        if self.has_fallback:
-            safe = self._gradients(self._losses(self.params, None)[0])
-        else:
-            safe = [torch.zeros_like(g) for g in grads]
-        return [torch.where(finite.view(-1, *([1] * (g.dim() - 1))), g, s) for g, s in zip(grads, safe)], finite
+    def _fallback_losses(self) -> Tensor | None:
+        """Every live member's NaN fallback loss [S] (None: the learner has none, a non-finite step is a no-op)."""
+        return self._losses(self.params, None)[0] if self.has_fallback else None
 
     def update(self, step: int, batches: list[EpisodeBatch]) -> dict[str, Tensor]:
         """Meta-losses, per-member NaN guard and clipping, one Adam step for every live member; metrics [S]."""
-        prof, cfg = self.profiler, self.members[0].learner.config
         self.noise.start(step)
-        with prof.section("meta_loss"):
+        with self.profiler.section("meta_loss"):
             losses, metrics = self._losses(self.params, stacked_batch(batches))
-        with prof.section("backward"):
-            grads, finite = self._guard_nan(losses.detach(), self._gradients(losses))
-            clip_members(grads, cfg.grad_clip_value, cfg.grad_clip_norm)
-        with prof.section("optimizer"):
-            for n, g in zip(self.trainable, grads):
-                self.params[n].grad = g
-            self.optimizer.step()
+        finite = self.outer_step(losses, self.profiler)
         return {"loss": losses.detach(), "nan_step": (~finite).float(), **{k: v.detach() for k, v in metrics.items()}}
 
     def step(self, step: int) -> dict[str, Tensor]:
@@ -291,6 +254,9 @@ class Population:
         lr = members[0].optimizer.param_groups[0]["lr"]
         wrt = [self.params[n] for n in self.trainable]
         self.optimizer = torch.optim.Adam(wrt, lr=lr, fused=True, capturable=self.device.type == "cuda")
+        cfg = members[0].learner.config
+        self.outer_step = OuterStep(wrt, self.optimizer, cfg.grad_clip_value, cfg.grad_clip_norm,
+                                    self._fallback_losses, self.device, members=True)
         states = [[m.optimizer.state.get(p) for p in m.params] for m in members]
         if states[0] and states[0][0]:  # resumed or restacked: every member is at the same Adam step
             for i, p in enumerate(wrt):
@@ -319,7 +285,7 @@ class Population:
 
     def _drop_stack(self) -> None:
         """No member stacked (after the probe's trial step, or when the last live member stopped)."""
-        self.live, self.params, self.optimizer = [], {}, None
+        self.live, self.params, self.optimizer, self.outer_step = [], {}, None, None
 
     @staticmethod
     def _active(m: MetaTrainer) -> bool:
@@ -356,7 +322,7 @@ class Population:
             batches = [self.members[s].meta_batch(step) for s in trial]
             with counting_saved_tensors() as saved:
                 losses, _ = self._losses(self.params, stacked_batch(batches))
-            self._gradients(losses)
+            self.outer_step.gradients(losses)
         except Exception as exc:  # whatever vmap refuses: train the members one after another
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             return f"vmap cannot run its meta_loss ({type(exc).__name__}: {first_line[:160]})"

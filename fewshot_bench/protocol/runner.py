@@ -15,6 +15,7 @@ import torch
 
 from fewshot_bench.api.learner import Learner, TaskSpec
 from fewshot_bench.api.tasks import task_kind
+from fewshot_bench.checkpoints import load_torch_file, plain, save_atomic
 from fewshot_bench.config import apply_overrides, config_to_dict
 from fewshot_bench.data import identity
 from fewshot_bench.data.base import DataRequest, FeatureDataset, merge_splits
@@ -32,7 +33,7 @@ from fewshot_bench.protocol.threads import (
     choose_threads,
     requested_threads,
 )
-from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult, load_torch_file, plain, save_atomic
+from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult
 from fewshot_bench.records import stats
 from fewshot_bench.records.provenance import execution, hardware, versions
 from fewshot_bench.records.store import ResultStore, RunRecord

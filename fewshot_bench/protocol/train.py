@@ -1,13 +1,11 @@
-"""The outer loop shared by every learner: Adam, per-tensor clipping, the NaN guard,
-validation on fixed episodes, best-checkpoint early stopping and atomic, resumable checkpoints."""
+"""The outer loop shared by every learner: each step's meta-loss then its :class:`~.step.OuterStep` (NaN guard,
+per-tensor clipping, Adam), validation on fixed episodes, best-checkpoint early stopping and atomic, resumable
+checkpoints (written and read through :mod:`fewshot_bench.checkpoints`)."""
 
 from __future__ import annotations
 
 import copy
 import logging
-import re
-import warnings
-import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
@@ -22,7 +20,7 @@ from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.noise import mix64
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.api.training_noise import Noise
-from fewshot_bench.atomic import FIX, replacing
+from fewshot_bench.checkpoints import load_torch_file, plain, save_atomic
 from fewshot_bench.console.progress import progress
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, cpu_cores
 from fewshot_bench.errors import CheckpointError, DataError
@@ -30,10 +28,9 @@ from fewshot_bench.protocol.cuda_graph import WARMUP_STEPS, GraphedStep, warm_up
 from fewshot_bench.protocol.evaluate import evaluate
 from fewshot_bench.protocol.profiling import Profiler
 from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.protocol.step import OuterStep
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FIX = f"{FIX} (run, sweep: --checkpoint-dir DIR)"
 
 
 @dataclass
@@ -82,90 +79,8 @@ def step_seed(seed: int, step: int) -> int:
     return int(mix64(np.array([seed * 1_000_003 + step], dtype=np.uint64))[0] >> np.uint64(1))
 
 
-def laid_out_like(grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """``grad`` with ``param``'s memory layout (a copy only when the strides differ).
-
-    The fused Adam kernel pairs a parameter's and its gradient's elements by memory position,
-    not by index: a gradient laid out otherwise (a custom autograd function's, or vmap's
-    transposed ones) would update every element with another's gradient, silently.
-    """
-    return grad if grad.stride() == param.stride() else torch.empty_like(param).copy_(grad)
-
-
-def clip_per_tensor(grads: list[torch.Tensor], value: float | None, norm: float | None) -> None:
-    """Clip each gradient in place, first elementwise to [-value, value], then to L2 norm ``norm``.
-
-    Multi-tensor (``_foreach``) kernels: a few calls for all tensors, not a few per tensor.
-    """
-    if value is not None:
-        torch._foreach_clamp_min_(grads, -value)
-        torch._foreach_clamp_max_(grads, value)
-    if norm is not None:
-        norms = torch.stack(torch._foreach_norm(grads))
-        torch._foreach_mul_(grads, list((norm / norms.clamp_min(1e-12)).clamp(max=1.0).unbind()))
-
-
-def save_atomic(obj: object, path: Path, what: str = "checkpoint") -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically (:func:`fewshot_bench.atomic.replacing`: never half-written).
-
-    Save tensors and plain data only (dicts, lists, tuples, str, int, float, bool, None):
-    every reader loads with :func:`load_torch_file`, which refuses anything else. A write
-    that fails (a full disk, a read-only place, ``path`` a directory) removes the temporary
-    file and is a one-line :class:`WriteError`: the harness's problem, not the learner's.
-    """
-    with replacing(path, what, CHECKPOINT_FIX) as tmp:
-        torch.save(obj, tmp)
-
-
 # What to do about a checkpoint that cannot be resumed (sweeps have no --restart: delete the file).
 RESUME_WAY_OUT = "delete it, or rerun `fewshot-bench run` with --restart, to start this run over"
-
-
-def unreadable_reason(path: Path, exc: BaseException) -> str:
-    """Why ``torch.load(path, weights_only=True)`` failed, in a few words (never torch's advice to
-    retry with ``weights_only=False``)."""
-    text = str(exc)
-    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if unsafe:
-        return (f"holds a Python object ({unsafe.group(1)}) that is not a tensor or plain data: "
-                "refused, nothing in it was run")
-    if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
-        return f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = None
-    if size == 0:
-        return "is empty"
-    if not zipfile.is_zipfile(path):
-        return "is corrupt or not a torch file (truncated, or not written by torch.save)"
-    first = (text.splitlines() or [type(exc).__name__])[0].split(". ")[0]
-    return f"is corrupt ({type(exc).__name__}: {first[:100]})"
-
-
-def load_torch_file(path: Path, map_location: Any, what: str, way_out: str) -> Any:
-    """``torch.load`` with ``weights_only=True``: tensors and plain data, never code to run.
-
-    Any failure (unreadable, empty, truncated, foreign, or holding other Python objects) is a
-    one-line :class:`CheckpointError` naming the file, ``what`` it should be and ``way_out``.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. torch's note on pickle protocols of foreign files
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # weights_only: whatever the file holds, nothing in it runs
-        raise CheckpointError(f"{what} {path} {unreadable_reason(path, exc)}; {way_out}") from None
-
-
-def plain(obj: Any) -> Any:
-    """``obj`` with numpy scalars and arrays made Python numbers and lists: what ``weights_only`` loads."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    return obj
 
 
 def _is_int(v: Any) -> bool:
@@ -236,7 +151,6 @@ class MetaTrainer:
         self.profiler = profiler or Profiler(False)
         cfg = learner.config
         self.batch_size = int(cfg.meta_batch_size)
-        self.clip_value, self.clip_norm = cfg.grad_clip_value, cfg.grad_clip_norm
         self.kind = task_kind(learner.task.kind)
         self.sampler = train_split.sampler(n_way, k_shot, options.train_query, spec.seed, stream="train")
         learner.noise = Noise(spec.seed, device)  # keyed per step by seed_step
@@ -249,6 +163,8 @@ class MetaTrainer:
         # The fused kernel: one call per step for all parameters; capturable keeps its state on the GPU.
         self.optimizer = torch.optim.Adam(self.params, lr=float(cfg.outer_lr), fused=True,
                                           capturable=device.type == "cuda")
+        self.outer_step = OuterStep(self.params, self.optimizer, cfg.grad_clip_value, cfg.grad_clip_norm,
+                                    learner.nan_fallback_loss, device)
         self.capture = options.cuda_graph and device.type == "cuda"
         self.graphed: GraphedStep | None = None
         self._warmups = 0
@@ -420,34 +336,10 @@ class MetaTrainer:
         """Meta-loss, meta-gradients, NaN guard, clipping and one Adam step on ``batch``; returns detached metrics."""
         with prof.section("meta_loss"):
             out = self.learner.meta_loss(batch)
-        with prof.section("backward"):
-            grads, finite = self.guard_nan(out.loss, self.gradients(out.loss))
-            clip_per_tensor(grads, self.clip_value, self.clip_norm)
-        with prof.section("optimizer"):
-            for p, g in zip(self.params, grads):
-                p.grad = g
-            self.optimizer.step()
+        finite = self.outer_step(out.loss, prof)
         metrics = {"loss": out.loss.detach(), "nan_step": (~finite).float()}
         metrics.update(out.metrics)
         return metrics
-
-    def gradients(self, loss: torch.Tensor | None) -> list[torch.Tensor]:
-        """d loss / d params, zeros for parameters the loss does not reach (and for ``loss=None``)."""
-        grads = [None] * len(self.params) if loss is None else torch.autograd.grad(loss, self.params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else laid_out_like(g, p) for p, g in zip(self.params, grads)]
-
-    def guard_nan(self, loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The meta-gradients if the loss and all of them are finite, else the learner's fallback gradients.
-
-        On CUDA the choice is made on the device (``torch.where``), with no host sync, so the
-        step can be captured in a CUDA graph; on CPU reading the flag costs nothing, and the
-        fallback (rarely needed) is only computed when it is.
-        """
-        finite = loss.isfinite() & torch.cat([g.reshape(-1) for g in grads]).isfinite().all()
-        if self.device.type == "cpu" and bool(finite):
-            return grads, finite
-        safe = self.gradients(self.learner.nan_fallback_loss())
-        return [torch.where(finite, g, s) for g, s in zip(grads, safe)], finite
 
     # --- the loop ------------------------------------------------------------------------
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
+    CLASSIFICATION,
     Adaptation,
     ConfigError,
     EpisodeBatch,
@@ -194,7 +194,7 @@ class LatentEmbeddingOptimization(Learner):
         """Dropout on features (encoder and classifier inputs), in meta-training only; a fresh mask per call.
 
         The mask is drawn from the learner's counter-based noise (``self.noise``), like every
-        random number of a meta-training step: the same distribution as ``F.dropout``.
+        random number of a meta-training step: the same distribution as ``torch.nn.functional.dropout``.
         """
         rate = self.config.dropout_rate
         if not self.training or rate == 0.0:
@@ -408,7 +408,7 @@ class LatentEmbeddingOptimization(Learner):
         cfg = self.config
         adaptation = self.adapt(batch)
         logits = self.classifier_logits(batch.query, adaptation.weights)
-        query_loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
+        query_loss = CLASSIFICATION.loss(logits, batch.query_labels)
         enc_penalty = self.encoder_penalty(adaptation)
         l2, ortho = self.regularisation()
         # The reference code averages the episode terms over the meta-batch; Eq. 6 and

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
+    CLASSIFICATION,
     Adaptation,
     ConfigError,
     EpisodeBatch,
@@ -151,7 +151,7 @@ class MAML(Learner):
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         """Mean query cross-entropy after adaptation, plus an optional L2 penalty on the initialisation."""
         logits = self.head(batch.query, self.adapt(batch))
-        query_loss = F.cross_entropy(logits.reshape(-1, batch.n_way), batch.query_labels.reshape(-1))
+        query_loss = CLASSIFICATION.loss(logits, batch.query_labels)
         loss = query_loss
         if self.config.l2_penalty_weight:  # skipped at 0: fewer ops in a step of a few dozen
             loss = loss + self.config.l2_penalty_weight * sum(0.5 * w.pow(2).sum() for w in self.weights)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_bench.api import (
+    CLASSIFICATION,
     Adaptation,
     EpisodeBatch,
     Float,
@@ -90,8 +90,7 @@ class MetaSGD(Learner):
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         logits = self.predict(batch)
-        n = batch.n_way
-        query_loss = F.cross_entropy(logits.reshape(-1, n), batch.query_labels.reshape(-1))
+        query_loss = CLASSIFICATION.loss(logits, batch.query_labels)
         loss = query_loss
         if self.config.l2_penalty_weight:  # skipped at 0: four fewer ops in a step of a few dozen
             loss = loss + self.config.l2_penalty_weight * 0.5 * self.init_weights.pow(2).sum()
