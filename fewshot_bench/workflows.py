@@ -117,7 +117,7 @@ class RunResult:
     @property
     def best_val(self) -> float | None:
         """The best validation metric of meta-training (early stopping's pick), if meta-trained."""
-        return self.summary.get("train", {}).get("best_val_accuracy")
+        return self.summary.get("train", {}).get("best_val_metric")
 
     @classmethod
     def from_record(

@@ -158,6 +158,20 @@ def test_a_checkpoint_round_trips_under_weights_only(host, synthetic, tmp_path):
     assert all(torch.equal(mine["state"][i]["exp_avg"], theirs["state"][i]["exp_avg"]) for i in theirs["state"])
 
 
+def test_a_checkpoint_written_before_metric_neutral_names_resumes(host, synthetic, tmp_path):
+    path = tmp_path / "k.pt"
+    trained = make_trainer(host, synthetic, path)
+    result = trained.run()
+    state = torch.load(path, weights_only=True)
+    old = state["result"]
+    old["best_val_accuracy"] = old.pop("best_val_metric")
+    old["history"] = [{("val_accuracy" if k == "val_metric" else k): v for k, v in h.items()} for h in old["history"]]
+    torch.save(state, path)
+    fresh = make_trainer(host, synthetic, path, seed=1)
+    assert fresh.try_resume()
+    assert fresh.result.best_val_metric == result.best_val_metric and fresh.result.history == result.history
+
+
 @pytest.mark.parametrize(
     "tamper, words",
     [

@@ -382,7 +382,7 @@ def test_meta_training_improves_validation_accuracy(synthetic):
                           torch.device("cpu"))
     before = trainer.validate()
     result = trainer.run()
-    assert result.best_val_accuracy > before + 0.05, (before, result.best_val_accuracy)
+    assert result.best_val_metric > before + 0.05, (before, result.best_val_metric)
 
 
 def test_encoder_penalty_stops_the_gradient_at_the_adapted_latents():

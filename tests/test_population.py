@@ -43,7 +43,7 @@ def assert_same_as_alone(alone: list[MetaTrainer], together: list[MetaTrainer], 
         assert a.result.stopped_early == b.result.stopped_early and a.result.nan_steps == b.result.nan_steps
         assert [h["step"] for h in a.result.history] == [h["step"] for h in b.result.history]
         for ha, hb in zip(a.result.history, b.result.history):
-            assert ha["val_accuracy"] == pytest.approx(hb["val_accuracy"], abs=atol)
+            assert ha["val_metric"] == pytest.approx(hb["val_metric"], abs=atol)
             assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-4, abs=1e-6, nan_ok=True)
         for key, value in a.learner.state_dict().items():
             torch.testing.assert_close(b.learner.state_dict()[key], value, rtol=1e-4, atol=atol)

@@ -31,6 +31,15 @@ def test_round_trip_and_wal(tmp_path):
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_run_stored_before_metric_neutral_names_reads_with_them(tmp_path):
+    train = {"steps": 20, "best_val_accuracy": 0.61, "history": [{"step": 10, "val_accuracy": 0.61, "loss": 1.2}]}
+    with ResultStore(tmp_path / "r.db") as store:
+        store.add_run(RunRecord.new(**dict(RECORD, summary={"std": 0.1, "train": train})), np.zeros(3))
+        (rec,) = store.runs()
+    assert rec.summary["train"] == {"steps": 20, "best_val_metric": 0.61,
+                                    "history": [{"step": 10, "val_metric": 0.61, "loss": 1.2}]}
+
+
 def test_failed_insert_leaves_no_row(tmp_path):
     path = tmp_path / "r.db"
     with ResultStore(path) as store:

@@ -58,7 +58,7 @@ def test_search_stores_every_trial_as_a_run_and_more_trials_extend_it(cli, tmp_p
         searched = {"outer_lr", "inner_lr_init", "grad_clip_value", "grad_clip_norm", "l2_penalty_weight"}
         assert set(run.options["tune"]["values"]) == searched == set(run.options["overrides"])
         # Scored on the validation episodes early stopping used: the best validation accuracy itself.
-        assert run.mean == pytest.approx(run.summary["train"]["best_val_accuracy"], abs=1e-6)
+        assert run.mean == pytest.approx(run.summary["train"]["best_val_metric"], abs=1e-6)
         assert run.episodes == 10
         assert "model" not in run.summary["train"]  # trials keep no model files
     assert {n: s for n, (s, _) in study_states(store, name).items()} == {0: "COMPLETE", 1: "COMPLETE"}
@@ -88,7 +88,7 @@ def test_score_last_scores_each_trial_by_its_last_validation(cli, tmp_path):
     runs = [r for r in trials_in(store) if r.options["tune"]["study"] == last.json()["study"]]
     for run in runs:
         assert run.options["tune"]["objective"] == "last"
-        assert run.options["tune"]["score"] == run.summary["train"]["history"][-1]["val_accuracy"]
+        assert run.options["tune"]["score"] == run.summary["train"]["history"][-1]["val_metric"]
     top = max(runs, key=lambda r: (r.options["tune"]["score"], -r.options["tune"]["trial"]))
     assert last.json()["best"]["trial"] == top.options["tune"]["trial"]
 
@@ -519,10 +519,10 @@ def test_a_pruning_plan_is_a_picklable_pure_function_of_the_validations():
     finished = tuple(FinishedTrial(n, True, 0.6, ((10, 0.5), (20, 0.6)), ()) for n in (0, 2))  # trial 1: not finished
     plan = PruningPlan("s", "maximize", make_pruning("median", warmup=1, startup=2), trial, 3, finished)
     assert pickle.loads(pickle.dumps(plan)) == plan  # shipped to pool and Ray workers
-    worse = [{"step": 10, "val_accuracy": 0.2}, {"step": 20, "val_accuracy": 0.3}]
+    worse = [{"step": 10, "val_metric": 0.2}, {"step": 20, "val_metric": 0.3}]
     assert plan.replay(worse)[0] == 20  # not at validation 1 (warmup 1), then worse than the median
     assert plan.replay(worse[:1]) == plan.replay(worse[:1]) == (None, {})
-    assert plan.replay([{"step": 10, "val_accuracy": 0.2}, {"step": 20, "val_accuracy": 0.7}])[0] is None
+    assert plan.replay([{"step": 10, "val_metric": 0.2}, {"step": 20, "val_metric": 0.7}])[0] is None
 
     class Result:
         history = worse

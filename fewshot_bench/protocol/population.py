@@ -383,7 +383,7 @@ class Population:
                 bar.update(1)
                 if (step + 1) % spec.val_every == 0 or step + 1 == spec.steps:
                     self._validate(metrics, nan_steps)
-                    bar.set_postfix(best=f"{max(m.result.best_val_accuracy or 0.0 for m in self.members):.4f}")
+                    bar.set_postfix(best=f"{max(m.result.best_val_metric or 0.0 for m in self.members):.4f}")
 
     def _validate(self, metrics: dict[str, Tensor], nan_steps: Tensor) -> None:
         """Each live member validates, keeps its best weights, may stop early and writes its checkpoint, as alone.

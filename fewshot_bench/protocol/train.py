@@ -29,6 +29,7 @@ from fewshot_bench.protocol.evaluate import evaluate
 from fewshot_bench.protocol.profiling import Profiler
 from fewshot_bench.protocol.spec import RunSpec
 from fewshot_bench.protocol.step import OuterStep
+from fewshot_bench.records.store import current_train_names
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,13 @@ class TrainOptions:
 class TrainResult:
     """What meta-training did: steps taken, the best validation metric and its step.
 
-    ``best_val_accuracy`` and the history's ``val_accuracy`` hold the task kind's metric,
+    ``best_val_metric`` and the history's ``val_metric`` hold the task kind's metric,
     named by ``metric`` (``accuracy``; ``mse`` for regression, where lower is better).
     """
 
     steps: int = 0
     best_step: int = 0
-    best_val_accuracy: float | None = None
+    best_val_metric: float | None = None
     nan_steps: int = 0
     stopped_early: bool = False
     resumed_from: int | None = None
@@ -95,7 +96,7 @@ def _is_number(v: Any) -> bool:
 _RESULT_FIELDS: dict[str, tuple[Any, str]] = {
     "steps": (lambda v: _is_int(v) and v >= 0, "a count"),
     "best_step": (lambda v: _is_int(v) and v >= 0, "a count"),
-    "best_val_accuracy": (lambda v: v is None or _is_number(v), "a number or None"),
+    "best_val_metric": (lambda v: v is None or _is_number(v), "a number or None"),
     "nan_steps": (lambda v: _is_int(v) and v >= 0, "a count"),
     "stopped_early": (lambda v: isinstance(v, bool), "a bool"),
     "resumed_from": (lambda v: v is None or (_is_int(v) and v >= 0), "a count or None"),
@@ -247,6 +248,7 @@ class MetaTrainer:
         if state["run_key"] != self.options.run_key:
             log.warning("ignoring checkpoint %s: it belongs to another run", path)
             return False
+        state["result"] = current_train_names(state.get("result"))  # written before metric-neutral names
         problem = self._check_checkpoint(state)
         if problem:
             raise CheckpointError(f"checkpoint {path} is malformed ({problem}); nothing was loaded from it; "
@@ -375,7 +377,7 @@ class MetaTrainer:
                 if res.steps % spec.val_every == 0 or res.steps == spec.steps:
                     self.record_validation(self.validate(), metrics, nan_steps)
                     nan_steps.zero_()
-                    bar.set_postfix(val=f"{res.history[-1]['val_accuracy']:.4f}", best=f"{res.best_val_accuracy:.4f}")
+                    bar.set_postfix(val=f"{res.history[-1]['val_metric']:.4f}", best=f"{res.best_val_metric:.4f}")
                     self.learner.train()
         self.load_best()
         return res
@@ -389,9 +391,9 @@ class MetaTrainer:
         """Record a validation: history, best weights, early stopping, and the checkpoint file."""
         res = self.result
         res.nan_steps += int(nan_steps.item())
-        res.history.append({"step": res.steps, "val_accuracy": val_acc, "loss": float(metrics["loss"])})
-        if self.kind.better(val_acc, res.best_val_accuracy):
-            res.best_val_accuracy, res.best_step = val_acc, res.steps
+        res.history.append({"step": res.steps, "val_metric": val_acc, "loss": float(metrics["loss"])})
+        if self.kind.better(val_acc, res.best_val_metric):
+            res.best_val_metric, res.best_step = val_acc, res.steps
             self.best_state = copy.deepcopy(self.learner.state_dict())
             self._since_best = 0
         else:

@@ -109,6 +109,21 @@ class RunRecord:
         return dict(self.__dict__)
 
 
+# Names a run's meta-training summary had before they were metric-neutral (they hold MSE for regression).
+LEGACY_TRAIN_NAMES = {"best_val_accuracy": "best_val_metric", "val_accuracy": "val_metric"}
+
+
+def current_train_names(train: Any) -> Any:
+    """A meta-training summary or checkpoint result with the names of older versions renamed (others as they are)."""
+    if not isinstance(train, dict):
+        return train
+    renamed = {LEGACY_TRAIN_NAMES.get(k, k): v for k, v in train.items()}
+    if isinstance(renamed.get("history"), list):
+        renamed["history"] = [{LEGACY_TRAIN_NAMES.get(k, k): v for k, v in point.items()}
+                              if isinstance(point, dict) else point for point in renamed["history"]]
+    return renamed
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
@@ -407,6 +422,8 @@ class ResultStore:
             row = dict(zip(names, r))
             for col in JSON_COLUMNS:
                 row[col] = json.loads(row[col])
+            if isinstance(row["summary"], dict) and "train" in row["summary"]:  # stored before metric-neutral names
+                row["summary"]["train"] = current_train_names(row["summary"]["train"])
             if "accuracy" in row:  # a schema-1 or -2 store read as it is (read-only): the old names
                 row["mean"], row["metric"] = row.pop("accuracy"), row["summary"].get("metric", "accuracy")
             yield RunRecord(**row)

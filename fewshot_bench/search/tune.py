@@ -350,7 +350,7 @@ class PruningPlan:
         trial = study.ask()
         pruned = None
         for point in history:
-            trial.report(float(point["val_accuracy"]), int(point["step"]))
+            trial.report(float(point["val_metric"]), int(point["step"]))
             if trial.should_prune():
                 pruned = int(point["step"])
                 break
@@ -629,7 +629,7 @@ class Search:
         step, marks = pruned
         for point in record.summary["train"].get("history", []):  # the validation curve, for Optuna's plots
             if step is None or point["step"] <= step:
-                self.storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_accuracy"]))
+                self.storage.set_trial_intermediate_value(trial_id, int(point["step"]), float(point["val_metric"]))
         for key, value in marks.items():  # the pruner's own bookkeeping (Hyperband's rungs), as the worker's
             self.storage.set_trial_system_attr(trial_id, key, value)
         if step is not None:
@@ -683,7 +683,7 @@ def _store_trial(outcome: RunOutcome, job: TrialJob, request: SearchRequest, sto
 def trial_score(record: RunRecord, score: str) -> float:
     """A trial's objective: its best validation metric (the stored mean) or its last validation's."""
     history = record.summary["train"].get("history") or []
-    return float(history[-1]["val_accuracy"] if score == "last" and history else record.mean)
+    return float(history[-1]["val_metric"] if score == "last" and history else record.mean)
 
 
 def _better(a: RunRecord, b: RunRecord) -> bool:
@@ -707,7 +707,7 @@ def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: i
                  study: str | None = None) -> dict[str, Any]:
     """The tuned preset of (learner, dataset, way, shot): the best trial of ``study`` or of the latest study.
 
-    Returns ``{"values", "study", "trial", "trials", "val_accuracy", "budget", "run_id"}``;
+    Returns ``{"values", "study", "trial", "trials", "val_metric", "budget", "run_id"}``;
     a one-line :class:`ConfigError` when there is no such study.
     """
     how = f"fewshot-bench tune --learner {learner} --dataset {dataset} --way {way} --shot {shot} --trials N"
@@ -736,7 +736,7 @@ def tuned_preset(store_path: Path, learner: str, dataset: str, way: int, shot: i
     o = best.options
     return {
         "values": dict(o["tune"]["values"]), "study": name, "trial": o["tune"]["trial"], "trials": len(runs),
-        "val_accuracy": best.mean, "objective": o["tune"].get("objective", "best"),
+        "val_metric": best.mean, "objective": o["tune"].get("objective", "best"),
         "score": o["tune"].get("score", best.mean), "run_id": best.run_id,
         "budget": {"steps": o["steps"], "val_every": min(o["val_every"], o["steps"]) if o["steps"] else o["val_every"],
                    "val_episodes": o["val_episodes"]},
@@ -759,7 +759,7 @@ def with_tuned(spec: RunSpec, store_path: Path, host: PluginHost) -> RunSpec:
     dataset = host.dataset(spec.dataset).name
     preset = tuned_preset(store_path, spec.learner, dataset, spec.way, spec.shot, study)
     log.info("%s: tuned hyperparameters of study %s (best of %d trials: trial %d, validation %.4f at %d steps): %s",
-             spec.learner, preset["study"], preset["trials"], preset["trial"], preset["val_accuracy"],
+             spec.learner, preset["study"], preset["trials"], preset["trial"], preset["val_metric"],
              preset["budget"]["steps"], " ".join(f"{k}={v}" for k, v in preset["values"].items()))
     return replace(spec, hparams=TUNED, tuned=preset)
 
