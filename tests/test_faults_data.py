@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -18,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from leo_fixtures import make_split, write_tree
+from old_stores import write_old_store
 
+from fewshot_bench.cli import main
 from fewshot_bench.data.leo import write_embeddings
+from fewshot_bench.records.store import APPLICATION_ID, ResultStore
 
 SPLITS = ("train", "val", "test")
 
@@ -176,3 +181,161 @@ def test_fifo_in_the_parse_cache_is_rebuilt_not_read(tmp_path):
     r = subprocess.run([sys.executable, "-c", script, str(data / "train_embeddings.npz")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.split() == ["built", "True"], r.stderr[-2000:]
+
+
+# --- damaged stores --------------------------------------------------------------------------------
+
+RUN = ("run", "--learner", "logreg", "--episodes", "5")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> Path:
+    """A store holding a logreg and a nearest-centroid run of one cell (what `compare` pairs)."""
+    path = tmp_path_factory.mktemp("store") / "r.db"
+    for learner in ("logreg", "nearest-centroid"):
+        assert main(["run", "--learner", learner, "--episodes", "5", "--store", str(path)]) == 0
+    return path
+
+
+def _damage(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
+DAMAGE = {
+    "bad-json": ("UPDATE runs SET config = '{not json' WHERE learner = 'logreg'", "its config is not valid JSON"),
+    "short-blob": ("UPDATE episode_results SET values_blob = x'0102' WHERE run_id IN "
+                   "(SELECT run_id FROM runs WHERE learner = 'logreg')",
+                   "its per-episode values are 2 bytes, not whole float32 numbers"),
+    "text-mean": ("UPDATE runs SET mean = 'abc' WHERE learner = 'logreg'", "its mean is 'abc', not a number"),
+}
+COMMANDS = {
+    "results": ("results",),
+    "compare": ("compare", "nearest-centroid", "logreg"),
+    "table": ("table", "1"),
+    "run": RUN,  # the same run again: found stored, reused
+}
+# Every command with every damage it reads (`results` and `table` never read per-episode values).
+CASES = [(d, c) for d in DAMAGE for c in COMMANDS if d != "short-blob" or c in ("compare", "run")]
+
+
+@pytest.mark.parametrize("damage,command", CASES)
+def test_a_corrupt_row_is_one_line_naming_the_run(cli, tmp_path, two_runs, damage, command):
+    """A schema-3 row with bad JSON, a 2-byte blob or text in `mean`: tracebacks in results, run, compare, table."""
+    path = tmp_path / "r.db"
+    shutil.copy(two_runs, path)
+    sql, what = DAMAGE[damage]
+    _damage(path, sql)
+    run_id = sqlite3.connect(path).execute("SELECT run_id FROM runs WHERE learner = 'logreg'").fetchone()[0]
+    before = path.read_bytes()
+    line = one_line(cli(*COMMANDS[command], "--store", path))
+    assert f"results store {path}: run {run_id} is corrupt ({what}" in line
+    assert "DELETE FROM runs WHERE run_id" in line and "restore the store from a backup" in line
+    assert path.read_bytes() == before  # nothing stored
+
+
+def test_schema1_store_with_a_summary_that_is_not_json(cli, tmp_path):
+    """A schema-1 store whose summary is '{not json': the migration (rolled back) raised a JSONDecodeError traceback."""
+    path = tmp_path / "old.db"
+    record = {"run_id": "r1", "run_key": "k1", "learner": "x", "dataset": "synthetic", "way": 5, "shot": 1, "seed": 0,
+              "status": "complete", "accuracy": 0.5, "ci95": 0.01, "episodes": 3}
+    write_old_store(path, 1, [(record, np.zeros(3))])
+    _damage(path, "UPDATE runs SET summary = '{not json'")
+    for args in (("results",), ("table", "1"), ("compare", "x", "y"), RUN):
+        line = one_line(cli(*args, "--store", path))
+        assert "run r1 is corrupt (its summary is not valid JSON ('{not json'))" in line
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # migration rolled back: nothing changed
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_store_marked_ours_with_a_foreign_runs_table_is_refused_untouched(cli, tmp_path):
+    """An FSB1 application_id with someone else's `runs` table: 'no such column: status'."""
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("CREATE TABLE runs (x, y)")
+    conn.execute("INSERT INTO runs VALUES (1, 2)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    for args in (("results",), ("table", "1"), RUN):
+        line = one_line(cli(*args, "--store", path))
+        assert "marked as a fewshot-bench results store, but its runs table lacks run_id" in line
+        assert "has unexpected x, y" in line and "no such column" not in line
+    assert path.read_bytes() == before
+
+
+def test_store_with_a_column_too_many_is_refused(tmp_path):
+    """Columns are checked both ways: an extra column would break reading rows as records."""
+    from fewshot_bench.errors import StoreError
+
+    path = tmp_path / "s.db"
+    ResultStore(path).close()
+    _damage(path, "ALTER TABLE runs ADD COLUMN note TEXT")
+    with pytest.raises(StoreError, match="its runs table has unexpected note"):
+        ResultStore(path, create=False)
+
+
+# --- read-only file system, full disk (real tmpfs mounts) -----------------------------------------
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``mount(size)``: a fresh tmpfs of that size under tmp_path (skips where mounting is not permitted)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        if shutil.which("mount") is None or os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root and the mount command (a real full or read-only file system)")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
+                           text=True)
+        if r.returncode:
+            pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip()})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _remount_read_only(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+
+
+def test_store_on_a_read_only_file_system(cli, tmp_path, tmpfs, two_runs):
+    """A store on a read-only file system: an OSError (EROFS) traceback from the write probe's cleanup."""
+    where = tmpfs("1m")
+    shutil.copy(two_runs, where / "old.db")
+    _remount_read_only(where)
+    line = one_line(cli(*RUN, "--store", where / "new.db"))
+    assert f"cannot write the results store folder in {where}: Read-only file system" in line
+    assert "logreg" in cli("results", "--store", where / "old.db").out  # an existing store: read as it is
+    line = one_line(cli("run", "--learner", "logreg", "--episodes", "6", "--store", where / "old.db"))
+    assert "it is read-only" in line
+
+
+def test_full_disk_says_disk_full_and_that_nothing_stored_is_lost(cli, tmp_path, tmpfs, two_runs):
+    """A full disk: 'cannot open results store ...: disk I/O error', no word of a full disk, no advice."""
+    where = tmpfs("128k")
+    store = where / "r.db"
+    shutil.copy(two_runs, store)
+    with open(where / "filler", "wb", buffering=0) as f:  # fill the rest of the file system
+        while True:
+            try:
+                f.write(b"\0" * 4096)
+            except OSError:
+                break
+    assert shutil.disk_usage(where).free == 0
+    line = one_line(cli("run", "--learner", "logreg", "--episodes", "6", "--store", store))
+    assert f"cannot open results store {store}: the disk is full" in line
+    assert "free some space and run the same command again: nothing stored is lost" in line
+    (where / "filler").unlink()
+    with ResultStore(store, create=False) as db:  # still whole, and it takes the run now
+        assert len(db.runs()) == 2
+    assert cli("run", "--learner", "logreg", "--episodes", "6", "--store", store).code == 0
