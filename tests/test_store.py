@@ -161,7 +161,7 @@ def test_a_migration_that_fails_leaves_the_store_as_it_was(tmp_path):
     conn.execute("UPDATE runs SET summary = 'not json' WHERE run_id = 'bad'")  # the migration reads every summary
     conn.commit()
     conn.close()
-    with pytest.raises(ValueError):
+    with pytest.raises(StoreError, match="run bad is corrupt .*summary is not valid JSON.* restore"):
         ResultStore(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # all or nothing: nothing

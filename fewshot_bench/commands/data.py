@@ -15,6 +15,7 @@ from fewshot_bench.commands.common import (
 )
 from fewshot_bench.data.check import check_root
 from fewshot_bench.data.download import LEO_URL, fetch_leo
+from fewshot_bench.data.files import directory_problem
 from fewshot_bench.errors import DataError
 
 
@@ -62,6 +63,8 @@ def check(args: argparse.Namespace) -> int:
 def download(args: argparse.Namespace) -> int:
     """Download and unpack the LEO embeddings archive into the data root."""
     root = _root(args)
+    if root.exists() and not root.is_dir():  # made when missing, never replaced
+        raise DataError(f"data directory {root} {directory_problem(root)}; pass --data-dir DIR")
     got, created = fetch_leo(root, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive,
                              progress=progress_enabled(args))
     if got is None:

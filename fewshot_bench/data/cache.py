@@ -42,6 +42,7 @@ import torch
 
 from fewshot_bench.atomic import replacing
 from fewshot_bench.data.base import l2_normalize
+from fewshot_bench.data.files import what_is
 from fewshot_bench.errors import WriteError
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,9 @@ def _try_open(directory: Path, source: Path, variant: str) -> CachedSplit | None
     if not index_path.exists():
         return None
     try:
+        for name in names.values():  # before opening any: a FIFO or device by that name would never end a read
+            if not (directory / name).is_file():
+                raise ValueError(f"{name} is not a regular file ({what_is(directory / name) or 'missing'})")
         index = json.loads(index_path.read_text())
         if index.get("format") != FORMAT or index.get("variant") != variant:
             raise ValueError("it was written by another version")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fewshot_bench.data.base import SPLITS
+from fewshot_bench.data.files import directory_problem
 from fewshot_bench.data.leo_datasets import (
     CROPS,
     DOWNLOAD_HINT,
@@ -58,7 +59,7 @@ def check_group(dataset: str, crop: str, directory: Path, root: Path) -> list[di
         try:
             fs, cached = load_split_file(path, split, name, **file_format(name))
         except DataError as exc:
-            row["status"] = f"error: {str(exc).replace(str(path) + ': ', '').replace(str(path), 'file')}"
+            row["status"] = f"error: {str(exc).replace(str(path), 'file').removeprefix('file: ')}"
             continue
         lo, hi = int(fs.counts.min()), int(fs.counts.max())
         note = published_note(name, split, fs.num_classes, int(fs.offsets[-1]))
@@ -81,7 +82,9 @@ def check_root(root: Path) -> list[dict[str, Any]]:
     A missing root, or one holding no embedding files, is a one-line :class:`DataError`.
     """
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; get the LEO embeddings with `{DOWNLOAD_HINT}`")
+        raise DataError(
+            f"data directory {root} {directory_problem(root)}; get the LEO embeddings with `{DOWNLOAD_HINT}`"
+        )
     groups = file_groups(root)
     if not groups:
         raise DataError(

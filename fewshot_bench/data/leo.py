@@ -22,12 +22,14 @@ import re
 import struct
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
 from fewshot_bench.atomic import replacing
+from fewshot_bench.data.files import open_regular
 from fewshot_bench.errors import DataError
 
 LEO_FEATURE_DIM = 640
@@ -37,6 +39,10 @@ FIELDS = ("embeddings", "labels", "keys")
 MAX_PICKLE_STRING = 2**31 - 1
 _CHUNK_ROWS = 1 << 16  # rows per chunk when scanning large arrays (bounds temporary memory)
 _RAW_BYTES_MIN = 1 << 16  # BINSTRINGs from this size on are array payloads, kept as raw bytes
+# An embeddings file is a dict of arrays (or lists of key strings): containers nest at most this deep.
+_MAX_NESTING = 3
+# Tuples in an embeddings pickle are numpy's reconstruction arguments and states, at most 2 deep.
+_MAX_TUPLE_DEPTH = 8
 
 
 class UnsafePickleError(DataError):
@@ -239,6 +245,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, file: BinaryIO, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self._file = file
+        self._deep: dict[int, tuple[tuple, int]] = {}  # id -> (tuple, depth) of the tuples holding tuples
 
     def _load_binstring(self) -> None:
         (size,) = struct.unpack("<i", self.read(4))
@@ -274,6 +281,47 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     dispatch[pickle.BINSTRING[0]] = _load_binstring
 
+    def _tuple(self, items: list) -> tuple:
+        """``tuple(items)``, refused when it would nest tuples deeper than an embeddings file does.
+
+        A tuple's hash, computed when it becomes a dict key, recurses through its nested
+        tuples in C without a depth check: a few hundred kilobytes of ``TUPLE1`` opcodes
+        crash the interpreter (SIGSEGV). Tuples are immutable, so each one's depth is known
+        when it is built, from those of its items.
+        """
+        depth = 1 + max((self._depth(v) for v in items), default=0)
+        if depth > _MAX_TUPLE_DEPTH:
+            raise UnsafePickleError(
+                f"it nests tuples more than {_MAX_TUPLE_DEPTH} deep, which an embeddings file never does "
+                "(refused before building them; the file may be malicious)"
+            )
+        out = tuple(items)
+        # Kept with the tuple, alive, so its id stays its own: a few per array in a real file, and
+        # never more than the file's size allows (each costs opcodes). Depth 1 is the default.
+        if depth > 1:
+            self._deep[id(out)] = (out, depth)
+        return out
+
+    def _depth(self, value: Any) -> int:
+        """How deep ``value`` nests tuples: 0 for anything else, 1 for a tuple of no tuples."""
+        if type(value) is not tuple:
+            return 0
+        entry = self._deep.get(id(value))
+        return 1 if entry is None else entry[1]
+
+    def _load_tuple(self) -> None:
+        items = self.pop_mark()  # first: it replaces self.append
+        self.append(self._tuple(items))
+
+    def _load_tuple_n(self, n: int) -> None:
+        if len(self.stack) < n:
+            raise pickle.UnpicklingError("unpickling stack underflow")
+        self.stack[-n:] = [self._tuple(self.stack[-n:])]
+
+    dispatch[pickle.TUPLE[0]] = _load_tuple
+    for _n, _opcode in enumerate((pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3), start=1):
+        dispatch[_opcode[0]] = partial(_load_tuple_n, n=_n)  # called as dispatch[op](self)
+
     def find_class(self, module: str, name: str) -> Any:
         """Refuse any global that is not part of the embeddings format."""
         try:
@@ -287,10 +335,6 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         """Persistent ids are not part of the format."""
         raise UnsafePickleError("it uses persistent ids, which an embeddings file never needs")
-
-
-# An embeddings file is a dict of arrays (or lists of key strings): containers nest at most this deep.
-_MAX_NESTING = 3
 
 
 def _materialise(obj: Any, depth: int = 0, done: dict[int, Any] | None = None) -> Any:
@@ -329,17 +373,17 @@ def restricted_load(path: Path) -> Any:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             bounded = _BoundedFile(f, os.fstat(f.fileno()).st_size)
             obj = _RestrictedUnpickler(bounded, encoding="latin1").load()
             trailing = f.read(1)
         obj = _materialise(obj)
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"refusing to load {path}: {exc}") from None
+    except DataError:  # open_regular's: the path is not a regular file, or cannot be opened
+        raise
     except MemoryError:
         raise DataError(f"cannot read {path}: not enough memory to hold what it contains") from None
-    except IsADirectoryError:
-        raise DataError(f"cannot read {path}: it is a directory, not a file") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # any unpickling failure means a damaged or foreign file
@@ -505,17 +549,75 @@ def validate(
     return Embeddings(path, embeddings, labels, key_list, key_type, row_class, class_names)
 
 
+# How far a member of a .npz can expand when read: not at all when stored, 1032x at most when deflated
+# (numpy.savez stores, savez_compressed deflates).
+_NPZ_EXPANSION = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_READ_CHUNK = 1 << 24  # bytes per read of a member (bounds temporary memory)
+
+
+def _npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, archive_size: int) -> np.ndarray:
+    """One ``.npy`` member of a ``.npz``, its declared shape checked against the bytes it holds before allocating.
+
+    numpy's reader allocates what the header declares (a 474-byte file can ask for 2 PiB);
+    here the declared size must equal the member's data, and the member's size what its
+    compressed bytes in the file can expand to.
+    """
+    name = info.filename
+    expansion = _NPZ_EXPANSION.get(info.compress_type)
+    if expansion is None:
+        raise DataError(f"{path}: member {name} is compressed with zip method {info.compress_type}; "
+                        "numpy.savez and savez_compressed write stored or deflated members: export it again")
+    if info.compress_size > archive_size or info.file_size > info.compress_size * expansion:
+        raise DataError(f"{path}: member {name} claims {info.file_size:,} bytes from {info.compress_size:,} "
+                        f"compressed bytes in a file of {archive_size:,}; it is damaged or crafted: export it again")
+    with z.open(info) as member:
+        read_header = _NPY_HEADERS.get(np.lib.format.read_magic(member))
+        if read_header is None:
+            raise DataError(f"{path}: member {name} is not a .npy array of format 1.0 or 2.0; export it again")
+        shape, fortran, dtype = read_header(member)
+        if dtype.hasobject:
+            raise DataError(f"{path}: member {name} holds Python objects (pickled data), which are never loaded; "
+                            "write the file with fewshot_bench.data.leo.write_embeddings")
+        count = math.prod(shape)
+        declared, held = count * dtype.itemsize, info.file_size - member.tell()
+        if declared != held:
+            raise DataError(f"{path}: member {name} declares shape {shape} of {dtype} ({declared:,} bytes) but holds "
+                            f"{held:,} bytes of data; it is damaged or crafted: export it again")
+        out = np.empty(count, dtype=dtype)
+        got = 0
+        view = memoryview(out.view(np.uint8) if declared else b"")
+        while got < declared:
+            n = member.readinto(view[got : got + _READ_CHUNK])
+            if not n:
+                raise DataError(f"{path}: member {name} is truncated; export it again")
+            got += n
+    return out.reshape(shape, order="F" if fortran else "C")
+
+
 def _load_npz(path: Path) -> dict[str, Any]:
-    """The arrays of a ``.npz`` (never unpickling anything)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {name: z[name] for name in z.files}
-    except IsADirectoryError:
-        raise DataError(f"cannot read {path}: it is a directory, not a file") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    except (ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise DataError(f"{path} is not a readable .npz of plain arrays ({exc}); export it again") from None
+    """The arrays of a ``.npz`` (never unpickling anything, never allocating more than the file holds)."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            z = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise DataError(
+                f"{path} is not a valid .npz file: it is not a zip archive ({exc}); export it again"
+            ) from None
+        try:
+            with z:
+                members = z.infolist()
+                odd = [m.filename for m in members if not m.filename.endswith(".npy")]
+                if odd:
+                    raise DataError(f"{path}: member {odd[0]} is not a .npy array; an embeddings .npz holds "
+                                    f"{', '.join(f + '.npy' for f in FIELDS)}")
+                return {m.filename.removesuffix(".npy"): _npy_member(z, m, path, size) for m in members}
+        except MemoryError:
+            raise DataError(f"cannot read {path}: not enough memory to hold what it contains") from None
+        except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError,
+                NotImplementedError) as exc:
+            raise DataError(f"{path} is not a readable .npz of plain arrays ({exc}); export it again") from None
 
 
 def read_embeddings(path: Path, *, dim: int | None = None, numeric_prefix: bool = True) -> Embeddings:

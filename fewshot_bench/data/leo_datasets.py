@@ -26,6 +26,7 @@ import torch
 from fewshot_bench.api.hooks import hookimpl
 from fewshot_bench.data import cache
 from fewshot_bench.data.base import SPLITS, DataRequest, DatasetSpec, FeatureDataset, FeatureSplit
+from fewshot_bench.data.files import directory_problem
 from fewshot_bench.data.leo import LEO_FEATURE_DIM, SUFFIXES, read_embeddings
 from fewshot_bench.errors import ConfigError, DataError
 
@@ -105,7 +106,7 @@ def _require_root(request: DataRequest, dataset: str, example: str) -> Path:
     root = Path(request.data_dir).expanduser()
     if not root.is_dir():
         raise DataError(
-            f"data directory {root} does not exist (from --data-dir or FEWSHOT_BENCH_DATA); "
+            f"data directory {root} {directory_problem(root)} (from --data-dir or FEWSHOT_BENCH_DATA); "
             f"expected {root / example}; {_hint(dataset)}"
         )
     return root

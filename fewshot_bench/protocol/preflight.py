@@ -9,6 +9,7 @@ give the episodes asked for (classes per episode, examples per class).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -54,9 +55,11 @@ def check_writable(folder: Path, what: str, hint: str) -> None:
     try:
         probe.write_bytes(b"")
     except OSError as exc:
+        # Remove the probe only if it was made: on a read-only file system even that attempt fails (EROFS).
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
         raise WriteError(f"cannot write the {what} in {existing}: {exc.strerror or exc}; {hint}") from None
-    finally:
-        probe.unlink(missing_ok=True)
+    probe.unlink(missing_ok=True)
 
 
 def check_checkpoint_dir(directory: Path | None, run_key: str) -> None:

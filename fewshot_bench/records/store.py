@@ -9,15 +9,17 @@ even by two processes at once, is refused by the database itself.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -68,6 +70,17 @@ CREATE TABLE IF NOT EXISTS episode_results (
 """
 
 JSON_COLUMNS = ("config", "options", "summary", "versions", "hardware", "timings")
+RUN_COLUMNS = ("run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "metric", "mean", "ci95",
+               "episodes", *JSON_COLUMNS, "created_at")
+# The columns of each table by schema: schemas 1 and 2 kept the mean in ``accuracy`` and had no ``metric``.
+TABLE_COLUMNS = {
+    "runs": {3: RUN_COLUMNS, 1: tuple("accuracy" if c == "mean" else c for c in RUN_COLUMNS if c != "metric")},
+    "episode_results": {1: ("run_id", "dtype", "values_blob")},
+}
+TEXT_COLUMNS = ("run_id", "run_key", "learner", "dataset", "status", "metric", "created_at")
+EPISODE_DTYPES = ("float32", "float64")  # what per-episode values are stored as (float32 since schema 1)
+# An I/O error with less than this free beside the store is a full disk (SQLite reports some as I/O errors).
+FULL_BELOW_BYTES = 1 << 20
 
 
 @dataclass
@@ -128,10 +141,78 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes free for this user in ``folder``'s file system; None when that cannot be told."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _listed(names: list[str], most: int = 4) -> str:
+    """``a, b, c, d and 5 more``: a list of names as a message shows it."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _columns_problem(table: str, have: tuple[str, ...] | None, version: int) -> str | None:
+    """What is wrong with ``table``'s columns in a store of schema ``version``; None when they are right."""
+    if have is None:
+        return f"it has no {table} table"
+    # The columns of the latest schema at or before ``version`` (0, unmarked, is read as the first).
+    want = next(cols for since, cols in sorted(TABLE_COLUMNS[table].items(), reverse=True) if max(version, 1) >= since)
+    missing, extra = [c for c in want if c not in have], [c for c in have if c not in want]
+    if not missing and not extra:
+        return None
+    parts = ([f"lacks {_listed(missing)}"] if missing else []) + ([f"has unexpected {_listed(extra)}"] if extra else [])
+    return f"its {table} table {' and '.join(parts)}"
+
+
+def _json_object(text: Any, column: str) -> dict:
+    """A JSON column's dict, or ValueError saying what it holds instead."""
+    if not isinstance(text, str):
+        raise ValueError(f"its {column} is a {type(text).__name__}, not JSON text")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(f"its {column} is not valid JSON ({_shown(text)})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"its {column} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_row_types(row: dict[str, Any]) -> None:
+    """Each column holds its type (SQLite keeps any value in any column); ValueError naming the first that does not."""
+    for col in TEXT_COLUMNS:
+        if not isinstance(row[col], str):
+            raise ValueError(f"its {col} is {_shown(row[col])}, not text")
+    for col in ("way", "shot", "seed", "episodes"):
+        if not isinstance(row[col], int) and not (col == "episodes" and row[col] is None):
+            raise ValueError(f"its {col} is {_shown(row[col])}, not an integer")
+    for col in ("mean", "ci95"):
+        if row[col] is not None and not isinstance(row[col], (int, float)):
+            raise ValueError(f"its {col} is {_shown(row[col])}, not a number")
+
+
 def _read_only_error(exc: BaseException) -> bool:
     """Whether an SQLite error means the store (or its folder) cannot be written."""
     text = str(exc).lower()
     return "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text
+
+
+class _Header(NamedTuple):
+    """What opening reads first: the file's marks, its tables and the columns of ours."""
+
+    app_id: int
+    tables: set[str]
+    version: int
+    columns: dict[str, tuple[str, ...]]
 
 
 class ResultStore:
@@ -196,10 +277,11 @@ class ResultStore:
         low = text.lower()
         if "not a database" in low or "malformed" in low:
             return StoreError(f"{self.path} is not a fewshot-bench results store ({text}); pass another --store PATH")
-        if "disk is full" in low or "disk full" in low:
+        full = self._disk_full(exc)
+        if full is not None:
             return StoreError(
-                f"cannot {doing} results store {self.path}: the disk is full ({text}); free some space and "
-                "run the same command again (an interrupted run resumes from its checkpoint)"
+                f"cannot {doing} results store {self.path}: the disk is full ({text}{full}); free some space and "
+                "run the same command again: nothing stored is lost (an interrupted run resumes from its checkpoint)"
             )
         if "locked" in low or "busy" in low:
             return StoreError(
@@ -214,8 +296,33 @@ class ResultStore:
             )
         return StoreError(f"cannot {doing} results store {self.path}: {text}")
 
-    def _header(self) -> tuple[int, set[str], int]:
-        """(application_id, table names, user_version), read in one transaction (one snapshot)."""
+    def _disk_full(self, exc: BaseException) -> str | None:
+        """None unless ``exc`` comes of a full disk; then how that is known (empty, or the free space it found).
+
+        SQLite reports a full disk as ``SQLITE_FULL`` when a write finds no room, but as an
+        I/O error when growing its shared-memory index (``SQLITE_IOERR_SHMSIZE``) or a file
+        fails: an I/O error with (almost) no space left beside the store is a full disk too.
+        """
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        low = str(exc).lower()
+        if name == "SQLITE_FULL" or "disk is full" in low or getattr(exc, "errno", None) == errno.ENOSPC:
+            return ""
+        if name.startswith("SQLITE_IOERR") or "disk i/o error" in low:
+            free = _free_bytes(self.path.resolve().parent)
+            if free is not None and free < FULL_BELOW_BYTES:
+                return f"; {free:,} bytes free in {self.path.resolve().parent}"
+        return None
+
+    def corrupt(self, run_id: Any, what: str) -> StoreError:
+        """The one-line :class:`StoreError` for a stored run that cannot be read as one: which, what, and what to do."""
+        return StoreError(
+            f"results store {self.path}: run {run_id} is corrupt ({what}); remove that run (sqlite3 shell: "
+            f"DELETE FROM episode_results WHERE run_id = '{run_id}'; DELETE FROM runs WHERE run_id = '{run_id}';) "
+            "or restore the store from a backup"
+        )
+
+    def _header(self) -> _Header:
+        """The store's marks and tables, read in one transaction (one snapshot)."""
         c = self.conn
         c.execute("BEGIN")
         try:
@@ -224,7 +331,9 @@ class ResultStore:
             if c.in_transaction:
                 c.execute("COMMIT")
 
-    def _refuse_foreign(self, app_id: int, tables: set[str], version: int) -> None:
+    def _refuse_foreign(self, header: _Header) -> None:
+        """Refuse another application's database, a newer schema, or tables whose columns are not ours."""
+        app_id, tables, version = header.app_id, header.tables, header.version
         if app_id != APPLICATION_ID and (tables or app_id != 0):
             raise StoreError(
                 f"{self.path} is an SQLite database but not a fewshot-bench results store; pass another --store PATH"
@@ -232,11 +341,19 @@ class ResultStore:
         if tables and version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer fewshot-bench (schema {version}); "
                              "upgrade fewshot-bench")
+        for table in TABLE_COLUMNS if tables else ():
+            problem = _columns_problem(table, header.columns.get(table), version)
+            if problem:
+                raise StoreError(
+                    f"{self.path} is marked as a fewshot-bench results store, but {problem} (schema {version}); "
+                    "it is not one, or was altered: pass another --store PATH or restore it from a backup"
+                )
 
     def _check_and_init(self, create: bool) -> None:
         c = self.conn
-        app_id, tables, version = self._header()
-        self._refuse_foreign(app_id, tables, version)  # before anything is written: refused untouched
+        header = self._header()
+        self._refuse_foreign(header)  # before anything is written: refused untouched
+        tables, version = header.tables, header.version
         if self.read_only:
             if not tables:
                 raise StoreError(f"{self.path} holds no fewshot-bench results")
@@ -273,14 +390,14 @@ class ResultStore:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            app_id, tables, version = self._header_in_transaction()
-            self._refuse_foreign(app_id, tables, version)
-            if not tables:
+            header = self._header_in_transaction()
+            self._refuse_foreign(header)
+            if not header.tables:
                 c.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit early
                     c.execute(statement)
             else:
-                self._migrate(version)
+                self._migrate(header.version)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
@@ -301,15 +418,19 @@ class ResultStore:
             c.execute("ALTER TABLE runs RENAME COLUMN accuracy TO mean")
             c.execute("ALTER TABLE runs ADD COLUMN metric TEXT NOT NULL DEFAULT 'accuracy'")
             for run_id, summary in c.execute("SELECT run_id, summary FROM runs").fetchall():
-                metric = json.loads(summary).get("metric", "accuracy")
+                try:
+                    metric = _json_object(summary, "summary").get("metric", "accuracy")
+                except ValueError as exc:
+                    raise self.corrupt(run_id, str(exc)) from None
                 if metric != "accuracy":
                     c.execute("UPDATE runs SET metric = ? WHERE run_id = ?", (metric, run_id))
 
-    def _header_in_transaction(self) -> tuple[int, set[str], int]:
+    def _header_in_transaction(self) -> _Header:
         c = self.conn
         app_id = c.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return app_id, tables, c.execute("PRAGMA user_version").fetchone()[0]
+        columns = {t: tuple(r[1] for r in c.execute(f"PRAGMA table_info({t})")) for t in TABLE_COLUMNS if t in tables}
+        return _Header(app_id, tables, c.execute("PRAGMA user_version").fetchone()[0], columns)
 
     def _prove_writable(self) -> None:
         """Take the write lock and write the header's own value back, then roll back: fails now on a read-only store."""
@@ -350,8 +471,7 @@ class ResultStore:
         row = record.to_json()
         for col in JSON_COLUMNS:
             row[col] = json.dumps(row[col], sort_keys=True, default=str)
-        cols = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "status", "metric", "mean", "ci95",
-                "episodes", *JSON_COLUMNS, "created_at"]
+        cols = RUN_COLUMNS
         values = np.ascontiguousarray(episode_values, dtype=np.float32)
         c = self.conn
         try:
@@ -419,14 +539,21 @@ class ResultStore:
         cur = self.conn.execute(sql, params)
         names = [d[0] for d in cur.description]
         for r in cur:
-            row = dict(zip(names, r))
+            yield self._record(dict(zip(names, r)))
+
+    def _record(self, row: dict[str, Any]) -> RunRecord:
+        """A stored row as a :class:`RunRecord`, checked: a corrupt row is a one-line :class:`StoreError` naming it."""
+        try:
             for col in JSON_COLUMNS:
-                row[col] = json.loads(row[col])
-            if isinstance(row["summary"], dict) and "train" in row["summary"]:  # stored before metric-neutral names
+                row[col] = _json_object(row[col], col)
+            if "train" in row["summary"]:  # stored before metric-neutral names
                 row["summary"]["train"] = current_train_names(row["summary"]["train"])
             if "accuracy" in row:  # a schema-1 or -2 store read as it is (read-only): the old names
                 row["mean"], row["metric"] = row.pop("accuracy"), row["summary"].get("metric", "accuracy")
-            yield RunRecord(**row)
+            _check_row_types(row)
+        except ValueError as exc:
+            raise self.corrupt(row["run_id"], str(exc)) from None
+        return RunRecord(**row)
 
     def runs(self, **where: Any) -> list[RunRecord]:
         """Completed runs matching column=value filters, oldest first."""
@@ -454,7 +581,19 @@ class ResultStore:
 
     def episode_values(self, run_id: str) -> np.ndarray:
         """The per-episode values (accuracies, or MSE for regression) of a run."""
-        row = self.conn.execute("SELECT dtype, values_blob FROM episode_results WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT dtype, values_blob, (SELECT episodes FROM runs WHERE runs.run_id = e.run_id) "
+            "FROM episode_results AS e WHERE run_id = ?", (run_id,)
+        ).fetchone()
         if row is None:
             raise StoreError(f"run {run_id!r} has no episode results in {self.path}")
-        return np.frombuffer(row[1], dtype=row[0]).copy()
+        dtype, blob, episodes = row
+        if dtype not in EPISODE_DTYPES:
+            raise self.corrupt(run_id, f"its per-episode values have dtype {_shown(dtype)}, not float32")
+        if not isinstance(blob, bytes) or not blob or len(blob) % np.dtype(dtype).itemsize:
+            size = f"{len(blob)} bytes" if isinstance(blob, bytes) else f"a {type(blob).__name__}"
+            raise self.corrupt(run_id, f"its per-episode values are {size}, not whole {dtype} numbers")
+        values = np.frombuffer(blob, dtype=dtype).copy()
+        if isinstance(episodes, int) and values.size != episodes:
+            raise self.corrupt(run_id, f"it holds {values.size} per-episode values for its {episodes} episodes")
+        return values
