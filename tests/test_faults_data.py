@@ -30,8 +30,8 @@ SPLITS = ("train", "val", "test")
 
 
 def one_line(r) -> str:
-    """The single error line of a failed CLI call (no traceback; `run`'s note that it reuses a stored run aside)."""
-    lines = [line for line in r.err.strip().splitlines() if not line.endswith("(--rerun runs it again)")]
+    """The single error line of a failed CLI call (no traceback)."""
+    lines = r.err.strip().splitlines()
     assert r.code == 1 and len(lines) == 1 and "Traceback" not in r.err, r.err
     return lines[0]
 
@@ -339,3 +339,16 @@ def test_full_disk_says_disk_full_and_that_nothing_stored_is_lost(cli, tmp_path,
     with ResultStore(store, create=False) as db:  # still whole, and it takes the run now
         assert len(db.runs()) == 2
     assert cli("run", "--learner", "logreg", "--episodes", "6", "--store", store).code == 0
+
+
+def test_a_new_store_on_a_full_disk_is_refused_before_any_work(cli, tmp_path, tmpfs):
+    where = tmpfs("128k")
+    with open(where / "filler", "wb", buffering=0) as f:  # fill the file system
+        while True:
+            try:
+                f.write(b"\0" * 4096)
+            except OSError:
+                break
+    line = one_line(cli(*RUN, "--store", where / "new.db"))
+    assert f"cannot write the results store folder in {where}: the disk is full; free some space" in line
+    assert sorted(p.name for p in where.iterdir()) == ["filler"]  # no store, no probe left behind

@@ -10,6 +10,7 @@ give the episodes asked for (classes per episode, examples per class).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -44,6 +45,9 @@ def check_spec(spec: RunSpec, kind: str) -> None:
         raise ConfigError(f"--eval-query {spec.eval_query}: each class needs at least 1 query")
 
 
+PROBE_BYTES = 64 * 1024  # what a new store's first pages take, about
+
+
 def check_writable(folder: Path, what: str, hint: str) -> None:
     """``folder``, or its nearest existing parent when it does not exist yet, can be written; nothing is left behind."""
     existing = folder
@@ -53,12 +57,17 @@ def check_writable(folder: Path, what: str, hint: str) -> None:
         raise WriteError(f"{what} {existing} is a file, not a folder; {hint}")
     probe = existing / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        probe.write_bytes(b"")
+        # Real bytes, flushed: an empty file can still be made on a full disk, and a run would then fail at the end.
+        with open(probe, "wb") as f:
+            f.write(bytes(PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as exc:
         # Remove the probe only if it was made: on a read-only file system even that attempt fails (EROFS).
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
-        raise WriteError(f"cannot write the {what} in {existing}: {exc.strerror or exc}; {hint}") from None
+        why = "the disk is full; free some space" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise WriteError(f"cannot write the {what} in {existing}: {why}; {hint}") from None
     probe.unlink(missing_ok=True)
 
 
@@ -90,7 +99,10 @@ def stored_run(store_path: Path, run_key: str) -> RunRecord | None:
     if not Path(store_path).exists():
         return None
     with ResultStore(store_path) as store:
-        return store.find_complete(run_key)
+        found = store.find_complete(run_key)
+        if found is not None:
+            store.episode_values(found.run_id)  # a corrupt row fails here, before the run is announced as reused
+        return found
 
 
 def check_episodes(dataset: Any, spec: RunSpec, eval_query: int, scored: str = "test") -> None:
