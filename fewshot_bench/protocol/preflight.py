@@ -24,6 +24,12 @@ from fewshot_bench.records.store import ResultStore, RunRecord
 MAX_SEED = 2**32 - 1  # seeds are hashed as unsigned 64-bit words with room for the step
 
 
+def check_seed(seed: int) -> None:
+    """A one-line error unless ``seed`` is one the episode hashes and numpy's generators take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed {seed}: seeds run from 0 to {MAX_SEED:,}")
+
+
 def check_spec(spec: RunSpec, kind: str) -> None:
     """The run's own values, against what they mean (one line naming the option)."""
     fixed = task_kind(kind).fixed_way
@@ -34,8 +40,7 @@ def check_spec(spec: RunSpec, kind: str) -> None:
         )
     if spec.shot < 1:
         raise ConfigError(f"--shot {spec.shot}: each class needs at least 1 support example")
-    if not 0 <= spec.seed <= MAX_SEED:
-        raise ConfigError(f"--seed {spec.seed}: seeds run from 0 to {MAX_SEED:,}")
+    check_seed(spec.seed)
     for name, minimum in (("steps", 0), ("episodes", 1), ("val_every", 1), ("val_episodes", 1)):
         if getattr(spec, name) < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}")

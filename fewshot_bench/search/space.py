@@ -102,10 +102,30 @@ def check_space(config: Any, space: dict[str, Param], fixed: dict[str, str], lea
             raise ConfigError(f"--space {key}: {learner}'s {key} is not a real number; use int: or choice:")
         if isinstance(param, Int) and not kinds & {int, float}:
             raise ConfigError(f"--space {key}: {learner}'s {key} is not a number; use choice:")
+        if isinstance(param, (Float, Int)):
+            _check_ends(config, key, param, learner)
         if isinstance(param, Choice):  # every value must convert as a --set value would
             for value in param.values:
                 apply_overrides(config, {key: value_text(value)}, learner)
     apply_overrides(config, fixed, learner)  # fixed values convert
+
+
+def override_problem(exc: ConfigError) -> str:
+    """What :func:`apply_overrides` refused, without its ``--set KEY=VALUE:`` prefix (for values no ``--set`` gave)."""
+    text = str(exc)
+    return text.partition(": ")[2] if text.startswith("--set ") and ": " in text else text
+
+
+def _check_ends(config: Any, key: str, param: Float | Int, learner: str) -> None:
+    """Both ends of a numeric range must be values ``--set`` accepts (every value between them then is: the
+    Config's rules are bounds), so no trial is sampled that its learner refuses."""
+    for end in (param.low, param.high):
+        try:
+            apply_overrides(config, {key: value_text(end)}, learner)
+        except ConfigError as exc:
+            why = override_problem(exc)
+            raise ConfigError(f"--space {key}={param.text()}: {learner}'s {key} cannot be {value_text(end)} "
+                              f"({why}); give a range of values it accepts") from None
 
 
 def space_text(space: dict[str, Param]) -> dict[str, str]:

@@ -32,8 +32,6 @@ resolves the same config from the spec alone.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -52,6 +50,7 @@ from fewshot_bench.atomic import save_figure
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.plugin_host import PluginHost
+from fewshot_bench.protocol.preflight import check_seed
 from fewshot_bench.protocol.runner import (
     RunContext,
     RunOutcome,
@@ -65,7 +64,8 @@ from fewshot_bench.protocol.spec import TUNE_STAGE, TUNED, Job, RunSettings, Run
 from fewshot_bench.records.stats import metric_text
 from fewshot_bench.records.store import ResultStore, RunRecord
 from fewshot_bench.search.executors import Executor
-from fewshot_bench.search.space import check_space, space_text, to_optuna, value_text
+from fewshot_bench.search.space import check_space, override_problem, space_text, to_optuna, value_text
+from fewshot_bench.search.study_file import check_study_file, lock_path, study_lock
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def make_request(
     Every error (unknown learner or key, bad range, empty space, impossible budget) is a
     one-line :class:`ConfigError` raised before anything is written.
     """
+    check_seed(seed)  # the sampler's seed too: numpy's range
     base = trial_base(host, learner, settings, seed)
     cls = host.learner(learner)
     spec = host.dataset(base.dataset)
@@ -256,8 +257,10 @@ def _optuna():
 
 
 def open_storage(path: Path) -> Any:
-    """The Optuna RDB storage in ``path`` (SQLite; each write is one transaction)."""
+    """The Optuna RDB storage in ``path`` (SQLite; each write is one transaction), once the file is checked to be
+    an intact study file of this Optuna (or absent)."""
     optuna = _optuna()
+    check_study_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", engine_kwargs={"connect_args": {"timeout": 60}})
 
@@ -273,25 +276,6 @@ def make_sampler(kind: str, seed: int, parallel: bool = False) -> Any:
 def trial_seed(seed: int, number: int) -> int:
     """The sampler seed for trial ``number``: a search gives the same values however often it was resumed."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
-
-
-@contextlib.contextmanager
-def study_lock(lock_path: Path) -> Iterator[None]:
-    """Hold the study's lock file; a second live driver of the same study gets a one-line error.
-
-    The lock is the OS's (``flock``): a killed driver releases it, so its rerun proceeds.
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another `fewshot-bench tune` is running this study (lock {lock_path}); "
-                              "wait for it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -416,8 +400,9 @@ def search(
     """
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
-    lock_dir = checkpoint_dir or store_path.resolve().parent / "fewshot-checkpoints"
-    with study_lock(lock_dir / f"tune-{request.study_name}.lock"):
+    study_file = storage_path(store_path)
+    check_study_file(study_file)  # before a lock file is made beside it
+    with study_lock(lock_path(study_file, request.study_name)):
         driver = Search.open(request, host, store_path, executor, in_flight, checkpoint_dir, data_dir)
         return driver.run(trials, progress)
 
@@ -530,9 +515,10 @@ class Search:
     def jobs(self, stale: list[Any], trials: int) -> Iterator[TrialJob]:
         """The stale trials, then new ones until ``trials`` are finished or in flight (drawn as the executor asks)."""
         for t in stale:
+            job = self.job_or_fail(t)
             self.running.add(t.number)
             self.report.resumed += 1
-            yield self.job_for(t)
+            yield job
         report = self.report
         while report.complete + report.pruned + len(self.running) < trials:
             if len(report.failed) >= max(3, trials):  # a learner that keeps failing: stop asking
@@ -548,10 +534,21 @@ class Search:
         trial = self.study.ask({k: to_optuna(p) for k, p in request.space.items()})
         if self.prunes:
             trial.set_user_attr("pruning_snapshot", sorted(self.finished()))
-        job = self.job_for(self.frozen(trial.number))
+        job = self.job_or_fail(self.frozen(trial.number))
         trial.set_user_attr("run_key", job.key)
         self.running.add(trial.number)
         return job
+
+    def job_or_fail(self, trial: Any) -> TrialJob:
+        """:meth:`job_for`; when the learner's Config refuses the trial's values, the trial is marked failed (never
+        left running, to be drawn again by every rerun) and the search ends with one line naming it."""
+        try:
+            return self.job_for(trial)
+        except ConfigError as exc:
+            values = " ".join(f"{k}={v}" for k, v in _values(trial, self.request).items())
+            text = f"the learner refuses its values {values}: {override_problem(exc)}"
+            self.tell_failed(trial.number, text)
+            raise ConfigError(f"trial {trial.number} of {self.study.study_name}: {text}") from None
 
     def job_for(self, trial: Any) -> TrialJob:
         """The job that computes ``trial`` (a frozen trial with all its values)."""
@@ -597,6 +594,8 @@ class Search:
         """
         self.running.discard(job.number)
         if isinstance(result, FewshotBenchError):
+            if isinstance(result, ConfigError):  # its values refused: never to be resumed (a data error may be fixed)
+                self.tell_failed(job.number, str(result))
             raise type(result)(f"{job.label}: {result}")
         if isinstance(result, BaseException):
             text = f"{type(result).__name__}: {result}"
