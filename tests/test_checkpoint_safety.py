@@ -172,19 +172,85 @@ def test_a_checkpoint_written_before_metric_neutral_names_resumes(host, syntheti
     assert fresh.result.best_val_metric == result.best_val_metric and fresh.result.history == result.history
 
 
-@pytest.mark.parametrize(
-    "tamper, words",
-    [
-        (lambda s: s.pop("result"), "'result' is NoneType, not a dict"),
-        (lambda s: s.update(result="bogus"), "'result' is str, not a dict"),
-        (lambda s: s["result"].update(steps="many"), "'result'['steps'] is 'many', not a count"),
-        (lambda s: s["result"].update(extra=1), "'result' has keys ['extra'] missing or unexpected"),
-        (lambda s: s.update(since_best=None), "'since_best' is None, not a count"),
-        (lambda s: s["learner"].popitem(), "'learner' does not fit this learner"),
-        (lambda s: s["optimizer"].update(state={0: "bogus"}), "does not fit this learner"),  # fails while loading
-    ],
-    ids=["no-result", "bogus-result", "bogus-steps", "extra-field", "since-best", "missing-weight", "bogus-optimizer"],
-)
+def first_weight(state: dict) -> str:
+    """The name of the checkpoint's first floating-point weight."""
+    return next(k for k, v in state["learner"].items() if v.is_floating_point())
+
+
+def set_weight(part: str, value: float):
+    """A tamper that sets ``part`` (learner or best_state)'s first weight to ``value`` everywhere."""
+    return lambda s: s[part][first_weight(s)].fill_(value)
+
+
+def adam(index: int, key: str, value):
+    """A tamper that sets parameter ``index``'s Adam state ``key`` to ``value(old)``."""
+    return lambda s: s["optimizer"]["state"][index].update({key: value(s["optimizer"]["state"][index][key])})
+
+
+# (tamper, words of the one-line error): each a checkpoint the trainer would have used, or crashed on, before
+# every tensor and counter was checked.
+TAMPERED = {
+    "no-result": (lambda s: s.pop("result"), "'result' is NoneType, not a dict"),
+    "bogus-result": (lambda s: s.update(result="bogus"), "'result' is str, not a dict"),
+    "bogus-steps": (lambda s: s["result"].update(steps="many"), "'result'['steps'] is 'many', not a count"),
+    "extra-field": (lambda s: s["result"].update(extra=1), "'result' has keys ['extra'] missing or unexpected"),
+    "extra-key": (lambda s: s.update(extra=1), "keys [] missing, ['extra'] unexpected"),
+    "since-best": (lambda s: s.update(since_best=None), "'since_best' is None, not the"),
+    "since-best-inconsistent": (lambda s: s.update(since_best=5), "'since_best' is 5, not the"),
+    "missing-weight": (lambda s: s["learner"].popitem(), "'learner' does not fit this learner"),
+    "bogus-optimizer": (lambda s: s["optimizer"].update(state={0: "bogus"}), "'optimizer' has state for parameters"),
+    # killed the process with SIGSEGV in the fused Adam kernel
+    "exp-avg-shape": (adam(0, "exp_avg", lambda t: torch.zeros(3)),
+                      "'optimizer' state 0['exp_avg'] is a float32 (3,) tensor, not float32"),
+    "exp-avg-dtype": (adam(0, "exp_avg", lambda t: t.double()), "'optimizer' state 0['exp_avg'] is a float64"),
+    "exp-avg-strides": (adam(0, "exp_avg", lambda t: t.t().contiguous().t() if t.dim() == 2 else t[::1].expand(
+        t.shape)), "'optimizer' state 0['exp_avg'] has strides"),
+    "exp-avg-nan": (adam(1, "exp_avg", lambda t: torch.full_like(t, float("nan"))),
+                    "'optimizer' state 1['exp_avg'] holds NaN or infinite values"),
+    "exp-avg-sq-negative": (adam(1, "exp_avg_sq", lambda t: -1 - t),
+                            "'optimizer' state 1['exp_avg_sq'] holds negative values"),
+    # a KeyError traceback
+    "no-best-state": (lambda s: s.pop("best_state"), "keys ['best_state'] missing"),
+    # an error at the first step, blaming the learner
+    "lr-not-a-number": (lambda s: s["optimizer"]["param_groups"][0].update(lr="abc"),
+                        "'optimizer' group 0['lr'] is 'abc', not this run's 0.005"),
+    "lr-changed": (lambda s: s["optimizer"]["param_groups"][0].update(lr=0.5), "group 0['lr'] is 0.5, not this run"),
+    "group-params": (lambda s: s["optimizer"]["param_groups"][0].update(params=[1, 0]),
+                     "'optimizer' group 0['params'] is [1, 0], not this run's [0, 1]"),
+    "group-missing-setting": (lambda s: s["optimizer"]["param_groups"][0].pop("eps"), "missing ['eps']"),
+    # resumed silently, and stored a wrong row
+    "steps-beyond-run": (lambda s: s["result"].update(steps=10**9),
+                         "'result'['steps'] is 1000000000, more than this run's 2"),
+    "best-step-beyond": (lambda s: s["result"].update(best_step=7), "'result'['best_step'] is 7, more than its 2"),
+    "nan-steps-beyond": (lambda s: s["result"].update(nan_steps=3), "'result'['nan_steps'] is 3, more than its 2"),
+    "best-above-range": (lambda s: s["result"].update(best_val_metric=7.5),
+                         "'result'['best_val_metric'] is 7.5, outside the accuracy range [0.0, 1.0]"),
+    "best-nan": (lambda s: s["result"].update(best_val_metric=float("nan")), "'result'['best_val_metric'] is nan"),
+    "best-not-in-history": (lambda s: s["result"].update(best_val_metric=0.0123), "is not in its history"),
+    "best-none-after-validations": (lambda s: s["result"].update(best_val_metric=None),
+                                    "'result'['best_val_metric'] is None after validations"),
+    "history-beyond-steps": (lambda s: s["result"]["history"][-1].update(step=5),
+                             "'result'['history'][1] is at step 5, not after 1 and at most 2"),
+    "history-short": (lambda s: s["result"]["history"].pop(), "'result'['history'] ends at step 1, not at"),
+    "history-out-of-range": (lambda s: s["result"]["history"][0].update(val_metric=-0.5),
+                             "'result'['history'][0] has accuracy -0.5, outside [0.0, 1.0]"),
+    "stopped-early-without-patience": (lambda s: s["result"].update(stopped_early=True),
+                                       "not this run's patience None"),
+    "nan-weights": (set_weight("learner", float("nan")), "holds NaN or infinite values"),
+    "inf-best-state": (set_weight("best_state", float("inf")), "'best_state'["),
+    "adam-step-negative": (adam(0, "step", lambda t: torch.tensor(-1.0)),
+                           "'optimizer' state 0['step'] is -1.0, not a count of at most 2 steps"),
+    "adam-step-beyond": (adam(0, "step", lambda t: torch.tensor(3.0)), "state 0['step'] is 3.0, not a count"),
+    "adam-step-fraction": (adam(0, "step", lambda t: torch.tensor(1.5)), "state 0['step'] is 1.5, not a count"),
+    "adam-step-not-a-tensor": (adam(0, "step", lambda t: "2"), "state 0['step'] is '2', not a scalar float tensor"),
+    "adam-state-deleted": (lambda s: s["optimizer"]["state"].pop(1),
+                           "'optimizer' has state for parameters [0], not for all 2"),
+    "adam-state-key-missing": (lambda s: s["optimizer"]["state"][0].pop("exp_avg_sq"),
+                               "'optimizer' state 0 is ['exp_avg', 'step'], not"),
+}
+
+
+@pytest.mark.parametrize("tamper, words", TAMPERED.values(), ids=TAMPERED.keys())
 def test_a_malformed_checkpoint_is_refused_whole(host, synthetic, tmp_path, tamper, words):
     """Nothing of a checkpoint with one bad key is loaded: not the weights, not the optimizer state."""
     path = tmp_path / "k.pt"
