@@ -5,8 +5,11 @@ a run checkpoint is used whole or not at all."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from fewshot_bench.api.learner import TaskSpec
 from fewshot_bench.backbones.checkpoint import load_checkpoint
 from fewshot_bench.config import config_to_dict
 from fewshot_bench.errors import CheckpointError
+from fewshot_bench.protocol.population import Population
 from fewshot_bench.protocol.runner import load_model, save_model
 from fewshot_bench.protocol.spec import RunSpec
 from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult
@@ -74,6 +78,28 @@ def test_a_planted_checkpoint_never_runs_and_is_a_one_line_error(cli, tmp_path, 
     assert list((tmp_path / "ck").glob("*.model.pt")) == [tmp_path / "ck" / f"{run_key}.model.pt"]  # the key was right
 
 
+class PlantedCommand:
+    """Unpickling this (with ``weights_only=False``) would run a shell command creating ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_planting_a_shell_command_is_refused_as_such(host, synthetic, tmp_path):
+    """torch names a global of a blocked module (os) otherwise than any other: it is not called corrupt."""
+    marker, path = tmp_path / "pwned", tmp_path / "k.pt"
+    torch.save({"run_key": "k", "payload": PlantedCommand(marker)}, path)
+    with pytest.raises(CheckpointError) as info:
+        make_trainer(host, synthetic, path).try_resume()
+    assert str(info.value).startswith(
+        f"checkpoint {path} holds a Python object ({os.system.__module__}.system) that is not a tensor or plain data: "
+        "refused, nothing in it was run; ")
+    assert not marker.exists()
+
+
 def test_a_text_file_as_checkpoint_is_an_error_naming_it(cli, tmp_path, run_key):
     path = tmp_path / "ck" / f"{run_key}.pt"
     path.parent.mkdir()
@@ -85,11 +111,11 @@ def test_a_text_file_as_checkpoint_is_an_error_naming_it(cli, tmp_path, run_key)
 # --- the trainer: round trip and whole-or-nothing -------------------------------------------
 
 
-def make_trainer(host, synthetic, checkpoint: Path, seed: int = 0) -> MetaTrainer:
+def make_trainer(host, synthetic, checkpoint: Path, seed: int = 0, steps: int = 2) -> MetaTrainer:
     cls = host.learner("metasgd")
     torch.manual_seed(seed)
     learner = cls(cls.default_config("synthetic", 1), TaskSpec(5, 1, synthetic.feature_dim))
-    spec = RunSpec("metasgd", steps=2, val_every=1, val_episodes=2, patience=None)
+    spec = RunSpec("metasgd", steps=steps, val_every=1, val_episodes=2, patience=None)
     options = TrainOptions(val_query=2, checkpoint=checkpoint, run_key="k")
     return MetaTrainer(learner, synthetic.split("train"), synthetic.split("val"), spec, options, torch.device("cpu"))
 
@@ -102,18 +128,21 @@ def snapshot(trainer: MetaTrainer) -> dict[str, torch.Tensor]:
     "content, reason",
     [
         ("truncated", "is corrupt or not a torch file (truncated, or not written by torch.save)"),
+        # torch's reader says "OSError: Invalid argument" for this one: the file, not the disk, is at fault
+        ("truncated-in-its-tensors", "is corrupt or not a torch file (truncated, or not written by torch.save)"),
         (b"", "is empty"),
         (os.urandom(512), "is corrupt or not a torch file"),
         ("{'run_key': 'k'}\n", "is corrupt or not a torch file"),
         ("list", "is not a fewshot-bench run checkpoint"),
     ],
-    ids=["truncated", "empty", "random-bytes", "text", "not-a-dict"],
+    ids=["truncated", "truncated-in-its-tensors", "empty", "random-bytes", "text", "not-a-dict"],
 )
 def test_unreadable_checkpoints_are_errors_naming_the_file(host, synthetic, tmp_path, content, reason):
     path = tmp_path / "k.pt"
-    if content == "truncated":
-        torch.save({"run_key": "k", "weights": torch.zeros(1000)}, path)
-        path.write_bytes(path.read_bytes()[:700])
+    if isinstance(content, str) and content.startswith("truncated"):
+        torch.save({"run_key": "k", "weights": torch.zeros(100_000)}, path)
+        whole = path.read_bytes()
+        path.write_bytes(whole[:700] if content == "truncated" else whole[:len(whole) // 10])
     elif content == "list":
         torch.save([1, 2, 3], path)
     elif isinstance(content, bytes):
@@ -271,6 +300,68 @@ def test_a_malformed_checkpoint_is_refused_whole(host, synthetic, tmp_path, tamp
     assert "nothing was loaded from it" in message and "--restart" in message
     assert all(torch.equal(v, before[k]) for k, v in trainer.learner.state_dict().items())
     assert trainer.optimizer.state_dict()["state"] == {} and trainer.result == TrainResult(metric="accuracy")
+
+
+def interrupt_after_first_checkpoint(cli, checkpoint_dir: Path, monkeypatch) -> None:
+    """Run TINY until its first validation wrote the checkpoint, then interrupt it (as Ctrl-C would)."""
+    validate, calls = MetaTrainer.validate, []
+
+    def interrupted(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return validate(self)
+
+    monkeypatch.setattr(MetaTrainer, "validate", interrupted)
+    assert run_tiny(cli, checkpoint_dir).code == 130
+    monkeypatch.setattr(MetaTrainer, "validate", validate)
+
+
+def tampered_interrupted_run(cli, tmp_path: Path, run_key: str, monkeypatch, tamper: str) -> Path:
+    """The TINY run's checkpoint after an interruption, changed as ``TAMPERED[tamper]`` says."""
+    interrupt_after_first_checkpoint(cli, tmp_path / "ck", monkeypatch)
+    path = tmp_path / "ck" / f"{run_key}.pt"
+    state = torch.load(path, weights_only=True)
+    TAMPERED[tamper][0](state)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("tamper", ["no-best-state", "steps-beyond-run"])
+def test_the_cli_refuses_a_tampered_checkpoint_in_one_line_and_restart_runs_over(cli, tmp_path, run_key, monkeypatch,
+                                                                                 tamper):
+    path = tampered_interrupted_run(cli, tmp_path, run_key, monkeypatch, tamper)
+    one_line_error(run_tiny(cli, path.parent), f"checkpoint {path} is malformed (", TAMPERED[tamper][1],
+                   "nothing was loaded from it", "--restart")
+    assert path.exists()
+    assert run_tiny(cli, path.parent, "--restart").code == 0
+
+
+@pytest.mark.slow
+def test_an_adam_moment_of_another_shape_is_refused_not_a_crash(cli, tmp_path, run_key, monkeypatch):
+    """Unchecked, the fused Adam kernel read past the moment's end: the process died of SIGSEGV (so: a subprocess)."""
+    path = tampered_interrupted_run(cli, tmp_path, run_key, monkeypatch, "exp-avg-shape")
+    done = subprocess.run([sys.executable, "-m", "fewshot_bench.cli", "-q", "run", *TINY, "--checkpoint-dir",
+                           str(path.parent)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    one_line_error(SimpleNamespace(code=done.returncode, out=done.stdout, err=done.stderr),
+                   f"checkpoint {path} is malformed (", TAMPERED["exp-avg-shape"][1], "--restart")
+
+
+def test_a_population_does_not_stack_members_at_different_adam_steps(host, synthetic, tmp_path):
+    """Stacked members share one Adam step count: members resumed at the same step but different Adam steps (a
+    count may lag the steps) train one after another, each with its own."""
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for path in paths:
+        make_trainer(host, synthetic, path, seed=1).run()
+    state = torch.load(paths[1], weights_only=True)
+    for entry in state["optimizer"]["state"].values():
+        entry["step"] = torch.tensor(1.0)
+    torch.save(state, paths[1])
+    members = [make_trainer(host, synthetic, path, steps=3) for path in paths]
+    assert all(m.try_resume() for m in members)
+    assert Population(members).probe() == "its members resumed at different Adam steps"
+    # the lagging count is kept, as its run alone keeps it
+    assert {float(st["step"]) for st in members[1].optimizer.state.values()} == {1.0}
 
 
 # --- saved models and backbone checkpoints --------------------------------------------------

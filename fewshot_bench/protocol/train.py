@@ -276,8 +276,10 @@ class MetaTrainer:
         """Restore from this run's checkpoint if one exists; returns whether it did.
 
         The file is loaded with ``weights_only=True`` (nothing in it can run) and used whole
-        or not at all: a checkpoint that is unreadable, truncated, foreign or malformed is a
-        :class:`CheckpointError` naming it, and leaves the learner and optimizer untouched. A
+        or not at all: a checkpoint that is unreadable, truncated, foreign or malformed (any tensor,
+        setting or counter that this run's fresh learner, optimizer and spec could not have
+        written: :meth:`_check_checkpoint`) is a :class:`CheckpointError` naming it, and leaves
+        the learner and optimizer untouched. A
         well-formed checkpoint of another run (another run key) is ignored with a warning.
         With ``restart`` the checkpoint is deleted, unread, and training starts over.
         """
