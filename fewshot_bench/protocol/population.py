@@ -297,6 +297,11 @@ class Population:
 
     # --- which path, and how many members at once -------------------------------------------
 
+    @staticmethod
+    def _adam_steps(m: MetaTrainer) -> tuple[float, ...]:
+        """A member's Adam step count for each of its parameters (none before its first step)."""
+        return tuple(float(st["step"]) for st in (m.optimizer.state.get(p) for p in m.params) if st)
+
     def probe(self) -> str | None:
         """Why the batched path cannot train this population (None: it can), from a trial step's forward and backward.
 
@@ -310,6 +315,8 @@ class Population:
         steps = {self.members[s].result.steps for s in active}
         if len(steps) > 1:
             return f"its members resumed at different steps ({sorted(steps)})"
+        if len({self._adam_steps(self.members[s]) for s in active}) > 1:  # stacked, they would share member 0's
+            return "its members resumed at different Adam steps"
         if not active:
             return None
         trial = active[:TRIAL_MEMBERS]

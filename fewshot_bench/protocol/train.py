@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
@@ -20,7 +21,14 @@ from fewshot_bench.api.learner import Learner
 from fewshot_bench.api.noise import mix64
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.api.training_noise import Noise
-from fewshot_bench.checkpoints import load_torch_file, plain, save_atomic
+from fewshot_bench.checkpoints import (
+    ADAM_DEVICE_SETTINGS,
+    adam_state_problem,
+    load_torch_file,
+    plain,
+    save_atomic,
+    state_dict_problem,
+)
 from fewshot_bench.console.progress import progress
 from fewshot_bench.episodes import TRAIN_QUERY, EpisodeSource, cpu_cores
 from fewshot_bench.errors import CheckpointError, DataError
@@ -111,19 +119,26 @@ _RESULT_FIELDS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _check_state_dict(state: Any, reference: dict[str, Any], what: str) -> str | None:
-    """Why ``state`` cannot be loaded where ``reference`` came from (None if it fits, key for key and shape for
-    shape)."""
-    if not isinstance(state, dict):
-        return f"{what} is {type(state).__name__}, not a state dict"
-    missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
-    if missing or unexpected:
-        return f"{what} does not fit this learner (missing {missing[:3]}, unexpected {unexpected[:3]})"
-    for key, ref in reference.items():
-        value = state[key]
-        if torch.is_tensor(ref) and (not torch.is_tensor(value) or value.shape != ref.shape):
-            shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-            return f"{what}[{key!r}] is {shape}, not a tensor of shape {tuple(ref.shape)}"
+# Every key of a run checkpoint (MetaTrainer._checkpoint).
+_CHECKPOINT_KEYS = frozenset({"run_key", "learner", "optimizer", "best_state", "result", "since_best"})
+# The values a metric can take (a mean over episodes); any number for a metric not named here.
+_METRIC_RANGE: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "mse": (0.0, math.inf)}
+
+
+def _history_problem(history: list[dict], steps: int, metric: str) -> str | None:
+    """Why a checkpoint's validation history cannot be that of ``steps`` steps (None: it can): one entry per
+    validation, at increasing steps, the last at ``steps`` (a checkpoint is written after a validation)."""
+    low, high = _METRIC_RANGE.get(metric, (-math.inf, math.inf))
+    previous = 0
+    for i, point in enumerate(history):
+        step, value = point.get("step"), point.get("val_metric")
+        if not (_is_int(step) and previous < step <= steps):
+            return f"'result'['history'][{i}] is at step {step!r:.20}, not after {previous} and at most {steps}"
+        if not (_is_number(value) and (math.isnan(value) or low <= value <= high)):
+            return f"'result'['history'][{i}] has {metric} {value!r:.20}, outside [{low}, {high}]"
+        previous = step
+    if previous != steps:
+        return f"'result'['history'] ends at step {previous}, not at the checkpoint's step {steps}"
     return None
 
 
@@ -187,27 +202,26 @@ class MetaTrainer:
         }
 
     def _check_checkpoint(self, state: dict) -> str | None:
-        """Why this run's checkpoint ``state`` cannot be resumed, or None: every key checked before any is used."""
+        """Why this run's checkpoint ``state`` cannot be resumed, or None: every key, tensor and counter is
+        checked against this run (its spec, its fresh learner and optimizer) before any is used."""
+        keys = set(state)
+        if keys != _CHECKPOINT_KEYS:
+            return (f"keys {sorted(_CHECKPOINT_KEYS - keys)} missing, "
+                    f"{sorted(keys - _CHECKPOINT_KEYS, key=repr)[:3]} unexpected")
+        problem = self._result_problem(state["result"], state["since_best"])
+        if problem:
+            return problem
         reference = self.learner.state_dict()
-        for problem in (
-            _check_state_dict(state.get("learner"), reference, "'learner'"),
-            None if state.get("best_state") is None
-            else _check_state_dict(state["best_state"], reference, "'best_state'"),
-        ):
-            if problem:
-                return problem
-        optimizer = state.get("optimizer")
-        groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
-        mine = self.optimizer.state_dict()["param_groups"]
-        if (
-            not isinstance(groups, list) or not isinstance(optimizer.get("state"), dict)
-            or len(groups) != len(mine)
-            or any(not isinstance(g, dict) or not isinstance(g.get("params"), list)
-                   or len(g["params"]) != len(m["params"])
-                   for g, m in zip(groups, mine))
-        ):
-            return "'optimizer' is not this learner's optimizer state"
-        result = state.get("result")
+        best_state = state["best_state"]
+        if (best_state is None) != (state["result"]["best_val_metric"] is None):
+            return f"'best_state' is {type(best_state).__name__}, yet 'result'['best_val_metric'] is " \
+                   f"{state['result']['best_val_metric']!r:.20}"
+        return (state_dict_problem(state["learner"], reference, "'learner'")
+                or (best_state is not None and state_dict_problem(best_state, reference, "'best_state'"))
+                or adam_state_problem(state["optimizer"], self.optimizer, state["result"]["steps"], "'optimizer'"))
+
+    def _result_problem(self, result: Any, since_best: Any) -> str | None:
+        """Why a checkpoint's ``result`` and ``since_best`` cannot be this run's after the steps they count."""
         if not isinstance(result, dict):
             return f"'result' is {type(result).__name__}, not a dict"
         names = {f.name for f in fields(TrainResult)}
@@ -218,17 +232,54 @@ class MetaTrainer:
                 return f"'result'[{name!r}] is {result[name]!r:.40}, not {kind}"
         if result["metric"] != self.result.metric:
             return f"'result' holds {result['metric']!r}, not {self.result.metric!r}"
-        since_best = state.get("since_best")
-        if not (_is_int(since_best) and since_best >= 0):
-            return f"'since_best' is {since_best!r:.40}, not a count"
+        steps = result["steps"]
+        if steps > self.spec.steps:
+            return f"'result'['steps'] is {steps}, more than this run's {self.spec.steps}"
+        for name in ("best_step", "nan_steps", "resumed_from"):
+            if (result[name] or 0) > steps:
+                return f"'result'[{name!r}] is {result[name]}, more than its {steps} steps"
+        history = result["history"]
+        problem = _history_problem(history, steps, result["metric"]) or self._best_problem(result)
+        if problem:
+            return problem
+        after_best = sum(point["step"] > result["best_step"] for point in history)
+        if not (_is_int(since_best) and since_best == after_best):
+            return f"'since_best' is {since_best!r:.40}, not the {after_best} validation(s) since the best"
+        if result["stopped_early"] and (self.spec.patience is None or since_best < self.spec.patience):
+            return f"'result' stopped early after {since_best} validation(s) without progress, " \
+                   f"not this run's patience {self.spec.patience}"
         return None
+
+    @staticmethod
+    def _best_problem(result: dict) -> str | None:
+        """Why ``result``'s best validation is not one of its history's (None: it is)."""
+        best, history = result["best_val_metric"], result["history"]
+        if best is None:
+            return None if not history and result["best_step"] == 0 else \
+                "'result'['best_val_metric'] is None after validations"
+        low, high = _METRIC_RANGE.get(result["metric"], (-math.inf, math.inf))
+        if not (math.isfinite(best) and low <= best <= high):
+            return f"'result'['best_val_metric'] is {best!r}, outside the {result['metric']} range [{low}, {high}]"
+        if not any(p["step"] == result["best_step"] and p["val_metric"] == best for p in history):
+            return f"'result'['best_val_metric'] {best!r} at step {result['best_step']} is not in its history"
+        return None
+
+    def _optimizer_state(self, checked: dict) -> dict:
+        """A checked optimizer state with this optimizer's group settings: they equal the checkpoint's (checked),
+        but for those that follow the device (a checkpoint written on CPU resumed on CUDA)."""
+        mine = self.optimizer.state_dict()["param_groups"]
+        groups = [{**ref, **{k: v for k, v in group.items() if k not in ADAM_DEVICE_SETTINGS}}
+                  for group, ref in zip(checked["param_groups"], mine)]
+        return {"state": checked["state"], "param_groups": groups}
 
     def try_resume(self, restart: bool = False) -> bool:
         """Restore from this run's checkpoint if one exists; returns whether it did.
 
         The file is loaded with ``weights_only=True`` (nothing in it can run) and used whole
-        or not at all: a checkpoint that is unreadable, truncated, foreign or malformed is a
-        :class:`CheckpointError` naming it, and leaves the learner and optimizer untouched. A
+        or not at all: a checkpoint that is unreadable, truncated, foreign or malformed (any tensor,
+        setting or counter that this run's fresh learner, optimizer and spec could not have
+        written: :meth:`_check_checkpoint`) is a :class:`CheckpointError` naming it, and leaves
+        the learner and optimizer untouched. A
         well-formed checkpoint of another run (another run key) is ignored with a warning.
         With ``restart`` the checkpoint is deleted, unread, and training starts over.
         """
@@ -258,7 +309,7 @@ class MetaTrainer:
         optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         try:
             self.learner.load_state_dict(state["learner"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(self._optimizer_state(state["optimizer"]))
         except Exception as exc:  # whole or not at all
             self.learner.load_state_dict(learner_before)
             self.optimizer.load_state_dict(optimizer_before)
