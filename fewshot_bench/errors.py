@@ -28,3 +28,11 @@ class StoreError(FewshotBenchError):
 class WriteError(FewshotBenchError):
     """The harness could not write one of its own files (a checkpoint, a saved model): a full
     disk, a read-only place, a path that is a directory. Never the learner's fault."""
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A setting's value out of its range: one line on the command line, a ``ValueError`` in Python."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A setting of the wrong type (a Python caller's): one line on the command line, a ``TypeError`` in Python."""

@@ -23,7 +23,14 @@ import pandas as pd
 
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.locations import checkpoint_folder, data_root
-from fewshot_bench.protocol.spec import RunSettings, RunSpec, hparams_source, settings_of
+from fewshot_bench.protocol.spec import (
+    RunSettings,
+    RunSpec,
+    hparams_source,
+    seed_values,
+    settings_of,
+    whole_number,
+)
 from fewshot_bench.records.store import DEFAULT_STORE, ResultStore, RunRecord
 from fewshot_bench.reports import report
 from fewshot_bench.reports.combining import (
@@ -204,11 +211,14 @@ def run(
     from fewshot_bench.records.provenance import resolve_device
     from fewshot_bench.search.tune import with_tuned
 
+    given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
+    seed_list = None if seeds is None else check_seeds(seeds, seed, given.allow_large)
+    seed = 0 if seed is None else whole_number("seed", seed)
+    if population_size is not None:
+        population_size = whole_number("population_size", population_size)
     host = _host(host)
     store = Path(store)
-    seed_values = None if seeds is None else check_seeds(seeds, seed)
-    given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
-    spec = with_tuned(run_spec(host, learner, given, seed or 0), store, host)
+    spec = with_tuned(run_spec(host, learner, given, seed), store, host)
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
         torch.set_flush_denormal(True)  # inner loops can produce subnormals: ~100x slower on CPU
@@ -219,8 +229,8 @@ def run(
         checkpoint_dir=checkpoint_folder(store, checkpoint_dir), progress=progress, progress_every=progress_every,
         profile=profile, cuda_graph=cuda_graph, restart=restart, threads=threads,
     )
-    if seed_values is not None:
-        specs = [replace(spec, seed=seed) for seed in seed_values]
+    if seed_list is not None:
+        specs = [replace(spec, seed=seed) for seed in seed_list]
         return _run_seeds(specs, ctx, rerun, on_checked, population, population_size)
     # Everything the options, the config, the store and the checkpoint folder can tell, before any work.
     run_key = prepare(spec, ctx)
@@ -243,14 +253,15 @@ def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | 
     )
 
 
-def check_seeds(seeds: Iterable[int], seed: int | None = None) -> list[int]:
-    """``seeds`` as a list of distinct seeds (one-line errors for none, repeats, or ``seed`` given too)."""
-    values = [int(s) for s in seeds]
+def check_seeds(seeds: Iterable[int] | str, seed: int | None = None, allow_large: bool = False) -> list[int]:
+    """``seeds`` as a list of distinct seeds (one-line errors for none, repeats, too many, or ``seed`` given too).
+
+    ``seeds`` is an iterable of whole numbers, a ``range``, or text as ``--seeds`` takes it (``"0-4"``, ``"0,2"``);
+    more than :data:`~fewshot_bench.protocol.spec.SEED_LIMIT` is refused before any list is made.
+    """
     if seed is not None:
         raise ConfigError("give seed or seeds, not both")
-    if not values or len(set(values)) != len(values):
-        raise ConfigError(f"seeds must be one or more distinct seeds, not {values}")
-    return values
+    return seed_values(seeds, allow_large)
 
 
 def _run_seeds(
@@ -260,13 +271,13 @@ def _run_seeds(
     """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
     from fewshot_bench.protocol import preflight
     from fewshot_bench.protocol.population import configured_memory
-    from fewshot_bench.protocol.runner import drop_checkpoint, execute_population, prepare
+    from fewshot_bench.protocol.runner import drop_checkpoint, execute_population, prepare_all
 
     if population_size is not None and population_size < 1:
         raise ConfigError("population size must be at least 1")
     if population:
         configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not after a trial step
-    keys = [prepare(spec, ctx) for spec in specs]
+    keys = prepare_all(specs, ctx)
     stored = [None if rerun else preflight.stored_run(ctx.store_path, key) for key in keys]
     if on_checked is not None:
         for spec, key, row in zip(specs, keys, stored):
@@ -406,15 +417,15 @@ def _plan_sweep(
     )
     protocol = {**shared.budget_fields(), "train_on_val": shared.train_on_val, "hparams": shared.hparams,
                 "crop": shared.crop}
-    seed_values = seed_list(seeds, first_seed)
+    seeds_of_cells = seed_list(seeds, first_seed, shared.allow_large)
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
         torch.set_flush_denormal(True)  # for runs computed in this process (workers=1)
     host = _host(host)
-    cells = grid(host, learner_list, dataset_list, shot_list, seed_values, shared.way, **protocol)
+    cells = grid(host, learner_list, dataset_list, shot_list, seeds_of_cells, shared.way, **protocol)
     todo: Plan = plan(host, apply_tuned(cells, store, host), store, data_root(data_dir))
     result = SweepResult(
-        learners=learner_list, datasets=dataset_list, shots=shot_list, seeds=seed_values, protocol=protocol,
+        learners=learner_list, datasets=dataset_list, shots=shot_list, seeds=seeds_of_cells, protocol=protocol,
         planned=todo.total, already_complete=len(todo.done), pending=[job.label for job in todo.pending], store=store,
     )
     return todo, result, torch_device, host

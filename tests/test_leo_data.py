@@ -288,8 +288,9 @@ def test_missing_root_and_unset_data_dir(cli, tmp_path):
 
 def test_crop_errors(cli, root):
     refused(cli(*RUN, "--dataset", "tiered", "--crop", "multiview", "--data-dir", root),
-            "tieredImageNet has only center", "--crop multiview")
-    refused(cli(*RUN, "--dataset", "mini", "--crop", "zoom", "--data-dir", root), "unknown --crop 'zoom'")
+            "--crop 'multiview': dataset 'tiered' offers center")
+    refused(cli(*RUN, "--dataset", "mini", "--crop", "zoom", "--data-dir", root),
+            "--crop 'zoom': dataset 'mini' offers center, multiview")
 
 
 # --- end to end --------------------------------------------------------------------------

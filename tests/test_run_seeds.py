@@ -67,7 +67,7 @@ def test_population_off_trains_the_seeds_one_after_another_to_the_same_rows(tmp_
 
 
 def test_seed_ranges_and_their_errors(cli):
-    assert seed_range("0-4") == [0, 1, 2, 3, 4] and seed_range("3,1") == [3, 1] and seed_range("7") == [7]
+    assert list(seed_range("0-4")) == [0, 1, 2, 3, 4] and seed_range("3,1") == [3, 1] and seed_range("7") == [7]
     for bad in ("4-2", "0,0", "a-b", "1,,2"):
         out = cli("run", "--learner", "metasgd", "--seeds", bad)
         assert out.code == 2 and "--seeds" in out.err, (bad, out.err)

@@ -18,6 +18,8 @@ from fewshot_bench.commands.common import (
     settings_names,
 )
 from fewshot_bench.console.log_hold import hold_logs, release_logs
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.protocol.spec import parse_seeds
 from fewshot_bench.workflows import CheckedRun, RunResult, run
 
 SETTINGS = settings_names()  # every setting of a run (fewshot_bench.protocol.spec.RunSettings) is an option
@@ -55,24 +57,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
-def seed_range(text: str) -> list[int]:
-    """``A-B`` (inclusive) or ``A,B,...``: distinct non-negative seeds (an argparse type)."""
+def seed_range(text: str) -> range | list[int]:
+    """``A-B`` (inclusive, a range: never a list) or ``A,B,...``: distinct non-negative seeds (an argparse type).
+
+    How many is checked with the other settings (``--allow-large``): :func:`fewshot_bench.workflows.check_seeds`.
+    """
     try:
-        if "-" in text.strip("-"):
-            first, last = (int(part) for part in text.split("-", 1))
-            seeds = list(range(first, last + 1))
-        else:
-            seeds = [int(part) for part in text.split(",")]
-    except ValueError:
+        seeds = parse_seeds(text)
+    except ConfigError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a seed range like 0-4 or a list like 0,1,2") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    lowest = seeds.start if isinstance(seeds, range) else min(seeds, default=0)  # min() would walk a range
+    repeated = not isinstance(seeds, range) and len(set(seeds)) != len(seeds)
+    if not seeds or lowest < 0 or repeated:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more distinct seeds, e.g. 0-4")
     return seeds
 
 
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
     """The run's learner, seed and settings (:func:`fewshot_bench.workflows.run_spec`) from parsed arguments."""
-    seed = {} if getattr(args, "seeds", None) else {"seed": args.seed}
+    seed = {} if getattr(args, "seeds", None) is not None else {"seed": args.seed}
     return {"learner": args.learner, **seed, **settings_from_args(args, SETTINGS)}
 
 

@@ -11,7 +11,8 @@ plugin changes the fingerprint, and the next listing is computed afresh.
 The cache lives in ``$FEWSHOT_BENCH_CACHE_DIR`` (default ``$XDG_CACHE_HOME/fewshot-bench``, else
 ``~/.cache/fewshot-bench``); ``FEWSHOT_BENCH_CACHE_DIR=off`` turns it off. A listing that
 logged a warning (a plugin failed to load, an impostor was rejected) is never cached, so
-every warning is printed again until its cause is fixed.
+every warning is printed again until its cause is fixed. Only an entry exactly as this module
+writes it is replayed (its fields, their types, a check over them, no control characters).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack, redirect_stderr, redirect_stdout
@@ -34,6 +36,8 @@ from fewshot_bench.errors import WriteError
 CACHE_ENV = "FEWSHOT_BENCH_CACHE_DIR"
 GROUP = "fewshot_bench"  # the plugins' entry-point group (fewshot_bench.plugin_host.GROUP)
 PREFIX = "listing-"
+# Characters a listing never prints and a cache never replays: C0 controls but tab and newline, DEL, C1 (ESC, CSI).
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +132,43 @@ class _Captured(ExitStack):
     def warned(self) -> bool:
         return self._watch.seen
 
-    def keep(self, folder: Path, name: str, key: str, code: int) -> None:
-        """Store what was printed as listing ``key``, unless it failed or warned (never cached: see the module)."""
-        if code == 0 and not self.warned:
-            _store(folder, name, {"key": key, "stdout": self.out.getvalue(), "stderr": self.err.getvalue(),
-                                  "code": code})
+    def keep(self, folder: Path, name: str, key: str, code: int, digest: str) -> None:
+        """Store what was printed as listing ``key`` under fingerprint ``digest``, unless it failed, warned or
+        holds control characters (never cached: see the module)."""
+        out, err = self.out.getvalue(), self.err.getvalue()
+        if code == 0 and not self.warned and not CONTROL.search(out + err):
+            _store(folder, name, _entry(key, digest, out, err))
+
+
+def _entry(key: str, digest: str, stdout: str, stderr: str) -> dict[str, str]:
+    """A cache entry: the listing's output, what it is of, and a check of all that (a truncated or edited file fails
+    it)."""
+    fields = {"key": key, "fingerprint": digest, "stdout": stdout, "stderr": stderr}
+    return fields | {"check": hashlib.blake2b(json.dumps(fields, sort_keys=True).encode(), digest_size=16).hexdigest()}
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} in a listing cache")
+
+
+def _replay(path: Path, key: str, digest: str) -> tuple[str, str] | None:
+    """The stdout and stderr of listing ``key`` cached at ``path`` under fingerprint ``digest``, or None.
+
+    Only an entry exactly as :func:`_entry` writes it is replayed: the same fields of the same
+    types, its check right, no control characters (a planted escape sequence never reaches the
+    terminal); anything else is computed afresh.
+    """
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or set(entry) != {"key", "fingerprint", "stdout", "stderr", "check"}:
+        return None
+    if not all(isinstance(value, str) for value in entry.values()) or CONTROL.search(entry["stdout"] + entry["stderr"]):
+        return None
+    if entry != _entry(key, digest, entry["stdout"], entry["stderr"]):
+        return None
+    return entry["stdout"], entry["stderr"]
 
 
 def print_cached(key: str, produce: Callable[[], int]) -> int:
@@ -145,14 +181,13 @@ def print_cached(key: str, produce: Callable[[], int]) -> int:
     folder = cache_folder()
     if folder is None:
         return produce()
-    name = _entry_name(key, fingerprint())
-    try:
-        cached = json.loads((folder / name).read_text(encoding="utf-8"))
-        sys.stdout.write(cached["stdout"])
-        sys.stderr.write(cached["stderr"])
-        return int(cached["code"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    digest = fingerprint()
+    name = _entry_name(key, digest)
+    cached = _replay(folder / name, key, digest)
+    if cached is not None:  # only successful listings are cached
+        sys.stdout.write(cached[0])
+        sys.stderr.write(cached[1])
+        return 0
     captured = _Captured()
     try:
         with captured:
@@ -160,7 +195,7 @@ def print_cached(key: str, produce: Callable[[], int]) -> int:
     finally:
         sys.stdout.write(captured.out.getvalue())
         sys.stderr.write(captured.err.getvalue())
-    captured.keep(folder, name, key, code)
+    captured.keep(folder, name, key, code, digest)
     return code
 
 
@@ -193,7 +228,7 @@ def warm(listings: dict[str, Callable[[], int]]) -> None:
             except Exception as exc:  # a listing that cannot be computed is simply not cached
                 log.debug("listing %s not cached: %s", key, exc)
                 continue
-            captured.keep(folder, name, key, code)
+            captured.keep(folder, name, key, code, digest)
     finally:
         for h in handlers:
             root.addHandler(h)

@@ -184,6 +184,8 @@ class DatasetSpec:
     needs_files: bool = False
     # The dataset's usual shot when the user names none (None: the CLI's default, 1).
     default_shot: int | None = None
+    # The feature crops it offers (--crop); a run names one of them, so a typo never makes a new run.
+    crops: tuple[str, ...] = ("center",)
     # The content digest of each split for a request, without loading it (data/identity.py): what
     # makes the data part of a run's identity cheaply. None: the loaded splits' contents are hashed.
     identify: Callable[[DataRequest], Mapping[str, str]] | None = None

@@ -248,6 +248,7 @@ def fewshot_bench_register_datasets(register):
             description="LEO's miniImageNet WRN-28-10 embeddings (640-d; --crop center|multiview; --data-dir)",
             aliases=("miniImageNet", "miniimagenet"),
             needs_files=True,
+            crops=LEO["mini"].crops,
         )
     )
     register(

@@ -19,6 +19,7 @@ trains as groups that fit, one group after another.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 from collections.abc import Iterator
@@ -96,9 +97,11 @@ def parse_bytes(text: str) -> int:
         value = float(t[: len(t) - len(unit)])
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise ConfigError(f"{MEMORY_ENV}={text!r} is not a size: give bytes or e.g. 512M, 4G")
-    return int(value * UNITS[unit])
+    size = value * UNITS[unit]
+    if not (math.isfinite(size) and size >= 1):  # nan, inf, 0 and negatives are no budget
+        raise ConfigError(f"{MEMORY_ENV}={text!r} is not a size: give a finite, positive number of bytes or e.g. "
+                          "512M, 4G")
+    return int(size)
 
 
 def free_memory(device: torch.device) -> int:

@@ -17,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from fewshot_bench.api.tasks import task_kind
-from fewshot_bench.errors import ConfigError, WriteError
-from fewshot_bench.protocol.spec import RunSpec
+from fewshot_bench.errors import ConfigError, ConfigValueError, DataError, WriteError
+from fewshot_bench.protocol.spec import MAX_SEED, RunSpec
 from fewshot_bench.records.store import ResultStore, RunRecord
-
-MAX_SEED = 2**32 - 1  # seeds are hashed as unsigned 64-bit words with room for the step
-
 
 def check_seed(seed: int) -> None:
     """A one-line error unless ``seed`` is one the episode hashes and numpy's generators take."""
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"--seed {seed}: seeds run from 0 to {MAX_SEED:,}")
+
+
+def check_crop(spec: RunSpec, crops: tuple[str, ...]) -> None:
+    """The run's crop is one its dataset offers (one line naming them if not)."""
+    if spec.crop not in crops:
+        raise ConfigValueError(f"--crop {spec.crop!r}: dataset {spec.dataset!r} offers {', '.join(crops)}")
 
 
 def check_spec(spec: RunSpec, kind: str) -> None:
@@ -68,20 +71,19 @@ def check_writable(folder: Path, what: str, hint: str) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
-        # Remove the probe only if it was made: on a read-only file system even that attempt fails (EROFS).
-        with contextlib.suppress(OSError):
-            probe.unlink(missing_ok=True)
         why = "the disk is full; free some space" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
         raise WriteError(f"cannot write the {what} in {existing}: {why}; {hint}") from None
-    probe.unlink(missing_ok=True)
+    finally:  # an interrupt (Ctrl-C) too; on a read-only file system even the attempt fails (EROFS)
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
 
 
-def check_checkpoint_dir(directory: Path | None, run_key: str) -> None:
-    """The checkpoint folder can be made and written (it is not made yet); the run's checkpoint is not a folder."""
+def check_checkpoint_dir(directory: Path | None, *run_keys: str) -> None:
+    """The checkpoint folder can be made and written (it is not made yet); no run's checkpoint is a folder."""
     if directory is None:
         return
     check_writable(directory, "checkpoint folder", "pass --checkpoint-dir DIR in a writable place")
-    for name in (f"{run_key}.pt", f"{run_key}.model.pt"):
+    for name in (f"{key}{suffix}" for key in run_keys for suffix in (".pt", ".model.pt")):
         if (directory / name).is_dir():
             raise WriteError(
                 f"checkpoint {directory / name} is a directory, not a file; remove it or pass --checkpoint-dir DIR"
@@ -116,4 +118,11 @@ def check_episodes(dataset: Any, spec: RunSpec, eval_query: int, scored: str = "
     Meta-training checks its train and validation splits when it starts; this checks the
     split that is scored at the end too, before any training.
     """
-    dataset.split(scored).sampler(spec.way, spec.shot, eval_query, spec.seed, stream=scored)
+    split = dataset.split(scored)
+    if spec.eval_query is None and eval_query < 1:  # all remaining rows were asked for, and none remain
+        rows = eval_query + spec.shot  # the remaining rows are the smallest class's less the shot
+        raise DataError(
+            f"--shot {spec.shot}: split {scored!r} of {dataset.name!r} has as few as {rows} examples per class, "
+            f"leaving no query after {spec.shot} support examples; give --shot below {rows}"
+        )
+    split.sampler(spec.way, spec.shot, eval_query, spec.seed, stream=scored)

@@ -257,11 +257,21 @@ def prepare(spec: RunSpec, ctx: RunContext) -> str:
     Trains nothing; identifies the data (a file's digest comes from its parse cache, so a file
     is parsed here the first time it is used): what fails here fails before the run header.
     """
-    preflight.check_spec(spec, ctx.host.dataset(spec.dataset).kind)
-    key = resolve(spec, ctx).run_key
+    return prepare_all([spec], ctx)[0]
+
+
+def prepare_all(specs: list[RunSpec], ctx: RunContext) -> list[str]:
+    """:func:`prepare` for several runs of one store (the seeds of a cell); the store and the checkpoint folder
+    are proved writable once, not once a seed."""
+    keys = []
+    for spec in specs:
+        dataset = ctx.host.dataset(spec.dataset)
+        preflight.check_spec(spec, dataset.kind)
+        preflight.check_crop(spec, dataset.crops)
+        keys.append(resolve(spec, ctx).run_key)
     preflight.check_store(Path(ctx.store_path))  # opened, migrated and proved writable now, not after training
-    preflight.check_checkpoint_dir(ctx.checkpoint_dir, key)
-    return key
+    preflight.check_checkpoint_dir(ctx.checkpoint_dir, *keys)
+    return keys
 
 
 def check_kind(spec: RunSpec, cls: type[Learner], kind: str) -> None:

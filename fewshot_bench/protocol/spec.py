@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+import numbers
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from fewshot_bench.config import parse_assignments
-from fewshot_bench.errors import ConfigError
+from fewshot_bench.errors import ConfigError, ConfigTypeError, ConfigValueError
 from fewshot_bench.records.store import RunRecord
 
 TUNED = "tuned"  # --hparams tuned: the best trial of a hyperparameter search (fewshot_bench.search.tune)
@@ -30,6 +31,87 @@ BUDGETS = {
     "quick": {"steps": 1_000, "episodes": 2_000, "val_every": 250, "val_episodes": 200},
     "paper": {"steps": 100_000, "episodes": 50_000, "val_every": 1_000, "val_episodes": 2_000},
 }
+
+
+# Bounds on what a user gives, so that a slip of the keyboard cannot take all memory or run for days unasked.
+# A count (steps, episodes, shot, a --set value, ...) above COUNT_LIMIT, or more than SEED_LIMIT seeds in one
+# command, asks for --allow-large (allow_large=True); nothing ever passes the LARGE_ limits (int32 sizes and
+# indices, a list of seeds held in memory).
+COUNT_LIMIT = 10**6
+LARGE_COUNT_LIMIT = 2**31 - 1
+SEED_LIMIT = 10_000
+LARGE_SEED_LIMIT = 1_000_000
+MAX_SEED = 2**32 - 1  # seeds are hashed as unsigned 64-bit words with room for the step
+ALLOW_LARGE = "--allow-large (allow_large=True)"
+
+
+def whole_number(name: str, value: Any) -> int:
+    """``value`` as an int: an int (numpy's too) or a whole float; a one-line TypeError or ValueError naming ``name``.
+
+    A bool, a string or a fraction is refused rather than converted: ``True`` would be stored as
+    seed 1 under another run key, ``"30"`` and ``7.5`` are not what the command line accepts.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigTypeError(f"{name} must be a whole number, not {value!r} ({type(value).__name__})")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not float(value).is_integer():
+        raise ConfigValueError(f"{name} must be a whole number, not {value!r}")
+    return int(value)
+
+
+def check_count(shown: str, value: int, allow_large: bool, limit: int = COUNT_LIMIT,
+                hard: int = LARGE_COUNT_LIMIT) -> None:
+    """Refuse ``value`` above ``limit`` unless ``allow_large``, and above ``hard`` always: one line starting with
+    ``shown`` (what the user gave, e.g. ``--steps 2,000,000``)."""
+    if value > hard:
+        raise ConfigValueError(f"{shown}: at most {hard:,}, even with --allow-large")
+    if value > limit and not allow_large:
+        raise ConfigValueError(f"{shown}: more than {limit:,}; pass {ALLOW_LARGE} if you mean it")
+
+
+def seed_count(count: int, allow_large: bool) -> None:
+    """Refuse more seeds than one command may hold (see :data:`SEED_LIMIT`) before any list of them is made."""
+    check_count(f"{count:,} seeds in one command", count, allow_large, SEED_LIMIT, LARGE_SEED_LIMIT)
+
+
+def seed_values(seeds: Iterable[Any] | str, allow_large: bool = False) -> list[int]:
+    """``seeds`` (an iterable of whole numbers, a range, or ``"A-B"``/``"A,B,..."`` as ``--seeds`` takes them) as a
+    list of distinct seeds in 0..MAX_SEED; bounded before it is made, so a huge range allocates nothing."""
+    text = seeds if isinstance(seeds, str) else None
+    if text is not None:
+        seeds = parse_seeds(text)
+    if isinstance(seeds, range) or hasattr(seeds, "__len__"):
+        seed_count(len(seeds), allow_large)
+        values = [whole_number("seeds", s) for s in seeds]
+    elif isinstance(seeds, Iterable):
+        values = []
+        for s in seeds:  # a generator: counted as it is read
+            values.append(whole_number("seeds", s))
+            seed_count(len(values), allow_large)
+    else:
+        raise ConfigTypeError(f"seeds must be an iterable of seeds or a range like '0-4', not {seeds!r}")
+    shown = repr(text) if text is not None else _shown(values)
+    if not values or len(set(values)) != len(values):
+        raise ConfigValueError(f"seeds {shown}: give one or more distinct seeds, e.g. 0-4")
+    if not all(0 <= s <= MAX_SEED for s in values):
+        raise ConfigValueError(f"seeds {shown}: seeds run from 0 to {MAX_SEED:,}")
+    return values
+
+
+def _shown(values: list[int]) -> str:
+    return str(values) if len(values) <= 10 else f"[{values[0]}, {values[1]}, ..., {values[-1]}] ({len(values):,})"
+
+
+def parse_seeds(text: str) -> range | list[int]:
+    """``"A-B"`` (inclusive, as a range: nothing is materialised) or ``"A,B,..."``; a ValueError if neither."""
+    try:
+        if "-" in text.strip().strip("-"):
+            first, last = (int(part) for part in text.split("-", 1))
+            return range(first, last + 1)
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigValueError(f"seeds {text!r} is not a seed range like 0-4 or a list like 0,1,2") from None
 
 
 def budget_help() -> str:
@@ -82,9 +164,24 @@ class RunSettings:
                                         "or tuned[:STUDY] (the best trial of `fewshot-bench tune`)", metavar="PRESET")
     overrides: Mapping[str, Any] = setting(help="set a field of the learner's Config (repeatable)", factory=dict,
                                            flag="--set", metavar="KEY=VALUE", gather=parse_assignments)
-    crop: str = setting("center", "feature crop for datasets that have several (center|multiview)", metavar="CROP")
+    crop: str = setting("center", "feature crop, of those the dataset offers (see `fewshot-bench datasets`; LEO's "
+                                   "miniImageNet has center and multiview)", metavar="CROP")
+    allow_large: bool = setting(False, f"allow counts above {COUNT_LIMIT:,} (steps, episodes, shot, --set values, "
+                                       f"...) and more than {SEED_LIMIT:,} seeds in one command")
     # TUNE_STAGE: a search trial, scored on the validation split (set by `tune`, not an option).
     stage: str = "run"
+
+    def __post_init__(self) -> None:
+        """Each field checked as its option checks it, for Python callers too (one line naming the field)."""
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int | None" and value is not None:
+                check_count(f"{_flag(f)} {value:,}", value, self.allow_large)
+        for key, value in self.overrides.items():
+            for number in _whole_numbers(value):
+                check_count(f"--set {key}={number}", number, self.allow_large)
 
     def budget_fields(self) -> dict[str, Any]:
         """The RunSpec fields of the budget: the named budget's values with the ones given over it, checked.
@@ -115,6 +212,46 @@ class RunSettings:
             train_on_val=self.train_on_val, hparams=self.hparams, overrides=dict(self.overrides), crop=self.crop,
             stage=self.stage,
         )
+
+
+def _flag(f: dataclasses.Field) -> str:
+    """The option of a settings field (``--set`` for ``overrides``)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _checked(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` of settings field ``f``, of the field's type (a whole number as an int) and among its choices."""
+    kind, choices = f.type, f.metadata.get("choices")
+    if kind == "int | None":
+        return None if value is None else whole_number(f.name, value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigTypeError(f"{f.name} must be True or False, not {value!r}")
+        return value
+    if kind.startswith("Mapping"):
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigTypeError(f"{f.name} must map Config keys to values, like {{'inner_steps': 5}}, not {value!r}")
+        return value
+    if not isinstance(value, str) and not (value is None and kind == "str | None"):
+        raise ConfigTypeError(f"{f.name} must be a {'name' if kind == 'str' else 'name or None'}, not {value!r}")
+    if choices and value not in choices:
+        raise ConfigValueError(f"{_flag(f)} {value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
+def _whole_numbers(value: Any) -> Iterator[int]:
+    """The whole numbers a ``--set`` value holds (``5``, ``"5"``, ``"128,128"``, ``(128, 128)``): counts to bound."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _whole_numbers(item)
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        yield int(value)
+    elif isinstance(value, str):
+        for part in value.split(","):
+            try:
+                yield int(part)
+            except ValueError:
+                continue
 
 
 def settings_of(settings: RunSettings | None = None, **fields: Any) -> RunSettings:

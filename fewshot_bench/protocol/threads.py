@@ -56,6 +56,9 @@ BIG_MODEL = 2**22  # parameters
 # shared core costs as much (docs/speed.md, "Threads").
 BIG_EVAL = 2**25
 
+# A thread request above this many per core is a slip (torch cannot even take some): refused, naming the cores.
+THREADS_PER_CORE = 4
+
 # What a user may ask for: a number of threads, FREE, or None (auto).
 Request = int | str | None
 
@@ -90,12 +93,16 @@ def parse_threads(value: str | int | None, source: str = "--threads") -> Request
     if isinstance(value, str) and value.strip().lower() == FREE:
         return FREE
     try:
-        n = int(value)
+        n = 0 if isinstance(value, bool) else int(value)
     except (TypeError, ValueError):
         n = 0
     if n < 1:
         raise ConfigError(f"{source} must be a positive number of threads N, 'auto' (the default: from the cores "
                           f"and the work's size) or 'free' (the cores other processes leave free), not {value!r}")
+    cores = cpu_cores()
+    if n > THREADS_PER_CORE * cores:
+        raise ConfigError(f"{source}={value}: at most {THREADS_PER_CORE * cores:,} threads, {THREADS_PER_CORE} for "
+                          f"each of the {cores} core(s) this process may use (more only wait for each other)")
     return n
 
 

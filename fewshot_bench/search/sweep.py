@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fewshot_bench.config import config_to_dict
-from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.errors import ConfigError, ConfigValueError, FewshotBenchError
 from fewshot_bench.plugin_host import PluginHost
 from fewshot_bench.protocol import preflight
 from fewshot_bench.protocol.runner import (
@@ -30,7 +30,7 @@ from fewshot_bench.protocol.runner import (
     run_key,
     store_run,
 )
-from fewshot_bench.protocol.spec import TUNED, Job, PopulationJob, RunSpec, cell_of
+from fewshot_bench.protocol.spec import MAX_SEED, TUNED, Job, PopulationJob, RunSpec, cell_of, seed_count, whole_number
 from fewshot_bench.records.stats import metric_text
 from fewshot_bench.records.store import ResultStore
 from fewshot_bench.reports.tables import get_table
@@ -225,8 +225,12 @@ def _store(outcome: RunOutcome, job: Job, store_path: Path, checkpoint_dir: Path
     store_run(outcome, store_path, checkpoint_dir)
 
 
-def seed_list(seeds: int, first: int = 0) -> list[int]:
-    """Seeds ``first .. first + seeds - 1`` (the paper uses 5)."""
+def seed_list(seeds: int, first: int = 0, allow_large: bool = False) -> list[int]:
+    """Seeds ``first .. first + seeds - 1`` (the paper uses 5), bounded before the list is made."""
+    seeds, first = whole_number("seeds", seeds), whole_number("first_seed", first)
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    seed_count(seeds, allow_large)
+    if first < 0 or first + seeds - 1 > MAX_SEED:
+        raise ConfigValueError(f"--first-seed {first} --seeds {seeds}: seeds run from 0 to {MAX_SEED:,}")
     return list(range(first, first + seeds))
