@@ -50,7 +50,9 @@ def fewshot_bench_register_datasets(register: Callable[..., None]) -> None:
         mapping of each split (those in ``request.splits``; all when None) to a digest of its
         content, read without loading the data (a file's digest kept beside it). The data's
         identity is part of every run key; without ``identify`` the harness loads the
-        dataset and hashes its splits' features, class sizes and names.
+        dataset and hashes its splits' features, class sizes and names. ``crops`` names
+        the feature crops it offers (default ``("center",)``): a run's ``--crop`` must be
+        one of them.
     """
 
 
