@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.errors import ConfigError, ConfigValueError, FewshotBenchError
 from fewshot_bench.locations import checkpoint_folder, data_root
 from fewshot_bench.protocol.spec import (
+    TUNE_STAGE,
     RunSettings,
     RunSpec,
     hparams_source,
@@ -147,6 +148,7 @@ class CheckedRun:
     spec: RunSpec
     run_key: str
     stored: RunRecord | None  # the stored run with this key, reused unless ``rerun``
+    meta_trained: bool = True  # False: the learner has nothing to meta-train (or no steps): only evaluated
 
 
 def run_spec(
@@ -236,7 +238,7 @@ def run(
     run_key = prepare(spec, ctx)
     stored = None if rerun else preflight.stored_run(store, run_key)
     if on_checked is not None:
-        on_checked(CheckedRun(spec, run_key, stored))
+        on_checked(CheckedRun(spec, run_key, stored, meta_trains(host, spec)))
     if stored is not None:  # one run key, one complete row: reuse it
         drop_checkpoint(ctx.checkpoint_dir, run_key)
     out = None if stored is not None else execute(spec, ctx, rerun=rerun)
@@ -251,6 +253,12 @@ def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | 
     return RunResult.from_record(
         store, record, values, reused=stored is not None, stored_by_other=bool(out and out.stored_by_other)
     )
+
+
+def meta_trains(host: PluginHost, spec: RunSpec) -> bool:
+    """Whether ``spec`` meta-trains: its learner has something to meta-train on its dataset's task kind, and steps."""
+    kind = host.dataset(spec.dataset).kind
+    return host.learner(spec.learner).for_kind(kind).meta_trainable and spec.steps > 0
 
 
 def check_seeds(seeds: Iterable[int] | str, seed: int | None = None, allow_large: bool = False) -> list[int]:
@@ -281,7 +289,7 @@ def _run_seeds(
     stored = [None if rerun else preflight.stored_run(ctx.store_path, key) for key in keys]
     if on_checked is not None:
         for spec, key, row in zip(specs, keys, stored):
-            on_checked(CheckedRun(spec, key, row))
+            on_checked(CheckedRun(spec, key, row, meta_trains(ctx.host, spec)))
     for key, row in zip(keys, stored):
         if row is not None:
             drop_checkpoint(ctx.checkpoint_dir, key)
@@ -596,9 +604,10 @@ class TableResult:
     data: report.TableRuns
     crop: str
 
-    def render(self, fmt: str = "markdown") -> str:
-        """The table as text, in one of :data:`fewshot_bench.reports.report.FORMATS` (markdown, latex, ...)."""
-        return report.render(self.spec, self.data, self.settings, fmt, self.crop)
+    def render(self, fmt: str = "markdown", width: int | None = None) -> str:
+        """The table as text, in one of :data:`fewshot_bench.reports.report.FORMATS` (markdown, latex, ...);
+        markdown at most ``width`` characters wide where it can be (None: one table, however wide)."""
+        return report.render(self.spec, self.data, self.settings, fmt, self.crop, width)
 
     def plot(self, path: str | Path) -> Path:
         """Draw the table as a grouped bar chart into ``path`` (a PNG)."""
@@ -714,19 +723,40 @@ class StoredRun:
         return is_transductive(self.record)
 
 
+STAGES = ("run", TUNE_STAGE)  # a run's stage: a run scored on test, or a search's trial scored on validation
+
+
 def stored_runs(
     store: str | Path = DEFAULT_STORE,
     learner: str | None = None,
     dataset: str | None = None,
     protocol: str | None = None,
+    *,
+    shot: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    stage: str | None = None,
+    data: str | None = None,
 ) -> list[StoredRun]:
-    """The stored runs, oldest first, of ``learner``, ``dataset`` and ``protocol`` (an id or its prefix) when given."""
+    """The stored runs, oldest first, of ``learner``, ``dataset``, ``shot``, ``seed``, ``steps`` (meta-training
+    steps asked), ``stage`` (``run`` or ``tune``), ``protocol`` and ``data`` (ids or their prefixes) when given."""
     where = {k: v for k, v in (("learner", learner), ("dataset", dataset)) if v}
+    where |= {k: whole_number(k, v) for k, v in (("shot", shot), ("seed", seed)) if v is not None}
+    steps = None if steps is None else whole_number("steps", steps)
+    if stage is not None and stage not in STAGES:
+        raise ConfigValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
     with ResultStore(Path(store), create=False) as db:
         found = [StoredRun(r, protocol_of(r)) for r in db.runs(**where)]
+    if steps is not None:
+        found = [s for s in found if s.record.options.get("steps") == steps]
+    if stage is not None:
+        found = [s for s in found if s.record.options.get("stage", "run") == stage]
     if protocol:
         wanted = protocol.strip().lower()
         found = [s for s in found if s.protocol.id.startswith(wanted)]
+    if data:
+        wanted = data.strip().lower()
+        found = [s for s in found if (data_id_of(s.record) or "").startswith(wanted)]
     return found
 
 
@@ -735,8 +765,16 @@ def results(
     learner: str | None = None,
     dataset: str | None = None,
     protocol: str | None = None,
+    *,
+    shot: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    stage: str | None = None,
+    data: str | None = None,
 ) -> pd.DataFrame:
-    """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them.
+    """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them; only those of
+    ``learner``, ``dataset``, ``shot``, ``seed``, ``steps``, ``stage``, ``protocol`` and ``data`` when given
+    (:func:`stored_runs`).
 
     ``value`` holds each run's main metric (named by ``metric``: accuracy in 0..1, or mse);
     ``protocol`` is the id of the shared protocol (runs with equal ids may be combined);
@@ -754,7 +792,8 @@ def results(
             "transductive": s.transductive, "metric": s.record.metric, "value": s.record.mean,
             "ci95": s.record.ci95, "episodes": s.record.episodes, "created": s.record.created_at,
         }
-        for s in stored_runs(store, learner, dataset, protocol)
+        for s in stored_runs(store, learner, dataset, protocol, shot=shot, seed=seed, steps=steps, stage=stage,
+                             data=data)
     ]
     columns = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "steps", "preset", "overrides",
                "protocol", "data_id", "execution", "transductive", "metric", "value", "ci95", "episodes", "created"]

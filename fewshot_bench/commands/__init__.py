@@ -32,7 +32,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("new-plugin", "new_plugin", "write a new learner plugin package from the template"),
     Command("pretrain", "pretrain", "pretrain a feature backbone on the meta-train classes"),
     Command("rekey", "rekey", "give runs stored before data ids the id of their (unchanged) data"),
-    Command("results", "results", "list stored runs"),
+    Command("results", "results", "list stored runs (or write them to a CSV, Parquet or JSON file)"),
     Command("run", "run", "meta-train and evaluate one learner"),
     Command("sweep", "sweep", "run a table's grid of runs (resumable; local pool or Ray)"),
     Command("table", "table", "render Table 1 or 2 from the store beside the paper's numbers"),

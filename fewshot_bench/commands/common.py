@@ -7,12 +7,12 @@ import dataclasses
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
+from fewshot_bench.console.table_fit import fit_table, terminal_width
 from fewshot_bench.locations import DATA_ENV, data_root
 from fewshot_bench.protocol.spec import RunSettings
 from fewshot_bench.records.store import DEFAULT_STORE
@@ -76,9 +76,20 @@ def print_json(obj: Any) -> None:
 
 
 def print_table(rows: Iterable[dict[str, Any]], empty: str = "(none)") -> None:
-    """Print rows of dicts as a plain-text table."""
+    """Print rows of dicts as a plain-text table, fitted to the terminal's width (console.table_fit)."""
     rows = list(rows)
-    print(tabulate(rows, headers="keys", tablefmt="simple") if rows else empty)
+    if not rows:
+        print(empty)
+        return
+    headers = list(dict.fromkeys(key for row in rows for key in row))
+    print(fit_table([[row.get(key, "") for key in headers] for row in rows], headers, width=terminal_width()))
+
+
+def print_wrapped(text: str) -> None:
+    """Print a note, its words wrapped to the terminal's width (lines after the first indented); whole elsewhere."""
+    width = terminal_width()
+    print(textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+          if width else text)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

@@ -12,6 +12,7 @@ from fewshot_bench.commands.common import (
     datasets_of,
     host_from_args,
 )
+from fewshot_bench.console.table_fit import terminal_width
 from fewshot_bench.reports.combining import parse_learner_overrides
 from fewshot_bench.reports.report import FORMATS
 from fewshot_bench.workflows import table
@@ -39,7 +40,7 @@ def handle(args: argparse.Namespace) -> int:
         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides), store=args.store,
         host=host_from_args(args), data=args.data,
     )
-    print(result.render(args.format))
+    print(result.render(args.format, terminal_width()))
     if args.plot:
         result.plot(args.plot)
     return 0

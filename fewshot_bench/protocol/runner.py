@@ -332,11 +332,12 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
     return Prepared(**vars(resolved), dataset=dataset, scored=scored, eval_query=eval_query, task=task, learner=learner)
 
 
-def use_threads(learner: Learner, ctx: RunContext) -> ThreadChoice:
+def use_threads(learner: Learner, ctx: RunContext, meta_trained: bool = True) -> ThreadChoice:
     """Set torch's threads for meta-training ``learner`` as the context asks (protocol.threads); returns the
-    choice."""
+    choice (said in the log only when there is meta-training to use it)."""
     threads = apply_threads(choose_threads(learner, *requested_threads(ctx.threads), cap=ctx.max_threads))
-    log.info("torch threads: %d (%s)", threads.threads, threads.reason)
+    if meta_trained:
+        log.info("torch threads: %d (%s)", threads.threads, threads.reason)
     return threads
 
 
@@ -397,7 +398,7 @@ def compute(
     validation (:class:`TrainOptions`; a search's pruner).
     """
     run = setup(spec, ctx, expected_key)
-    threads = use_threads(run.learner, ctx)
+    threads = use_threads(run.learner, ctx, run.meta_trained)
     profiler = Profiler(ctx.profile, ctx.device)
     train_summary: dict[str, Any] = {"meta_trained": False}
     t0 = time.perf_counter()
@@ -420,7 +421,7 @@ def compute_population(
     how the population trained (members, path, peak memory); ``train_s`` is the population's.
     """
     runs = [setup(spec, ctx, None if expected_keys is None else expected_keys[i]) for i, spec in enumerate(specs)]
-    threads = use_threads(runs[0].learner, ctx)
+    threads = use_threads(runs[0].learner, ctx, runs[0].meta_trained)
     profiler = Profiler(ctx.profile, ctx.device)
     summaries: list[dict[str, Any]] = [{"meta_trained": False} for _ in runs]
     report: dict[str, Any] = {"members": len(runs)}

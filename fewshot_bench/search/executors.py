@@ -105,7 +105,7 @@ class InlineExecutor(Executor):
 
     @property
     def description(self) -> str:
-        return "in this process"
+        return "this process, one run after another"
 
     def run(self, jobs: Iterable[Job | PopulationJob], in_flight: int | None = None) -> Finished:
         for job in jobs:  # one at a time: in flight is always 1
