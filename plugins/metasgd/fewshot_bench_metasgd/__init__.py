@@ -17,6 +17,7 @@ from fewshot_bench.api import (
     LearnerConfig,
     LossOutput,
     PredictionBatch,
+    RegisterLearner,
     TaskSpec,
     flat,
     hookimpl,
@@ -99,6 +100,6 @@ class MetaSGD(Learner):
 
 
 @hookimpl
-def fewshot_bench_register_learners(register):
+def fewshot_bench_register_learners(register: RegisterLearner) -> None:
     """Register ``metasgd``."""
     register(MetaSGD)
