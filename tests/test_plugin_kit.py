@@ -188,8 +188,17 @@ class Constant(NearestCentroid):
         return self.bias.expand(batch.batch_size, batch.n_queries, batch.n_way)
 
     def meta_loss(self, batch):
-        logits = self.predict(batch)
+        logits = self.predict(batch.inputs())  # predict sees what it sees at evaluation: no query labels
         return LossOutput(CLASSIFICATION.loss(logits, batch.query_labels))
+
+
+class LabelledPredict(Constant):
+    """Hands predict the labelled EpisodeBatch from meta_loss: predict would see what it never sees at evaluation."""
+
+    name = "labelled-predict"
+
+    def meta_loss(self, batch):
+        return LossOutput(CLASSIFICATION.loss(self.predict(batch), batch.query_labels))
 
 
 @pytest.mark.parametrize(
@@ -206,6 +215,7 @@ class Constant(NearestCentroid):
         (HiddenState, "state-dict", "registered buffers"),
         (NoDataclassConfig, "config", "must be a @dataclass"),
         (Dead, "meta-loss", "no gradient"),
+        (LabelledPredict, "meta-loss", "call self.predict(batch.inputs())"),
         (Dead, "meta-training", "did not change any parameter"),
         (Constant, "meta-training", "not better than a trivial predictor"),
     ],

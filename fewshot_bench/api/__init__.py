@@ -44,6 +44,7 @@ from fewshot_bench.api.mlp import (
 from fewshot_bench.api.noise import episode_keys, episode_normal, hashed_normals, hashed_uniforms, mix64, query_order
 from fewshot_bench.api.search_space import Choice, Float, Int
 from fewshot_bench.api.tasks import CLASSIFICATION, REGRESSION, TaskKind, task_kind
+from fewshot_bench.api.testing import make_episode_batch, make_prediction_batch
 from fewshot_bench.api.training_noise import Noise, step_key
 from fewshot_bench.errors import ConfigError, DataError, FewshotBenchError
 
@@ -89,6 +90,8 @@ __all__ = [
     "inner_gradient",
     "l2_normalize",
     "linear_logits",
+    "make_episode_batch",
+    "make_prediction_batch",
     "mix64",
     "mlp_for",
     "onehot_labels",
