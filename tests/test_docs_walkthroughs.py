@@ -82,6 +82,24 @@ def write_csv_features(root: Path, dim: int = 16, rows: int = 25) -> None:
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
 
 
+def test_dataset_walkthrough_loads_class_sorted_splits(install, tmp_path):
+    """The CSV dataset, installed: the harness finds its entry point and the dataset by its alias, and each split
+    holds its classes' rows, class by class, L2-normalised."""
+    from fewshot_bench.api import DataRequest, FeatureSplit
+    from fewshot_bench.plugin_host import load_plugins
+
+    install("my_features", walkthrough_code(DATASET), "fewshot-bench-csv-features", "csv-features")
+    write_csv_features(tmp_path / "csv")
+    host = load_plugins()
+    assert host.datasets["csv-features"].plugin.distribution == "fewshot-bench-csv-features"
+    data = host.dataset("CSV").load(DataRequest(data_dir=tmp_path / "csv"))
+    assert data.name == "csv-features" and set(data.splits) == {"train", "val", "test"}
+    test = data.split("test")
+    assert isinstance(test, FeatureSplit) and test.num_classes == 6 and list(test.counts) == [25] * 6
+    assert test.class_names[0] == "test-0" and abs(float(test.features[0].norm()) - 1.0) < 1e-5
+
+
+@pytest.mark.slow
 def test_dataset_walkthrough_is_a_dataset_a_learner_runs_on(install, cli, tmp_path):
     """The CSV dataset, installed from the walk-through alone: listed, meta-trained and tested on, identified by
     content, and a missing file is a one-line error."""
@@ -90,11 +108,13 @@ def test_dataset_walkthrough_is_a_dataset_a_learner_runs_on(install, cli, tmp_pa
     write_csv_features(data)
     listed = cli("datasets")
     assert listed.code == 0 and "csv-features" in listed.out, listed.err
-    r = cli("run", "--learner", "metasgd", "--dataset", "csv", "--data-dir", data, "--shot", "1", "--steps", "20",
-            "--val-every", "20", "--val-episodes", "20", "--episodes", "50", "--json")
+    r = cli("run", "--learner", "metasgd", "--dataset", "csv", "--data-dir", data, "--shot", "1", "--steps", "10",
+            "--val-every", "10", "--val-episodes", "10", "--episodes", "40", "--json")
     assert r.code == 0, r.err
     result = r.json()
     assert result["dataset"] == "csv-features" and result["accuracy"] > 0.6, result  # 5-way: chance is 0.2
+    (stored,) = cli("results", "--json").json()  # which distribution made the number (docs: options.plugin)
+    assert stored["options"]["plugin"] == "fewshot-bench-metasgd" and "fewshot-bench-metasgd" in stored["versions"]
     (data / "test.csv").unlink()
     r = cli("run", "--learner", "nearest-centroid", "--dataset", "csv-features", "--data-dir", data)
     assert r.code == 1 and len(r.err.strip().splitlines()) == 1 and "test.csv does not exist" in r.err, r.err
