@@ -69,7 +69,8 @@ def fewshot_bench_register_learners(register: RegisterLearner) -> None:
         ``fewshot-bench-leo``, ``-metasgd``, ``-maml``) always keep their names; among
         other distributions the first registration wins. A learner's ``predict`` receives
         a :class:`fewshot_bench.api.PredictionBatch` (no query labels, queries unordered) and
-        its ``meta_loss`` a labelled :class:`fewshot_bench.api.EpisodeBatch`.
+        its ``meta_loss`` a labelled :class:`fewshot_bench.api.EpisodeBatch`; ``meta_loss``
+        calls ``predict`` with ``batch.inputs()``, never the labelled batch.
     """
 
 
