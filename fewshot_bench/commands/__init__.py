@@ -29,7 +29,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("learners", "listing", "list installed learners"),
     Command("datasets", "listing", "list available datasets"),
     Command("plugins", "listing", "list installed plugins, their versions and load errors"),
-    Command("new-plugin", "new_plugin", "write a new learner plugin package from the template"),
+    Command("new-plugin", "new_plugin", "write a new learner, dataset or backbone plugin package from a template"),
     Command("pretrain", "pretrain", "pretrain a feature backbone on the meta-train classes"),
     Command("rekey", "rekey", "give runs stored before data ids the id of their (unchanged) data"),
     Command("results", "results", "list stored runs (or write them to a CSV, Parquet or JSON file)"),

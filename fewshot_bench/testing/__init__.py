@@ -16,6 +16,9 @@ or from pytest, one test per check (the scikit-learn ``parametrize_with_checks``
 Loading this module as a pytest plugin (``pytest -p fewshot_bench.testing``) adds the
 ``--fewshot-check-budget`` and ``--fewshot-check-steps`` options and the ``check_options``
 and ``check_learner`` fixtures. ``fewshot-bench check-plugin LEARNER`` runs the same checks.
+
+:func:`load_plugin` loads a plugin module in-process, before it is installed, as its entry
+point would: what a plugin's own tests hand ``fewshot_bench.run(..., host=...)``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from fewshot_bench.testing.checks import (
     run_check,
     run_checks,
 )
+from fewshot_bench.plugin_host import PluginHost, load_plugins
 from fewshot_bench.testing.harness import BUDGET_ENV, CheckOptions, default_options, set_default_options
 
 __all__ = [
@@ -42,11 +46,22 @@ __all__ = [
     "CheckResult",
     "CheckSkipped",
     "default_options",
+    "load_plugin",
     "parametrize_with_checks",
     "run_check",
     "run_checks",
     "set_default_options",
 ]
+
+
+def load_plugin(module: object, name: str | None = None) -> PluginHost:
+    """The installed plugins and ``module`` (a plugin module, or any object with hook implementations) loaded
+    in-process under entry-point name ``name`` (default: the module's name), as an installed entry point would be.
+
+    Its registrations are checked and isolated like an installed plugin's: a failure is in
+    ``host.failures``, not raised.
+    """
+    return load_plugins(extra=[(name or getattr(module, "__name__", "plugin"), module)])
 
 
 def parametrize_with_checks(learners, checks=None):
