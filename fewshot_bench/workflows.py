@@ -190,7 +190,7 @@ def run(
     on_checked: Callable[[CheckedRun], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
-    tracking: Tracking | None = None,
+    tracking: Tracking | str | None = None,
     **fields: Any,
 ) -> RunResult | list[RunResult]:
     """Meta-train and evaluate one learner on one setting and seed, store it, and return its result.
@@ -206,9 +206,10 @@ def run(
     together as a population (:mod:`fewshot_bench.protocol.population`) of at most ``population_size``
     members, or one after another with ``population=False``.
 
-    ``tracking`` (:meth:`Tracking.checked <fewshot_bench.tracking.destination.Tracking.checked>`) logs the run to
-    TensorBoard or MLflow: one run live as it trains, ``seeds`` from their stored records; a run the destination
-    shows already is not logged again.
+    ``tracking`` (``"tensorboard"`` or ``"mlflow"`` with their defaults, or a
+    :meth:`Tracking.checked <fewshot_bench.tracking.destination.Tracking.checked>`) logs the run to TensorBoard or
+    MLflow: one run live as it trains, ``seeds`` from their stored records; a run the destination shows already is
+    not logged again.
     """
     import torch
 
@@ -219,6 +220,7 @@ def run(
     from fewshot_bench.search.tune import with_tuned
 
     given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
+    tracking = tracked(tracking)
     seed_list = None if seeds is None else check_seeds(seeds, seed, given.allow_large)
     seed = 0 if seed is None else whole_number("seed", seed)
     if population_size is not None:
@@ -262,6 +264,11 @@ def run(
         record = db.run(result.run_id)
     session.finish(live, record, protocol_of(record).id)
     return result
+
+
+def tracked(tracking: Tracking | str | None) -> Tracking | None:
+    """A tracking destination as given: a checked :class:`Tracking`, a tracker's name (its defaults), or None."""
+    return Tracking.checked(tracking) if isinstance(tracking, str) else tracking
 
 
 def _track_stored(tracking: Tracking | None, store: Path, run_ids: list[str]) -> Logged | None:
@@ -395,7 +402,7 @@ def sweep(
     on_plan: Callable[[SweepResult], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
-    tracking: Tracking | None = None,
+    tracking: Tracking | str | None = None,
     **fields: Any,
 ) -> SweepResult:
     """Run every (learner, dataset, shot, seed) cell the store does not have yet, as ``fewshot-bench sweep``.
@@ -420,6 +427,7 @@ def sweep(
         raise TypeError(f"sweep() got an unexpected keyword argument {wrong[0]!r} (a sweep's grid: datasets, shots)")
     store = Path(store)
     shared = settings_of(settings or RunSettings(**SWEEP_DEFAULTS), **fields)
+    tracking = tracked(tracking)
     todo, result, torch_device, host = _plan_sweep(
         (learners, datasets, shots, seeds, first_seed, table), shared, store, data_dir, device, host
     )
