@@ -565,6 +565,7 @@ def tune(
     progress: bool = False,
     host: PluginHost | None = None,
     on_request: Callable[[SearchRequest], None] | None = None,
+    tracking: Tracking | str | None = None,
     **options: Any,
 ) -> SearchReport:
     """Search ``learner``'s hyperparameters on the validation split until the study has ``trials`` finished trials,
@@ -573,7 +574,8 @@ def tune(
     ``options`` are :func:`search_request`'s (settings and their fields, space, sampler, seed,
     score, pruner, ...). The same call resumes or extends the same study; every completed
     trial is a stored run. ``workers`` 1 computes in this process, N > 1 a local pool, None one
-    worker per core. ``on_request`` is called with the checked request before any trial runs.
+    worker per core. ``on_request`` is called with the checked request before any trial runs. ``tracking`` logs
+    the study's stored trials the destination does not show yet, from their records, when the search ends.
     """
     import torch
 
@@ -582,6 +584,7 @@ def tune(
     from fewshot_bench.search.tune import executor_capacity, search
 
     host = _host(host)
+    tracking = tracked(tracking)
     request = search_request(learner, dataset, host=host, **options)
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
@@ -592,9 +595,23 @@ def tune(
     places = worker_settings(store, data_dir, checkpoint_dir)
     if on_request is not None:
         on_request(request)
+    session = TrackingSession(tracking) if tracking is not None else None  # a bad destination fails before trials
     runner = make_executor(executor, workers, places, ray_address, str(torch_device))
-    return search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
-                  progress, Path(places.data_dir) if places.data_dir else None)
+    report = search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
+                    progress, Path(places.data_dir) if places.data_dir else None)
+    if session is not None:
+        _log_records(session, _trial_records(store, report.study))
+    return report
+
+
+def _trial_records(store: Path, study: str) -> list[RunRecord]:
+    """The stored runs of a study's trials (a pruned or failed trial stored none), in trial order."""
+    from fewshot_bench.search.tune import load_study
+
+    run_ids = [t.user_attrs["run_id"] for t in load_study(store, study).trials if "run_id" in t.user_attrs]
+    with ResultStore(store, create=False) as db:
+        stored = {r.run_id: r for r in db.runs()}
+    return [stored[run_id] for run_id in run_ids if run_id in stored]
 
 
 # --- reading the store -----------------------------------------------------------------------------

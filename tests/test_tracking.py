@@ -235,7 +235,8 @@ def test_a_missing_extra_is_one_line_naming_it_before_any_work(cli, tmp_path, mo
     (("--tracker", "tensorboard", "--tracking-uri", "sqlite:///x.db"), "MLflow's"),
     (("--tracker", "mlflow", "--log-dir", "tb"), "--log-dir is TensorBoard's"),
     (("--experiment", "x"), "add --tracker mlflow"),
-    (("--tracker", "mlflow", "--tracking-uri", "nosuchscheme://x"), "MLflow cannot open tracking URI nosuchscheme://x"),
+    pytest.param(("--tracker", "mlflow", "--tracking-uri", "nosuchscheme://x"),  # imports mlflow: seconds
+                 "MLflow cannot open tracking URI nosuchscheme://x", marks=pytest.mark.slow),
 ])
 def test_tracking_options_are_checked_before_any_work(cli, tmp_path, args, needle):
     one_line_error(cli("run", "--learner", "nearest-centroid", "--episodes", "50", *args), needle)
@@ -267,3 +268,18 @@ def test_the_extras_are_declared_and_the_test_install_has_them():
     assert extras["tensorboard"] == ["tensorboard>=2.14"] and extras["mlflow"] == ["mlflow>=2.9"]
     line = next(x for x in (ROOT / "requirements-test.txt").read_text().splitlines() if x.startswith("-e .["))
     assert {"tensorboard", "mlflow"} <= set(line[len("-e .["):-1].split(","))
+
+
+@pytest.mark.slow
+def test_a_search_logs_its_stored_trials(cli, tmp_path):
+    r = cli("tune", "--learner", "metasgd", "--trials", "2", "--steps", "20", "--val-every", "10",
+            "--val-episodes", "20", "--workers", "1", "--tracker", "tensorboard", "--log-dir", "tb")
+    assert r.code == 0, r.err
+    trials = [r for r, _ in stored(tmp_path / "fewshot-results.db")]
+    assert len(trials) == 2 and {t.options["stage"] for t in trials} == {"tune"}
+    for trial in trials:
+        reader = events(tmp_path / "tb" / f"metasgd-synthetic-5w1s-seed0-{trial.run_key[:8]}")
+        history = trial.summary["train"]["history"]
+        assert scalars(reader, "val/accuracy") == [(p["step"], pytest.approx(p["val_metric"], abs=1e-6))
+                                                    for p in history]
+        assert "| stage | tune |" in text(reader, "params/text_summary")

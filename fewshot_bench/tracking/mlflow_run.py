@@ -32,8 +32,15 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
 
 def logged_run_ids(mlflow_client: Any, experiment: str) -> set[str]:
     """The stored run ids that runs of ``experiment`` (an id) show, by their tag."""
-    runs = mlflow_client.search_runs([experiment], filter_string=f"tags.`{RUN_ID_TAG}` != ''", max_results=50_000)
-    return {run.data.tags[RUN_ID_TAG] for run in runs if RUN_ID_TAG in run.data.tags}
+    found: set[str] = set()
+    token = None
+    while True:  # page by page: an experiment may hold more runs than one search returns
+        page = mlflow_client.search_runs([experiment], filter_string=f"tags.`{RUN_ID_TAG}` != ''",
+                                         max_results=1000, page_token=token)
+        found.update(run.data.tags[RUN_ID_TAG] for run in page if RUN_ID_TAG in run.data.tags)
+        token = page.token
+        if not token:
+            return found
 
 
 class MlflowRun(RunTracker):

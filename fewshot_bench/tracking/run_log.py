@@ -79,9 +79,12 @@ class TrainingLog:
         try:
             write(self.tracker)
         except Exception as exc:
-            log.warning("tracking stopped (%s: %s); the run goes on and is stored as usual",
-                        type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
-            self.tracker = None
+            self._stop(exc)
+
+    def _stop(self, exc: Exception) -> None:
+        log.warning("tracking stopped (%s: %s); the run goes on and is stored as usual",
+                    type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+        self.tracker = None
 
     def params(self, values: Mapping[str, Scalar]) -> None:
         """Log parameters."""
@@ -105,7 +108,12 @@ class TrainingLog:
         """After meta-training step ``step`` (counted from 1): keep a copy of its loss and the learner's metrics."""
         if self.tracker is None:
             return
-        kept = {k: v.detach().clone() for k, v in metrics.items() if k != "nan_step" and v.numel() == 1}
+        try:  # a plugin's metric that is no scalar tensor (a float, a vector) is left out; it never stops the run
+            kept = {k: v.detach().clone() if hasattr(v, "detach") else float(v) for k, v in metrics.items()
+                    if k != "nan_step" and (not hasattr(v, "numel") or v.numel() == 1)}
+        except Exception as exc:
+            self._stop(exc)
+            return
         self._pending.append((step, kept))
         self._last_step_at = time.perf_counter()
 
