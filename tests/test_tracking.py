@@ -283,3 +283,15 @@ def test_a_search_logs_its_stored_trials(cli, tmp_path):
         assert scalars(reader, "val/accuracy") == [(p["step"], pytest.approx(p["val_metric"], abs=1e-6))
                                                     for p in history]
         assert "| stage | tune |" in text(reader, "params/text_summary")
+
+
+@pytest.mark.slow
+def test_seeds_trained_as_a_population_are_logged_from_their_records(cli, tmp_path):
+    r = cli(*METASGD, "--seeds", "0-1", "--tracker", "tensorboard", "--log-dir", "tb")
+    assert r.code == 0, r.err
+    records = [r for r, _ in stored(tmp_path / "fewshot-results.db")]
+    assert sorted(r.seed for r in records) == [0, 1]
+    for record in records:
+        reader = events(tmp_path / "tb" / f"metasgd-synthetic-5w1s-seed{record.seed}-{record.run_key[:8]}")
+        assert [s for s, _ in scalars(reader, "val/accuracy")] == [10, 20]
+        assert scalars(reader, "test/accuracy") == [(20, pytest.approx(record.mean, abs=1e-6))]
