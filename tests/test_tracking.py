@@ -54,8 +54,15 @@ def tracking_uri(tmp_path_factory) -> str:
     """One MLflow store (SQLite) for the module: creating its tables is MLflow's slowest step."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # creates the tables once
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # MLflow keeps one store per URI, its artifact root (./mlruns) resolved where it was first opened: there.
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        MlflowClient(uri).search_experiments()  # creates the tables once
+    finally:
+        os.chdir(here)
     return uri
 
 
@@ -163,6 +170,7 @@ def test_mlflow_logs_a_live_run_and_export_logs_each_stored_run_once(cli, tmp_pa
     assert baseline.data.tags["fewshot_bench.run_id"] == report["logged"][0]
     assert baseline.data.params["learner"] == "nearest-centroid" and "test/accuracy" in baseline.data.metrics
     assert [a.path for a in client.list_artifacts(baseline.info.run_id, "figures")] == ["figures/fig.png"]
+    assert baseline.info.artifact_uri.startswith(str(Path(tracking_uri[len("sqlite:///"):]).parent))
     # Again: nothing new.
     again = cli("export", "--to", "mlflow", *uri, "--experiment", "live", "--json")
     assert again.json()["logged"] == [] and len(mlflow_runs(tracking_uri, "live")) == 2
