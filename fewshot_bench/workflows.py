@@ -48,6 +48,8 @@ from fewshot_bench.reports.paired import PairedReport
 from fewshot_bench.reports.paired import compare as paired_compare
 from fewshot_bench.reports.tables import PAPER_DATASETS, Setting, TableSpec, get_table
 from fewshot_bench.reports.tables import settings as table_columns
+from fewshot_bench.tracking.destination import Tracking
+from fewshot_bench.tracking.session import Logged, TrackingSession
 
 if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
     from fewshot_bench.plugin_host import PluginHost
@@ -190,6 +192,7 @@ def run(
     on_checked: Callable[[CheckedRun], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
+    tracking: Tracking | str | None = None,
     **fields: Any,
 ) -> RunResult | list[RunResult]:
     """Meta-train and evaluate one learner on one setting and seed, store it, and return its result.
@@ -204,6 +207,11 @@ def run(
     stored exactly as separate runs would be; the seeds the store lacks are meta-trained
     together as a population (:mod:`fewshot_bench.protocol.population`) of at most ``population_size``
     members, or one after another with ``population=False``.
+
+    ``tracking`` (``"tensorboard"`` or ``"mlflow"`` with their defaults, or a
+    :meth:`Tracking.checked <fewshot_bench.tracking.destination.Tracking.checked>`) logs the run to TensorBoard or
+    MLflow: one run live as it trains, ``seeds`` from their stored records; a run the destination shows already is
+    not logged again.
     """
     import torch
 
@@ -214,6 +222,7 @@ def run(
     from fewshot_bench.search.tune import with_tuned
 
     given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
+    tracking = tracked(tracking)
     seed_list = None if seeds is None else check_seeds(seeds, seed, given.allow_large)
     seed = 0 if seed is None else whole_number("seed", seed)
     if population_size is not None:
@@ -233,7 +242,7 @@ def run(
     )
     if seed_list is not None:
         specs = [replace(spec, seed=seed) for seed in seed_list]
-        return _run_seeds(specs, ctx, rerun, on_checked, population, population_size)
+        return _run_seeds(specs, ctx, rerun, on_checked, population, population_size, tracking)
     # Everything the options, the config, the store and the checkpoint folder can tell, before any work.
     run_key = prepare(spec, ctx)
     stored = None if rerun else preflight.stored_run(store, run_key)
@@ -241,8 +250,46 @@ def run(
         on_checked(CheckedRun(spec, run_key, stored, meta_trains(host, spec)))
     if stored is not None:  # one run key, one complete row: reuse it
         drop_checkpoint(ctx.checkpoint_dir, run_key)
-    out = None if stored is not None else execute(spec, ctx, rerun=rerun)
-    return _stored_result(store, stored, out)
+        _track_stored(tracking, store, [stored.run_id])
+        return _stored_result(store, stored, None)
+    if tracking is None:
+        return _stored_result(store, None, execute(spec, ctx, rerun=rerun))
+    session = TrackingSession(tracking)
+    live = session.live(spec.learner, host.dataset(spec.dataset).name, spec.way, spec.shot, spec.seed, run_key)
+    try:
+        out = execute(spec, ctx, rerun=rerun, tracking=live)
+    except BaseException:
+        live.close(failed=True)
+        raise
+    result = _stored_result(store, None, out)
+    with ResultStore(store, create=False) as db:
+        record = db.run(result.run_id)
+    session.finish(live, record, protocol_of(record).id)
+    return result
+
+
+def tracked(tracking: Tracking | str | None) -> Tracking | None:
+    """A tracking destination as given: a checked :class:`Tracking`, a tracker's name (its defaults), or None."""
+    return Tracking.checked(tracking) if isinstance(tracking, str) else tracking
+
+
+def _track_stored(tracking: Tracking | None, store: Path, run_ids: list[str]) -> Logged | None:
+    """Log the stored runs ``run_ids`` the tracking destination does not show yet (None: no tracking)."""
+    if tracking is None:
+        return None
+    with ResultStore(store, create=False) as db:
+        records = [db.run(run_id) for run_id in run_ids]
+    return _log_records(TrackingSession(tracking), records)
+
+
+def _log_records(session: TrackingSession, records: list[RunRecord], artifacts: Iterable[Path] = ()) -> Logged:
+    """Log ``records`` the session's destination lacks, saying where."""
+    import logging
+
+    logged = session.stored(records, lambda record: protocol_of(record).id, artifacts)
+    logging.getLogger(__name__).info("tracking: %d run(s) logged to %s, %d there already", len(logged.logged),
+                                     logged.where, len(logged.skipped))
+    return logged
 
 
 def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | None) -> RunResult:
@@ -274,7 +321,7 @@ def check_seeds(seeds: Iterable[int] | str, seed: int | None = None, allow_large
 
 def _run_seeds(
     specs: list[RunSpec], ctx: Any, rerun: bool, on_checked: Callable[[CheckedRun], None] | None,
-    population: bool, population_size: int | None,
+    population: bool, population_size: int | None, tracking: Tracking | None = None,
 ) -> list[RunResult]:
     """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
     from fewshot_bench.protocol import preflight
@@ -293,9 +340,14 @@ def _run_seeds(
     for key, row in zip(keys, stored):
         if row is not None:
             drop_checkpoint(ctx.checkpoint_dir, key)
+    session = TrackingSession(tracking) if tracking is not None else None  # a bad destination fails before training
     missing = [spec for spec, row in zip(specs, stored) if row is None]
     outs = iter(execute_population(missing, ctx, rerun, batched=population, size=population_size) if missing else [])
-    return [_stored_result(ctx.store_path, row, None if row is not None else next(outs)) for row in stored]
+    results = [_stored_result(ctx.store_path, row, None if row is not None else next(outs)) for row in stored]
+    if session is not None:  # from the stored records: a population's members train as one program
+        with ResultStore(ctx.store_path, create=False) as db:
+            _log_records(session, [db.run(r.run_id) for r in results])
+    return results
 
 
 # --- sweep -----------------------------------------------------------------------------------------
@@ -358,6 +410,7 @@ def sweep(
     on_plan: Callable[[SweepResult], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
+    tracking: Tracking | str | None = None,
     **fields: Any,
 ) -> SweepResult:
     """Run every (learner, dataset, shot, seed) cell the store does not have yet, as ``fewshot-bench sweep``.
@@ -370,7 +423,9 @@ def sweep(
     one worker per core. A failed cell raises after the others are stored (``raise_failures=False``:
     see ``failed``). ``on_plan`` is called once the plan is made, before any run starts. Each
     cell's missing seeds meta-train together as one population (of at most ``population_size``),
-    storing the rows separate runs would; ``population=False`` runs every seed as its own job.
+    storing the rows separate runs would; ``population=False`` runs every seed as its own job. ``tracking``
+    logs every stored run of the grid the destination does not show yet, from its record, once the sweep ends
+    (workers return records; the driver logs).
     """
     from fewshot_bench.protocol.runner import drop_checkpoint
     from fewshot_bench.search.executors import make_executor
@@ -380,6 +435,7 @@ def sweep(
         raise TypeError(f"sweep() got an unexpected keyword argument {wrong[0]!r} (a sweep's grid: datasets, shots)")
     store = Path(store)
     shared = settings_of(settings or RunSettings(**SWEEP_DEFAULTS), **fields)
+    tracking = tracked(tracking)
     todo, result, torch_device, host = _plan_sweep(
         (learners, datasets, shots, seeds, first_seed, table), shared, store, data_dir, device, host
     )
@@ -396,6 +452,7 @@ def sweep(
         on_plan(result)
     if dry_run:
         return result
+    session = TrackingSession(tracking) if tracking is not None else None  # opened before any run: fails first
     checkpoints = Path(places.checkpoint_dir)
     for job in todo.done:  # left behind if a sweep was killed between storing a run and dropping its checkpoint
         drop_checkpoint(checkpoints, job.key)
@@ -403,6 +460,9 @@ def sweep(
         outcome = run_plan(todo, runner, store, checkpoints, progress, population, population_size)
         result.ran, result.failed = outcome.ran, outcome.failed
     result.runs = _grid_results(store, todo)
+    if session is not None and result.runs:
+        with ResultStore(store, create=False) as db:
+            _log_records(session, [db.run(r.run_id) for r in result.runs])
     if raise_failures:
         result.raise_failures()
     return result
@@ -513,6 +573,7 @@ def tune(
     progress: bool = False,
     host: PluginHost | None = None,
     on_request: Callable[[SearchRequest], None] | None = None,
+    tracking: Tracking | str | None = None,
     **options: Any,
 ) -> SearchReport:
     """Search ``learner``'s hyperparameters on the validation split until the study has ``trials`` finished trials,
@@ -521,7 +582,8 @@ def tune(
     ``options`` are :func:`search_request`'s (settings and their fields, space, sampler, seed,
     score, pruner, ...). The same call resumes or extends the same study; every completed
     trial is a stored run. ``workers`` 1 computes in this process, N > 1 a local pool, None one
-    worker per core. ``on_request`` is called with the checked request before any trial runs.
+    worker per core. ``on_request`` is called with the checked request before any trial runs. ``tracking`` logs
+    the study's stored trials the destination does not show yet, from their records, when the search ends.
     """
     import torch
 
@@ -530,6 +592,7 @@ def tune(
     from fewshot_bench.search.tune import executor_capacity, search
 
     host = _host(host)
+    tracking = tracked(tracking)
     request = search_request(learner, dataset, host=host, **options)
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
@@ -540,9 +603,23 @@ def tune(
     places = worker_settings(store, data_dir, checkpoint_dir)
     if on_request is not None:
         on_request(request)
+    session = TrackingSession(tracking) if tracking is not None else None  # a bad destination fails before trials
     runner = make_executor(executor, workers, places, ray_address, str(torch_device))
-    return search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
-                  progress, Path(places.data_dir) if places.data_dir else None)
+    report = search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
+                    progress, Path(places.data_dir) if places.data_dir else None)
+    if session is not None:
+        _log_records(session, _trial_records(store, report.study))
+    return report
+
+
+def _trial_records(store: Path, study: str) -> list[RunRecord]:
+    """The stored runs of a study's trials (a pruned or failed trial stored none), in trial order."""
+    from fewshot_bench.search.tune import load_study
+
+    run_ids = [t.user_attrs["run_id"] for t in load_study(store, study).trials if "run_id" in t.user_attrs]
+    with ResultStore(store, create=False) as db:
+        stored = {r.run_id: r for r in db.runs()}
+    return [stored[run_id] for run_id in run_ids if run_id in stored]
 
 
 # --- reading the store -----------------------------------------------------------------------------
@@ -798,3 +875,40 @@ def results(
     columns = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "steps", "preset", "overrides",
                "protocol", "data_id", "execution", "transductive", "metric", "value", "ci95", "episodes", "created"]
     return pd.DataFrame(rows, columns=columns)
+
+
+# --- experiment tracking ---------------------------------------------------------------------------
+
+
+def export(
+    to: str,
+    *,
+    store: str | Path = DEFAULT_STORE,
+    learner: str | None = None,
+    dataset: str | None = None,
+    run_key: str | None = None,
+    runs: Iterable[str] = (),
+    protocol: str | None = None,
+    log_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    artifacts: Iterable[str | Path] = (),
+) -> Logged:
+    """Log stored runs to TensorBoard or MLflow (``to``), as ``fewshot-bench export`` does: each run's parameters,
+    its validation history as curves and its final metric with the CI, ``artifacts`` (figures) attached to each.
+
+    The runs are those of ``learner``, ``dataset``, ``protocol``, ``run_key`` (a prefix) and ``runs`` (run ids or
+    prefixes) when given; those the destination shows already are skipped (``Logged.skipped``).
+    """
+    if not to:
+        raise ConfigError("export needs --to tensorboard or --to mlflow")
+    tracking = Tracking.checked(to, log_dir, tracking_uri, experiment)
+    assert tracking is not None
+    files = tracking.check_artifacts(artifacts)
+    wanted_ids = [r.strip().lower() for r in ([runs] if isinstance(runs, str) else runs)]
+    found = [s.record for s in stored_runs(store, learner, dataset, protocol)
+             if (not run_key or s.record.run_key.startswith(run_key.strip().lower()))
+             and (not wanted_ids or any(s.record.run_id.startswith(r) for r in wanted_ids))]
+    if not found:
+        raise ConfigError(f"no stored run in {store} matches the filters; `fewshot-bench results` lists them")
+    return TrackingSession(tracking).stored(found, lambda record: protocol_of(record).id, files)

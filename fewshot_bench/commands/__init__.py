@@ -25,6 +25,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("compare", "compare", "paired difference of two learners on the same test episodes"),
     Command("data", "data", "check or download embedding files"),
     Command("embed", "embed", "export features of images with a pretrained backbone"),
+    Command("export", "export", "log stored runs to TensorBoard or MLflow"),
     Command("figure", "figure", "draw the LEO paper's figure 3, 4 or 5 from stored runs"),
     Command("learners", "listing", "list installed learners"),
     Command("datasets", "listing", "list available datasets"),

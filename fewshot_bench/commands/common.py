@@ -230,3 +230,30 @@ def use_image_threads(args: argparse.Namespace, device: Any, what: str) -> int |
     choice = apply_threads(choose_big_work_threads(what, *requested_threads(args.threads)))
     logging.getLogger(__name__).info("torch threads: %d (%s)", choice.threads, choice.reason)
     return choice.threads
+
+
+def add_tracking_options(parser: argparse.ArgumentParser, export: bool = False) -> None:
+    """``--tracker`` (``export``: ``--to``), ``--log-dir``, ``--tracking-uri`` and ``--experiment``: where runs are
+    logged for TensorBoard or MLflow (docs/tracking.md)."""
+    if export:
+        parser.add_argument("--to", required=True, choices=("tensorboard", "mlflow"),
+                            help="log the stored runs to TensorBoard event files or to MLflow")
+    else:
+        parser.add_argument("--tracker", choices=("tensorboard", "mlflow"),
+                            help="log to TensorBoard or MLflow: parameters, training loss, validation metric and step "
+                                 "time as they happen, the final metric with its CI (the tensorboard or mlflow extra: "
+                                 "pip install 'fewshot-bench[mlflow]'; docs/tracking.md)")
+    parser.add_argument("--log-dir", type=Path,
+                        help="TensorBoard: the folder of run folders (default: runs)"
+                             + ("" if export else "; alone, it means --tracker tensorboard"))
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow: where runs go (default: $MLFLOW_TRACKING_URI, else MLflow's default local store)")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="MLflow: the experiment (default: $MLFLOW_EXPERIMENT_NAME, else fewshot-bench)")
+
+
+def tracking_from_args(args: argparse.Namespace) -> Any:
+    """The checked tracking destination of :func:`add_tracking_options`' options (None: no tracking)."""
+    from fewshot_bench.tracking.destination import Tracking
+
+    return Tracking.checked(getattr(args, "tracker", None), args.log_dir, args.tracking_uri, args.experiment)

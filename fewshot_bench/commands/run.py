@@ -10,6 +10,7 @@ from typing import Any
 from fewshot_bench.commands.common import (
     add_place_options,
     add_settings_options,
+    add_tracking_options,
     host_from_args,
     print_json,
     print_table,
@@ -17,6 +18,7 @@ from fewshot_bench.commands.common import (
     progress_every,
     settings_from_args,
     settings_names,
+    tracking_from_args,
 )
 from fewshot_bench.console.log_hold import hold_logs, release_logs
 from fewshot_bench.errors import ConfigError
@@ -56,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true", help="print where the run's time went")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                    help="on CUDA, run every meta-training step eagerly instead of replaying a captured CUDA graph")
+    add_tracking_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p.set_defaults(handler=handle)
 
@@ -107,6 +110,7 @@ def handle(args: argparse.Namespace) -> int:
         cuda_graph=args.cuda_graph, progress=progress_enabled(args), progress_every=progress_every(args),
         host=host_from_args(args, warn=True), on_checked=announce, seeds=args.seeds,
         population=args.population == "on", population_size=args.population_size,
+        tracking=tracking_from_args(args),
     )
     results = [report_run(args, out) for out in outs] if args.seeds else report_run(args, outs)
     if args.seeds and not args.json:

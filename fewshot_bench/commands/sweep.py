@@ -10,6 +10,7 @@ from fewshot_bench.commands.common import (
     add_executor_options,
     add_place_options,
     add_settings_options,
+    add_tracking_options,
     comma_list,
     datasets_of,
     host_from_args,
@@ -19,6 +20,7 @@ from fewshot_bench.commands.common import (
     progress_enabled,
     settings_from_args,
     settings_names,
+    tracking_from_args,
 )
 from fewshot_bench.records.stats import seeds_summary_text, summarize_seeds
 from fewshot_bench.reports.combining import seeds_text
@@ -49,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="at most S seeds per population (split a population that would not fit)")
     add_executor_options(p)
     add_place_options(p)
+    add_tracking_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells to run and already complete) and stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
     p.set_defaults(handler=handle)
@@ -86,6 +89,7 @@ def handle(args: argparse.Namespace) -> int:
         ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
         progress=progress_enabled(args), raise_failures=False, host=host_from_args(args, warn=True), on_plan=announce,
         population=args.population == "on", population_size=args.population_size,
+        tracking=tracking_from_args(args),
     )
     if args.dry_run:
         return 0
