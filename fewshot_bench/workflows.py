@@ -50,7 +50,7 @@ from fewshot_bench.reports.tables import settings as table_columns
 
 if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
     from fewshot_bench.plugin_host import PluginHost
-    from fewshot_bench.search.executors import WorkerSettings
+    from fewshot_bench.search.executors import Executor, WorkerSettings
     from fewshot_bench.search.sweep import Plan
     from fewshot_bench.search.tune import SearchReport, SearchRequest
 
@@ -66,6 +66,21 @@ def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: st
         data_dir=str(root.resolve()) if root else None,
         checkpoint_dir=str(checkpoint_folder(store, checkpoint_dir).resolve()),
     )
+
+
+def _executor(kind: str, workers: int | None, places: WorkerSettings, ray_address: str | None, device: str,
+              slurm: Mapping[str, Any] | None, progress: bool) -> Executor:
+    """Where a sweep's or a search's jobs run: a local pool, Ray, or Slurm (with the ``slurm`` options)."""
+    if slurm and kind != "slurm":
+        raise ConfigError(f"Slurm options were given, but the executor is {kind}; add --executor slurm")
+    if kind == "slurm":
+        from fewshot_bench.console.progress import log_interval
+        from fewshot_bench.search.slurm import make_slurm_executor
+
+        return make_slurm_executor(slurm, places, device, progress=progress, log_every=log_interval())
+    from fewshot_bench.search.executors import make_executor
+
+    return make_executor(kind, workers, places, ray_address, device)
 
 
 def texts(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -342,6 +357,7 @@ def sweep(
     executor: str = "local",
     workers: int | None = 1,
     ray_address: str | None = None,
+    slurm: Mapping[str, Any] | None = None,
     device: str = "cpu",
     dry_run: bool = False,
     progress: bool = False,
@@ -363,9 +379,11 @@ def sweep(
     see ``failed``). ``on_plan`` is called once the plan is made, before any run starts. Each
     cell's missing seeds meta-train together as one population (of at most ``population_size``),
     storing the rows separate runs would; ``population=False`` runs every seed as its own job.
+    ``executor="slurm"`` submits each population as a Slurm job, ``slurm`` holding the ``--slurm-*``
+    options by name (partition, time, cpus, mem, gpus, gres, account, qos, constraint,
+    array_parallelism, folder, extra; docs/clusters.md).
     """
     from fewshot_bench.protocol.runner import drop_checkpoint
-    from fewshot_bench.search.executors import make_executor
     from fewshot_bench.search.sweep import run_plan
 
     if wrong := [name for name in NOT_SWEEP_SETTINGS if name in fields]:
@@ -382,7 +400,7 @@ def sweep(
             from fewshot_bench.protocol.population import configured_memory
 
             configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not in every worker
-        runner = make_executor(executor, workers, places, ray_address, str(torch_device))
+        runner = _executor(executor, workers, places, ray_address, str(torch_device), slurm, progress)
         result.executor = runner.description
     if on_plan is not None:
         on_plan(result)
@@ -501,6 +519,7 @@ def tune(
     executor: str = "local",
     workers: int | None = 1,
     ray_address: str | None = None,
+    slurm: Mapping[str, Any] | None = None,
     device: str = "cpu",
     progress: bool = False,
     host: PluginHost | None = None,
@@ -513,12 +532,12 @@ def tune(
     ``options`` are :func:`search_request`'s (settings and their fields, space, sampler, seed,
     score, pruner, ...). The same call resumes or extends the same study; every completed
     trial is a stored run. ``workers`` 1 computes in this process, N > 1 a local pool, None one
-    worker per core. ``on_request`` is called with the checked request before any trial runs.
+    worker per core; ``executor="slurm"`` one Slurm job per trial (``slurm``: as :func:`sweep`'s).
+    ``on_request`` is called with the checked request before any trial runs.
     """
     import torch
 
     from fewshot_bench.records.provenance import resolve_device
-    from fewshot_bench.search.executors import make_executor
     from fewshot_bench.search.tune import executor_capacity, search
 
     host = _host(host)
@@ -532,7 +551,7 @@ def tune(
     places = worker_settings(store, data_dir, checkpoint_dir)
     if on_request is not None:
         on_request(request)
-    runner = make_executor(executor, workers, places, ray_address, str(torch_device))
+    runner = _executor(executor, workers, places, ray_address, str(torch_device), slurm, progress)
     return search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
                   progress, Path(places.data_dir) if places.data_dir else None)
 

@@ -14,10 +14,13 @@ from fewshot_bench.commands.common import (
     host_from_args,
     int_list,
     print_json,
+    print_table,
     progress_enabled,
     settings_from_args,
     settings_names,
+    slurm_from_args,
 )
+from fewshot_bench.records.stats import metric_name, metric_text, summarize_seeds
 from fewshot_bench.workflows import NOT_SWEEP_SETTINGS, SWEEP_DEFAULTS, SweepResult, sweep
 
 SETTINGS = settings_names(without=NOT_SWEEP_SETTINGS)  # the settings every cell shares; --dataset is an axis
@@ -50,6 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
+def print_cells(result: SweepResult) -> None:
+    """The sweep's cells as a table: mean ± std over the seeds stored (what it ran and what was complete)."""
+    cells: dict[tuple, list] = {}
+    for run in result.runs:
+        cells.setdefault((run.learner, run.dataset, run.way, run.shot), []).append(run)
+    rows = []
+    for (learner, dataset, way, shot), runs in cells.items():
+        seeds = summarize_seeds([r.mean for r in runs])
+        metric = runs[0].metric
+        rows.append({"learner": learner, "dataset": dataset, "way": way, "shot": shot, "seeds": seeds.seeds,
+                     metric_name(metric): f"{metric_text(metric, seeds.mean)} {metric_text(metric, seeds.std, '±')}"})
+    if rows:
+        print_table(rows)
+
+
 def handle(args: argparse.Namespace) -> int:
     """Plan the grid, skip what is complete, run the rest and summarise."""
     quiet = args.json or args.quiet
@@ -79,7 +97,7 @@ def handle(args: argparse.Namespace) -> int:
         args.learners, datasets_of(args), args.shots, args.seeds, first_seed=args.first_seed, table=args.table,
         **settings_from_args(args, SETTINGS), store=args.store, data_dir=args.data_dir,
         checkpoint_dir=args.checkpoint_dir, executor=args.executor, workers=args.workers,
-        ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
+        ray_address=args.ray_address, slurm=slurm_from_args(args), device=args.device, dry_run=args.dry_run,
         progress=progress_enabled(args), raise_failures=False, host=host_from_args(args, warn=True), on_plan=announce,
         population=args.population == "on", population_size=args.population_size,
     )
@@ -89,6 +107,7 @@ def handle(args: argparse.Namespace) -> int:
         print_json({"planned": report.planned, "already_complete": report.already_complete, "ran": report.ran,
                     "failed": len(report.failed), "store": str(args.store)})
     elif not args.quiet:
+        print_cells(report)
         print(f"done: {report.ran} run(s) stored, {report.already_complete} already complete, "
               f"{len(report.failed)} failed; store {args.store}")
     report.raise_failures()
