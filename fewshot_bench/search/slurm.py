@@ -194,10 +194,10 @@ def slurm_options(given: Mapping[str, Any] | None = None, env: Mapping[str, str]
     known = {f.name for f in fields(SlurmOptions)}
     if unknown := sorted(set(given) - known):
         raise ConfigError(f"unknown Slurm option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    merged = {**lab_defaults(env), **{k: v for k, v in given.items() if v is not None}}
-    extra = dict(parse_extra(merged.pop("extra", ()) or ()))
-    if "extra" in given and given["extra"]:  # the command line's add to (or replace) the lab's, key by key
-        extra.update(parse_extra(given["extra"]))
+    lab = lab_defaults(env)
+    extra = dict(parse_extra(lab.pop("extra", ()) or ()))
+    extra.update(parse_extra(given.pop("extra", ()) or ()))  # the command line's add to (or replace) the lab's
+    merged = {**lab, **{k: v for k, v in given.items() if v is not None}}
     base = SlurmOptions()
     options = SlurmOptions(
         partition=_word("partition", merged.get("partition")),
