@@ -153,7 +153,7 @@ def test_a_search_on_slurm_equals_the_same_search_on_the_local_pool(cluster, tmp
 
 @pytest.mark.slow
 def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path):
-    cell = ["sweep", "--learners", "metasgd", "--shots", "1", "--seeds", "1", "--steps", "300", "--val-every", "20",
+    cell = ["sweep", "--learners", "metasgd", "--shots", "1", "--seeds", "1", "--steps", "160", "--val-every", "20",
             "--val-episodes", "10", "--episodes", "20", "--eval-query", "5", "--json"]
     driver = subprocess.Popen([sys.executable, "-m", "fewshot_bench.cli", *cell, "--executor", "slurm",
                                "--slurm-time", "10", "--store", "slurm.db"],
@@ -193,8 +193,11 @@ def _release(job_id: str) -> None:
 
 
 FLAKY = '''
-"""Meta-SGD that raises in meta-training while the file $FLAKY_MARKER exists (a job that fails, then is fixed)."""
+"""Meta-SGD whose process dies in meta-training while the file $FLAKY_MARKER exists: a job killed as the
+out-of-memory killer kills it (no result, no exception), then fixed."""
 import os
+import signal
+import sys
 
 from fewshot_bench.api import hookimpl
 from fewshot_bench_metasgd import MetaSGD
@@ -202,11 +205,12 @@ from fewshot_bench_metasgd import MetaSGD
 
 class Flaky(MetaSGD):
     name = "flaky"
-    description = "Meta-SGD that raises while $FLAKY_MARKER exists"
+    description = "Meta-SGD that dies while $FLAKY_MARKER exists"
 
     def meta_loss(self, batch):
         if os.path.exists(os.environ["FLAKY_MARKER"]):
-            raise RuntimeError("the flaky learner fails on purpose")
+            print("flaky: out of memory, on purpose", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
         return super().meta_loss(batch)
 
 
@@ -228,7 +232,7 @@ def flaky_plugin(site: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_failing_job_is_reported_the_others_complete_and_the_rerun_finishes(cluster, tmp_path):
+def test_a_dying_job_is_reported_the_others_complete_and_the_rerun_finishes(cluster, tmp_path):
     site = flaky_plugin(tmp_path / "site")
     marker = tmp_path / "fail"
     marker.touch()
@@ -239,7 +243,7 @@ def test_a_failing_job_is_reported_the_others_complete_and_the_rerun_finishes(cl
     assert first.returncode != 0
     last = first.stderr.strip().splitlines()[-1]
     assert last.startswith("fewshot-bench: error: 2 run(s) failed (first: flaky synthetic 1-shot seed 0: SlurmJobFailed: Slurm job ")
-    assert "the flaky learner fails on purpose" in last  # the tail of the job's stderr
+    assert "without a result; stderr: " in last and "flaky: out of memory, on purpose" in last  # its stderr's tail
     assert sorted(r[0] for r in rows(tmp_path / "s.db").values()) == ["nearest-centroid"] * 2  # the others stored
     marker.unlink()
     again = fb(*sweep, "--json", cwd=tmp_path, **extra)

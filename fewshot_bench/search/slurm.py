@@ -535,8 +535,11 @@ class SlurmExecutor(Executor):
                 return self.failure(tracked, f"its result could not be read ({type(exc).__name__}: {exc})")
             if kind != "success":  # submitit's own failure (the unit returns its exceptions)
                 return self.failure(tracked, f"it raised: {_last_line(str(value))}")
-            if isinstance(value, FewshotBenchError):
-                return value  # a user error: the driver stops, as with the other executors
+            if isinstance(value, FewshotBenchError):  # a user error: the driver stops, as with the other executors
+                try:
+                    return type(value)(f"Slurm job {tracked.job_id}: {value}")
+                except Exception:  # an error type that takes other arguments: as it is
+                    return value
             if isinstance(value, BaseException):
                 return self.failure(tracked, f"{type(value).__name__}: {value}")
             return value
