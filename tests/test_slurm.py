@@ -242,7 +242,8 @@ def test_a_dying_job_is_reported_the_others_complete_and_the_rerun_finishes(clus
     first = fb(*sweep, cwd=tmp_path, **extra)
     assert first.returncode != 0
     last = first.stderr.strip().splitlines()[-1]
-    assert last.startswith("fewshot-bench: error: 2 run(s) failed (first: flaky synthetic 1-shot seed 0: SlurmJobFailed: Slurm job ")
+    assert last.startswith("fewshot-bench: error: 2 run(s) failed (first: flaky synthetic 1-shot seed 0: "
+                           "SlurmJobFailed: Slurm job ")
     assert "without a result; stderr: " in last and "flaky: out of memory, on purpose" in last  # its stderr's tail
     assert sorted(r[0] for r in rows(tmp_path / "s.db").values()) == ["nearest-centroid"] * 2  # the others stored
     marker.unlink()
