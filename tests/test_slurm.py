@@ -110,6 +110,20 @@ def test_slurm_options_without_the_slurm_executor_are_refused(cli, tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_the_python_face_takes_the_slurm_options_by_name_and_checks_them(tmp_path):
+    import fewshot_bench as fb
+
+    common = {"learners": ["nearest-centroid"], "shots": [1], "seeds": 1, "steps": 10, "episodes": 20,
+              "store": tmp_path / "s.db", "checkpoint_dir": tmp_path / "ck"}
+    with pytest.raises(ConfigError, match=r"^--slurm-time '1 hour'"):
+        fb.sweep(**common, executor="slurm", slurm={"time": "1 hour"})
+    with pytest.raises(ConfigError, match="unknown Slurm option 'partiton'"):
+        fb.sweep(**common, executor="slurm", slurm={"partiton": "gpu"})
+    with pytest.raises(ConfigError, match="add --executor slurm"):
+        fb.tune("metasgd", trials=1, steps=10, store=tmp_path / "s.db", slurm={"gpus": 1})
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "slurm-jobs").exists()
+
+
 def test_bad_slurm_values_on_the_command_line_stop_the_sweep_before_anything_is_submitted(cli, tmp_path):
     done = cli("sweep", "--learners", "nearest-centroid", "--shots", "1", "--seeds", "1", *TINY,
                "--executor", "slurm", "--slurm-mem", "plenty", "--store", tmp_path / "s.db")
