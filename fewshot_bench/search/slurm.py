@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import stat
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV = "FEWSHOT_BENCH_SLURM_CONFIG"  # a lab's defaults (TOML); else ~/.config/fewshot-bench/slurm.toml
 ENV_PREFIX = "FEWSHOT_BENCH_SLURM_"  # FEWSHOT_BENCH_SLURM_PARTITION=gpu, ...: defaults over the file's
+POLL_ENV = "FEWSHOT_BENCH_SLURM_POLL"  # seconds between two looks at squeue (default 5)
 LEDGER = "jobs.json"  # unit -> Slurm job id, written by the driver as it submits
 # sbatch keys the executor sets itself: a pass-through value would break collecting or requeueing.
 OWN_KEYS = {"array", "output", "error", "open-mode", "signal", "job-name", "wrap", "parsable", "requeue", "no-requeue"}
@@ -344,8 +346,6 @@ class Unit:
         except Exception as exc:  # returned, so the driver sees a user error as one (it stops the sweep)
             traceback.print_exc(file=sys.stderr)
             try:
-                import pickle
-
                 pickle.dumps(exc)
                 return exc
             except Exception:  # an exception that cannot travel: its text does
@@ -405,7 +405,7 @@ class SlurmExecutor(Executor):
         self.ledger = Ledger(self.folder)
         check_with_sbatch(self.submitit, self.folder)
         self.workers = options.array_parallelism  # trials a search keeps in flight
-        self.poll_s = float(os.environ.get("FEWSHOT_BENCH_SLURM_POLL", poll_s or 5.0))
+        self.poll_s = poll_s or poll_interval()
         self.progress, self.log_every = progress, log_every
         self.tracked: dict[str, Tracked] = {}
         self.tally = Tally()
@@ -560,6 +560,18 @@ class SlurmExecutor(Executor):
             log.warning("%d Slurm job(s) left queued or running (%s): run the same command to collect them, or "
                         "scancel them", len(self.tracked), _id_text(list(self.tracked)))
         self.tracked = {}
+
+
+def poll_interval() -> float:
+    """Seconds between two looks at ``squeue``: ``$FEWSHOT_BENCH_SLURM_POLL``, default 5."""
+    raw = os.environ.get(POLL_ENV, "").strip() or "5"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise ConfigError(f"{POLL_ENV} must be a number of seconds from 0.1 to 3600, not {raw!r}")
+    return seconds
 
 
 def _tail(path: Path, lines: int) -> str:
