@@ -146,7 +146,7 @@ def test_a_sweep_on_slurm_stores_exactly_the_rows_of_the_local_pool(cluster, tmp
     assert len(ledger(tmp_path / "jobs")) == 2  # a cell's seeds as one job (population), each cell one job
     assert "slurm: 0 pending, 0 running, 2 done, 0 failed" in on_slurm.stderr  # Slurm's view, in the log
     # It ends with the summary table, as the local pool's: mean ± std over the seeds of each cell.
-    assert on_slurm.stdout.splitlines()[-4:] == local.stdout.splitlines()[-4:]
+    assert on_slurm.stdout.splitlines()[-5:-1] == local.stdout.splitlines()[-5:-1]
     assert "±" in on_slurm.stdout.splitlines()[-2] and "done: 4 run(s) stored" in on_slurm.stdout
 
 
@@ -290,6 +290,7 @@ def test_a_killed_driver_reattaches_to_its_jobs_and_submits_none_twice(cluster, 
     summary = json.loads(again.stdout.splitlines()[-1])
     assert summary["ran"] + summary["already_complete"] == 8
     assert "submitted" not in again.stderr and ledger(jobs) == submitted  # re-attached: no job submitted twice
+    assert "re-attached to 4 Slurm job(s)" in again.stderr
     stored = rows(tmp_path / "s.db")
     assert len(stored) == 8 and sorted((r[0], r[1], r[2]) for r in stored.values()) == sorted(
         (learner, shot, seed) for learner in ("metasgd", "nearest-centroid") for shot in (1, 5) for seed in (0, 1))

@@ -29,7 +29,7 @@ import sys
 import time
 import tomllib
 import traceback
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -377,7 +377,6 @@ class Tally:
     running: int = 0
     done: int = 0
     failed: int = 0
-    failed_ids: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         """``slurm: 3 pending, 2 running, 4 done, 0 failed``."""
@@ -409,8 +408,6 @@ class SlurmExecutor(Executor):
         self.progress, self.log_every = progress, log_every
         self.tracked: dict[str, Tracked] = {}
         self.tally = Tally()
-        self.submitted = 0  # jobs this driver submitted (re-attached ones not counted)
-        self.attached = 0
 
     @property
     def description(self) -> str:
@@ -454,14 +451,17 @@ class SlurmExecutor(Executor):
         if not units:
             return
         known = squeue_states(self.ledger.ids[u] for u in map(unit_id, units) if u in self.ledger.ids)
-        fresh = []
+        fresh, attached = [], []
         for job in units:
             job_id = self.ledger.ids.get(unit_id(job))
             if job_id is not None and (known.get(job_id, "") in PENDING | RUNNING or self._has_result(job_id)):
                 self._track(job, job_id)
-                self.attached += 1
+                attached.append(job_id)
             else:
                 fresh.append(job)
+        if attached:
+            log.info("re-attached to %d Slurm job(s) already queued, running or finished: %s", len(attached),
+                     _id_text(attached))
         if fresh:
             self.submit(fresh)
 
@@ -473,7 +473,6 @@ class SlurmExecutor(Executor):
             with self.submitit.batch():
                 submitted = [self.submitit.submit(Unit(job, self.settings)) for job in units]
         self.ledger.record((unit_id(job), s.job_id) for job, s in zip(units, submitted))
-        self.submitted += len(submitted)
         for job, s in zip(units, submitted):
             self._track(job, s.job_id)
         log.info("submitted %d Slurm job(s): %s", len(submitted), _id_text([s.job_id for s in submitted]))
@@ -516,7 +515,6 @@ class SlurmExecutor(Executor):
             self.tally.failed += failed
             self.tally.done += not failed
             if failed:  # forgotten: the next driver submits the unit again
-                self.tally.failed_ids.append(job_id)
                 self.ledger.forget(unit_id(tracked.job))
             finished.append((tracked, outcome))
         self.tally.pending, self.tally.running = pending, running
