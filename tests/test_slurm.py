@@ -166,7 +166,11 @@ def test_a_search_on_slurm_equals_the_same_search_on_the_local_pool(cluster, tmp
 
 
 @pytest.mark.slow
-def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path):
+@pytest.mark.parametrize("interrupt", [
+    ["scontrol", "requeue"],  # Slurm requeues it (preemption with PreemptMode=REQUEUE does the same)
+    ["scancel", "--signal=USR2"],  # the time limit's warning: submitit's checkpoint hook requeues it
+])
+def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, interrupt):
     cell = ["sweep", "--learners", "metasgd", "--shots", "1", "--seeds", "1", "--steps", "160", "--val-every", "20",
             "--val-episodes", "10", "--episodes", "20", "--eval-query", "5", "--json"]
     driver = subprocess.Popen([sys.executable, "-m", "fewshot_bench.cli", *cell, "--executor", "slurm",
@@ -180,7 +184,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path):
             assert time.time() < deadline, "the job wrote no checkpoint"
             time.sleep(0.2)
         (job_id,) = ledger(tmp_path / "slurm-jobs").values()
-        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        subprocess.run([*interrupt, job_id], check=True)
         _release(job_id)
         out, err = driver.communicate(timeout=300)
     finally:
