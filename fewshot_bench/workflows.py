@@ -53,7 +53,7 @@ from fewshot_bench.tracking.session import Logged, TrackingSession
 
 if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
     from fewshot_bench.plugin_host import PluginHost
-    from fewshot_bench.search.executors import WorkerSettings
+    from fewshot_bench.search.executors import Executor, WorkerSettings
     from fewshot_bench.search.sweep import Plan
     from fewshot_bench.search.tune import SearchReport, SearchRequest
 
@@ -69,6 +69,21 @@ def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: st
         data_dir=str(root.resolve()) if root else None,
         checkpoint_dir=str(checkpoint_folder(store, checkpoint_dir).resolve()),
     )
+
+
+def _executor(kind: str, workers: int | None, places: WorkerSettings, ray_address: str | None, device: str,
+              slurm: Mapping[str, Any] | None, progress: bool) -> Executor:
+    """Where a sweep's or a search's jobs run: a local pool, Ray, or Slurm (with the ``slurm`` options)."""
+    if slurm and kind != "slurm":
+        raise ConfigError(f"Slurm options were given, but the executor is {kind}; add --executor slurm")
+    if kind == "slurm":
+        from fewshot_bench.console.progress import log_interval
+        from fewshot_bench.search.slurm import make_slurm_executor
+
+        return make_slurm_executor(slurm, places, device, progress=progress, log_every=log_interval())
+    from fewshot_bench.search.executors import make_executor
+
+    return make_executor(kind, workers, places, ray_address, device)
 
 
 def texts(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -402,6 +417,7 @@ def sweep(
     executor: str = "local",
     workers: int | None = 1,
     ray_address: str | None = None,
+    slurm: Mapping[str, Any] | None = None,
     device: str = "cpu",
     dry_run: bool = False,
     progress: bool = False,
@@ -426,9 +442,11 @@ def sweep(
     storing the rows separate runs would; ``population=False`` runs every seed as its own job. ``tracking``
     logs every stored run of the grid the destination does not show yet, from its record, once the sweep ends
     (workers return records; the driver logs).
+    ``executor="slurm"`` submits each population as a Slurm job, ``slurm`` holding the ``--slurm-*``
+    options by name (partition, time, cpus, mem, gpus, gres, account, qos, constraint,
+    array_parallelism, folder, extra; docs/clusters.md).
     """
     from fewshot_bench.protocol.runner import drop_checkpoint
-    from fewshot_bench.search.executors import make_executor
     from fewshot_bench.search.sweep import run_plan
 
     if wrong := [name for name in NOT_SWEEP_SETTINGS if name in fields]:
@@ -446,7 +464,7 @@ def sweep(
             from fewshot_bench.protocol.population import configured_memory
 
             configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not in every worker
-        runner = make_executor(executor, workers, places, ray_address, str(torch_device))
+        runner = _executor(executor, workers, places, ray_address, str(torch_device), slurm, progress)
         result.executor = runner.description
     if on_plan is not None:
         on_plan(result)
@@ -569,6 +587,7 @@ def tune(
     executor: str = "local",
     workers: int | None = 1,
     ray_address: str | None = None,
+    slurm: Mapping[str, Any] | None = None,
     device: str = "cpu",
     progress: bool = False,
     host: PluginHost | None = None,
@@ -582,13 +601,13 @@ def tune(
     ``options`` are :func:`search_request`'s (settings and their fields, space, sampler, seed,
     score, pruner, ...). The same call resumes or extends the same study; every completed
     trial is a stored run. ``workers`` 1 computes in this process, N > 1 a local pool, None one
-    worker per core. ``on_request`` is called with the checked request before any trial runs. ``tracking`` logs
+    worker per core; ``executor="slurm"`` one Slurm job per trial (``slurm``: as :func:`sweep`'s).
+    ``on_request`` is called with the checked request before any trial runs. ``tracking`` logs
     the study's stored trials the destination does not show yet, from their records, when the search ends.
     """
     import torch
 
     from fewshot_bench.records.provenance import resolve_device
-    from fewshot_bench.search.executors import make_executor
     from fewshot_bench.search.tune import executor_capacity, search
 
     host = _host(host)
@@ -604,7 +623,7 @@ def tune(
     if on_request is not None:
         on_request(request)
     session = TrackingSession(tracking) if tracking is not None else None  # a bad destination fails before trials
-    runner = make_executor(executor, workers, places, ray_address, str(torch_device))
+    runner = _executor(executor, workers, places, ray_address, str(torch_device), slurm, progress)
     report = search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
                     progress, Path(places.data_dir) if places.data_dir else None)
     if session is not None:

@@ -108,12 +108,46 @@ def progress_every(args: argparse.Namespace) -> float | None:
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--workers`` and ``--ray-address``: where a sweep's or a search's runs go."""
-    parser.add_argument("--executor", choices=["local", "ray"], default="local",
-                        help="local process pool (default) or Ray")
+    """``--executor``, ``--workers``, ``--ray-address`` and the ``--slurm-*`` options: where a sweep's or a search's
+    runs go."""
+    parser.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                        help="local process pool (default), Ray, or Slurm jobs (docs/clusters.md)")
     parser.add_argument("--workers", type=int,
                         help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
+    slurm = parser.add_argument_group(
+        "Slurm (--executor slurm)", "each option's default: $FEWSHOT_BENCH_SLURM_<OPTION>, else the lab's "
+        "file $FEWSHOT_BENCH_SLURM_CONFIG or ~/.config/fewshot-bench/slurm.toml (docs/clusters.md)")
+    for name, metavar, text in SLURM_OPTIONS:
+        slurm.add_argument("--slurm-" + name.replace("_", "-"), dest="slurm_" + name, metavar=metavar, help=text)
+    slurm.add_argument("--slurm", dest="slurm_extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. --slurm mail-type=END (repeatable)")
+
+
+# The Slurm options (name, metavar, help): --slurm-NAME, read back by slurm_from_args.
+SLURM_OPTIONS = (
+    ("partition", "NAME", "partition (default: the cluster's)"),
+    ("time", "TIME", "time limit of each job: minutes, HH:MM:SS or D-HH:MM:SS (default 60); a job killed at it "
+                     "is requeued and resumes from its checkpoint"),
+    ("cpus", "N", "CPUs per job (--cpus-per-task; its torch threads; default 1)"),
+    ("mem", "SIZE", "memory per job, e.g. 8G"),
+    ("gpus", "N", "GPUs per job; a job with a GPU runs with --device cuda"),
+    ("gres", "SPEC", "generic resources, e.g. gpu:a100:1"),
+    ("account", "NAME", "account to charge"),
+    ("qos", "NAME", "quality of service"),
+    ("constraint", "FEATURES", "node features, e.g. a100"),
+    ("array_parallelism", "N", "jobs running at once (an array's %%N; a search's trials in flight; default 64)"),
+    ("folder", "DIR", "job folder on a filesystem the nodes share (default: slurm-jobs beside the checkpoints)"),
+)
+
+
+def slurm_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--slurm-*`` options given (by name, as :func:`fewshot_bench.workflows.sweep` takes them)."""
+    given = {name: getattr(args, "slurm_" + name) for name, _, _ in SLURM_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.slurm_extra:
+        given["extra"] = list(args.slurm_extra)
+    return given
 
 
 def add_place_options(parser: argparse.ArgumentParser) -> None:

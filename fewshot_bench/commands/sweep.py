@@ -20,6 +20,7 @@ from fewshot_bench.commands.common import (
     progress_enabled,
     settings_from_args,
     settings_names,
+    slurm_from_args,
     tracking_from_args,
 )
 from fewshot_bench.records.stats import seeds_summary_text, summarize_seeds
@@ -86,7 +87,7 @@ def handle(args: argparse.Namespace) -> int:
         args.learners, datasets_of(args), args.shots, args.seeds, first_seed=args.first_seed, table=args.table,
         **settings_from_args(args, SETTINGS), store=args.store, data_dir=args.data_dir,
         checkpoint_dir=args.checkpoint_dir, executor=args.executor, workers=args.workers,
-        ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
+        ray_address=args.ray_address, slurm=slurm_from_args(args), device=args.device, dry_run=args.dry_run,
         progress=progress_enabled(args), raise_failures=False, host=host_from_args(args, warn=True), on_plan=announce,
         population=args.population == "on", population_size=args.population_size,
         tracking=tracking_from_args(args),

@@ -19,6 +19,7 @@ from fewshot_bench.commands.common import (
     settings_from_args,
     settings_names,
     tracking_from_args,
+    slurm_from_args,
 )
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.records.stats import metric_name, metric_text
@@ -101,7 +102,8 @@ def handle(args: argparse.Namespace) -> int:
 
     report = tune(
         args.learner, trials=args.trials, store=args.store, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-        executor=args.executor, workers=args.workers, ray_address=args.ray_address, device=args.device,
+        executor=args.executor, workers=args.workers, ray_address=args.ray_address, slurm=slurm_from_args(args),
+        device=args.device,
         progress=progress_enabled(args), host=host_from_args(args, warn=True), on_request=announce,
         tracking=tracking_from_args(args), **search_options(args),
     )

@@ -269,4 +269,4 @@ def make_executor(
     if kind == "ray":
         s = WorkerSettings(settings.data_dir, device, settings.checkpoint_dir, 1)
         return RayExecutor(ray_address, s, num_cpus=workers)
-    raise ConfigError(f"unknown executor {kind!r}; use local or ray")
+    raise ConfigError(f"unknown executor {kind!r}; use local, ray or slurm")
