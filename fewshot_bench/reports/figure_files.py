@@ -54,7 +54,8 @@ class Provenance:
         return cls(
             learners=tuple(dict.fromkeys(r.learner for r in runs)),
             dataset="/".join(dict.fromkeys(r.dataset for r in runs)),
-            way=first.way if len({r.way for r in runs}) == 1 else None,
+            # A regression run's "way" is 1: no classes to name, so not said.
+            way=first.way if len({r.way for r in runs}) == 1 and first.way > 1 else None,
             shot=first.shot if len({r.shot for r in runs}) == 1 else None,
             steps=steps_text,
             preset=first.options.get("hparams") or "default",
