@@ -11,6 +11,7 @@ kept) is a star; a run that stopped early (patience ran out) ends in a cross.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ def select(runs: Iterable[RunRecord], request: CurveRequest, resolve=None) -> Se
             if record is None or record.run_id not in by_id:
                 raise StoreError(f"run {run_id} has no validation history to draw (not meta-trained, or not stored)")
             picked.append(by_id[record.run_id])
-        pool = list(dict.fromkeys(picked))
+        pool = list({r.run_id: r for r in picked}.values())  # a run named twice is drawn once
     else:
         datasets = {d.lower() for d in request.datasets}
         pool = [r for r in with_history
@@ -152,7 +153,8 @@ def _scale(metric: str) -> float:
 def _band(ax: Any, steps: np.ndarray, values: np.ndarray, colour: str, style: str, label: str) -> None:
     """Mean over seeds as a line, ± one standard deviation as a band (where two or more seeds have a value)."""
     present = (~np.isnan(values)).sum(0)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a step only one seed reached has no std: no band there
         mean = np.nanmean(np.where(present > 0, values, 0.0), axis=0)
         std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
     mean[present == 0] = np.nan
