@@ -34,7 +34,7 @@ th, td { border: 1px solid #d0d0d0; padding: .25em .6em; text-align: right; }
 th { background: #f2f2f2; } td.model { text-align: left; }
 td.ours { background: #f7fbff; cursor: help; } td.missing { color: #999; } td.reported { color: #555; }
 sup { font-size: .7em; } .note { color: #444; font-size: .85em; } .provenance { font-size: .8em; color: #444; }
-figure { margin: 1em 0; } figure img { max-width: min(100%, 1000px); border: 1px solid #eee; }
+figure { margin: 1em 0; } figure img { max-width: min(100%, 760px); border: 1px solid #eee; }
 figcaption { font-size: .8em; color: #444; }
 """
 
