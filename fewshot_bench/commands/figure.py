@@ -155,8 +155,9 @@ def handle(args: argparse.Namespace) -> int:
 
 def draw_curves(args: argparse.Namespace, curves, out: Path, fmt: str, run_ids: list[str]) -> int:
     """``figure curves``: the learning curves of the runs the options pick, under one protocol."""
-    if args.baseline_run is not None:
-        raise ConfigError("--baseline-run is for figure 5; curves take --run ID[,ID]")
+    if args.baseline_run is not None or args.overrides:
+        raise ConfigError("--baseline-run and --set pick the runs of figures 3-5; curves take --run ID[,ID], "
+                          "--learner, --dataset, --shot and --way")
     request = curves.CurveRequest(
         learners=tuple(n for group in args.learner or [] for n in group),
         datasets=tuple(d for group in args.dataset or [] for d in group),
