@@ -227,9 +227,10 @@ def draw(selection: Selection, out: Path, fmt: str | None = None) -> dict[str, A
 
 
 def protocol_groups(runs: Iterable[RunRecord]) -> list[Selection]:
-    """Every protocol's meta-trained runs, one selection per protocol and metric (the HTML report draws each)."""
+    """Every protocol's meta-trained runs, one selection per protocol and metric (the HTML report draws each);
+    search trials (``stage=tune``) are left out: they are configurations tried, not results."""
     by_protocol: dict[Any, list[RunRecord]] = {}
     for r in runs:
-        if history_of(r) and r.status == "complete":
+        if history_of(r) and r.status == "complete" and r.options.get("stage") != "tune":
             by_protocol.setdefault((protocol_of(r), r.metric), []).append(r)
     return [Selection(p, rs, reason="one of each protocol") for (p, _), rs in by_protocol.items()]
