@@ -129,6 +129,18 @@ def chromium() -> str:
     return found
 
 
+def render(browser: str, page: Path, folder: Path) -> tuple[Path, list[str]]:
+    """Chromium's screenshot of ``page`` (1280 x 2000) and the console messages it logged."""
+    shot = folder / f"{page.stem}.png"
+    done = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={folder / ('profile-' + page.stem)}", "--window-size=1280,2000",
+         f"--screenshot={shot}", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert shot.exists(), done.stderr[-2000:]
+    return shot, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium_without_console_errors(cli, trained_store, tmp_path):  # noqa: F811
     from PIL import Image, ImageStat
@@ -137,19 +149,17 @@ def test_report_renders_in_headless_chromium_without_console_errors(cli, trained
     path, _ = trained_store
     out = tmp_path / "report.html"
     assert cli("report", "--html", out, "--store", path).code == 0
-    shot = tmp_path / "shot.png"
-    done = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
-         f"--screenshot={shot}", out.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180,
-    )
-    assert shot.exists(), done.stderr[-2000:]
+    shot, console = render(browser, out, tmp_path)
     # Any console message is a fault: the page has no scripts, so only a load or parse error could log one.
-    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
     with Image.open(shot) as image:
-        stats = ImageStat.Stat(image.convert("L"))
+        gray = image.convert("L")
         assert image.size == (1280, 2000)
-        assert stats.stddev[0] > 20, stats.stddev  # not blank: text, tables and charts on white
-        dark = sum(image.convert("L").histogram()[:128]) / (image.size[0] * image.size[1])
+        assert ImageStat.Stat(gray).stddev[0] > 20  # not blank: text, tables and charts on white
+        dark = sum(gray.histogram()[:128]) / (image.size[0] * image.size[1])
         assert dark > 0.005, dark  # some ink: a blank white (or all-grey) page has none
+    # The console check sees what it looks for: a page with a script error logs it.
+    broken = tmp_path / "broken.html"
+    broken.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefinedFunction();</script></body></html>")
+    _, console = render(browser, broken, tmp_path)
+    assert any("undefinedFunction" in line for line in console), console
