@@ -180,6 +180,7 @@ def draw(selection: Selection, out: Path, fmt: str | None = None) -> dict[str, A
     fig, axes = plt.subplots(1, 2 if has_loss else 1, figsize=(13 if has_loss else 7.5, 4.8), squeeze=False)
     val_ax = axes[0, 0]
     settings = list(dict.fromkeys((c.dataset, c.way, c.shot) for c in drawn))
+    marked = {"best": False, "early": False}
     for c in drawn:
         look = palette.style(c.learner)
         style = LINESTYLES[settings.index((c.dataset, c.way, c.shot)) % len(LINESTYLES)]
@@ -192,14 +193,21 @@ def draw(selection: Selection, out: Path, fmt: str | None = None) -> dict[str, A
             if best in set(c.steps.tolist()) and train.get("best_val_metric") is not None:
                 val_ax.plot(best, train["best_val_metric"] * scale, "*", ms=11, color=look.colour, mec="black",
                             mew=0.6, zorder=4)
+                marked["best"] = True
             if train.get("stopped_early"):
                 last = history_of(r)[-1]
                 val_ax.plot(last["step"], last["val_metric"] * scale, "X", ms=8, color=look.colour,
                             mec="black", mew=0.6, zorder=4)
+                marked["early"] = True
+    # Only the marks drawn are explained; many curves get the legend beside the panels, not over the data.
     marks = [Line2D([], [], ls="", marker="*", ms=11, color="white", mec="black", label="best checkpoint (kept)"),
              Line2D([], [], ls="", marker="X", ms=8, color="white", mec="black", label="stopped early (patience)")]
     handles, _ = val_ax.get_legend_handles_labels()
-    val_ax.legend(handles=handles + marks, fontsize=7.5, loc="best")
+    handles += [m for m, shown in zip(marks, (marked["best"], marked["early"])) if shown]
+    if len(handles) <= 5:
+        val_ax.legend(handles=handles, fontsize=7.5, loc="best")
+    else:
+        fig.legend(handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.0, 0.92))
     val_ax.set_ylabel(METRIC_LABELS.get(metric, f"validation {metric}"))
     val_ax.set_title(f"(a) {METRIC_LABELS.get(metric, metric)}: mean over seeds, band ± 1 std", fontsize=10)
     if has_loss:
