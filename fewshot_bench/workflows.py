@@ -44,6 +44,7 @@ from fewshot_bench.reports.combining import (
     overrides_text,
     protocol_of,
 )
+from fewshot_bench.reports.figure_files import Provenance
 from fewshot_bench.reports.paired import PairedReport
 from fewshot_bench.reports.paired import compare as paired_compare
 from fewshot_bench.reports.tables import PAPER_DATASETS, Setting, TableSpec, get_table
@@ -705,11 +706,21 @@ class TableResult:
         markdown at most ``width`` characters wide where it can be (None: one table, however wide)."""
         return report.render(self.spec, self.data, self.settings, fmt, self.crop, width)
 
-    def plot(self, path: str | Path) -> Path:
-        """Draw the table as a grouped bar chart into ``path`` (a PNG)."""
+    def plot(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Draw the table as a grouped bar chart into ``path`` (PNG, PDF or SVG: ``fmt`` or the suffix's), its
+        runs' provenance under it and in its metadata."""
+        return report.plot(self.spec, self.data.cells, self.settings, Path(path), self.provenance(), fmt)
+
+    def runs(self) -> list[RunRecord]:
+        """The stored runs whose numbers fill the table."""
+        used = {run_id for c in self.data.cells for run_id in c.run_ids}
+        return [r for r in self.data.selection.runs if r.run_id in used]
+
+    def provenance(self) -> Provenance | None:
+        """Where the table's numbers came from (None: no runs yet)."""
+        runs = self.runs()
         selected = self.data.selection.protocol
-        report.plot(self.spec, self.data.cells, self.settings, Path(path), selected.id if selected else None)
-        return Path(path)
+        return Provenance.of(runs, selected.id if selected else "") if runs else None
 
 
 def table(

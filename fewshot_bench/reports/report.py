@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from fewshot_bench.atomic import save_figure
 from fewshot_bench.console.table_fit import fit_table
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocol.spec import hparams_source
 from fewshot_bench.records import stats
 from fewshot_bench.records.store import RunRecord
+from fewshot_bench.reports import palette
 from fewshot_bench.reports.combining import (
     TRANSDUCTIVE_NOTE,
     Selection,
@@ -42,6 +42,7 @@ from fewshot_bench.reports.combining import (
     seeds_text,
     set_options,
 )
+from fewshot_bench.reports.figure_files import Provenance, save
 from fewshot_bench.reports.tables import Row, Setting, TableSpec, paper_cell
 
 FORMATS = ("markdown", "latex", "csv", "json")
@@ -439,10 +440,11 @@ def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str,
     raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path,
-         protocol: str | None = None) -> None:
-    """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers; the title names
-    ``protocol``."""
+def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path, provenance: Provenance | None = None,
+         fmt: str | None = None) -> Path:
+    """A grouped bar chart of our rows (bars from zero, error bars: std over seeds), paper numbers as markers, in
+    each learner's colour; settings no run filled are left out. ``provenance`` goes under it and into its
+    metadata."""
     try:
         import matplotlib
     except ImportError as exc:  # in the default install; a trimmed environment gets one line
@@ -454,13 +456,18 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
     by_key = {(c.row, c.dataset, c.shot): c for c in cells}
     # Rows with at least one result, in table order; empty rows would only add blank legend entries.
     ours_rows = list(dict.fromkeys(c.row for c in cells if c.source == "ours" and c.mean is not None))
+    learner_of = {c.row: c.learner or "" for c in cells}
+    # A setting no row has a result for is an empty gap: leave it out (the caption says which).
+    filled = [s for s in settings if any(by_key[(r, s.dataset, s.shot)].mean is not None for r in ours_rows)]
+    empty = [s.label for s in settings if s not in filled]
+    shown = filled or settings
     width = 0.8 / max(1, len(ours_rows))
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(settings) + 0.25 * len(settings) * len(ours_rows) + 3.5), 4.5))
-    colors = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(shown) + 0.25 * len(shown) * len(ours_rows) + 3.5), 4.5))
     paper_labelled = False
     for i, label in enumerate(ours_rows):
+        look = palette.style(learner_of[label])
         xs, heights, errs, paper_x, paper_y = [], [], [], [], []
-        for j, s in enumerate(settings):
+        for j, s in enumerate(shown):
             c = by_key[(label, s.dataset, s.shot)]
             x = j - 0.4 + width * (i + 0.5)
             if c.mean is not None:
@@ -470,26 +477,27 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
             if c.paper_mean is not None:
                 paper_x.append(x)
                 paper_y.append(c.paper_mean)
-        ax.bar(xs, heights, width * 0.9, yerr=errs, capsize=3, label=label, color=colors[i % len(colors)])
+        ax.bar(xs, heights, width * 0.9, yerr=errs, capsize=3, label=label, color=look.colour,
+               edgecolor="black", linewidth=0.4, error_kw=dict(lw=1, ecolor="black"))
         if paper_x:
-            ax.scatter(paper_x, paper_y, marker="_", s=200, linewidths=2, color="black", zorder=3,
-                       label=None if paper_labelled else "paper")
+            ax.scatter(paper_x, paper_y, marker="_", s=200, linewidths=2.5, color="black", zorder=3,
+                       label=None if paper_labelled else "the paper's number")
             paper_labelled = True
-    ax.set_xticks(range(len(settings)), [s.label for s in settings])
-    ax.set_xlim(-0.6, len(settings) - 0.4)
-    ax.set_ylabel(f"{table.way}-way test accuracy (%)")
-    ax.set_title(table.title + (f"\nprotocol {protocol}" if protocol else ""), fontsize="medium")
-    heights = ([c.mean for c in cells if c.mean is not None]
+    ax.set_xticks(range(len(shown)), [s.label for s in shown])
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.set_ylabel(f"{table.way}-way test accuracy (%)\nbar: mean over seeds, error bar: ± 1 std")
+    ax.set_title(table.title, fontsize="medium")
+    heights = ([c.mean + (c.std or 0) for c in cells if c.mean is not None]
                + [c.paper_mean for c in cells if c.paper_mean is not None and c.source == "ours"])
-    if heights:
-        ax.set_ylim(max(0.0, min(heights) - 10), min(100.0, max(heights) + 5))
+    # Bars are read by their length: they start at zero, and the top leaves room for the error bars.
+    ax.set_ylim(0.0, min(100.0, max(heights) + 5) if heights else 100.0)
     if ours_rows:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.text(0.5, 0.5, "no runs in the store yet", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    try:
-        save_figure(fig, Path(path), dpi=120)
-    finally:
-        plt.close(fig)
+    caption: str | Provenance = provenance if provenance is not None else "no runs"
+    if empty and provenance is not None:
+        caption = replace(provenance, extra=(*provenance.extra, f"no runs yet for {', '.join(empty)} (left out)"))
+    return save(fig, Path(path), table.title, caption, fmt, dpi=120)
