@@ -75,8 +75,9 @@ def test_report_is_one_self_contained_page_with_each_numbers_provenance(cli, tra
     assert images and all(link.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,"))
                           for link in images), images
     # Table 1 and 2 (each with its bar chart), comparisons, curves (one per protocol), the figure given.
-    assert page.headings[:2] == ["Table 1: test accuracy on miniImageNet and tieredImageNet (5-way)",
-                                 "Table 2: ablation study and comparison to Meta-SGD (5-way)"]
+    assert page.headings[:2] == [
+        "Table 1: test accuracy on miniImageNet and tieredImageNet (5-way)",
+        "Table 2: ablation study and comparison to Meta-SGD on miniImageNet and tieredImageNet (5-way)"]
     assert {"Paired comparisons (same test episodes)", "Learning curves", "Figures",
             "Provenance of each number"} <= set(page.headings)
     assert page.tags.count("img") == 2 + 1 + 1
