@@ -130,7 +130,7 @@ def test_a_table_on_other_data_is_titled_and_explained_by_what_it_shows(cli, sto
 def test_markdown_fits_the_terminal_width(cli, store_path, monkeypatch):
     wide = cli("table", "2", "--store", store_path).out
     assert max(len(line) for line in wide.splitlines() if line.startswith("|")) > 80  # one table, however wide
-    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("FEWSHOT_BENCH_COLUMNS", "80")
     r = cli("table", "2", "--store", store_path)
     assert r.code == 0, r.err
     assert max(len(line) for line in r.out.splitlines()) <= 80

@@ -141,7 +141,7 @@ def listed_store(tmp_path):
 def test_results_fit_the_terminal_width(cli, listed_store, monkeypatch):
     wide = cli("results", "--store", listed_store)
     assert max(len(line) for line in wide.out.splitlines()) > 100  # a file or a pipe gets every column on one line
-    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("FEWSHOT_BENCH_COLUMNS", "80")
     r = cli("results", "--store", listed_store)
     assert r.code == 0, r.err
     assert max(len(line) for line in r.out.splitlines()) <= 80

@@ -2,7 +2,7 @@
 
 ``results`` lists a dozen settings per run, ``table 1`` four settings with the paper's numbers
 beside ours: wider than most terminals, where each row would break across lines. On a
-terminal (or wherever ``COLUMNS`` says a width: tests, a user's choice), :func:`fit_table`
+terminal (or wherever ``FEWSHOT_BENCH_COLUMNS`` says a width: tests, a user's choice), :func:`fit_table`
 wraps cells longer than :data:`CELL_WIDTH` at their spaces (formats whose rows can hold several
 lines) and, if the table is still too wide, prints it as several tables one under the other,
 each with the first column (the row's name) and as many of the next columns as fit, as
@@ -24,8 +24,10 @@ MULTILINE_FORMATS = {"simple", "plain", "grid"}  # tabulate formats whose cells 
 
 
 def terminal_width() -> int | None:
-    """``$COLUMNS`` when set, else the terminal's width when stdout is one; None (no limit) for a file or a pipe."""
-    raw = os.environ.get("COLUMNS", "").strip()
+    """``$FEWSHOT_BENCH_COLUMNS`` when set, else the terminal's width when stdout is one (``$COLUMNS`` there);
+    None (no limit) for a file or a pipe."""
+    # Not $COLUMNS alone: runners export it to their children (pytest does), whose output goes to a pipe.
+    raw = os.environ.get("FEWSHOT_BENCH_COLUMNS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
