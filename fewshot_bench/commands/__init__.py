@@ -23,7 +23,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("backbones", "backbones", "list feature backbones (for pretrain / embed)"),
     Command("check-plugin", "check_plugin", "run the conformance checks on installed learners"),
     Command("compare", "compare", "paired difference of two learners on the same test episodes"),
-    Command("data", "data", "check or download embedding files"),
+    Command("data", "data", "check, download or import embedding files"),
     Command("embed", "embed", "export features of images with a pretrained backbone"),
     Command("figure", "figure", "draw the LEO paper's figure 3, 4 or 5 from stored runs"),
     Command("learners", "listing", "list installed learners"),

@@ -107,6 +107,25 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
+def check_splits_together(
+    classes: Mapping[str, Sequence[str]], dims: Mapping[str, int], where: str, names: Mapping[str, str]
+) -> None:
+    """The splits of one dataset (``classes`` and feature ``dims`` per split) have one dimension and share no
+    class; ``where`` names the data, ``names`` where each split was read (a one-line DataError otherwise)."""
+    if len(set(dims.values())) > 1:
+        raise DataError(f"the splits in {where} have different dimensions {sorted(set(dims.values()))}; "
+                        "export them together")
+    order = [s for s in SPLITS if s in classes]
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            shared = sorted(set(classes[a]) & set(classes[b]))
+            if shared:
+                raise DataError(
+                    f"class {shared[0]!r} is in both {names[a]} and {names[b]} ({len(shared)} shared); "
+                    "few-shot splits must have disjoint classes"
+                )
+
+
 def merge_splits(name: str, *splits: FeatureSplit) -> FeatureSplit:
     """One split holding the classes of all given splits (e.g. train + val for stage 3)."""
     if not all(isinstance(s, FeatureSplit) for s in splits):
