@@ -237,7 +237,7 @@ def test_name_check_rejects_malformed_and_taken_names():
 def test_cpu_budget_fails_when_over_and_reports_the_time():
     """The budget check passes a fast learner and fails it under an impossible budget."""
     status, detail = outcome(NearestCentroid, "cpu-budget")
-    assert status == "passed" and "100 test episodes in" in detail
+    assert status == "passed" and "100 test episodes (all remaining queries) in" in detail
     status, detail = outcome(NearestCentroid, "cpu-budget", cpu_budget_s=1e-9)
     assert status == "failed" and detail.startswith("over budget")
 
@@ -312,6 +312,7 @@ def test_new_plugin_writes_a_complete_package(cli, tmp_path):
     files = sorted(p.relative_to(tmp_path / "pkg").as_posix() for p in (tmp_path / "pkg").rglob("*") if p.is_file())
     assert files == [
         "README.md",
+        "benchmarks/test_speed.py",
         "conftest.py",
         "fewshot_bench_my_learner/__init__.py",
         "fewshot_bench_my_learner/learner.py",
@@ -399,14 +400,16 @@ def test_check_plugin_catches_the_installed_leaky_learner(plugin_tree):
 
 @pytest.mark.slow
 def test_generated_tests_run_under_pytest(plugin_tree):
-    """The template's own tests (conformance via parametrize_with_checks, plus a unit test) pass under pytest."""
+    """The template's own tests (conformance via parametrize_with_checks, plus a unit test) pass under pytest, and its
+    benchmarks (the learner beside LEO and Meta-SGD, three phases) run once each."""
     import subprocess
     import sys
 
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--fewshot-check-steps", "10",
-         str(plugin_tree.template)],
+         "--benchmark-disable", str(plugin_tree.template)],
         cwd=plugin_tree.root, env=plugin_tree.env(), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(CHECKS)} passed, 1 skipped" in done.stdout  # every check and the unit test; no readout to check
+    # every check, the unit test and 9 benchmarks; no readout to check
+    assert f"{len(CHECKS) + 9} passed, 1 skipped" in done.stdout

@@ -21,6 +21,7 @@ class Command(NamedTuple):
 
 COMMANDS: tuple[Command, ...] = (
     Command("backbones", "backbones", "list feature backbones (for pretrain / embed)"),
+    Command("bench", "bench", "time learners' meta-training step, inner loop and evaluation beside the built-ins"),
     Command("check-plugin", "check_plugin", "run the conformance checks on installed learners"),
     Command("compare", "compare", "paired difference of two learners on the same test episodes"),
     Command("data", "data", "check, download or import embedding files"),

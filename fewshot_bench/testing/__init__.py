@@ -16,6 +16,9 @@ or from pytest, one test per check (the scikit-learn ``parametrize_with_checks``
 Loading this module as a pytest plugin (``pytest -p fewshot_bench.testing``) adds the
 ``--fewshot-check-budget`` and ``--fewshot-check-steps`` options and the ``check_options``
 and ``check_learner`` fixtures. ``fewshot-bench check-plugin LEARNER`` runs the same checks.
+With pytest-benchmark, the fixtures ``time_meta_train_step``, ``time_inner_loop`` and
+``time_evaluation`` time a learner beside the built-ins (:mod:`fewshot_bench.testing.timing`;
+``fewshot-bench bench LEARNER`` prints the same timings as one table).
 """
 
 from __future__ import annotations
@@ -68,7 +71,11 @@ if importlib.util.find_spec("pytest") is not None:
     from fewshot_bench.testing.pytest_plugin import (  # noqa: F401
         check_learner,
         check_options,
+        learner_bench,
         pytest_addoption,
         pytest_configure,
         pytest_unconfigure,
+        time_evaluation,
+        time_inner_loop,
+        time_meta_train_step,
     )
