@@ -148,3 +148,8 @@ def test_the_templates_benchmark_file_runs_as_generated(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "9 passed" in done.stdout, done.stdout
+    # A plain `pytest` of the package tests only: benchmarks time, and run when named.
+    listed = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "."],
+                            cwd=tmp_path / "pkg", env=env, capture_output=True, text=True, timeout=600)
+    assert listed.returncode == 0 and "tests/test_conformance.py" in listed.stdout, listed.stdout + listed.stderr
+    assert "test_speed" not in listed.stdout

@@ -400,16 +400,14 @@ def test_check_plugin_catches_the_installed_leaky_learner(plugin_tree):
 
 @pytest.mark.slow
 def test_generated_tests_run_under_pytest(plugin_tree):
-    """The template's own tests (conformance via parametrize_with_checks, plus a unit test) pass under pytest, and its
-    benchmarks (the learner beside LEO and Meta-SGD, three phases) run once each."""
+    """The template's own tests (conformance via parametrize_with_checks, plus a unit test) pass under pytest."""
     import subprocess
     import sys
 
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--fewshot-check-steps", "10",
-         "--benchmark-disable", str(plugin_tree.template)],
+         str(plugin_tree.template)],
         cwd=plugin_tree.root, env=plugin_tree.env(), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    # every check, the unit test and 9 benchmarks; no readout to check
-    assert f"{len(CHECKS) + 9} passed, 1 skipped" in done.stdout
+    assert f"{len(CHECKS)} passed, 1 skipped" in done.stdout  # every check and the unit test; no readout to check

@@ -80,51 +80,56 @@ def _array(value: Any) -> Any:
     return value
 
 
-def _pick(found: dict[str, Any], names: list[str]) -> tuple[str | None, Any]:
-    """The first of ``names`` present in ``found``, and its value (None, None when none is)."""
-    return next(((n, found[n]) for n in names if n in found), (None, None))
+def _pick(found: dict[str, Any], names: list[str], where: str) -> tuple[str, Any]:
+    """The first of ``names`` present in ``found`` (as the file names it, after ``where``) and its value; the first
+    name and None when none is."""
+    name = next((n for n in names if n in found), names[0])
+    return where + name, found.get(name)
 
 
-def _split_arrays(path: Path, arrays: dict[str, Any], split: str) -> tuple[Any, Any, Any, str]:
-    """The features, labels and keys of ``split`` in the file (labels or keys may be None), and how they are named."""
+def _split_arrays(path: Path, arrays: dict[str, Any], split: str) -> dict[str, tuple[str, Any]]:
+    """The features, labels and keys of ``split`` (labels or keys may be None), each with the name the file gives it."""
     nested = arrays.get(split)
     if isinstance(nested, dict):
-        _, x = _pick(nested, list(NESTED_FEATURES))
-        _, labels = _pick(nested, list(NESTED_LABELS))
-        keys = nested.get("keys")
-        if x is None:
-            raise DataError(f"{path}: {split!r} lacks 'embeddings' (or 'features'); {LAYOUT}")
-        return x, labels, keys, f"{split}."
-    name, x = _pick(arrays, [split + suffix for suffix in FEATURE_NAMES])
-    if x is None:
-        held = ", ".join(sorted(arrays)) or "nothing"
-        raise DataError(f"{path} has no array {split!r} (the {split} split's features); it holds {held}; {LAYOUT}")
-    _, labels = _pick(arrays, [split + suffix for suffix in LABEL_NAMES])
-    return x, labels, arrays.get(f"{split}_keys"), f"{split}_"
+        where = f"{split}."
+        found = {"x": _pick(nested, list(NESTED_FEATURES), where), "labels": _pick(nested, list(NESTED_LABELS), where),
+                 "keys": _pick(nested, ["keys"], where)}
+    else:
+        found = {"x": _pick(arrays, [split + suffix for suffix in FEATURE_NAMES], ""),
+                 "labels": _pick(arrays, [split + suffix for suffix in LABEL_NAMES], ""),
+                 "keys": _pick(arrays, [f"{split}_keys"], "")}
+    if found["x"][1] is None:
+        held = ", ".join(sorted(nested if isinstance(nested, dict) else arrays)) or "nothing"
+        raise DataError(f"{path} has no array {found['x'][0]!r} (the {split} split's features); it holds {held}; "
+                        f"{LAYOUT}")
+    if found["labels"][1] is None and found["keys"][1] is None:
+        raise DataError(f"{path} has neither {found['keys'][0]!r} nor {found['labels'][0]!r} for split {split!r}: "
+                        "give each row's class as a key or an integer label")
+    return found
 
 
-def _check_shapes(path: Path, split: str, prefix: str, x: Any, labels: Any, keys: Any) -> np.ndarray:
+def _check_shapes(path: Path, split: str, found: dict[str, tuple[str, Any]]) -> np.ndarray:
     """The features as float32 [n, D] once their shape and the labels' and keys' lengths are right."""
+    name, x = found["x"]
     x = np.asarray(x)
     if x.ndim != 2 or x.dtype.kind not in "fiu" or 0 in x.shape:
-        raise DataError(f"{path}: {split!r} is {x.dtype} {x.shape}; expected the split's features, numbers [n, D]")
+        raise DataError(f"{path}: {name!r} is {x.dtype} {x.shape}; expected the {split} split's features, "
+                        "numbers [n, D]")
     n = x.shape[0]
-    if labels is None and keys is None:
-        raise DataError(f"{path} has neither '{prefix}keys' nor '{prefix}y' (or '{prefix}labels') for split "
-                        f"{split!r}: give each row's class as a key or an integer label")
-    for what, value in (("y" if prefix.endswith("_") else "labels", labels), ("keys", keys)):
+    for name, value in (found["labels"], found["keys"]):
         if value is None:
             continue
         length = len(value) if isinstance(value, (list, tuple)) else (np.asarray(value).shape or (None,))[0]
         if np.ndim(value) != 1 or length != n:
-            raise DataError(f"{path}: '{prefix}{what}' has shape {np.shape(value)}; expected one per row of "
-                            f"{split!r}, shape ({n},)")
+            raise DataError(f"{path}: {name!r} has shape {np.shape(value)}; expected one per row of {split!r}, "
+                            f"shape ({n},)")
+    name, labels = found["labels"]
     if labels is not None and np.asarray(labels).dtype.kind not in "iu":
-        raise DataError(f"{path}: '{prefix}y' has dtype {np.asarray(labels).dtype}; expected integer labels")
+        raise DataError(f"{path}: {name!r} has dtype {np.asarray(labels).dtype}; expected integer labels")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _text_keys(path: Path, prefix: str, keys: Any) -> list[str]:
+def _text_keys(path: Path, name: str, keys: Any) -> list[str]:
     values = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
     out = []
     for i, v in enumerate(values):
@@ -132,22 +137,24 @@ def _text_keys(path: Path, prefix: str, keys: Any) -> list[str]:
             try:
                 v = v.decode("utf-8")
             except UnicodeDecodeError:
-                raise DataError(f"{path}: {prefix}keys[{i}] {v!r} is not valid UTF-8") from None
+                raise DataError(f"{path}: {name}[{i}] {v!r} is not valid UTF-8") from None
         if not isinstance(v, str):
-            raise DataError(f"{path}: {prefix}keys[{i}] {v!r} is not a string")
+            raise DataError(f"{path}: {name}[{i}] {v!r} is not a string")
         out.append(v)
     return out
 
 
-def layout_keys(path: Path, split: str, prefix: str, keys: Any, labels: Any, n: int) -> list[str]:
+def layout_keys(path: Path, split: str, found: dict[str, tuple[str, Any]]) -> list[str]:
     """The rows' keys in the ``features`` layout (``<prefix>-<class>-<class>_<file>``), from keys or labels."""
+    (label_name, labels), (key_name, keys) = found["labels"], found["keys"]
     if keys is None:
         lab = np.asarray(labels).astype(np.int64)
         if lab.min() < 0:
-            raise DataError(f"{path}: '{prefix}y' holds the negative label {int(lab.min())}; labels are 0, 1, 2, ...")
+            raise DataError(f"{path}: {label_name!r} holds the negative label {int(lab.min())}; labels are 0, 1, 2, "
+                            "...")
         width = len(str(int(lab.max())))
         return [f"{i}-{split}{c:0{width}d}-{split}{c:0{width}d}_{i}" for i, c in enumerate(lab.tolist())]
-    text = _text_keys(path, prefix, keys)
+    text = _text_keys(path, key_name, keys)
     try:
         for key in text:
             parse_key(key, numeric_prefix=False)
@@ -160,7 +167,7 @@ def layout_keys(path: Path, split: str, prefix: str, keys: Any, labels: Any, n: 
         cls = ".".join(parts[:-1])
         if len(parts) < 2 or not all(parts) or "-" in cls:
             raise DataError(
-                f"{path}: {prefix}keys[{i}] {key!r} is neither <prefix>-<class>-<file> nor a path <class>/<file> "
+                f"{path}: {key_name}[{i}] {key!r} is neither <prefix>-<class>-<file> nor a path <class>/<file> "
                 "whose class has no '-'; rename the keys, or give integer labels instead of keys"
             )
         out.append(f"{i}-{cls}-{cls}_{parts[-1]}")
@@ -171,9 +178,10 @@ def read_split(path: Path, split: str, arrays: dict[str, Any] | None = None) -> 
     """One split of a features file, validated as a split file is (rows in file order, classes from the keys)."""
     path = Path(path)
     arrays = _read_file(path) if arrays is None else arrays
-    x, labels, keys, prefix = _split_arrays(path, arrays, split)
-    x = _check_shapes(path, split, prefix, x, labels, keys)
-    text = layout_keys(path, split, prefix, keys, labels, x.shape[0])
+    found = _split_arrays(path, arrays, split)
+    x = _check_shapes(path, split, found)
+    text = layout_keys(path, split, found)
+    labels = found["labels"][1]
     lab = None if labels is None else np.asarray(labels).astype(np.int64)
     return validate(Path(f"{path}[{split}]"), x, lab, text, numeric_prefix=False)
 
