@@ -44,7 +44,7 @@ from fewshot_bench.testing.harness import (
     make_learner,
     max_diff,
 )
-from fewshot_bench.testing.timing import REFERENCES, Bench, has_readout, measure, readout_hint
+from fewshot_bench.testing.timing import Bench, has_readout, measure, readout_hint
 
 
 class CheckFailed(AssertionError):
@@ -660,8 +660,8 @@ def _evaluation_beside_the_builtins(
     cls: type[Learner], opts: CheckOptions, setting: KindSetting, learner: Learner
 ) -> tuple[float, str]:
     """Seconds of the learner's evaluation as a run makes it (every remaining example a query), and a note comparing
-    it with the built-ins' (:data:`~fewshot_bench.testing.timing.REFERENCES`), with what to add when it is much
-    slower and has no readout."""
+    it with the built-ins' (``opts.speed_references``), with what to add when it is much slower and has no
+    readout."""
     host, ds, k_shot = opts.plugin_host(), dataset(opts, setting), setting.train_shot
     bench = Bench(host=host, features=ds, eval_episodes=opts.budget_episodes)
     bench.evaluation(cls, k_shot, episodes=2).call()  # a warm-up: first-call costs are not the learner's speed
@@ -670,7 +670,7 @@ def _evaluation_beside_the_builtins(
     work.call()
     seconds = time.perf_counter() - t0
     slower = {}
-    for name in REFERENCES:
+    for name in opts.speed_references:
         if name == cls.name or name not in host.learners:
             continue
         key = (name, k_shot, opts.budget_episodes, id(ds))

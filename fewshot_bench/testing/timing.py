@@ -38,11 +38,9 @@ from fewshot_bench.protocol.threads import (
     requested_threads,
 )
 from fewshot_bench.protocol.train import MetaTrainer, TrainOptions
-from fewshot_bench.testing.harness import KIND_SETTINGS, CheckOptions
+from fewshot_bench.testing.harness import KIND_SETTINGS, REFERENCES, CheckOptions
 from fewshot_bench.testing.harness import dataset as embedded_dataset
 
-# The built-ins every learner is timed beside: LEO (latent inner loop) and Meta-SGD (a linear one).
-REFERENCES = ("leo", "metasgd")
 STEP, INNER, EVALUATION = "meta-train step", "inner loop", "evaluation"
 PHASES = (STEP, INNER, EVALUATION)
 N_WAY = 5
