@@ -147,6 +147,18 @@ def test_a_corrupt_or_foreign_file_is_one_line(suffix, content, needle, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_file_or_a_fifo_as_data_dir_is_one_line(tmp_path, cli):
+    import os
+
+    run = ("run", "--learner", "nearest-centroid", "--dataset", "features", "--store", tmp_path / "r.db",
+           "--episodes", "10", "--data-dir")
+    one_line_error(cli(*run, tmp_path / "missing.npz"), "missing.npz: No such file or directory")
+    os.mkfifo(tmp_path / "pipe.npz")
+    one_line_error(cli(*run, tmp_path / "pipe.npz"), "it is a FIFO (named pipe), not a regular file")
+    one_line_error(cli("data", "import", tmp_path / "pipe.npz", "--out", tmp_path / "out"), "it is a FIFO")
+    assert not (tmp_path / "out").exists()
+
+
 def test_out_that_holds_files_is_refused_untouched(tmp_path, cli):
     path = tmp_path / "f.npz"
     np.savez(path, **small_arrays(np.random.default_rng(0)))

@@ -34,7 +34,7 @@ from fewshot_bench.data.base import (
     FeatureSplit,
     check_splits_together,
 )
-from fewshot_bench.data.files import directory_problem
+from fewshot_bench.data.files import directory_problem, open_regular
 from fewshot_bench.data.leo import LEO_FEATURE_DIM, SUFFIXES, Embeddings, read_embeddings
 from fewshot_bench.errors import ConfigError, DataError
 
@@ -234,7 +234,9 @@ def features_directory(request: DataRequest) -> Path:
     if (request.crop or "center") != "center":
         raise ConfigError(f"dataset 'features' has no crops; drop --crop {request.crop}")
     if request.data_dir is not None and bundle.is_features_file(Path(request.data_dir).expanduser()):
-        return Path(request.data_dir).expanduser()
+        path = Path(request.data_dir).expanduser()
+        open_regular(path).close()  # missing, a FIFO, a device: one line saying so, before the cache stats it
+        return path
     return _require_root(request, "features", "train_embeddings.npz")
 
 
