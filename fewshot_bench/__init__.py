@@ -24,6 +24,7 @@ _LAZY = {
     "RunResult": "fewshot_bench.workflows",
     "RunSettings": "fewshot_bench.protocol.spec",
     "compare": "fewshot_bench.workflows",
+    "export": "fewshot_bench.workflows",
     "rekey": "fewshot_bench.workflows",
     "results": "fewshot_bench.workflows",
     "run": "fewshot_bench.workflows",
@@ -43,6 +44,7 @@ __all__ = [
     "RunSettings",
     "TaskSpec",
     "compare",
+    "export",
     "hookimpl",
     "rekey",
     "results",
@@ -56,7 +58,7 @@ __all__ = [
 if TYPE_CHECKING:
     from fewshot_bench.api import EpisodeBatch, Learner, LearnerConfig, LossOutput, PredictionBatch, TaskSpec, hookimpl
     from fewshot_bench.protocol.spec import RunSettings
-    from fewshot_bench.workflows import RunResult, compare, rekey, results, run, sweep, table, tune
+    from fewshot_bench.workflows import RunResult, compare, export, rekey, results, run, sweep, table, tune
 
 
 def __getattr__(name: str) -> Any:

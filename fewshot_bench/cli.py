@@ -17,6 +17,7 @@ from collections.abc import Collection
 from fewshot_bench import __version__
 from fewshot_bench.commands import COMMANDS
 from fewshot_bench.console.log_hold import LOG_HOLD
+from fewshot_bench.console.log_once import LOG_ONCE
 from fewshot_bench.errors import FewshotBenchError
 
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     LOG_HOLD.attach()
+    LOG_ONCE.attach()  # a note repeated word for word (one per seed, per check and run) is printed once
     try:
         code = int(args.handler(args) or 0)
         LOG_HOLD.release()
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     finally:
+        LOG_ONCE.detach()
         LOG_HOLD.detach()
 
 

@@ -30,6 +30,10 @@ class WriteError(FewshotBenchError):
     disk, a read-only place, a path that is a directory. Never the learner's fault."""
 
 
+class TrackingError(FewshotBenchError):
+    """An experiment tracker (TensorBoard, MLflow) could not take what was logged: its runs stay stored."""
+
+
 class ConfigValueError(ConfigError, ValueError):
     """A setting's value out of its range: one line on the command line, a ``ValueError`` in Python."""
 

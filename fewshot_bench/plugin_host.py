@@ -23,8 +23,8 @@ from typing import Any
 import pluggy
 
 from fewshot_bench.api import hooks as hookspecs
+from fewshot_bench.api.datasets import DatasetSpec
 from fewshot_bench.api.learner import LEARNER_NAME, Learner
-from fewshot_bench.data.base import DatasetSpec
 from fewshot_bench.errors import ConfigError, PluginError
 
 GROUP = "fewshot_bench"
@@ -224,7 +224,7 @@ class PluginHost:
             f"{kind} name {name!r} from {info.distribution} rejected, it belongs to {owner.distribution}",
         )
 
-    def _learner_register(self, stage: _Stage) -> Callable[[type], None]:
+    def _learner_register(self, stage: _Stage) -> hookspecs.RegisterLearner:
         info = stage.info
 
         def register(cls: type) -> None:
@@ -246,7 +246,7 @@ class PluginHost:
 
         return register
 
-    def _dataset_register(self, stage: _Stage) -> Callable[[DatasetSpec], None]:
+    def _dataset_register(self, stage: _Stage) -> hookspecs.RegisterDataset:
         info = stage.info
 
         def register(spec: DatasetSpec) -> None:
@@ -269,7 +269,7 @@ class PluginHost:
 
         return register
 
-    def _backbone_register(self, stage: _Stage) -> Callable[..., None]:
+    def _backbone_register(self, stage: _Stage) -> hookspecs.RegisterBackbone:
         info = stage.info
 
         def register(name: str, factory: Callable[..., Any]) -> None:

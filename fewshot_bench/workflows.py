@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fewshot_bench.errors import ConfigError, FewshotBenchError
+from fewshot_bench.errors import ConfigError, ConfigValueError, FewshotBenchError
 from fewshot_bench.locations import checkpoint_folder, data_root
 from fewshot_bench.protocol.spec import (
+    TUNE_STAGE,
     RunSettings,
     RunSpec,
     hparams_source,
@@ -43,14 +44,17 @@ from fewshot_bench.reports.combining import (
     overrides_text,
     protocol_of,
 )
+from fewshot_bench.reports.figure_files import Provenance
 from fewshot_bench.reports.paired import PairedReport
 from fewshot_bench.reports.paired import compare as paired_compare
 from fewshot_bench.reports.tables import PAPER_DATASETS, Setting, TableSpec, get_table
 from fewshot_bench.reports.tables import settings as table_columns
+from fewshot_bench.tracking.destination import Tracking
+from fewshot_bench.tracking.session import Logged, TrackingSession
 
 if TYPE_CHECKING:  # annotations only: these modules import torch, which reading the store does not need
     from fewshot_bench.plugin_host import PluginHost
-    from fewshot_bench.search.executors import WorkerSettings
+    from fewshot_bench.search.executors import Executor, WorkerSettings
     from fewshot_bench.search.sweep import Plan
     from fewshot_bench.search.tune import SearchReport, SearchRequest
 
@@ -66,6 +70,21 @@ def worker_settings(store: Path, data_dir: str | Path | None, checkpoint_dir: st
         data_dir=str(root.resolve()) if root else None,
         checkpoint_dir=str(checkpoint_folder(store, checkpoint_dir).resolve()),
     )
+
+
+def _executor(kind: str, workers: int | None, places: WorkerSettings, ray_address: str | None, device: str,
+              slurm: Mapping[str, Any] | None, progress: bool) -> Executor:
+    """Where a sweep's or a search's jobs run: a local pool, Ray, or Slurm (with the ``slurm`` options)."""
+    if slurm and kind != "slurm":
+        raise ConfigError(f"Slurm options were given, but the executor is {kind}; add --executor slurm")
+    if kind == "slurm":
+        from fewshot_bench.console.progress import log_interval
+        from fewshot_bench.search.slurm import make_slurm_executor
+
+        return make_slurm_executor(slurm, places, device, progress=progress, log_every=log_interval())
+    from fewshot_bench.search.executors import make_executor
+
+    return make_executor(kind, workers, places, ray_address, device)
 
 
 def texts(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -147,6 +166,7 @@ class CheckedRun:
     spec: RunSpec
     run_key: str
     stored: RunRecord | None  # the stored run with this key, reused unless ``rerun``
+    meta_trained: bool = True  # False: the learner has nothing to meta-train (or no steps): only evaluated
 
 
 def run_spec(
@@ -188,6 +208,7 @@ def run(
     on_checked: Callable[[CheckedRun], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
+    tracking: Tracking | str | None = None,
     **fields: Any,
 ) -> RunResult | list[RunResult]:
     """Meta-train and evaluate one learner on one setting and seed, store it, and return its result.
@@ -202,6 +223,11 @@ def run(
     stored exactly as separate runs would be; the seeds the store lacks are meta-trained
     together as a population (:mod:`fewshot_bench.protocol.population`) of at most ``population_size``
     members, or one after another with ``population=False``.
+
+    ``tracking`` (``"tensorboard"`` or ``"mlflow"`` with their defaults, or a
+    :meth:`Tracking.checked <fewshot_bench.tracking.destination.Tracking.checked>`) logs the run to TensorBoard or
+    MLflow: one run live as it trains, ``seeds`` from their stored records; a run the destination shows already is
+    not logged again.
     """
     import torch
 
@@ -212,6 +238,7 @@ def run(
     from fewshot_bench.search.tune import with_tuned
 
     given = settings_of(settings, **fields, **({} if dataset is None else {"dataset": dataset}))
+    tracking = tracked(tracking)
     seed_list = None if seeds is None else check_seeds(seeds, seed, given.allow_large)
     seed = 0 if seed is None else whole_number("seed", seed)
     if population_size is not None:
@@ -231,16 +258,54 @@ def run(
     )
     if seed_list is not None:
         specs = [replace(spec, seed=seed) for seed in seed_list]
-        return _run_seeds(specs, ctx, rerun, on_checked, population, population_size)
+        return _run_seeds(specs, ctx, rerun, on_checked, population, population_size, tracking)
     # Everything the options, the config, the store and the checkpoint folder can tell, before any work.
     run_key = prepare(spec, ctx)
     stored = None if rerun else preflight.stored_run(store, run_key)
     if on_checked is not None:
-        on_checked(CheckedRun(spec, run_key, stored))
+        on_checked(CheckedRun(spec, run_key, stored, meta_trains(host, spec)))
     if stored is not None:  # one run key, one complete row: reuse it
         drop_checkpoint(ctx.checkpoint_dir, run_key)
-    out = None if stored is not None else execute(spec, ctx, rerun=rerun)
-    return _stored_result(store, stored, out)
+        _track_stored(tracking, store, [stored.run_id])
+        return _stored_result(store, stored, None)
+    if tracking is None:
+        return _stored_result(store, None, execute(spec, ctx, rerun=rerun))
+    session = TrackingSession(tracking)
+    live = session.live(spec.learner, host.dataset(spec.dataset).name, spec.way, spec.shot, spec.seed, run_key)
+    try:
+        out = execute(spec, ctx, rerun=rerun, tracking=live)
+    except BaseException:
+        live.close(failed=True)
+        raise
+    result = _stored_result(store, None, out)
+    with ResultStore(store, create=False) as db:
+        record = db.run(result.run_id)
+    session.finish(live, record, protocol_of(record).id)
+    return result
+
+
+def tracked(tracking: Tracking | str | None) -> Tracking | None:
+    """A tracking destination as given: a checked :class:`Tracking`, a tracker's name (its defaults), or None."""
+    return Tracking.checked(tracking) if isinstance(tracking, str) else tracking
+
+
+def _track_stored(tracking: Tracking | None, store: Path, run_ids: list[str]) -> Logged | None:
+    """Log the stored runs ``run_ids`` the tracking destination does not show yet (None: no tracking)."""
+    if tracking is None:
+        return None
+    with ResultStore(store, create=False) as db:
+        records = [db.run(run_id) for run_id in run_ids]
+    return _log_records(TrackingSession(tracking), records)
+
+
+def _log_records(session: TrackingSession, records: list[RunRecord], artifacts: Iterable[Path] = ()) -> Logged:
+    """Log ``records`` the session's destination lacks, saying where."""
+    import logging
+
+    logged = session.stored(records, lambda record: protocol_of(record).id, artifacts)
+    logging.getLogger(__name__).info("tracking: %d run(s) logged to %s, %d there already", len(logged.logged),
+                                     logged.where, len(logged.skipped))
+    return logged
 
 
 def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | None) -> RunResult:
@@ -251,6 +316,12 @@ def _stored_result(store: Path, stored: RunRecord | None, out: dict[str, Any] | 
     return RunResult.from_record(
         store, record, values, reused=stored is not None, stored_by_other=bool(out and out.stored_by_other)
     )
+
+
+def meta_trains(host: PluginHost, spec: RunSpec) -> bool:
+    """Whether ``spec`` meta-trains: its learner has something to meta-train on its dataset's task kind, and steps."""
+    kind = host.dataset(spec.dataset).kind
+    return host.learner(spec.learner).for_kind(kind).meta_trainable and spec.steps > 0
 
 
 def check_seeds(seeds: Iterable[int] | str, seed: int | None = None, allow_large: bool = False) -> list[int]:
@@ -266,7 +337,7 @@ def check_seeds(seeds: Iterable[int] | str, seed: int | None = None, allow_large
 
 def _run_seeds(
     specs: list[RunSpec], ctx: Any, rerun: bool, on_checked: Callable[[CheckedRun], None] | None,
-    population: bool, population_size: int | None,
+    population: bool, population_size: int | None, tracking: Tracking | None = None,
 ) -> list[RunResult]:
     """One run per spec (seeds of one cell), the ones the store lacks meta-trained together; results in spec order."""
     from fewshot_bench.protocol import preflight
@@ -281,13 +352,18 @@ def _run_seeds(
     stored = [None if rerun else preflight.stored_run(ctx.store_path, key) for key in keys]
     if on_checked is not None:
         for spec, key, row in zip(specs, keys, stored):
-            on_checked(CheckedRun(spec, key, row))
+            on_checked(CheckedRun(spec, key, row, meta_trains(ctx.host, spec)))
     for key, row in zip(keys, stored):
         if row is not None:
             drop_checkpoint(ctx.checkpoint_dir, key)
+    session = TrackingSession(tracking) if tracking is not None else None  # a bad destination fails before training
     missing = [spec for spec, row in zip(specs, stored) if row is None]
     outs = iter(execute_population(missing, ctx, rerun, batched=population, size=population_size) if missing else [])
-    return [_stored_result(ctx.store_path, row, None if row is not None else next(outs)) for row in stored]
+    results = [_stored_result(ctx.store_path, row, None if row is not None else next(outs)) for row in stored]
+    if session is not None:  # from the stored records: a population's members train as one program
+        with ResultStore(ctx.store_path, create=False) as db:
+            _log_records(session, [db.run(r.run_id) for r in results])
+    return results
 
 
 # --- sweep -----------------------------------------------------------------------------------------
@@ -342,6 +418,7 @@ def sweep(
     executor: str = "local",
     workers: int | None = 1,
     ray_address: str | None = None,
+    slurm: Mapping[str, Any] | None = None,
     device: str = "cpu",
     dry_run: bool = False,
     progress: bool = False,
@@ -350,6 +427,7 @@ def sweep(
     on_plan: Callable[[SweepResult], None] | None = None,
     population: bool = True,
     population_size: int | None = None,
+    tracking: Tracking | str | None = None,
     **fields: Any,
 ) -> SweepResult:
     """Run every (learner, dataset, shot, seed) cell the store does not have yet, as ``fewshot-bench sweep``.
@@ -362,16 +440,21 @@ def sweep(
     one worker per core. A failed cell raises after the others are stored (``raise_failures=False``:
     see ``failed``). ``on_plan`` is called once the plan is made, before any run starts. Each
     cell's missing seeds meta-train together as one population (of at most ``population_size``),
-    storing the rows separate runs would; ``population=False`` runs every seed as its own job.
+    storing the rows separate runs would; ``population=False`` runs every seed as its own job. ``tracking``
+    logs every stored run of the grid the destination does not show yet, from its record, once the sweep ends
+    (workers return records; the driver logs).
+    ``executor="slurm"`` submits each population as a Slurm job, ``slurm`` holding the ``--slurm-*``
+    options by name (partition, time, cpus, mem, gpus, gres, account, qos, constraint,
+    array_parallelism, folder, extra; docs/clusters.md).
     """
     from fewshot_bench.protocol.runner import drop_checkpoint
-    from fewshot_bench.search.executors import make_executor
     from fewshot_bench.search.sweep import run_plan
 
     if wrong := [name for name in NOT_SWEEP_SETTINGS if name in fields]:
         raise TypeError(f"sweep() got an unexpected keyword argument {wrong[0]!r} (a sweep's grid: datasets, shots)")
     store = Path(store)
     shared = settings_of(settings or RunSettings(**SWEEP_DEFAULTS), **fields)
+    tracking = tracked(tracking)
     todo, result, torch_device, host = _plan_sweep(
         (learners, datasets, shots, seeds, first_seed, table), shared, store, data_dir, device, host
     )
@@ -382,12 +465,13 @@ def sweep(
             from fewshot_bench.protocol.population import configured_memory
 
             configured_memory()  # a bad FEWSHOT_BENCH_POPULATION_MEMORY: one line now, not in every worker
-        runner = make_executor(executor, workers, places, ray_address, str(torch_device))
+        runner = _executor(executor, workers, places, ray_address, str(torch_device), slurm, progress)
         result.executor = runner.description
     if on_plan is not None:
         on_plan(result)
     if dry_run:
         return result
+    session = TrackingSession(tracking) if tracking is not None else None  # opened before any run: fails first
     checkpoints = Path(places.checkpoint_dir)
     for job in todo.done:  # left behind if a sweep was killed between storing a run and dropping its checkpoint
         drop_checkpoint(checkpoints, job.key)
@@ -395,6 +479,9 @@ def sweep(
         outcome = run_plan(todo, runner, store, checkpoints, progress, population, population_size)
         result.ran, result.failed = outcome.ran, outcome.failed
     result.runs = _grid_results(store, todo)
+    if session is not None and result.runs:
+        with ResultStore(store, create=False) as db:
+            _log_records(session, [db.run(r.run_id) for r in result.runs])
     if raise_failures:
         result.raise_failures()
     return result
@@ -501,10 +588,12 @@ def tune(
     executor: str = "local",
     workers: int | None = 1,
     ray_address: str | None = None,
+    slurm: Mapping[str, Any] | None = None,
     device: str = "cpu",
     progress: bool = False,
     host: PluginHost | None = None,
     on_request: Callable[[SearchRequest], None] | None = None,
+    tracking: Tracking | str | None = None,
     **options: Any,
 ) -> SearchReport:
     """Search ``learner``'s hyperparameters on the validation split until the study has ``trials`` finished trials,
@@ -513,15 +602,17 @@ def tune(
     ``options`` are :func:`search_request`'s (settings and their fields, space, sampler, seed,
     score, pruner, ...). The same call resumes or extends the same study; every completed
     trial is a stored run. ``workers`` 1 computes in this process, N > 1 a local pool, None one
-    worker per core. ``on_request`` is called with the checked request before any trial runs.
+    worker per core; ``executor="slurm"`` one Slurm job per trial (``slurm``: as :func:`sweep`'s).
+    ``on_request`` is called with the checked request before any trial runs. ``tracking`` logs
+    the study's stored trials the destination does not show yet, from their records, when the search ends.
     """
     import torch
 
     from fewshot_bench.records.provenance import resolve_device
-    from fewshot_bench.search.executors import make_executor
     from fewshot_bench.search.tune import executor_capacity, search
 
     host = _host(host)
+    tracking = tracked(tracking)
     request = search_request(learner, dataset, host=host, **options)
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
@@ -532,9 +623,23 @@ def tune(
     places = worker_settings(store, data_dir, checkpoint_dir)
     if on_request is not None:
         on_request(request)
-    runner = make_executor(executor, workers, places, ray_address, str(torch_device))
-    return search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
-                  progress, Path(places.data_dir) if places.data_dir else None)
+    session = TrackingSession(tracking) if tracking is not None else None  # a bad destination fails before trials
+    runner = _executor(executor, workers, places, ray_address, str(torch_device), slurm, progress)
+    report = search(request, host, store, trials, runner, executor_capacity(runner), Path(places.checkpoint_dir),
+                    progress, Path(places.data_dir) if places.data_dir else None)
+    if session is not None:
+        _log_records(session, _trial_records(store, report.study))
+    return report
+
+
+def _trial_records(store: Path, study: str) -> list[RunRecord]:
+    """The stored runs of a study's trials (a pruned or failed trial stored none), in trial order."""
+    from fewshot_bench.search.tune import load_study
+
+    run_ids = [t.user_attrs["run_id"] for t in load_study(store, study).trials if "run_id" in t.user_attrs]
+    with ResultStore(store, create=False) as db:
+        stored = {r.run_id: r for r in db.runs()}
+    return [stored[run_id] for run_id in run_ids if run_id in stored]
 
 
 # --- reading the store -----------------------------------------------------------------------------
@@ -596,15 +701,26 @@ class TableResult:
     data: report.TableRuns
     crop: str
 
-    def render(self, fmt: str = "markdown") -> str:
-        """The table as text, in one of :data:`fewshot_bench.reports.report.FORMATS` (markdown, latex, ...)."""
-        return report.render(self.spec, self.data, self.settings, fmt, self.crop)
+    def render(self, fmt: str = "markdown", width: int | None = None) -> str:
+        """The table as text, in one of :data:`fewshot_bench.reports.report.FORMATS` (markdown, latex, ...);
+        markdown at most ``width`` characters wide where it can be (None: one table, however wide)."""
+        return report.render(self.spec, self.data, self.settings, fmt, self.crop, width)
 
-    def plot(self, path: str | Path) -> Path:
-        """Draw the table as a grouped bar chart into ``path`` (a PNG)."""
+    def plot(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Draw the table as a grouped bar chart into ``path`` (PNG, PDF or SVG: ``fmt`` or the suffix's), its
+        runs' provenance under it and in its metadata."""
+        return report.plot(self.spec, self.data.cells, self.settings, Path(path), self.provenance(), fmt)
+
+    def runs(self) -> list[RunRecord]:
+        """The stored runs whose numbers fill the table."""
+        used = {run_id for c in self.data.cells for run_id in c.run_ids}
+        return [r for r in self.data.selection.runs if r.run_id in used]
+
+    def provenance(self) -> Provenance | None:
+        """Where the table's numbers came from (None: no runs yet)."""
+        runs = self.runs()
         selected = self.data.selection.protocol
-        report.plot(self.spec, self.data.cells, self.settings, Path(path), selected.id if selected else None)
-        return Path(path)
+        return Provenance.of(runs, selected.id if selected else "") if runs else None
 
 
 def table(
@@ -714,19 +830,40 @@ class StoredRun:
         return is_transductive(self.record)
 
 
+STAGES = ("run", TUNE_STAGE)  # a run's stage: a run scored on test, or a search's trial scored on validation
+
+
 def stored_runs(
     store: str | Path = DEFAULT_STORE,
     learner: str | None = None,
     dataset: str | None = None,
     protocol: str | None = None,
+    *,
+    shot: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    stage: str | None = None,
+    data: str | None = None,
 ) -> list[StoredRun]:
-    """The stored runs, oldest first, of ``learner``, ``dataset`` and ``protocol`` (an id or its prefix) when given."""
+    """The stored runs, oldest first, of ``learner``, ``dataset``, ``shot``, ``seed``, ``steps`` (meta-training
+    steps asked), ``stage`` (``run`` or ``tune``), ``protocol`` and ``data`` (ids or their prefixes) when given."""
     where = {k: v for k, v in (("learner", learner), ("dataset", dataset)) if v}
+    where |= {k: whole_number(k, v) for k, v in (("shot", shot), ("seed", seed)) if v is not None}
+    steps = None if steps is None else whole_number("steps", steps)
+    if stage is not None and stage not in STAGES:
+        raise ConfigValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
     with ResultStore(Path(store), create=False) as db:
         found = [StoredRun(r, protocol_of(r)) for r in db.runs(**where)]
+    if steps is not None:
+        found = [s for s in found if s.record.options.get("steps") == steps]
+    if stage is not None:
+        found = [s for s in found if s.record.options.get("stage", "run") == stage]
     if protocol:
         wanted = protocol.strip().lower()
         found = [s for s in found if s.protocol.id.startswith(wanted)]
+    if data:
+        wanted = data.strip().lower()
+        found = [s for s in found if (data_id_of(s.record) or "").startswith(wanted)]
     return found
 
 
@@ -735,8 +872,16 @@ def results(
     learner: str | None = None,
     dataset: str | None = None,
     protocol: str | None = None,
+    *,
+    shot: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    stage: str | None = None,
+    data: str | None = None,
 ) -> pd.DataFrame:
-    """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them.
+    """The stored runs as a DataFrame, one row per run, as ``fewshot-bench results`` lists them; only those of
+    ``learner``, ``dataset``, ``shot``, ``seed``, ``steps``, ``stage``, ``protocol`` and ``data`` when given
+    (:func:`stored_runs`).
 
     ``value`` holds each run's main metric (named by ``metric``: accuracy in 0..1, or mse);
     ``protocol`` is the id of the shared protocol (runs with equal ids may be combined);
@@ -754,8 +899,46 @@ def results(
             "transductive": s.transductive, "metric": s.record.metric, "value": s.record.mean,
             "ci95": s.record.ci95, "episodes": s.record.episodes, "created": s.record.created_at,
         }
-        for s in stored_runs(store, learner, dataset, protocol)
+        for s in stored_runs(store, learner, dataset, protocol, shot=shot, seed=seed, steps=steps, stage=stage,
+                             data=data)
     ]
     columns = ["run_id", "run_key", "learner", "dataset", "way", "shot", "seed", "steps", "preset", "overrides",
                "protocol", "data_id", "execution", "transductive", "metric", "value", "ci95", "episodes", "created"]
     return pd.DataFrame(rows, columns=columns)
+
+
+# --- experiment tracking ---------------------------------------------------------------------------
+
+
+def export(
+    to: str,
+    *,
+    store: str | Path = DEFAULT_STORE,
+    learner: str | None = None,
+    dataset: str | None = None,
+    run_key: str | None = None,
+    runs: Iterable[str] = (),
+    protocol: str | None = None,
+    log_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    artifacts: Iterable[str | Path] = (),
+) -> Logged:
+    """Log stored runs to TensorBoard or MLflow (``to``), as ``fewshot-bench export`` does: each run's parameters,
+    its validation history as curves and its final metric with the CI, ``artifacts`` (figures) attached to each.
+
+    The runs are those of ``learner``, ``dataset``, ``protocol``, ``run_key`` (a prefix) and ``runs`` (run ids or
+    prefixes) when given; those the destination shows already are skipped (``Logged.skipped``).
+    """
+    if not to:
+        raise ConfigError("export needs --to tensorboard or --to mlflow")
+    tracking = Tracking.checked(to, log_dir, tracking_uri, experiment)
+    assert tracking is not None
+    files = tracking.check_artifacts(artifacts)
+    wanted_ids = [r.strip().lower() for r in ([runs] if isinstance(runs, str) else runs)]
+    found = [s.record for s in stored_runs(store, learner, dataset, protocol)
+             if (not run_key or s.record.run_key.startswith(run_key.strip().lower()))
+             and (not wanted_ids or any(s.record.run_id.startswith(r) for r in wanted_ids))]
+    if not found:
+        raise ConfigError(f"no stored run in {store} matches the filters; `fewshot-bench results` lists them")
+    return TrackingSession(tracking).stored(found, lambda record: protocol_of(record).id, files)

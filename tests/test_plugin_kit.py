@@ -188,8 +188,17 @@ class Constant(NearestCentroid):
         return self.bias.expand(batch.batch_size, batch.n_queries, batch.n_way)
 
     def meta_loss(self, batch):
-        logits = self.predict(batch)
+        logits = self.predict(batch.inputs())  # predict sees what it sees at evaluation: no query labels
         return LossOutput(CLASSIFICATION.loss(logits, batch.query_labels))
+
+
+class LabelledPredict(Constant):
+    """Hands predict the labelled EpisodeBatch from meta_loss: predict would see what it never sees at evaluation."""
+
+    name = "labelled-predict"
+
+    def meta_loss(self, batch):
+        return LossOutput(CLASSIFICATION.loss(self.predict(batch), batch.query_labels))
 
 
 @pytest.mark.parametrize(
@@ -206,6 +215,7 @@ class Constant(NearestCentroid):
         (HiddenState, "state-dict", "registered buffers"),
         (NoDataclassConfig, "config", "must be a @dataclass"),
         (Dead, "meta-loss", "no gradient"),
+        (LabelledPredict, "meta-loss", "call self.predict(batch.inputs())"),
         (Dead, "meta-training", "did not change any parameter"),
         (Constant, "meta-training", "not better than a trivial predictor"),
     ],
@@ -355,6 +365,51 @@ def test_new_plugin_refuses_to_overwrite_and_bad_names(cli, tmp_path):
     assert cli("new-plugin", "my-learner", "--dir", tmp_path / "empty").code == 0
     with pytest.raises(ConfigError):
         names_for("ok-name", description='has "quotes"')
+
+
+@pytest.mark.parametrize("kind, module_files", [
+    ("dataset", ["fewshot_bench_my_thing/__init__.py", "tests/test_dataset.py"]),
+    ("backbone", ["fewshot_bench_my_thing/__init__.py", "tests/test_backbone.py"]),
+])
+def test_new_plugin_writes_a_dataset_or_backbone_package(cli, tmp_path, kind, module_files):
+    """``--kind dataset|backbone``: the entry point, the module registering NAME through its kind's hook, tests."""
+    r = cli("new-plugin", "my-thing", "--kind", kind, "--dir", tmp_path / "pkg")
+    assert r.code == 0, r.err
+    files = sorted(p.relative_to(tmp_path / "pkg").as_posix() for p in (tmp_path / "pkg").rglob("*") if p.is_file())
+    assert files == sorted(["README.md", "pyproject.toml", *module_files])
+    pyproject = (tmp_path / "pkg" / "pyproject.toml").read_text()
+    assert '[project.entry-points.fewshot_bench]\nmy-thing = "fewshot_bench_my_thing"' in pyproject
+    module = (tmp_path / "pkg" / "fewshot_bench_my_thing" / "__init__.py").read_text()
+    assert f"def fewshot_bench_register_{kind}s(" in module and "my-thing" in module
+    for f in files:
+        assert "{{" not in (tmp_path / "pkg" / f).read_text(), f
+
+
+def test_new_plugin_refuses_a_dataset_or_backbone_name_that_is_taken(cli, tmp_path):
+    """A dataset name (or alias) and a backbone name are checked against their own kind's registry."""
+    r = cli("new-plugin", "synthetic", "--kind", "dataset", "--dir", tmp_path / "a")
+    assert r.code == 1 and "dataset name 'synthetic' is already taken by distribution 'fewshot-bench'" in r.err
+    r = cli("new-plugin", "conv4", "--kind", "backbone", "--dir", tmp_path / "b")
+    assert r.code == 1 and "backbone name 'conv4' is already taken" in r.err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert cli("new-plugin", "conv4", "--kind", "dataset", "--dir", tmp_path / "c").code == 0  # other kinds' names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dataset", "backbone"])
+def test_generated_dataset_and_backbone_tests_pass_as_generated(tmp_path, kind):
+    """The generated package's own tests pass under pytest before it is installed (in a fresh process)."""
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / f"fewshot-bench-my-{kind}"
+    write_plugin(target, names_for(f"my-{kind}", kind=kind))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEWSHOT_BENCH_")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"dataset": "3 passed", "backbone": "2 passed"}[kind] in done.stdout
 
 
 # --- a plugin written outside the repository, installed with pip ---------------------------

@@ -33,7 +33,10 @@ def test_sweep_runs_missing_cells_and_a_second_sweep_does_no_work(cli, tmp_path)
             "--seeds", "2", "--workers", "1", *TINY, "--store", tmp_path / "s.db", "--json"]
     first = cli(*args)
     assert first.code == 0, first.err
-    assert first.json() == {"planned": 4, "already_complete": 0, "ran": 4, "failed": 0, "store": str(tmp_path / "s.db")}
+    summary = first.json()
+    assert summary | {"cells": None} == {"planned": 4, "already_complete": 0, "ran": 4, "failed": 0,
+                                         "store": str(tmp_path / "s.db"), "cells": None}
+    assert [(c["learner"], c["seeds"]) for c in summary["cells"]] == [("nearest-centroid", [0, 1]), ("metasgd", [0, 1])]
     runs = stored(tmp_path / "s.db")
     assert sorted((r.learner, r.seed) for r in runs) == [("metasgd", 0), ("metasgd", 1),
                                                          ("nearest-centroid", 0), ("nearest-centroid", 1)]

@@ -79,16 +79,65 @@ def test_get_table_and_dataset_replacement():
 # --- rendering ---------------------------------------------------------------------------
 
 
+def markdown_rows(text):
+    """The cells of a markdown table's rows, its header first (the separator left out)."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("|--")]
+
+
 def test_markdown_shows_ours_beside_the_paper(cli, store_path):
     r = cli("table", "2", "--store", store_path)
     assert r.code == 0, r.err
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in r.out.splitlines() if line.startswith("| ")]
-    cells = next(row for row in rows if row[0] == "LEO")
+    header, *rows = markdown_rows(r.out)
+    # Ours, the paper's, Δ and runs (seeds differ between cells) where there are runs; only the paper's elsewhere.
+    assert header == ["model", "mini 1-shot", "paper", "Δ", "runs", "mini 5-shot paper", "tiered 1-shot paper",
+                      "tiered 5-shot paper"]
+    leo = dict(zip(header, next(row for row in rows if row[0] == "LEO")))
     # mini 1-shot: mean ± std of 60% and 62% = 61.00 ± 1.41; paper 61.76 ± 0.08; Δ = -0.76; 2 seeds x 10 episodes
-    assert cells[1:5] == ["61.00 ± 1.41", "61.76 ± 0.08", "-0.76", "2 × 10"]
-    assert cells[5] == "missing"
-    assert "| Previous SOTA" in r.out and "reported" in r.out
+    assert [leo[h] for h in header[1:6]] == ["61.00 ± 1.41", "61.76 ± 0.08", "-0.76", "2 × 10", "77.59 ± 0.12"]
+    sota = dict(zip(header, next(row for row in rows if row[0] == "Previous SOTA")))
+    assert sota["mini 1-shot"] == "" and sota["paper"] == "59.60 ± 0.41"  # a reported row: the paper's only
+    assert dict(zip(header, next(row for row in rows if row[0] == "LEO (deterministic)")))["mini 1-shot"] == "missing"
     assert "missing: run `fewshot-bench sweep --table 2`" in r.out
+    assert "**Table 2: ablation study and comparison to Meta-SGD on miniImageNet and tieredImageNet (5-way)**" in r.out
+
+
+def test_plain_table_1_shows_only_columns_that_say_something(cli, store_path):
+    """No runs on the paper's datasets: one column per setting (the paper's numbers), not 17 of reported/missing."""
+    with ResultStore(store_path) as s:
+        s.conn.execute("DELETE FROM runs WHERE dataset = 'mini'")
+        s.conn.commit()
+    r = cli("table", "1", "--store", store_path)
+    assert r.code == 0, r.err
+    header, *rows = markdown_rows(r.out)
+    assert header == ["model", "mini 1-shot paper", "mini 5-shot paper", "tiered 1-shot paper", "tiered 5-shot paper"]
+    assert len(rows) == 23 and "reported" not in r.out.split("\n\n")[1] and "missing" not in r.out.split("\n\n")[1]
+    assert "no runs yet for mini 1-shot, mini 5-shot, tiered 1-shot, tiered 5-shot" in r.out
+
+
+def test_a_table_on_other_data_is_titled_and_explained_by_what_it_shows(cli, store_path):
+    r = cli("table", "1", "--dataset", "synthetic", "--store", store_path)
+    assert r.code == 0, r.err
+    assert r.out.startswith("**Table 1: test accuracy on synthetic (5-way)**")
+    header, *rows = markdown_rows(r.out)
+    assert header == ["model", "synthetic 1-shot", "synthetic 5-shot"]  # every cell 1 seed x 10: no runs column
+    assert "every cell with runs: 1 × 10 (seeds × test episodes per run)" in r.out
+    assert "paper =" not in r.out and "Δ" not in r.out  # no paper column, no word about one
+    assert json.loads(cli("table", "1", "--dataset", "synthetic", "--format", "json", "--store",
+                          store_path).out)["title"] == "Table 1: test accuracy on synthetic (5-way)"
+
+
+def test_markdown_fits_the_terminal_width(cli, store_path, monkeypatch):
+    wide = cli("table", "2", "--store", store_path).out
+    assert max(len(line) for line in wide.splitlines() if line.startswith("|")) > 80  # one table, however wide
+    monkeypatch.setenv("COLUMNS", "80")
+    r = cli("table", "2", "--store", store_path)
+    assert r.code == 0, r.err
+    assert max(len(line) for line in r.out.splitlines()) <= 80
+    tables = [block for block in r.out.split("\n\n") if block.startswith("| model")]
+    assert len(tables) >= 2  # the columns that did not fit follow in a table of their own, the model column first
+    cells = {c for t in tables for row in markdown_rows(t) for c in row}
+    assert {"61.00 ± 1.41", "-0.76", "81.44 ± 0.09"} <= cells  # nothing was cut
 
 
 def test_csv_has_a_row_per_learner_with_numbers(cli, store_path):

@@ -1,4 +1,4 @@
-"""The plugin API: everything a learner or dataset plugin may import from fewshot-bench, and nothing else.
+"""The plugin API: everything a learner, dataset or backbone plugin may import from fewshot-bench, and nothing else.
 
 This package is the bottom layer of the harness (above only :mod:`fewshot_bench.errors`):
 it imports no other part of fewshot-bench, and plugins import no other part of it (the
@@ -9,7 +9,14 @@ it imports no other part of fewshot-bench, and plugins import no other part of i
   batch types :class:`EpisodeBatch` (labelled) and :class:`PredictionBatch` (what
   ``predict`` sees), task kinds, and the search-space declarations ``Float``, ``Int``,
   ``Choice``;
-* the plugin hooks: :data:`hookimpl` and the ``register`` callbacks' hook specifications;
+* datasets: :class:`DatasetSpec` (what a dataset plugin registers), :class:`DataRequest`
+  (what its loader is asked), :class:`FeatureDataset` of class-sorted :class:`FeatureSplit` s
+  or generated :class:`EpisodeSource` s (with an :class:`EpisodeStream` sampler);
+* backbones: :class:`Backbone` (what a backbone plugin's factory builds);
+* the plugin hooks: :data:`hookimpl` and the typed ``register`` callbacks
+  (:class:`RegisterLearner`, :class:`RegisterDataset`, :class:`RegisterBackbone`);
+* test helpers: :func:`make_episode_batch`, :func:`make_prediction_batch` (seeded batches of
+  any shape for a learner's unit tests);
 * counter-based noise: :class:`Noise` (``Learner.noise``), which every random number a
   learner draws in meta-training comes from, and :func:`episode_normal` (evaluation noise)
   with the hashes behind it;
@@ -18,8 +25,11 @@ it imports no other part of fewshot-bench, and plugins import no other part of i
 * the errors a plugin raises: :class:`ConfigError`, :class:`DataError`.
 """
 
+from fewshot_bench.api.backbones import Backbone
 from fewshot_bench.api.batches import EpisodeBatch, PredictionBatch
-from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.datasets import DataRequest, DatasetSpec, FeatureDataset, FeatureSplit, l2_normalize
+from fewshot_bench.api.episodes import EpisodeSource, EpisodeStream
+from fewshot_bench.api.hooks import BackboneFactory, RegisterBackbone, RegisterDataset, RegisterLearner, hookimpl
 from fewshot_bench.api.learner import LEARNER_NAME, Adaptation, Learner, LearnerConfig, LossOutput, TaskSpec
 from fewshot_bench.api.linear import flat, linear_logits, onehot_labels, support_loss_grad
 from fewshot_bench.api.mlp import (
@@ -31,9 +41,10 @@ from fewshot_bench.api.mlp import (
     support_mse,
     support_points,
 )
-from fewshot_bench.api.noise import episode_keys, episode_normal, hashed_normals, hashed_uniforms, mix64
+from fewshot_bench.api.noise import episode_keys, episode_normal, hashed_normals, hashed_uniforms, mix64, query_order
 from fewshot_bench.api.search_space import Choice, Float, Int
 from fewshot_bench.api.tasks import CLASSIFICATION, REGRESSION, TaskKind, task_kind
+from fewshot_bench.api.testing import make_episode_batch, make_prediction_batch
 from fewshot_bench.api.training_noise import Noise, step_key
 from fewshot_bench.errors import ConfigError, DataError, FewshotBenchError
 
@@ -44,10 +55,18 @@ __all__ = [
     "PAPER_SIZES",
     "REGRESSION",
     "Adaptation",
+    "Backbone",
+    "BackboneFactory",
     "Choice",
     "ConfigError",
     "DataError",
+    "DataRequest",
+    "DatasetSpec",
     "EpisodeBatch",
+    "EpisodeSource",
+    "EpisodeStream",
+    "FeatureDataset",
+    "FeatureSplit",
     "FewshotBenchError",
     "Float",
     "Int",
@@ -56,6 +75,9 @@ __all__ = [
     "LossOutput",
     "Noise",
     "PredictionBatch",
+    "RegisterBackbone",
+    "RegisterDataset",
+    "RegisterLearner",
     "TaskKind",
     "TaskSpec",
     "episode_keys",
@@ -66,10 +88,14 @@ __all__ = [
     "hashed_uniforms",
     "hookimpl",
     "inner_gradient",
+    "l2_normalize",
     "linear_logits",
+    "make_episode_batch",
+    "make_prediction_batch",
     "mix64",
     "mlp_for",
     "onehot_labels",
+    "query_order",
     "step_key",
     "support_loss_grad",
     "support_mse",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Self
+from typing import Any, Self
 
 import torch
 from torch import Tensor
@@ -67,11 +67,13 @@ class PredictionBatch:
             # Class labels stay integers; regression targets follow the features' dtype.
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
-        return replace(self, **{f.name: move(f.name, getattr(self, f.name)) for f in fields(self)})
+        moved: dict[str, Any] = {f.name: move(f.name, getattr(self, f.name)) for f in fields(self)}
+        return replace(self, **moved)
 
     def select(self, index: Tensor | slice) -> Self:
         """The sub-batch of the episodes at ``index`` (a slice or index tensor)."""
-        return replace(self, **{f.name: _pick(getattr(self, f.name), index) for f in fields(self)})
+        picked: dict[str, Any] = {f.name: _pick(getattr(self, f.name), index) for f in fields(self)}
+        return replace(self, **picked)
 
 
 def _pick(t: Tensor | None, index: Tensor | slice) -> Tensor | None:

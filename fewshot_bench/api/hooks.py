@@ -3,7 +3,7 @@
 A plugin is a module (or object) registered under the entry-point group ``fewshot_bench``.
 It implements any of the hooks below with the ``hookimpl`` marker::
 
-    from fewshot_bench import hookimpl
+    from fewshot_bench.api import hookimpl
 
     @hookimpl
     def fewshot_bench_register_learners(register):
@@ -11,22 +11,55 @@ It implements any of the hooks below with the ``hookimpl`` marker::
 
 Each hook receives a ``register`` callback rather than returning values, so one plugin can
 provide several things and the harness can attribute each to the distribution it came from.
+The callbacks' types (:class:`RegisterLearner`, :class:`RegisterDataset`,
+:class:`RegisterBackbone`) let a type checker check a plugin's calls.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import pluggy
+from torch import nn
+
+from fewshot_bench.api.datasets import DatasetSpec
+from fewshot_bench.api.learner import Learner
 
 PROJECT_NAME = "fewshot_bench"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
+# What the harness calls a backbone factory with: ``factory(in_channels=C, **options)``.
+BackboneFactory = Callable[..., nn.Module]
+
+
+class RegisterLearner(Protocol):
+    """The ``register`` callback of :func:`fewshot_bench_register_learners`."""
+
+    def __call__(self, learner: type[Learner], /) -> None:
+        """Register one learner class."""
+        ...
+
+
+class RegisterDataset(Protocol):
+    """The ``register`` callback of :func:`fewshot_bench_register_datasets`."""
+
+    def __call__(self, spec: DatasetSpec, /) -> None:
+        """Register one dataset."""
+        ...
+
+
+class RegisterBackbone(Protocol):
+    """The ``register`` callback of :func:`fewshot_bench_register_backbones`."""
+
+    def __call__(self, name: str, factory: BackboneFactory, /) -> None:
+        """Register one backbone under ``name``."""
+        ...
+
 
 @hookspec
-def fewshot_bench_register_learners(register: Callable[[type], None]) -> None:
+def fewshot_bench_register_learners(register: RegisterLearner) -> None:
     """Register learners: call ``register(LearnerClass)`` once per learner class.
 
     :param register: Takes a subclass of :class:`fewshot_bench.api.Learner` whose
@@ -36,17 +69,20 @@ def fewshot_bench_register_learners(register: Callable[[type], None]) -> None:
         ``fewshot-bench-leo``, ``-metasgd``, ``-maml``) always keep their names; among
         other distributions the first registration wins. A learner's ``predict`` receives
         a :class:`fewshot_bench.api.PredictionBatch` (no query labels, queries unordered) and
-        its ``meta_loss`` a labelled :class:`fewshot_bench.api.EpisodeBatch`.
+        its ``meta_loss`` a labelled :class:`fewshot_bench.api.EpisodeBatch`; ``meta_loss``
+        calls ``predict`` with ``batch.inputs()``, never the labelled batch.
     """
 
 
 @hookspec
-def fewshot_bench_register_datasets(register: Callable[..., None]) -> None:
+def fewshot_bench_register_datasets(register: RegisterDataset) -> None:
     """Register feature datasets: call ``register(spec)`` with a ``DatasetSpec``.
 
-    :param register: Takes a :class:`fewshot_bench.data.DatasetSpec`: a unique name, its
-        aliases, a one-line description and a ``load(request)`` callable returning a
-        :class:`fewshot_bench.data.FeatureDataset`; optionally ``identify(request)``, a
+    :param register: Takes a :class:`fewshot_bench.api.DatasetSpec`: a unique name, its
+        aliases, a one-line description, its task ``kind`` and a ``load(request)`` callable
+        returning a :class:`fewshot_bench.api.FeatureDataset` whose splits are
+        :class:`fewshot_bench.api.FeatureSplit` s (classification) or
+        :class:`fewshot_bench.api.EpisodeSource` s (regression); optionally ``identify(request)``, a
         mapping of each split (those in ``request.splits``; all when None) to a digest of its
         content, read without loading the data (a file's digest kept beside it). The data's
         identity is part of every run key; without ``identify`` the harness loads the
@@ -57,7 +93,7 @@ def fewshot_bench_register_datasets(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def fewshot_bench_register_backbones(register: Callable[..., None]) -> None:
+def fewshot_bench_register_backbones(register: RegisterBackbone) -> None:
     """Register feature backbones (stage 1 of the paper): call ``register(name, factory)``.
 
     :param register: Takes a unique backbone name (``conv4``, ``resnet12``, ``wrn-28-10``
@@ -69,5 +105,5 @@ def fewshot_bench_register_backbones(register: Callable[..., None]) -> None:
         pretraining classifier (``out_dim`` defaults to ``feature_dim``). If it defines
         ``embed(x)``, that gives the exported ``[B, feature_dim]`` features (e.g. an inner
         layer, as WRN-28-10's "layer 21"); otherwise ``forward`` is exported. Export runs
-        in eval mode. See :class:`fewshot_bench.backbones.base.Backbone`.
+        in eval mode. See :class:`fewshot_bench.api.Backbone`.
     """

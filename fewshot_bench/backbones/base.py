@@ -1,25 +1,13 @@
-"""The backbone contract shared by the built-in networks and third-party ones."""
+"""How the harness reads a backbone: its classifier width and its exported features (the contract,
+:class:`~fewshot_bench.api.backbones.Backbone`, is part of the plugin API and re-exported here)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from fewshot_bench.api.backbones import Backbone
 
-class Backbone(nn.Module):
-    """A feature extractor: images ``[B, C, H, W]`` -> features.
-
-    ``forward`` gives the pooled features the pretraining classifier reads (``out_dim``
-    wide); ``embed`` gives the features that are exported for meta-learning
-    (``feature_dim`` wide). They are the same for Conv-4 and ResNet-12; WRN-28-10 exports
-    an intermediate layer (the paper's "layer 21").
-    """
-
-    feature_dim: int
-    out_dim: int
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The exported features of an image batch, ``[B, feature_dim]``."""
-        return self.forward(x)
+__all__ = ["Backbone", "embed", "out_dim"]
 
 
 def out_dim(model: nn.Module) -> int:

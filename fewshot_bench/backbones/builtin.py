@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.hooks import RegisterBackbone, hookimpl
 from fewshot_bench.backbones.conv4 import Conv4
 from fewshot_bench.backbones.resnet12 import ResNet12
 from fewshot_bench.backbones.wrn import WideResNet
 
 
 @hookimpl
-def fewshot_bench_register_backbones(register: Callable[..., None]) -> None:
+def fewshot_bench_register_backbones(register: RegisterBackbone) -> None:
     """Register Conv-4, ResNet-12 and WRN-28-10 (each factory takes its options as keywords)."""
     register("conv4", Conv4)
     register("resnet12", ResNet12)

@@ -7,12 +7,12 @@ import dataclasses
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
+from fewshot_bench.console.table_fit import fit_table, terminal_width
 from fewshot_bench.locations import DATA_ENV, data_root
 from fewshot_bench.protocol.spec import RunSettings
 from fewshot_bench.records.store import DEFAULT_STORE
@@ -76,9 +76,20 @@ def print_json(obj: Any) -> None:
 
 
 def print_table(rows: Iterable[dict[str, Any]], empty: str = "(none)") -> None:
-    """Print rows of dicts as a plain-text table."""
+    """Print rows of dicts as a plain-text table, fitted to the terminal's width (console.table_fit)."""
     rows = list(rows)
-    print(tabulate(rows, headers="keys", tablefmt="simple") if rows else empty)
+    if not rows:
+        print(empty)
+        return
+    headers = list(dict.fromkeys(key for row in rows for key in row))
+    print(fit_table([[row.get(key, "") for key in headers] for row in rows], headers, width=terminal_width()))
+
+
+def print_wrapped(text: str) -> None:
+    """Print a note, its words wrapped to the terminal's width (lines after the first indented); whole elsewhere."""
+    width = terminal_width()
+    print(textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+          if width else text)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
@@ -97,12 +108,46 @@ def progress_every(args: argparse.Namespace) -> float | None:
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--workers`` and ``--ray-address``: where a sweep's or a search's runs go."""
-    parser.add_argument("--executor", choices=["local", "ray"], default="local",
-                        help="local process pool (default) or Ray")
+    """``--executor``, ``--workers``, ``--ray-address`` and the ``--slurm-*`` options: where a sweep's or a search's
+    runs go."""
+    parser.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                        help="local process pool (default), Ray, or Slurm jobs (docs/clusters.md)")
     parser.add_argument("--workers", type=int,
                         help="local: worker processes (default: one per core); ray: CPUs of a new local instance")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
+    slurm = parser.add_argument_group(
+        "Slurm (--executor slurm)", "each option's default: $FEWSHOT_BENCH_SLURM_<OPTION>, else the lab's "
+        "file $FEWSHOT_BENCH_SLURM_CONFIG or ~/.config/fewshot-bench/slurm.toml (docs/clusters.md)")
+    for name, metavar, text in SLURM_OPTIONS:
+        slurm.add_argument("--slurm-" + name.replace("_", "-"), dest="slurm_" + name, metavar=metavar, help=text)
+    slurm.add_argument("--slurm", dest="slurm_extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. --slurm mail-type=END (repeatable)")
+
+
+# The Slurm options (name, metavar, help): --slurm-NAME, read back by slurm_from_args.
+SLURM_OPTIONS = (
+    ("partition", "NAME", "partition (default: the cluster's)"),
+    ("time", "TIME", "time limit of each job: minutes, HH:MM:SS or D-HH:MM:SS (default 60); a job killed at it "
+                     "is requeued and resumes from its checkpoint"),
+    ("cpus", "N", "CPUs per job (--cpus-per-task; its torch threads; default 1)"),
+    ("mem", "SIZE", "memory per job, e.g. 8G"),
+    ("gpus", "N", "GPUs per job; a job with a GPU runs with --device cuda"),
+    ("gres", "SPEC", "generic resources, e.g. gpu:a100:1"),
+    ("account", "NAME", "account to charge"),
+    ("qos", "NAME", "quality of service"),
+    ("constraint", "FEATURES", "node features, e.g. a100"),
+    ("array_parallelism", "N", "jobs running at once (an array's %%N; a search's trials in flight; default 64)"),
+    ("folder", "DIR", "job folder on a filesystem the nodes share (default: slurm-jobs beside the checkpoints)"),
+)
+
+
+def slurm_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--slurm-*`` options given (by name, as :func:`fewshot_bench.workflows.sweep` takes them)."""
+    given = {name: getattr(args, "slurm_" + name) for name, _, _ in SLURM_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.slurm_extra:
+        given["extra"] = list(args.slurm_extra)
+    return given
 
 
 def add_place_options(parser: argparse.ArgumentParser) -> None:
@@ -219,3 +264,30 @@ def use_image_threads(args: argparse.Namespace, device: Any, what: str) -> int |
     choice = apply_threads(choose_big_work_threads(what, *requested_threads(args.threads)))
     logging.getLogger(__name__).info("torch threads: %d (%s)", choice.threads, choice.reason)
     return choice.threads
+
+
+def add_tracking_options(parser: argparse.ArgumentParser, export: bool = False) -> None:
+    """``--tracker`` (``export``: ``--to``), ``--log-dir``, ``--tracking-uri`` and ``--experiment``: where runs are
+    logged for TensorBoard or MLflow (docs/tracking.md)."""
+    if export:
+        parser.add_argument("--to", required=True, choices=("tensorboard", "mlflow"),
+                            help="log the stored runs to TensorBoard event files or to MLflow")
+    else:
+        parser.add_argument("--tracker", choices=("tensorboard", "mlflow"),
+                            help="log to TensorBoard or MLflow: parameters, training loss, validation metric and step "
+                                 "time as they happen, the final metric with its CI (the tensorboard or mlflow extra: "
+                                 "pip install 'fewshot-bench[mlflow]'; docs/tracking.md)")
+    parser.add_argument("--log-dir", type=Path,
+                        help="TensorBoard: the folder of run folders (default: runs)"
+                             + ("" if export else "; alone, it means --tracker tensorboard"))
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow: where runs go (default: $MLFLOW_TRACKING_URI, else MLflow's default local store)")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="MLflow: the experiment (default: $MLFLOW_EXPERIMENT_NAME, else fewshot-bench)")
+
+
+def tracking_from_args(args: argparse.Namespace) -> Any:
+    """The checked tracking destination of :func:`add_tracking_options`' options (None: no tracking)."""
+    from fewshot_bench.tracking.destination import Tracking
+
+    return Tracking.checked(getattr(args, "tracker", None), args.log_dir, args.tracking_uri, args.experiment)

@@ -70,12 +70,16 @@ def handle(args: argparse.Namespace) -> int:
             "episodes": f"{r.episodes:,}",
             a: f"{100 * r.mean_a:.2f}%",
             b: f"{100 * r.mean_b:.2f}%",
-            f"{a} - {b}": f"{100 * r.diff:+.2f} ± {100 * r.ci95:.2f}",
+            f"{a} - {b}": difference_text(r.diff, r.ci95),
             "same sign": f"{r.agree}/{len(r.seeds)} seeds",
         }
         for r in results
     )
-    print("difference: mean over paired test episodes (points), ± half-width of its 95% CI")
+    print("difference: mean over paired test episodes (points), ± half-width of its 95% CI (shown to the first "
+          "digit that is not 0)")
+    if any(r.ci95 == 0 for r in results):
+        print("± 0: every paired episode differs by exactly the same amount (often 0: both learners predicted "
+              "alike on every episode), so the mean has no spread to show")
     print(report.selection.note())
     for note in report.notes:
         print(note)
@@ -84,3 +88,15 @@ def handle(args: argparse.Namespace) -> int:
     if report.transductive_a or report.transductive_b:
         print(TRANSDUCTIVE_NOTE)
     return 0
+
+
+def difference_text(diff: float, ci95: float) -> str:
+    """``+1.67 ± 0.42`` in points, with as many decimals as the half-width needs to show its first digit (up to
+    6): ``+0.0031 ± 0.0012``, never ``± 0.00`` for a spread that is there; ``± 0`` for none at all."""
+    d, c = 100 * diff, 100 * ci95
+    if c == 0:
+        return f"{d:+.2f} ± 0"
+    decimals = 2
+    while round(c, decimals) == 0 and decimals < 6:
+        decimals += 1
+    return f"{d:+.{decimals}f} ± {c:.{decimals}f}"

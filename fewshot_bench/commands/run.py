@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from fewshot_bench.commands.common import (
     add_place_options,
     add_settings_options,
+    add_tracking_options,
     host_from_args,
     print_json,
     print_table,
@@ -16,10 +18,13 @@ from fewshot_bench.commands.common import (
     progress_every,
     settings_from_args,
     settings_names,
+    tracking_from_args,
 )
 from fewshot_bench.console.log_hold import hold_logs, release_logs
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocol.spec import parse_seeds
+from fewshot_bench.records.stats import seeds_summary_text, stop_text, summarize_seeds
+from fewshot_bench.reports.combining import seeds_text
 from fewshot_bench.workflows import CheckedRun, RunResult, run
 
 SETTINGS = settings_names()  # every setting of a run (fewshot_bench.protocol.spec.RunSettings) is an option
@@ -53,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true", help="print where the run's time went")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                    help="on CUDA, run every meta-training step eagerly instead of replaying a captured CUDA graph")
+    add_tracking_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p.set_defaults(handler=handle)
 
@@ -90,9 +96,11 @@ def handle(args: argparse.Namespace) -> int:
             print(f"fewshot-bench: run {checked.stored.run_id} in {args.store} is this run "
                   f"(run key {checked.run_key}); reusing it (--rerun runs it again)", file=sys.stderr)
         elif not args.json and not args.quiet:
+            training = (f"{spec.steps:,} meta-training steps" if checked.meta_trained
+                        else f"no meta-training ({spec.learner} has none)" if spec.steps else "no meta-training")
             print(
                 f"{spec.learner} on {spec.dataset}, {spec.way}-way {spec.shot}-shot, seed {spec.seed}; "
-                f"budget {args.budget}: {spec.steps:,} meta-training steps, {spec.episodes:,} test episodes"
+                f"budget {args.budget}: {training}, {spec.episodes:,} test episodes"
                 + ("" if args.budget == "paper" else " (the paper's protocol: --budget paper)")
             )
 
@@ -102,12 +110,19 @@ def handle(args: argparse.Namespace) -> int:
         cuda_graph=args.cuda_graph, progress=progress_enabled(args), progress_every=progress_every(args),
         host=host_from_args(args, warn=True), on_checked=announce, seeds=args.seeds,
         population=args.population == "on", population_size=args.population_size,
+        tracking=tracking_from_args(args),
     )
     results = [report_run(args, out) for out in outs] if args.seeds else report_run(args, outs)
+    if args.seeds and not args.json:
+        first = outs[0]
+        print(f"seeds {seeds_text(out.seed for out in outs)}: {'accuracy ' if first.metric == 'accuracy' else ''}"
+              f"{seeds_summary_text(first.metric, [out.mean for out in outs])} (mean ± std over {len(outs)} "
+              "seed(s) of each run's mean, the paper's statistic)")
     if args.seeds and not args.json and not args.quiet:
         report_population(outs)
     if args.json:
-        print_json({"runs": results} if args.seeds else results)
+        over_seeds = {"over_seeds": asdict(summarize_seeds([out.mean for out in outs]))} if args.seeds else {}
+        print_json({"runs": results, **over_seeds} if args.seeds else results)
     return 0
 
 
@@ -150,6 +165,7 @@ def report_run(args: argparse.Namespace, out: RunResult) -> dict[str, Any]:
         "steps": out.steps,
         f"best_val_{out.metric}": out.best_val,
         "data_id": out.data_id,
+        "stopped_early": bool(out.summary.get("train", {}).get("stopped_early")),
         "store": str(args.store),
     }
     profile = out.provenance["timings"].get("profile", [])
@@ -167,4 +183,7 @@ def report_run(args: argparse.Namespace, out: RunResult) -> dict[str, Any]:
         seed = f"seed {out.seed}: " if args.seeds else ""
         episodes = f"95% CI over {result['episodes']:,} episodes"
         print(f"{seed}{headline} ({episodes}); run {out.run_id} stored in {args.store}")
+        stopped = stop_text(out.summary.get("train", {}), out.options["steps"], out.options.get("patience"))
+        if stopped:
+            print(f"{seed}{stopped}")
     return result

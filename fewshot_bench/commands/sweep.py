@@ -4,21 +4,28 @@ store does not have yet, on a local process pool or on Ray."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
 from fewshot_bench.commands.common import (
     add_executor_options,
     add_place_options,
     add_settings_options,
+    add_tracking_options,
     comma_list,
     datasets_of,
     host_from_args,
     int_list,
     print_json,
+    print_table,
     progress_enabled,
     settings_from_args,
     settings_names,
+    slurm_from_args,
+    tracking_from_args,
 )
-from fewshot_bench.workflows import NOT_SWEEP_SETTINGS, SWEEP_DEFAULTS, SweepResult, sweep
+from fewshot_bench.records.stats import seeds_summary_text, summarize_seeds
+from fewshot_bench.reports.combining import seeds_text
+from fewshot_bench.workflows import NOT_SWEEP_SETTINGS, SWEEP_DEFAULTS, RunResult, SweepResult, sweep
 
 SETTINGS = settings_names(without=NOT_SWEEP_SETTINGS)  # the settings every cell shares; --dataset is an axis
 
@@ -45,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="at most S seeds per population (split a population that would not fit)")
     add_executor_options(p)
     add_place_options(p)
+    add_tracking_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells to run and already complete) and stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
     p.set_defaults(handler=handle)
@@ -79,17 +87,45 @@ def handle(args: argparse.Namespace) -> int:
         args.learners, datasets_of(args), args.shots, args.seeds, first_seed=args.first_seed, table=args.table,
         **settings_from_args(args, SETTINGS), store=args.store, data_dir=args.data_dir,
         checkpoint_dir=args.checkpoint_dir, executor=args.executor, workers=args.workers,
-        ray_address=args.ray_address, device=args.device, dry_run=args.dry_run,
+        ray_address=args.ray_address, slurm=slurm_from_args(args), device=args.device, dry_run=args.dry_run,
         progress=progress_enabled(args), raise_failures=False, host=host_from_args(args, warn=True), on_plan=announce,
         population=args.population == "on", population_size=args.population_size,
+        tracking=tracking_from_args(args),
     )
     if args.dry_run:
         return 0
+    cells = grid_cells(report)
     if args.json:
         print_json({"planned": report.planned, "already_complete": report.already_complete, "ran": report.ran,
-                    "failed": len(report.failed), "store": str(args.store)})
-    elif not args.quiet:
+                    "failed": len(report.failed), "store": str(args.store), "cells": [
+                        {"learner": learner, "dataset": dataset, "way": way, "shot": shot, "metric": runs[0].metric,
+                         **asdict(summarize_seeds([r.mean for r in runs])), "seeds": [r.seed for r in runs]}
+                        for (learner, dataset, way, shot), runs in cells.items()]})
+        report.raise_failures()
+        return 0
+    if not args.quiet:
         print(f"done: {report.ran} run(s) stored, {report.already_complete} already complete, "
               f"{len(report.failed)} failed; store {args.store}")
+    if cells:
+        print_seed_summary(cells)
     report.raise_failures()
     return 0
+
+
+def grid_cells(report: SweepResult) -> dict[tuple[str, str, int, int], list[RunResult]]:
+    """The sweep's stored runs by cell (learner, dataset, way, shot), in grid order."""
+    cells: dict[tuple[str, str, int, int], list[RunResult]] = {}
+    for out in report.runs:
+        cells.setdefault((out.learner, out.dataset, out.way, out.shot), []).append(out)
+    return cells
+
+
+def print_seed_summary(cells: dict[tuple[str, str, int, int], list[RunResult]]) -> None:
+    """Per cell of the grid, the mean ± std over its seeds of each run's mean: the paper's statistic."""
+    print_table(
+        {"learner": learner, "dataset": dataset, "way": way, "shot": shot, "seeds": seeds_text(r.seed for r in runs),
+         "mean ± std over seeds": seeds_summary_text(runs[0].metric, [r.mean for r in runs])}
+        for (learner, dataset, way, shot), runs in cells.items()
+    )
+    print("each cell: mean ± sample std over its seeds of each run's mean over its test episodes (the paper's "
+          "statistic); `fewshot-bench table` puts them beside the paper's numbers")

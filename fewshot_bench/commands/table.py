@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from fewshot_bench.commands.common import (
@@ -12,7 +13,9 @@ from fewshot_bench.commands.common import (
     datasets_of,
     host_from_args,
 )
+from fewshot_bench.console.table_fit import terminal_width
 from fewshot_bench.reports.combining import parse_learner_overrides
+from fewshot_bench.reports.figure_files import figure_format
 from fewshot_bench.reports.report import FORMATS
 from fewshot_bench.workflows import table
 
@@ -27,19 +30,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dataset(s) replacing miniImageNet and tieredImageNet (as given to `sweep`)")
     p.add_argument("--crop", default="center", help="feature crop the runs used (center|multiview; default center)")
     add_protocol_options(p, episodes=True, data=True)
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the table as a grouped bar chart")
+    p.add_argument("--plot", type=Path, metavar="FILE.png|pdf|svg",
+                   help="also draw the table as a grouped bar chart (format by the suffix), and print its path")
     add_store_option(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Render the table (and the plot) from the store."""
+    if args.plot:
+        figure_format(args.plot)  # a bad suffix is an error before anything is read or written
     result = table(
         args.number, datasets=datasets_of(args), crop=args.crop, steps=args.steps, episodes=args.episodes,
         protocol=args.protocol, overrides=parse_learner_overrides(args.overrides), store=args.store,
         host=host_from_args(args), data=args.data,
     )
-    print(result.render(args.format))
+    print(result.render(args.format, terminal_width()))
     if args.plot:
-        result.plot(args.plot)
+        # Machine formats keep stdout parseable: the path goes to stderr there.
+        machine = args.format in ("json", "csv")
+        print(f"table {args.number} plot written to {result.plot(args.plot)}", file=sys.stderr if machine else None)
     return 0

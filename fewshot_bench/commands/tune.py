@@ -11,12 +11,15 @@ from fewshot_bench.commands.common import (
     add_executor_options,
     add_place_options,
     add_settings_options,
+    add_tracking_options,
     host_from_args,
     print_json,
     print_table,
     progress_enabled,
     settings_from_args,
     settings_names,
+    tracking_from_args,
+    slurm_from_args,
 )
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.records.stats import metric_name, metric_text
@@ -69,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", help="show: the study's name (or a unique prefix) instead of --learner/--dataset/...")
     add_executor_options(p)
     add_place_options(p)
+    add_tracking_options(p)
     p.add_argument("--report", action="store_true", help="after the search, print the trials table and the best config")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="draw validation score over trials and per hyperparameter")
@@ -98,9 +102,10 @@ def handle(args: argparse.Namespace) -> int:
 
     report = tune(
         args.learner, trials=args.trials, store=args.store, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-        executor=args.executor, workers=args.workers, ray_address=args.ray_address, device=args.device,
+        executor=args.executor, workers=args.workers, ray_address=args.ray_address, slurm=slurm_from_args(args),
+        device=args.device,
         progress=progress_enabled(args), host=host_from_args(args, warn=True), on_request=announce,
-        **search_options(args),
+        tracking=tracking_from_args(args), **search_options(args),
     )
     print_report(args, report, planned[0])
     if args.report or args.plot:

@@ -51,8 +51,10 @@ class LogProgress:
     """A tqdm-like counter that prints one line every ``every`` seconds (and one at the end).
 
     ``scale`` converts units to episodes for the rate (a meta-training step is a meta-batch
-    of episodes). Only ``update``, ``set_postfix`` and the context manager are provided: what
-    the outer loop and evaluation use of tqdm.
+    of episodes); ``always`` prints the final line even when the work took less than ``every``
+    (a run's test evaluation: the log says it happened, how many episodes and how long). Only
+    ``update``, ``set_postfix`` and the context manager are provided: what the outer loop and
+    evaluation use of tqdm.
     """
 
     def __init__(
@@ -65,8 +67,10 @@ class LogProgress:
         scale: int = 1,
         stream: TextIO | None = None,
         clock=time.monotonic,
+        always: bool = False,
     ) -> None:
         self.total, self.desc, self.unit, self.every, self.scale = total, desc, unit, every, scale
+        self.always = always
         self.n = self._start_n = initial
         self.stream = stream
         self.clock = clock
@@ -78,7 +82,7 @@ class LogProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None and self.n > self._start_n and self.lines:
+        if exc[0] is None and self.n > self._start_n and (self.lines or self.always):
             self.emit(final=True)
 
     def update(self, n: int = 1) -> None:
@@ -114,10 +118,11 @@ class LogProgress:
 
 
 def progress(total: int, desc: str, unit: str, bar: bool, every: float | None, initial: int = 0, scale: int = 1,
-             **tqdm_kwargs: Any):
-    """A tqdm bar (``bar``: a terminal), else a :class:`LogProgress` (``every`` seconds), else a disabled tqdm."""
+             always: bool = False, **tqdm_kwargs: Any):
+    """A tqdm bar (``bar``: a terminal), else a :class:`LogProgress` (``every`` seconds; ``always``: a line at the
+    end however short the work), else a disabled tqdm."""
     from tqdm.auto import tqdm
 
     if bar or not every:
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not bar, **tqdm_kwargs)
-    return LogProgress(total, desc, unit=unit, initial=initial, every=every, scale=scale)
+    return LogProgress(total, desc, unit=unit, initial=initial, every=every, scale=scale, always=always)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.hooks import RegisterDataset, hookimpl
 from fewshot_bench.data import synthetic
 from fewshot_bench.data.base import DatasetSpec
 
 
 @hookimpl
-def fewshot_bench_register_datasets(register):
+def fewshot_bench_register_datasets(register: RegisterDataset) -> None:
     """Register the embedded default dataset ``synthetic``."""
     register(
         DatasetSpec(

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.hooks import RegisterDataset, hookimpl
 from fewshot_bench.data import bundle, cache
 from fewshot_bench.data.base import (
     SPLITS,
@@ -277,7 +277,7 @@ def identify_files(directory: Callable[[DataRequest], Path], dataset: str, reque
 
 
 @hookimpl
-def fewshot_bench_register_datasets(register):
+def fewshot_bench_register_datasets(register: RegisterDataset) -> None:
     """Register ``mini``, ``tiered`` and ``features``."""
     register(
         DatasetSpec(

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.api.batches import EpisodeBatch
-from fewshot_bench.api.hooks import hookimpl
+from fewshot_bench.api.hooks import RegisterDataset, hookimpl
 from fewshot_bench.api.noise import episode_keys, hashed_normals, hashed_uniforms, query_order
 from fewshot_bench.data.base import DataRequest, DatasetSpec, FeatureDataset
 from fewshot_bench.data.identity import generated_digest
@@ -201,7 +201,7 @@ def ambiguous(x: np.ndarray, y: np.ndarray, tolerance: float = 1.5 * NOISE_STD) 
 
 
 @hookimpl
-def fewshot_bench_register_datasets(register):
+def fewshot_bench_register_datasets(register: RegisterDataset) -> None:
     """Register ``sines-lines`` (a regression task family)."""
     register(
         DatasetSpec(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_bench.api import Learner, LearnerConfig, PredictionBatch, flat, hookimpl, linear_logits
+from fewshot_bench.api import Learner, LearnerConfig, PredictionBatch, RegisterLearner, flat, hookimpl, linear_logits
 
 
 class NearestCentroid(Learner):
@@ -93,7 +93,7 @@ class LogisticRegression(Learner):
 
 
 @hookimpl
-def fewshot_bench_register_learners(register):
+def fewshot_bench_register_learners(register: RegisterLearner) -> None:
     """Register the harness's baselines."""
     register(NearestCentroid)
     register(LogisticRegression)

@@ -16,6 +16,7 @@ from fewshot_bench.api import (
     Learner,
     LearnerConfig,
     PredictionBatch,
+    RegisterLearner,
     TaskSpec,
     hookimpl,
     mlp_for,
@@ -68,6 +69,6 @@ class MLPScratch(Learner):
 
 
 @hookimpl
-def fewshot_bench_register_learners(register):
+def fewshot_bench_register_learners(register: RegisterLearner) -> None:
     """Register ``mlp-scratch``."""
     register(MLPScratch)

@@ -196,8 +196,9 @@ def evaluate(
     try:
         # Nothing is recorded for autograd here: a learner whose inner loop takes gradients at
         # evaluation turns them on around that loop itself (torch.enable_grad).
-        # A bar on a terminal, else (``progress_every``) a line every so often for logs.
-        with torch.no_grad(), progress_counter(episodes, desc, "ep", progress, progress_every, leave=False) as bar:
+        # A bar on a terminal, else (``progress_every``) a line every so often for logs, and one at the end.
+        with torch.no_grad(), progress_counter(episodes, desc, "ep", progress, progress_every, always=True,
+                                               leave=False) as bar:
             if blocked:
                 size = batch_size or blocked_batch_size(n_way, k_shot, split.feature_dim)
                 out = _evaluate_blocked(learner, sampler, episodes, size, device, bar)

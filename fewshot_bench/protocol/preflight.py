@@ -21,6 +21,7 @@ from fewshot_bench.errors import ConfigError, ConfigValueError, DataError, Write
 from fewshot_bench.protocol.spec import MAX_SEED, RunSpec
 from fewshot_bench.records.store import ResultStore, RunRecord
 
+
 def check_seed(seed: int) -> None:
     """A one-line error unless ``seed`` is one the episode hashes and numpy's generators take."""
     if not 0 <= seed <= MAX_SEED:

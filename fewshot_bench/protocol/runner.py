@@ -37,6 +37,7 @@ from fewshot_bench.protocol.train import MetaTrainer, TrainOptions, TrainResult
 from fewshot_bench.records import stats
 from fewshot_bench.records.provenance import execution, hardware, versions
 from fewshot_bench.records.store import ResultStore, RunRecord
+from fewshot_bench.tracking.run_log import TrainingLog, run_params
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +333,12 @@ def setup(spec: RunSpec, ctx: RunContext, expected_key: str | None = None) -> Pr
     return Prepared(**vars(resolved), dataset=dataset, scored=scored, eval_query=eval_query, task=task, learner=learner)
 
 
-def use_threads(learner: Learner, ctx: RunContext) -> ThreadChoice:
+def use_threads(learner: Learner, ctx: RunContext, meta_trained: bool = True) -> ThreadChoice:
     """Set torch's threads for meta-training ``learner`` as the context asks (protocol.threads); returns the
-    choice."""
+    choice (said in the log only when there is meta-training to use it)."""
     threads = apply_threads(choose_threads(learner, *requested_threads(ctx.threads), cap=ctx.max_threads))
-    log.info("torch threads: %d (%s)", threads.threads, threads.reason)
+    if meta_trained:
+        log.info("torch threads: %d (%s)", threads.threads, threads.reason)
     return threads
 
 
@@ -353,8 +355,10 @@ def use_eval_threads(run: Prepared, ctx: RunContext) -> ThreadChoice:
 
 def make_trainer(
     run: Prepared, ctx: RunContext, profiler: Profiler, on_validation: Callable[[TrainResult], bool] | None = None,
+    on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
 ) -> MetaTrainer:
-    """The run's trainer, resumed from its checkpoint if it has one (``ctx.restart``: deleted unread)."""
+    """The run's trainer, resumed from its checkpoint if it has one (``ctx.restart``: deleted unread); the
+    callbacks: :class:`TrainOptions`."""
     spec, dataset = run.spec, run.dataset
     train_split = dataset.split("train")
     val_split = dataset.split("val")
@@ -370,6 +374,7 @@ def make_trainer(
         progress_every=ctx.progress_every,
         cuda_graph=ctx.cuda_graph,
         on_validation=on_validation,
+        on_step=on_step,
     )
     trainer = MetaTrainer(run.learner, train_split, val_split, spec, options, ctx.device, profiler)
     if trainer.try_resume(restart=ctx.restart):
@@ -388,21 +393,29 @@ def trained_summary(run: Prepared, ctx: RunContext, result: TrainResult) -> dict
 
 def compute(
     spec: RunSpec, ctx: RunContext, expected_key: str | None = None,
-    on_validation: Callable[[TrainResult], bool] | None = None,
+    on_validation: Callable[[TrainResult], bool] | None = None, tracking: TrainingLog | None = None,
 ) -> RunOutcome:
     """Meta-train and evaluate ``spec`` without touching the store.
 
     Meta-training checkpoints after each validation; computing the same spec again resumes.
     ``expected_key``: see :func:`setup`. ``on_validation`` is the trainer's callback after each
-    validation (:class:`TrainOptions`; a search's pruner).
+    validation (:class:`TrainOptions`; a search's pruner). ``tracking`` logs the run's parameters and its
+    meta-training as it happens (:mod:`fewshot_bench.tracking`); it changes nothing the run computes.
     """
     run = setup(spec, ctx, expected_key)
-    threads = use_threads(run.learner, ctx)
+    threads = use_threads(run.learner, ctx, run.meta_trained)
     profiler = Profiler(ctx.profile, ctx.device)
     train_summary: dict[str, Any] = {"meta_trained": False}
+    if tracking is not None:
+        options = {**asdict(spec), "dataset": run.dataset.name, "data_id": run.data.id}
+        tracking.params(run_params(options, run.config_dict, run.run_key, task_kind(run.kind).metric))
     t0 = time.perf_counter()
     if run.meta_trained:
-        trainer = make_trainer(run, ctx, profiler, on_validation)
+        if tracking is None:
+            trainer = make_trainer(run, ctx, profiler, on_validation)
+        else:
+            trainer = make_trainer(run, ctx, profiler, tracking.then(on_validation), tracking.step)
+            tracking.begin(trainer.result)
         with learner_errors(spec.learner, run.distribution, "meta-training"):
             result = trainer.run()
         train_summary = trained_summary(run, ctx, result)
@@ -420,7 +433,7 @@ def compute_population(
     how the population trained (members, path, peak memory); ``train_s`` is the population's.
     """
     runs = [setup(spec, ctx, None if expected_keys is None else expected_keys[i]) for i, spec in enumerate(specs)]
-    threads = use_threads(runs[0].learner, ctx)
+    threads = use_threads(runs[0].learner, ctx, runs[0].meta_trained)
     profiler = Profiler(ctx.profile, ctx.device)
     summaries: list[dict[str, Any]] = [{"meta_trained": False} for _ in runs]
     report: dict[str, Any] = {"members": len(runs)}
@@ -528,9 +541,10 @@ def drop_checkpoint(checkpoint_dir: Path | None, run_key: str) -> None:
         (checkpoint_dir / f"{run_key}.pt").unlink(missing_ok=True)
 
 
-def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False) -> Stored:
-    """Compute ``spec`` and store it (:func:`store_run`); rerunning the same spec resumes its meta-training."""
-    return store_run(compute(spec, ctx), ctx.store_path, ctx.checkpoint_dir, rerun)
+def execute(spec: RunSpec, ctx: RunContext, rerun: bool = False, tracking: TrainingLog | None = None) -> Stored:
+    """Compute ``spec`` and store it (:func:`store_run`); rerunning the same spec resumes its meta-training.
+    ``tracking``: see :func:`compute`."""
+    return store_run(compute(spec, ctx, tracking=tracking), ctx.store_path, ctx.checkpoint_dir, rerun)
 
 
 def execute_population(

@@ -57,6 +57,9 @@ class TrainOptions:
     # Called after each validation with the result so far (its history holds every validation, those restored
     # from a checkpoint too; read it, do not change it); False stops training there (a search's pruner).
     on_validation: Callable[[TrainResult], bool] | None = None
+    # Called after each step with the step's count (from 1) and its detached metrics (device tensors; a CUDA graph
+    # overwrites them at the next step: copy, do not keep). It only watches: an experiment tracker (tracking/).
+    on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None
 
 
 @dataclass
@@ -424,6 +427,8 @@ class MetaTrainer:
                 metrics = self.step(res.steps)
                 nan_steps += metrics["nan_step"]
                 res.steps += 1
+                if opts.on_step is not None:
+                    opts.on_step(res.steps, metrics)
                 bar.update(1)
                 if res.steps % spec.val_every == 0 or res.steps == spec.steps:
                     self.record_validation(self.validate(), metrics, nan_steps)

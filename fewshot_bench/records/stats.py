@@ -6,6 +6,9 @@
   the few-shot literature).
 * Across runs (seeds): the mean of the run means ± their sample standard deviation
   (ddof=1), which is what the LEO paper reports (5 seeds).
+
+And these numbers as people read them (:func:`metric_text`, :func:`seeds_summary_text`), with why
+a run's meta-training stopped early (:func:`stop_text`).
 """
 
 from __future__ import annotations
@@ -78,3 +81,31 @@ def metric_text(metric: str, value: float | None, prefix: str = "") -> str:
     if metric == "accuracy":
         return f"{prefix}{100 * value:.2f}%"
     return f"{prefix}{value:.4f}" if prefix else f"{metric_name(metric)} {value:.4f}"
+
+
+def seeds_summary_text(metric: str, run_means: list[float]) -> str:
+    """Mean ± sample std over seeds of run means, as people read it (the paper's statistic): ``45.73% ± 0.53%``.
+
+    One seed has no spread: it says so instead of ``± 0.00``.
+    """
+    s = summarize_seeds(run_means)
+    spread = metric_text(metric, s.std, "± ") if s.seeds > 1 else "(one seed: no std)"
+    return f"{metric_text(metric, s.mean)} {spread}"
+
+
+def stop_text(train: dict, steps: int, patience: int | None) -> str | None:
+    """When and why meta-training stopped before ``steps`` (None: it ran them all, or did not meta-train).
+
+    ``train`` is a stored run's ``summary["train"]`` (steps taken, best step and metric, history, stopped_early).
+    """
+    if not train.get("stopped_early"):
+        return None
+    taken, best_step = int(train.get("steps", 0)), int(train.get("best_step", 0))
+    metric = train.get("metric", "accuracy")
+    since_best = sum(1 for point in train.get("history", []) if point["step"] > best_step)
+    where = f"stopped early at step {taken:,} of {steps:,}"
+    if patience is not None and since_best >= patience:
+        best = metric_text(metric, train.get("best_val_metric")).removeprefix(f"{metric_name(metric)} ")
+        return (f"{where}: validation {metric_name(metric)} had not improved on step {best_step:,}'s {best} for "
+                f"{since_best} validation(s) (--patience {patience}); the step {best_step:,} weights were evaluated")
+    return f"{where}: training was stopped by its caller (a search's pruner) after {since_best} validation(s)"

@@ -92,6 +92,12 @@ class Protocol:
         """``1a2b3c4d (steps=200 ...)``."""
         return f"{self.id} ({self.description})"
 
+    def differences(self, other: Protocol) -> str:
+        """The settings this protocol sets otherwise than ``other`` (``steps=200 train_on_val=no``)."""
+        theirs = dict(other.settings)
+        return " ".join(f"{k}={_text(k, v)}" for k, v in self.settings if k not in theirs or theirs[k] != v) \
+            or self.description
+
     def to_json(self) -> dict[str, Any]:
         """Id, settings and description as a JSON-ready dict."""
         return {"id": self.id, "description": self.description, "settings": dict(self.settings)}
@@ -192,17 +198,19 @@ class Selection:
     what: str = ""  # what the runs were asked for, e.g. " for table 2"
 
     def note(self) -> str:
-        """One line naming the protocol and, when there were others, why this one and how to pick another."""
+        """The protocol used and, when there were others, why this one, each other on a line of its own (what
+        it sets differently) and how to pick another."""
         if self.protocol is None:
             return "protocol: none (no runs)"
         line = f"protocol {self.protocol.label()}"
         if self.others:
-            listed = "; ".join(f"{p.label()}: {count(n, self.unit)}" for p, n in self.others)
             line += (
                 f", chosen as {self.reason}; the store holds several protocols{self.what or ' for this'}, "
-                f"the others: {listed}; pick one with --protocol ID"
+                "the others (pick one with --protocol ID):"
             )
-        elif self.reason != "the only one":
+            return "\n".join([line, *(f"  - {p.id} ({p.differences(self.protocol)}): {count(n, self.unit)}"
+                                       for p, n in self.others)])
+        if self.reason != "the only one":
             line += f", chosen by {self.reason}"
         return line
 

@@ -1,8 +1,10 @@
 """The LEO paper's figures from stored runs: 3 (regression samples), 4 (latent t-SNE), 5 (curvature and coverage).
 
 Each ``figure_N`` takes loaded learners (see :func:`fewshot_bench.protocol.runner.load_model`) and
-data, computes what the paper plots, and writes one PNG atomically
-(:func:`fewshot_bench.atomic.save_figure`). The numbers behind a figure are returned too, for tests and docs.
+data, computes what the paper plots, and writes one PNG, PDF or SVG atomically with its provenance
+(the runs it was drawn from) under it and in its metadata (:mod:`fewshot_bench.reports.figure_files`).
+Learners keep their colours and markers across figures (:mod:`fewshot_bench.reports.palette`). The
+numbers behind a figure are returned too, for tests and docs.
 """
 
 from __future__ import annotations
@@ -19,21 +21,25 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from fewshot_bench import atomic
 from fewshot_bench.api import Adaptation, Learner, PredictionBatch, flat
 from fewshot_bench.data import regression  # noqa: E402
 from fewshot_bench.episodes import EpisodeSource
 from fewshot_bench.errors import ConfigError
+from fewshot_bench.reports import figure_files, palette
+from fewshot_bench.reports.figure_files import Provenance
+from fewshot_bench.reports.palette import THETA, THETA_ADAPTED, Z_ADAPTED, Z
 
 CHUNK = 200  # episodes per batch when collecting latents and curvature
 
 
-def save_figure(fig: plt.Figure, out: Path) -> Path:
-    """Write ``fig`` to ``out`` as PNG without ever leaving a half-written file, and close it."""
-    try:
-        return atomic.save_figure(fig, out, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+def save_figure(fig: plt.Figure, out: Path, title: str, learner: Learner, provenance: Provenance | None,
+                fmt: str | None) -> Path:
+    """Write ``fig`` to ``out`` (PNG, PDF or SVG: ``fmt`` or the suffix's) with its provenance caption, and close
+    it; without a stored run's ``provenance`` the caption names the learner's task only."""
+    caption: str | Provenance = provenance if provenance is not None else (
+        f"{learner.name} | {learner.task.dataset} {learner.task.n_way}-way {learner.task.k_shot}-shot | "
+        "not drawn from a stored run")
+    return figure_files.save(fig, out, title, caption, fmt)
 
 
 # --- Figure 3: sampled regression models ---------------------------------------------------------
@@ -71,7 +77,7 @@ def regression_samples(learner: Learner, sampler: regression.SinesLinesSampler, 
 
 
 def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regular: int = 3,
-             ambiguous: int = 3) -> dict[str, Any]:
+             ambiguous: int = 3, provenance: Provenance | None = None, fmt: str | None = None) -> dict[str, Any]:
     """A grid of test problems: true function, the K support points, ``samples`` sampled models each."""
     sampler = regression.SinesLinesSampler(learner.task.k_shot, 1, seed, stream="test")
     grid = np.linspace(*regression.X_RANGE, 200)
@@ -81,6 +87,7 @@ def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regul
     for ax in axes.flat:
         ax.set_visible(False)
     letters = "abcdefghijkl"
+    look = palette.style(learner.name)
     shown = []
     for n, (episode, label) in enumerate(problems):
         ax = axes[0 if n < regular else 1, n if n < regular else n - regular]
@@ -88,12 +95,15 @@ def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regul
         outputs = regression_samples(learner, sampler, episode, grid, samples)
         truth = sampler.problems(np.array([episode]))(grid)[0]
         xs, ys = sampler.points(np.array([episode]), sampler.k_shot)
+        for x in xs[0]:  # where the support points are: the models should agree there, and may differ elsewhere
+            ax.axvline(x, color=palette.SUPPORT, ls="--", lw=0.8, alpha=0.5,
+                       label="x of a support point" if x == xs[0][0] else None)
         for s in range(samples):
-            ax.plot(grid, outputs[s], ":", lw=1.6, label="LEO samples" if s == 0 else None)
+            ax.plot(grid, outputs[s], ":", lw=1.6, color=look.colour, alpha=0.9,
+                    label=f"{look.label}: {samples} sampled models" if s == 0 else None)
         ax.plot(grid, truth, "k-", lw=2, label="true function")
-        for x in xs[0]:
-            ax.axvline(x, color="r", ls="--", lw=0.8, alpha=0.6)
-        ax.plot(xs[0], ys[0], "o", mec="r", mfc="none", ms=9, mew=2, label=f"{sampler.k_shot} noisy support points")
+        ax.plot(xs[0], ys[0], "o", mec=palette.SUPPORT, mfc="none", ms=9, mew=2,
+                label=f"{sampler.k_shot} noisy support points")
         ax.set_title(f"({letters[n]}) test problem {episode}: {label}")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
@@ -102,12 +112,11 @@ def figure_3(learner: Learner, out: Path, seed: int = 0, samples: int = 8, regul
         ax.set_ylim(lo - pad, hi + pad)
         shown.append({"episode": episode, "label": label, "sample_spread": float(outputs.std(0).mean())})
     axes[0, 0].legend(loc="best", fontsize=8)
+    title = (f"Figure 3: {look.label} on {sampler.k_shot}-shot noisy sines and lines; "
+             f"{samples} sampled models per problem")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.suptitle(
-        f"Figure 3: LEO on {sampler.k_shot}-shot noisy sines and lines; {samples} sampled models per problem.\n"
-        "Top: problems of one family; bottom: problems both a line and a sine fit (ambiguous)"
-    )
-    save_figure(fig, out)
+    fig.suptitle(f"{title}.\nTop: problems of one family; bottom: problems both a line and a sine fit (ambiguous)")
+    save_figure(fig, out, title, learner, provenance, fmt)
     return {"problems": shown}
 
 
@@ -142,7 +151,8 @@ def collect_latents(leo: Learner, split: EpisodeSource, way: int, shot: int, epi
 
 
 def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000, seed: int = 0,
-             highlight: int | None = None, progress: bool = False) -> dict[str, Any]:
+             highlight: int | None = None, progress: bool = False, provenance: Provenance | None = None,
+             fmt: str | None = None) -> dict[str, Any]:
     """t-SNE of LEO's latents before (z) and after (z') adaptation: by stage, by class, and one class highlighted."""
     from sklearn.manifold import TSNE
 
@@ -156,28 +166,33 @@ def figure_4(leo: Learner, split: EpisodeSource, out: Path, episodes: int = 1000
     highlight = int(np.bincount(classes).argmax()) if highlight is None else highlight
     names = getattr(split, "class_names", None)
     hl_name = names[highlight] if names is not None else str(highlight)
+    look = palette.style(leo.name)
+    # Adapted codes are what LEO produces: its colour; the encoder's initial codes a neutral grey.
+    stages = [(palette.BEFORE, "o", f"initial codes {Z} (encoder)"),
+              (look.colour, look.marker, f"adapted codes {Z_ADAPTED} (after {look.label}'s latent steps)")]
 
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.8))
-    for s, (colour, label) in enumerate([("tab:blue", "initial codes z (encoder)"),
-                                         ("tab:orange", "adapted codes z' (after LEO)")]):
-        axes[0].scatter(*points[stage == s].T, s=3, c=colour, alpha=0.5, label=label)
-    axes[0].set_title("(a) before vs after adaptation")
-    axes[0].legend(markerscale=4, loc="best")
+    for s, (colour, marker, label) in enumerate(stages):
+        axes[0].scatter(*points[stage == s].T, s=4, c=colour, marker=marker, alpha=0.6, label=label, linewidths=0)
+    axes[0].set_title(f"(a) before ({Z}) vs after ({Z_ADAPTED}) adaptation")
+    axes[0].legend(markerscale=3, loc="best", fontsize=8)
     sc = axes[1].scatter(*points.T, s=3, c=cls, cmap="tab20", alpha=0.6)
-    axes[1].set_title(f"(b) coloured by validation class ({len(np.unique(classes))} classes)")
+    axes[1].set_title(f"(b) {Z} and {Z_ADAPTED} coloured by validation class ({len(np.unique(classes))} classes)")
     fig.colorbar(sc, ax=axes[1], label="class id")
-    axes[2].scatter(*points.T, s=2, c="lightgrey", alpha=0.4, label="all codes")
-    for s, (colour, label) in enumerate([("tab:blue", "z"), ("tab:orange", "z'")]):
+    axes[2].scatter(*points.T, s=2, c=palette.BACKGROUND, alpha=0.5, label=f"all codes ({Z} and {Z_ADAPTED})")
+    for s, (colour, marker, _) in enumerate(stages):
         mask = (stage == s) & (cls == highlight)
-        axes[2].scatter(*points[mask].T, s=8, c=colour, label=f"class {hl_name}: {label}")
+        axes[2].scatter(*points[mask].T, s=10, c=colour, marker=marker,
+                        label=f"class {hl_name}: {Z if s == 0 else Z_ADAPTED}")
     axes[2].set_title(f"(c) class {hl_name} before and after")
-    axes[2].legend(markerscale=2, loc="best")
+    axes[2].legend(markerscale=2, loc="best", fontsize=8)
     for ax in axes:
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
-    fig.suptitle(f"Figure 4: t-SNE of LEO latent codes, {task.n_way}-way {task.k_shot}-shot {task.dataset}, "
-                 f"{episodes:,} validation episodes")
-    save_figure(fig, out)
+    title = (f"Figure 4: t-SNE of {look.label} latent codes, {task.n_way}-way {task.k_shot}-shot {task.dataset}, "
+             f"{episodes:,} validation episodes")
+    fig.suptitle(title)
+    save_figure(fig, out, title, leo, provenance, fmt)
     shift = np.linalg.norm(after - before, axis=1).mean()
     return {"codes": n, "mean_shift": float(shift), "highlight": hl_name}
 
@@ -246,37 +261,55 @@ def curvature_and_coverage(leo: Learner, metasgd: Learner, split: EpisodeSource,
     return result
 
 
+def plain_log_ticks(ax: plt.Axes) -> None:
+    """Label a log y-axis with plain numbers (``0.01``, ``6``), never ``2x10^0``; the minor ticks too when the
+    data span less than a decade (else the axis would carry no label at all)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+
+
 def figure_5(leo: Learner, metasgd: Learner, split: EpisodeSource, out: Path, problems: int = 1000, seed: int = 0,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, provenance: Provenance | None = None, fmt: str | None = None) -> dict[str, Any]:
     """Box plots (whiskers at the 5th and 95th percentiles) of curvature in z and theta, decoder singular values
     and step sizes."""
     q = curvature_and_coverage(leo, metasgd, split, problems, seed, progress)
+    ours, other = palette.style(leo.name), palette.style(metasgd.name)
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
-    box = dict(whis=(5, 95), showfliers=False, patch_artist=True)
+    box = dict(whis=(5, 95), showfliers=False, patch_artist=True,
+               medianprops=dict(color=palette.MEDIAN, lw=2))
+    # (learner look, hatched): LEO's boxes in z are hatched, its boxes in theta plain
     panels = [
-        (axes[0], [q["hess_z"], q["hess_theta"], q["hess_metasgd"]], ["LEO in z", "LEO in theta", "Meta-SGD in theta"],
-         "(a) curvature: |Hessian eigenvalues| of the support loss", "absolute eigenvalue (log scale)"),
-        (axes[1], [q["decoder_singular_values"]], ["LEO decoder"],
-         "(b) coverage: decoder singular values", "singular value (log scale)"),
-        (axes[2], [q["step_leo"], q["step_metasgd"]], ["LEO (latent steps)", "Meta-SGD"],
-         "(c) coverage: size of the adaptation in theta", "||theta' - theta|| (log scale)"),
+        (axes[0], [q["hess_z"], q["hess_theta"], q["hess_metasgd"]],
+         [f"{ours.label} in {Z}", f"{ours.label} in {THETA}", f"{other.label} in {THETA}"],
+         [(ours, True), (ours, False), (other, False)],
+         "(a) curvature: |Hessian eigenvalues| of the support loss", "|eigenvalue| (log scale)"),
+        (axes[1], [q["decoder_singular_values"]], [f"{ours.label} decoder " + r"$g_{\phi_d}$"], [(ours, False)],
+         "(b) coverage: singular values of the decoder", "singular value (log scale)"),
+        (axes[2], [q["step_leo"], q["step_metasgd"]],
+         [f"{ours.label} (steps in {Z})", f"{other.label} (steps in {THETA})"], [(ours, True), (other, False)],
+         f"(c) coverage: size of the adaptation in {THETA}", f"||{THETA_ADAPTED} − {THETA}|| (log scale)"),
     ]
-    for ax, data, labels, title, ylabel in panels:
+    for ax, data, labels, looks, title, ylabel in panels:
         parts = ax.boxplot(data, tick_labels=labels, **box)
-        for patch, colour in zip(parts["boxes"], ["tab:orange", "tab:blue", "tab:green"]):
-            patch.set_facecolor(colour)
-            patch.set_alpha(0.6)
+        for patch, (look, hatched) in zip(parts["boxes"], looks):
+            patch.set_facecolor(look.colour)
+            patch.set_alpha(0.75)
+            patch.set_hatch("//" if hatched else "")
         ax.set_yscale("log")
+        plain_log_ticks(ax)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("model")
-        ax.grid(axis="y", alpha=0.3)
+        ax.grid(axis="y", which="both", alpha=0.3)
     task = leo.task
+    title = (f"Figure 5: curvature and coverage over {problems:,} test problems "
+             f"({task.n_way}-way {task.k_shot}-shot {task.dataset})")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.suptitle(
-        f"Figure 5: curvature and coverage over {problems:,} test problems "
-        f"({task.n_way}-way {task.k_shot}-shot {task.dataset}); "
-        "boxes: quartiles, whiskers: 5th-95th percentiles"
-    )
-    save_figure(fig, out)
+    fig.suptitle(f"{title}; boxes: quartiles, black line: median, whiskers: 5th-95th percentiles; "
+                 f"hatched: adaptation in {Z}")
+    save_figure(fig, out, title, leo, provenance, fmt)
     return {k: float(np.median(v)) for k, v in q.items()}

@@ -14,18 +14,19 @@ made with those overrides; such a row's label names them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import textwrap
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-from tabulate import tabulate
 
-from fewshot_bench.atomic import save_figure
+from fewshot_bench.console.table_fit import fit_table
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.protocol.spec import hparams_source
 from fewshot_bench.records import stats
 from fewshot_bench.records.store import RunRecord
+from fewshot_bench.reports import palette
 from fewshot_bench.reports.combining import (
     TRANSDUCTIVE_NOTE,
     Selection,
@@ -41,6 +42,7 @@ from fewshot_bench.reports.combining import (
     seeds_text,
     set_options,
 )
+from fewshot_bench.reports.figure_files import Provenance, save
 from fewshot_bench.reports.tables import Row, Setting, TableSpec, paper_cell
 
 FORMATS = ("markdown", "latex", "csv", "json")
@@ -235,29 +237,61 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
+SUFFIXES = (" paper", " Δ", " runs")  # a setting's columns beside its own: the paper's number, ours − paper, runs
+
+
+def runs_text(cell: Cell) -> str:
+    """``seeds × test episodes`` of a cell with runs (``5 × 50,000``)."""
+    return f"{cell.seeds} × {cell.episodes:,}"
+
+
+def common_runs(cells: list[Cell]) -> str | None:
+    """The one ``seeds × episodes`` every cell with runs has (None: none has runs, or they differ)."""
+    texts = {runs_text(c) for c in cells if c.source == "ours" and c.mean is not None}
+    return texts.pop() if len(texts) == 1 else None
+
+
 def display_frame(cells: list[Cell], settings: list[Setting]) -> pd.DataFrame:
-    """One row per table row, per setting: ours ("mean ± std", or missing), paper, Δ and runs (seeds × episodes)."""
-    with_paper = {s.label for s in settings
-                  if any(c.paper_mean is not None for c in cells if (c.dataset, c.shot) == (s.dataset, s.shot))}
+    """One row per table row; per setting the columns that say something: ours ("mean ± std", or missing) where
+    any row has runs or the paper has no number, the paper's number and Δ where the paper has one, and runs
+    (seeds × episodes) only when they differ between cells (else the notes say it once).
+
+    A table of the paper's datasets with few runs would otherwise be mostly ``missing`` and blank columns.
+    """
+    uniform = common_runs(cells) is not None or not any(c.mean is not None for c in cells)
     rows: dict[str, dict[str, str]] = {}
-    for c in cells:
-        label = f"{c.dataset} {c.shot}-shot"
-        out = rows.setdefault(c.row, {"model": c.row})
-        if c.source == "reported":
-            out[label], out[f"{label} runs"] = "reported", ""
-        elif c.mean is None:
-            out[label], out[f"{label} runs"] = "missing", "0"
-        else:
-            out[label] = _pm(c.mean, c.std)
-            out[f"{label} runs"] = f"{c.seeds} × {c.episodes:,}"
-        if label in with_paper:
-            out[f"{label} paper"] = _pm(c.paper_mean, c.paper_std) or "-"
-            out[f"{label} Δ"] = "" if c.diff is None else f"{c.diff:+.2f}"
     columns = ["model"]
     for s in settings:
-        columns += ([s.label] + ([f"{s.label} paper", f"{s.label} Δ"] if s.label in with_paper else [])
-                    + [f"{s.label} runs"])
+        here = [c for c in cells if (c.dataset, c.shot) == (s.dataset, s.shot)]
+        paper = any(c.paper_mean is not None for c in here)
+        ours = any(c.mean is not None for c in here)
+        shown = {
+            s.label: ours or not paper,
+            f"{s.label} paper": paper,
+            f"{s.label} Δ": any(c.diff is not None for c in here),
+            f"{s.label} runs": ours and not uniform,
+        }
+        columns += [name for name, show in shown.items() if show]
+        for c in here:
+            out = rows.setdefault(c.row, {"model": c.row})
+            reported, missing = c.source == "reported", c.mean is None
+            out[s.label] = "" if reported else "missing" if missing else _pm(c.mean, c.std)
+            out[f"{s.label} paper"] = _pm(c.paper_mean, c.paper_std) or "-"
+            out[f"{s.label} Δ"] = "" if c.diff is None else f"{c.diff:+.2f}"
+            out[f"{s.label} runs"] = "" if reported else "0" if missing else runs_text(c)
     return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def short_headers(columns: list[str]) -> list[str]:
+    """Headers with a setting named once: ``mini 1-shot``, ``paper``, ``Δ``; a setting whose own column is not
+    shown names itself on the first it has (``mini 1-shot paper``)."""
+    out, previous = [], None
+    for name in columns:
+        suffix = next((x for x in SUFFIXES if name.endswith(x)), None)
+        setting = name[: -len(suffix)] if suffix else name
+        out.append(suffix.strip() if suffix and setting == previous else name)
+        previous = setting
+    return out
 
 
 def numeric_frame(cells: list[Cell], settings: list[Setting], protocol: str | None = None) -> pd.DataFrame:
@@ -286,14 +320,30 @@ def numeric_frame(cells: list[Cell], settings: list[Setting], protocol: str | No
     return frame
 
 
-def footnotes(table: TableSpec, data: TableRuns, crop: str) -> list[str]:
-    """Lines under a rendered table: what a cell is, the protocol and runs that filled it, and what was left out."""
+def footnotes(table: TableSpec, data: TableRuns, crop: str, settings: list[Setting] | None = None) -> list[str]:
+    """Lines under a rendered table: what a cell is, the protocol and runs that filled it, and what was left out.
+
+    ``settings`` (those rendered) limit the legend to the columns shown: no word on the paper's numbers
+    for a table with none.
+    """
     cells = data.cells
     ours = [c for c in cells if c.source == "ours" and c.mean is not None]
-    lines = [
-        f"{table.way}-way accuracy (%): ours = mean ± std over seeds of each run's mean over its test episodes; "
-        "runs = seeds × test episodes per run; paper = the LEO paper's number; Δ = ours − paper (points)",
-    ]
+    frame = display_frame(cells, settings) if settings is not None else None
+    shown = list(frame.columns) if frame is not None else []
+    common = common_runs(cells)
+    legend = [f"{table.way}-way accuracy (%): ours = mean ± std over seeds of each run's mean over its test episodes"]
+    if common is not None:
+        legend.append(f"every cell with runs: {common} (seeds × test episodes per run)")
+    elif ours:
+        legend.append("runs = seeds × test episodes per run")
+    if frame is None or any(c.endswith(" paper") for c in shown):
+        legend.append("paper = the number the LEO paper prints (for other methods, as it cites them)")
+    if frame is None or any(c.endswith(" Δ") for c in shown):
+        legend.append("Δ = ours − paper (points)")
+    lines = ["; ".join(legend)]
+    hidden = [s.label for s in settings or [] if s.label not in shown]
+    if hidden:
+        lines.append(f"no runs yet for {', '.join(hidden)}: only the paper's numbers are shown there")
     if data.selection.protocol is not None:
         lines.append(data.selection.note())
     used = [run_id for c in ours for run_id in c.run_ids]
@@ -343,19 +393,32 @@ def latex_tabular(frame: pd.DataFrame) -> str:
     )
 
 
-def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str, crop: str = "center") -> str:
-    """The table as text in ``fmt`` (markdown, latex, csv or json)."""
+def bullet(note: str, width: int | None) -> str:
+    """A note as a markdown list item, its lines (and, given a ``width``, their words) wrapped under it."""
+    lines = note.splitlines()
+    if width is not None:
+        lines = [part for line in lines for part in
+                 textwrap.wrap(line, max(20, width - 2), subsequent_indent=" " * (len(line) - len(line.lstrip())),
+                               break_long_words=False, break_on_hyphens=False) or [line]]
+    return "\n".join(["- " + lines[0], *("  " + line for line in lines[1:])])
+
+
+def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str, crop: str = "center",
+           width: int | None = None) -> str:
+    """The table as text in ``fmt`` (markdown, latex, csv or json); markdown at most ``width`` characters wide
+    where it can be (several tables one under the other, each with the model column: console.table_fit)."""
     cells = data.cells
+    title = table.title_on(list(dict.fromkeys(s.dataset_label for s in settings)))
     if fmt == "json":
         return json.dumps(
             {
                 "table": table.number,
-                "title": table.title,
+                "title": title,
                 "crop": crop,
                 **data.selection.to_json(),
                 "settings": [asdict(s) for s in settings],
                 "cells": [asdict(c) | {"diff": c.diff} for c in cells],
-                "notes": footnotes(table, data, crop)[1:],
+                "notes": footnotes(table, data, crop, settings)[1:],
             },
             default=str,
         )
@@ -363,21 +426,25 @@ def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str,
     if fmt == "csv":
         return numeric_frame(cells, settings, protocol).to_csv(index=False, float_format="%.4f")
     frame = display_frame(cells, settings)
-    # Each setting's extra columns follow its own: short headers keep the table narrow.
-    frame.columns = [c.rsplit(" ", 1)[1] if c.endswith((" paper", " Δ", " runs")) else c for c in frame.columns]
-    notes = footnotes(table, data, crop)
+    notes = footnotes(table, data, crop, settings)
     if fmt == "markdown":
-        body = tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="github", disable_numparse=True)
-        return "\n".join([f"**{table.title}**", "", body, "", *(f"- {n}" for n in notes)])
+        # Each setting's extra columns follow its own: short headers keep the table narrow.
+        body = fit_table(frame.values.tolist(), list(frame.columns), "github", width, numparse=False,
+                         shorten=short_headers)
+        heading = textwrap.wrap(title, width - 4) if width else [title]
+        return "\n".join(["**" + "\n".join(heading) + "**", "", body, "", *(bullet(n, width) for n in notes)])
+    frame.columns = short_headers(list(frame.columns))
     if fmt == "latex":
-        return "\n".join([f"% {table.title}", *(f"% {_latex_escape(n)}" for n in notes), latex_tabular(frame)])
+        comments = [f"% {_latex_escape(line)}" for n in notes for line in n.splitlines()]
+        return "\n".join([f"% {title}", *comments, latex_tabular(frame)])
     raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path,
-         protocol: str | None = None) -> None:
-    """A grouped bar chart of our rows (error bars: std over seeds), paper numbers as markers; the title names
-    ``protocol``."""
+def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Path, provenance: Provenance | None = None,
+         fmt: str | None = None) -> Path:
+    """A grouped bar chart of our rows (bars from zero, error bars: std over seeds), paper numbers as markers, in
+    each learner's colour; settings no run filled are left out. ``provenance`` goes under it and into its
+    metadata."""
     try:
         import matplotlib
     except ImportError as exc:  # in the default install; a trimmed environment gets one line
@@ -389,13 +456,18 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
     by_key = {(c.row, c.dataset, c.shot): c for c in cells}
     # Rows with at least one result, in table order; empty rows would only add blank legend entries.
     ours_rows = list(dict.fromkeys(c.row for c in cells if c.source == "ours" and c.mean is not None))
+    learner_of = {c.row: c.learner or "" for c in cells}
+    # A setting no row has a result for is an empty gap: leave it out (the caption says which).
+    filled = [s for s in settings if any(by_key[(r, s.dataset, s.shot)].mean is not None for r in ours_rows)]
+    empty = [s.label for s in settings if s not in filled]
+    shown = filled or settings
     width = 0.8 / max(1, len(ours_rows))
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(settings) + 0.25 * len(settings) * len(ours_rows) + 3.5), 4.5))
-    colors = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(shown) + 0.25 * len(shown) * len(ours_rows) + 3.5), 4.5))
     paper_labelled = False
     for i, label in enumerate(ours_rows):
+        look = palette.style(learner_of[label])
         xs, heights, errs, paper_x, paper_y = [], [], [], [], []
-        for j, s in enumerate(settings):
+        for j, s in enumerate(shown):
             c = by_key[(label, s.dataset, s.shot)]
             x = j - 0.4 + width * (i + 0.5)
             if c.mean is not None:
@@ -405,26 +477,27 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
             if c.paper_mean is not None:
                 paper_x.append(x)
                 paper_y.append(c.paper_mean)
-        ax.bar(xs, heights, width * 0.9, yerr=errs, capsize=3, label=label, color=colors[i % len(colors)])
+        ax.bar(xs, heights, width * 0.9, yerr=errs, capsize=3, label=label, color=look.colour,
+               edgecolor="black", linewidth=0.4, error_kw=dict(lw=1, ecolor="black"))
         if paper_x:
-            ax.scatter(paper_x, paper_y, marker="_", s=200, linewidths=2, color="black", zorder=3,
-                       label=None if paper_labelled else "paper")
+            ax.scatter(paper_x, paper_y, marker="_", s=200, linewidths=2.5, color="black", zorder=3,
+                       label=None if paper_labelled else "the paper's number")
             paper_labelled = True
-    ax.set_xticks(range(len(settings)), [s.label for s in settings])
-    ax.set_xlim(-0.6, len(settings) - 0.4)
-    ax.set_ylabel(f"{table.way}-way test accuracy (%)")
-    ax.set_title(table.title + (f"\nprotocol {protocol}" if protocol else ""), fontsize="medium")
-    heights = ([c.mean for c in cells if c.mean is not None]
+    ax.set_xticks(range(len(shown)), [s.label for s in shown])
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.set_ylabel(f"{table.way}-way test accuracy (%)\nbar: mean over seeds, error bar: ± 1 std")
+    ax.set_title(table.title, fontsize="medium")
+    heights = ([c.mean + (c.std or 0) for c in cells if c.mean is not None]
                + [c.paper_mean for c in cells if c.paper_mean is not None and c.source == "ours"])
-    if heights:
-        ax.set_ylim(max(0.0, min(heights) - 10), min(100.0, max(heights) + 5))
+    # Bars are read by their length: they start at zero, and the top leaves room for the error bars.
+    ax.set_ylim(0.0, min(100.0, max(heights) + 5) if heights else 100.0)
     if ours_rows:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.text(0.5, 0.5, "no runs in the store yet", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    try:
-        save_figure(fig, Path(path), dpi=120)
-    finally:
-        plt.close(fig)
+    caption: str | Provenance = provenance if provenance is not None else "no runs"
+    if empty and provenance is not None:
+        caption = replace(provenance, extra=(*provenance.extra, f"no runs yet for {', '.join(empty)} (left out)"))
+    return save(fig, Path(path), table.title, caption, fmt, dpi=120)

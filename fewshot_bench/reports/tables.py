@@ -59,11 +59,20 @@ class TableSpec:
     """A table: its rows and the datasets and shots of its columns."""
 
     number: int
-    title: str
+    subject: str  # what the table shows, e.g. "test accuracy"
     rows: tuple[Row, ...]
     datasets: tuple[str, ...] = PAPER_DATASETS
     shots: tuple[int, ...] = SHOTS
     way: int = WAY
+
+    @property
+    def title(self) -> str:
+        """The title on the paper's datasets: ``Table 1: test accuracy on miniImageNet and tieredImageNet (5-way)``."""
+        return self.title_on([PAPER_DATASET_LABELS[d] for d in self.datasets])
+
+    def title_on(self, datasets: list[str]) -> str:
+        """The title naming the datasets the table is rendered on (the paper's, or those replacing them)."""
+        return f"Table {self.number}: {self.subject} on {' and '.join(datasets)} ({self.way}-way)"
 
     @property
     def learners(self) -> list[str]:
@@ -88,7 +97,7 @@ _reported = lambda label, cite, **kw: Row(label, None, numbers(**kw), source=cit
 
 TABLE1 = TableSpec(
     number=1,
-    title="Table 1: test accuracy on miniImageNet and tieredImageNet (5-way)",
+    subject="test accuracy",
     rows=(
         # Reported: convolutional networks (paper Table 1, top of each block).
         _reported("Matching networks", "Vinyals et al., 2016", mini1=(43.56, 0.84), mini5=(55.31, 0.73)),
@@ -125,7 +134,7 @@ TABLE1 = TableSpec(
 
 TABLE2 = TableSpec(
     number=2,
-    title="Table 2: ablation study and comparison to Meta-SGD (5-way)",
+    subject="ablation study and comparison to Meta-SGD",
     rows=(
         Row("Meta-SGD (our features)", "metasgd", METASGD),
         Row("Conditional generator only", "leo-generator-only",
@@ -169,6 +178,11 @@ class Setting:
     def label(self) -> str:
         """A column label such as ``mini 1-shot``."""
         return f"{self.dataset} {self.shot}-shot"
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset as a title names it: ``miniImageNet`` for the paper's, else its name as given."""
+        return PAPER_DATASET_LABELS[self.paper] if self.paper else self.dataset
 
 
 def settings(table: TableSpec, datasets: list[str] | None = None, paper_of=None) -> list[Setting]:

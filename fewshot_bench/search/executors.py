@@ -105,7 +105,7 @@ class InlineExecutor(Executor):
 
     @property
     def description(self) -> str:
-        return "in this process"
+        return "this process, one run after another"
 
     def run(self, jobs: Iterable[Job | PopulationJob], in_flight: int | None = None) -> Finished:
         for job in jobs:  # one at a time: in flight is always 1
@@ -269,4 +269,4 @@ def make_executor(
     if kind == "ray":
         s = WorkerSettings(settings.data_dir, device, settings.checkpoint_dir, 1)
         return RayExecutor(ray_address, s, num_cpus=workers)
-    raise ConfigError(f"unknown executor {kind!r}; use local or ray")
+    raise ConfigError(f"unknown executor {kind!r}; use local, ray or slurm")

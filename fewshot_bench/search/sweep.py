@@ -31,7 +31,7 @@ from fewshot_bench.protocol.runner import (
     store_run,
 )
 from fewshot_bench.protocol.spec import MAX_SEED, TUNED, Job, PopulationJob, RunSpec, cell_of, seed_count, whole_number
-from fewshot_bench.records.stats import metric_text
+from fewshot_bench.records.stats import metric_text, stop_text
 from fewshot_bench.records.store import ResultStore
 from fewshot_bench.reports.tables import get_table
 from fewshot_bench.search.executors import Executor
@@ -192,8 +192,12 @@ def run_plan(
                     for member, outcome in zip(members, result if isinstance(result, list) else [result]):
                         _store(outcome, member, store_path, checkpoint_dir)
                         report.ran += 1
-                        value = metric_text(outcome.record.metric, outcome.record.mean)
-                        log.info("%s: %s over %d episodes", member.label, value, outcome.record.episodes)
+                        record = outcome.record
+                        value = metric_text(record.metric, record.mean)
+                        stopped = stop_text(record.summary.get("train", {}), record.options["steps"],
+                                            record.options.get("patience"))
+                        log.info("%s: %s over %d episodes%s", member.label, value, record.episodes,
+                                 f"; {stopped}" if stopped else "")
                         bar.set_postfix_str(f"{member.label}: {value}")
                 bar.update(len(members))
         finally:

@@ -63,6 +63,7 @@ from fewshot_bench.protocol.runner import (
 from fewshot_bench.protocol.spec import TUNE_STAGE, TUNED, Job, RunSettings, RunSpec, is_trial
 from fewshot_bench.records.stats import metric_text
 from fewshot_bench.records.store import ResultStore, RunRecord
+from fewshot_bench.reports import palette
 from fewshot_bench.search.executors import Executor
 from fewshot_bench.search.space import check_space, override_problem, space_text, to_optuna, value_text
 from fewshot_bench.search.study_file import check_study_file, lock_path, study_lock
@@ -869,8 +870,10 @@ def plot_study(study: Any, path: Path) -> Path:
     for y in ys:
         best = y if best is None or (y > best if maximize else y < best) else best
         running.append(best)
+    # The tuned learner's colour and marker, as in every figure (fewshot_bench.reports.palette).
+    look = palette.style(study.user_attrs.get("definition", {}).get("learner", ""))
     ax = flat[0]
-    ax.plot(xs, ys, "o", ms=4, label="trial")
+    ax.plot(xs, ys, look.marker, ms=4, color=look.colour, label="trial")
     if pruned:
         ax.plot([t.number for t in pruned], [t.value for t in pruned], "x", ms=5, color="0.55",
                 label="pruned (last validation)")
@@ -880,7 +883,7 @@ def plot_study(study: Any, path: Path) -> Path:
     ax.legend(fontsize=8)
     for ax, key in zip(flat[1:], params):
         pts = [(t.params[key], t.value) for t in done if key in t.params]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, color=look.colour, marker=look.marker)
         cut = [(t.params[key], t.value) for t in pruned if key in t.params]
         if cut:
             ax.scatter([p[0] for p in cut], [p[1] for p in cut], s=18, marker="x", color="0.55")

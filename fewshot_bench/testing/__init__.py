@@ -19,6 +19,9 @@ and ``check_learner`` fixtures. ``fewshot-bench check-plugin LEARNER`` runs the 
 With pytest-benchmark, the fixtures ``time_meta_train_step``, ``time_inner_loop`` and
 ``time_evaluation`` time a learner beside the built-ins (:mod:`fewshot_bench.testing.timing`;
 ``fewshot-bench bench LEARNER`` prints the same timings as one table).
+
+:func:`load_plugin` loads a plugin module in-process, before it is installed, as its entry
+point would: what a plugin's own tests hand ``fewshot_bench.run(..., host=...)``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from fewshot_bench.testing.checks import (
     run_check,
     run_checks,
 )
+from fewshot_bench.plugin_host import PluginHost, load_plugins
 from fewshot_bench.testing.harness import BUDGET_ENV, CheckOptions, default_options, set_default_options
 
 __all__ = [
@@ -45,11 +49,22 @@ __all__ = [
     "CheckResult",
     "CheckSkipped",
     "default_options",
+    "load_plugin",
     "parametrize_with_checks",
     "run_check",
     "run_checks",
     "set_default_options",
 ]
+
+
+def load_plugin(module: object, name: str | None = None) -> PluginHost:
+    """The installed plugins and ``module`` (a plugin module, or any object with hook implementations) loaded
+    in-process under entry-point name ``name`` (default: the module's name), as an installed entry point would be.
+
+    Its registrations are checked and isolated like an installed plugin's: a failure is in
+    ``host.failures``, not raised.
+    """
+    return load_plugins(extra=[(name or getattr(module, "__name__", "plugin"), module)])
 
 
 def parametrize_with_checks(learners, checks=None):

@@ -257,7 +257,8 @@ def check_predict(cls: type[Learner], opts: CheckOptions) -> str:
     return per_kind(cls, body)
 
 
-@check("meta-loss", "meta_loss returns a finite scalar whose gradients reach the parameters")
+@check("meta-loss",
+       "meta_loss returns a finite scalar whose gradients reach the parameters, and hands predict no labels")
 def check_meta_loss(cls: type[Learner], opts: CheckOptions) -> str:
     def body(setting: KindSetting) -> str:
         learner = make_learner(cls, opts, setting, setting.train_shot)
@@ -265,7 +266,11 @@ def check_meta_loss(cls: type[Learner], opts: CheckOptions) -> str:
         fail_unless(bool(params),
                     "a meta-trainable learner needs trainable parameters; set meta_trainable = False otherwise")
         learner.train()
-        out = learner.meta_loss(episodes(opts, setting, setting.train_shot, learner, split="train"))
+        out, handed = _meta_loss_watching_predict(learner, episodes(opts, setting, setting.train_shot, learner,
+                                                                    split="train"))
+        fail_unless(not any(isinstance(b, EpisodeBatch) for b in handed),
+                    "meta_loss hands predict a labelled EpisodeBatch, but predict receives a PredictionBatch "
+                    "(no query labels): call self.predict(batch.inputs())")
         fail_unless(isinstance(out, LossOutput),
                     f"meta_loss returned {type(out).__name__}, not fewshot_bench.LossOutput")
         loss = out.loss
@@ -286,6 +291,22 @@ def check_meta_loss(cls: type[Learner], opts: CheckOptions) -> str:
         return f"loss {float(loss.detach()):.4f}; gradients reach {reached} of {len(params)} parameter tensors"
 
     return per_kind(cls, body, only_meta_trainable=True)
+
+
+def _meta_loss_watching_predict(learner: Learner, batch: EpisodeBatch) -> tuple[object, list[object]]:
+    """``learner.meta_loss(batch)`` and the batches its calls of ``self.predict`` received."""
+    handed: list[object] = []
+    predict = learner.predict
+
+    def watched(batch: object, *args: object, **kwargs: object) -> torch.Tensor:
+        handed.append(batch)
+        return predict(batch, *args, **kwargs)
+
+    learner.predict = watched  # an instance attribute shadows the method for this one call
+    try:
+        return learner.meta_loss(batch), handed
+    finally:
+        del learner.predict
 
 
 @check("deterministic", "the same seed gives the same learner and the same predictions")

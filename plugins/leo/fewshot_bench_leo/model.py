@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -203,7 +203,7 @@ class LatentEmbeddingOptimization(Learner):
 
     def network_weights(self) -> list[Tensor]:
         """The encoder, relation and decoder weight matrices: what the L2 penalty covers (not learning rates)."""
-        weights = [self.decoder_weight]
+        weights: list[Tensor] = [self.decoder_weight]
         if self.config.prior == "encoder":
             weights = [self.encoder_weight, *self.relation_weights, *weights]
         return weights
@@ -308,7 +308,7 @@ class LatentEmbeddingOptimization(Learner):
         if copies != 1:
             g = g / copies
         grad_z = g @ self.decoder_weight[:, :d].T
-        if decoded.noise is None:
+        if decoded.noise is None or decoded.exp_raw is None or decoded.excess is None:  # all three or none
             return grad_z
         # d stddev / d raw is exp(raw) above the floor, 0 on it; sign() of the excess is that mask.
         noise_slope = decoded.noise * decoded.exp_raw * decoded.excess.detach().sign()
@@ -394,7 +394,7 @@ class LatentEmbeddingOptimization(Learner):
 
     def l2_penalty(self) -> Tensor:
         """Sum of ``sum(w^2) / 2`` (TensorFlow's l2_loss) over the network weights."""
-        return sum(0.5 * w.pow(2).sum() for w in self.network_weights())
+        return cast(Tensor, sum(0.5 * w.pow(2).sum() for w in self.network_weights()))
 
     def regularisation(self) -> tuple[Tensor, Tensor]:
         """Eq. 7's two terms, unweighted: the L2 penalty and the decoder's orthogonality penalty."""

@@ -26,6 +26,7 @@ were chosen on the validation stream (docs/regression.md).
 from __future__ import annotations
 
 import math
+from typing import cast
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -142,8 +143,8 @@ class LEORegression(Learner):
         self.decoder = mlp_no_bias((z, h, h, 2 * self.mlp.n_params), out_gain=0.3)
         # Stddevs start near 0 (raw ~ 0): sampling noise as large as the weights would drown the signal.
         with torch.no_grad():
-            self.relation_network[-1].weight[z:].mul_(0.03)
-            self.decoder[-1].weight[self.mlp.n_params :].mul_(0.03)
+            cast(nn.Linear, self.relation_network[-1]).weight[z:].mul_(0.03)
+            cast(nn.Linear, self.decoder[-1]).weight[self.mlp.n_params :].mul_(0.03)
         self.inner_lr = nn.Parameter(torch.full((z,), config.inner_lr_init))
         if config.finetune_steps > 0:
             self.finetune_lr = nn.Parameter(torch.full((self.mlp.n_params,), config.finetune_lr_init))
@@ -226,7 +227,7 @@ class LEORegression(Learner):
 
     def l2_penalty(self) -> Tensor:
         """Sum of ``sum(w^2) / 2`` over the generator's weights (not the learning rates)."""
-        return sum(0.5 * w.pow(2).sum() for w in self.network_weights())
+        return cast(Tensor, sum(0.5 * w.pow(2).sum() for w in self.network_weights()))
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
         """Query MSE + beta KL + gamma encoder penalty (averaged over problems) + lambda1 L2."""

@@ -25,6 +25,7 @@ from fewshot_bench.api import (
     LearnerConfig,
     LossOutput,
     PredictionBatch,
+    RegisterLearner,
     TaskSpec,
     flat,
     hookimpl,
@@ -160,6 +161,6 @@ class MAML(Learner):
 
 
 @hookimpl
-def fewshot_bench_register_learners(register):
+def fewshot_bench_register_learners(register: RegisterLearner) -> None:
     """Register ``maml``."""
     register(MAML)

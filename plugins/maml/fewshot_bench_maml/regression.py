@@ -60,6 +60,6 @@ class MAMLRegression(Learner):
         return self.mlp.forward(self.adapt(*support_points(batch)), batch.query)
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
-        outputs = self.predict(batch)
+        outputs = self.predict(batch.inputs())  # predict sees what it sees at evaluation: no query labels
         loss = REGRESSION.loss(outputs, batch.query_labels)
         return LossOutput(loss, {"query_mse": loss.detach()})

@@ -17,6 +17,7 @@ from fewshot_bench.api import (
     LearnerConfig,
     LossOutput,
     PredictionBatch,
+    RegisterLearner,
     TaskSpec,
     flat,
     hookimpl,
@@ -89,7 +90,7 @@ class MetaSGD(Learner):
         return Adaptation(initial=self.init_weights.to(adapted.dtype).expand_as(adapted), adapted=adapted)
 
     def meta_loss(self, batch: EpisodeBatch) -> LossOutput:
-        logits = self.predict(batch)
+        logits = self.predict(batch.inputs())  # predict sees what it sees at evaluation: no query labels
         query_loss = CLASSIFICATION.loss(logits, batch.query_labels)
         loss = query_loss
         if self.config.l2_penalty_weight:  # skipped at 0: four fewer ops in a step of a few dozen
@@ -99,6 +100,6 @@ class MetaSGD(Learner):
 
 
 @hookimpl
-def fewshot_bench_register_learners(register):
+def fewshot_bench_register_learners(register: RegisterLearner) -> None:
     """Register ``metasgd``."""
     register(MetaSGD)
