@@ -247,7 +247,7 @@ def test_name_check_rejects_malformed_and_taken_names():
 def test_cpu_budget_fails_when_over_and_reports_the_time():
     """The budget check passes a fast learner and fails it under an impossible budget."""
     status, detail = outcome(NearestCentroid, "cpu-budget")
-    assert status == "passed" and "100 test episodes in" in detail
+    assert status == "passed" and "100 test episodes (all remaining queries) in" in detail
     status, detail = outcome(NearestCentroid, "cpu-budget", cpu_budget_s=1e-9)
     assert status == "failed" and detail.startswith("over budget")
 
@@ -322,6 +322,7 @@ def test_new_plugin_writes_a_complete_package(cli, tmp_path):
     files = sorted(p.relative_to(tmp_path / "pkg").as_posix() for p in (tmp_path / "pkg").rglob("*") if p.is_file())
     assert files == [
         "README.md",
+        "benchmarks/test_speed.py",
         "conftest.py",
         "fewshot_bench_my_learner/__init__.py",
         "fewshot_bench_my_learner/learner.py",

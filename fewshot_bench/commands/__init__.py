@@ -21,9 +21,10 @@ class Command(NamedTuple):
 
 COMMANDS: tuple[Command, ...] = (
     Command("backbones", "backbones", "list feature backbones (for pretrain / embed)"),
+    Command("bench", "bench", "time learners' meta-training step, inner loop and evaluation beside the built-ins"),
     Command("check-plugin", "check_plugin", "run the conformance checks on installed learners"),
     Command("compare", "compare", "paired difference of two learners on the same test episodes"),
-    Command("data", "data", "check or download embedding files"),
+    Command("data", "data", "check, download or import embedding files"),
     Command("embed", "embed", "export features of images with a pretrained backbone"),
     Command("export", "export", "log stored runs to TensorBoard or MLflow"),
     Command("figure", "figure", "draw the LEO paper's figure 3, 4 or 5, or learning curves, from stored runs"),

@@ -1,4 +1,5 @@
-"""``fewshot-bench data check | download``: validate embedding files, fetch the LEO embeddings."""
+"""``fewshot-bench data check | download | import``: validate embedding files, fetch the LEO embeddings, import
+one features file holding every split."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fewshot_bench.commands.common import (
     print_table,
     progress_enabled,
 )
+from fewshot_bench.data.bundle import describe, write_folder
 from fewshot_bench.data.check import check_root
 from fewshot_bench.data.download import LEO_URL, fetch_leo
 from fewshot_bench.data.files import directory_problem
@@ -21,7 +23,7 @@ from fewshot_bench.errors import DataError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``data check`` and ``data download``."""
-    p = sub.add_parser("data", help="check or download embedding files", description=__doc__)
+    p = sub.add_parser("data", help="check, download or import embedding files", description=__doc__)
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     c = data_sub.add_parser("check", help="validate every embedding file under the data root",
@@ -38,6 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--sha256", help="expected SHA-256 of the archive (the authors publish none; verified when given)")
     d.add_argument("--keep-archive", action="store_true", help="keep the .zip after unpacking")
     d.set_defaults(handler=download)
+
+    i = data_sub.add_parser(
+        "import", help="turn one file holding every split into a features folder",
+        description="Write the train, val and test splits of one .npz, .pkl or .pt file (arrays train, val, test "
+        "with train_keys... or train_y...) as a folder the features dataset reads (docs/data.md). "
+        "`--dataset features --data-dir FILE` reads such a file directly.")
+    i.add_argument("file", type=Path, metavar="FILE", help="the features file (.npz, .pkl or .pt)")
+    i.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="the new folder to write (must not exist, or be empty)")
+    i.add_argument("--json", action="store_true", help="print the table as JSON")
+    i.set_defaults(handler=import_file)
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -73,4 +86,16 @@ def download(args: argparse.Namespace) -> int:
     resumed = f", resumed at byte {got.resumed_from:,}" if got.resumed_from else ""
     print(f"downloaded {args.url}: {got.size:,} bytes{resumed}, sha256 {got.sha256}")
     print(f"unpacked {', '.join(str(p) for p in created)}; check it with `fewshot-bench data check --data-dir {root}`")
+    return 0
+
+
+def import_file(args: argparse.Namespace) -> int:
+    """Write the splits of one features file as a features folder and print what it holds."""
+    out = args.out.expanduser()
+    table = describe(write_folder(args.file.expanduser(), out))
+    if args.json:
+        print_json(table)
+        return 0
+    print_table(table)
+    print(f"wrote {out}; use it with `fewshot-bench run --dataset features --data-dir {out}`")
     return 0

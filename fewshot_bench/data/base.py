@@ -7,6 +7,8 @@ re-exported here so the harness's modules keep importing it from where they alwa
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
 import torch
 
@@ -30,8 +32,28 @@ __all__ = [
     "FeatureDataset",
     "FeatureSplit",
     "l2_normalize",
+    "check_splits_together",
     "merge_splits",
 ]
+
+
+def check_splits_together(
+    classes: Mapping[str, Sequence[str]], dims: Mapping[str, int], where: str, names: Mapping[str, str]
+) -> None:
+    """The splits of one dataset (``classes`` and feature ``dims`` per split) have one dimension and share no
+    class; ``where`` names the data, ``names`` where each split was read (a one-line DataError otherwise)."""
+    if len(set(dims.values())) > 1:
+        raise DataError(f"the splits in {where} have different dimensions {sorted(set(dims.values()))}; "
+                        "export them together")
+    order = [s for s in SPLITS if s in classes]
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            shared = sorted(set(classes[a]) & set(classes[b]))
+            if shared:
+                raise DataError(
+                    f"class {shared[0]!r} is in both {names[a]} and {names[b]} ({len(shared)} shared); "
+                    "few-shot splits must have disjoint classes"
+                )
 
 
 def merge_splits(name: str, *splits: FeatureSplit) -> FeatureSplit:

@@ -2,7 +2,7 @@
 
 The first load of a split file parses and validates it, groups its rows by class,
 L2-normalises them (when asked) and writes, per source file and variant (``l2`` or
-``raw``):
+``raw``; ``<split>.l2`` or ``<split>.raw`` for each split of a file holding several):
 
 - ``<file>.<variant>.features.npy``: float32 [R, D], rows grouped by class;
 - ``<file>.<variant>.keys.npy``: the rows' keys as UTF-8 bytes, same order;
@@ -117,7 +117,7 @@ def candidate_dirs(source: Path) -> list[Path]:
 
 
 def _names(source: Path, variant: str) -> dict[str, str]:
-    stem = f"{source.name}.{variant}"
+    stem = f"{source.name}.{variant}"  # variant: [<part>.]l2 or [<part>.]raw
     return {"index": f"{stem}.index.json", "features": f"{stem}.features.npy", "keys": f"{stem}.keys.npy"}
 
 
@@ -221,7 +221,7 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
             np.lib.format.write_array_header_1_0(f, header)
             for start in range(0, n, _CHUNK_ROWS):
                 chunk = np.ascontiguousarray(rows.features[order[start : start + _CHUNK_ROWS]], dtype=np.float32)
-                if variant == "l2":
+                if variant.endswith("l2"):  # "l2" or "<part>.l2"
                     chunk = l2_normalize(torch.from_numpy(chunk)).numpy()
                 f.write(memoryview(chunk).cast("B"))
         fingerprint = _fingerprint(np.load(feats_tmp, mmap_mode="r"))
@@ -245,10 +245,16 @@ def _build(directory: Path, source: Path, variant: str, rows: GroupedRows, sourc
         index_path.unlink(missing_ok=True)
 
 
-def load_split(source: Path, normalize: bool, read: Callable[[Path], GroupedRows]) -> CachedSplit:
-    """The split in ``source``: from a fresh cache, or read with ``read`` and cached first."""
+def load_split(
+    source: Path, normalize: bool, read: Callable[[Path], GroupedRows], part: str | None = None
+) -> CachedSplit:
+    """The split in ``source``: from a fresh cache, or read with ``read`` and cached first.
+
+    ``part`` names the split when ``source`` holds several (a features file: data/bundle.py);
+    each part is cached on its own.
+    """
     source = Path(source)
-    variant = "l2" if normalize else "raw"
+    variant = ("l2" if normalize else "raw") if part is None else f"{part}.{'l2' if normalize else 'raw'}"
     dirs = candidate_dirs(source)
     for directory in dirs:
         hit = _try_open(directory, source, variant)

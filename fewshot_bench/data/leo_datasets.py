@@ -6,7 +6,8 @@ Layouts under the data root (``--data-dir`` or ``$FEWSHOT_BENCH_DATA``):
   also found under ``<root>/embeddings/...`` (where ``fewshot-bench data download leo``
   unpacks the authors' archive). Features are 640-d; keys need a numeric first field.
 - ``features``: ``<root>/<split>_embeddings.{npz,pkl}`` directly; any dimension; the first
-  field of a key may be any text without ``-`` (exports need not invent numbers).
+  field of a key may be any text without ``-`` (exports need not invent numbers). Or
+  ``--data-dir FILE`` naming one features file that holds every split (data/bundle.py).
 
 When both suffixes exist for a split, ``.npz`` is read (it needs no unpickling). Classes
 come from the keys of each file, sorted by name; splits must not share classes.
@@ -24,10 +25,17 @@ from typing import Any
 import torch
 
 from fewshot_bench.api.hooks import RegisterDataset, hookimpl
-from fewshot_bench.data import cache
-from fewshot_bench.data.base import SPLITS, DataRequest, DatasetSpec, FeatureDataset, FeatureSplit
-from fewshot_bench.data.files import directory_problem
-from fewshot_bench.data.leo import LEO_FEATURE_DIM, SUFFIXES, read_embeddings
+from fewshot_bench.data import bundle, cache
+from fewshot_bench.data.base import (
+    SPLITS,
+    DataRequest,
+    DatasetSpec,
+    FeatureDataset,
+    FeatureSplit,
+    check_splits_together,
+)
+from fewshot_bench.data.files import directory_problem, open_regular
+from fewshot_bench.data.leo import LEO_FEATURE_DIM, SUFFIXES, Embeddings, read_embeddings
 from fewshot_bench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -119,10 +127,31 @@ def _missing(directory: Path, split: str, dataset: str = "mini") -> DataError:
     )
 
 
+def _grouped(e: Embeddings) -> cache.GroupedRows:
+    """A validated split as the cache takes it."""
+    return cache.GroupedRows(e.embeddings, e.row_class, e.class_names, e.keys, {"key_type": e.key_type})
+
+
 def _read_grouped(path: Path, dim: int | None, numeric_prefix: bool) -> cache.GroupedRows:
     """Read and validate one file for the cache (classes from its keys)."""
-    e = read_embeddings(path, dim=dim, numeric_prefix=numeric_prefix)
-    return cache.GroupedRows(e.embeddings, e.row_class, e.class_names, e.keys, {"key_type": e.key_type})
+    return _grouped(read_embeddings(path, dim=dim, numeric_prefix=numeric_prefix))
+
+
+def _read_file_split(path: Path, split: str) -> cache.GroupedRows:
+    """Read and validate one split of a features file for the cache."""
+    return _grouped(bundle.read_split(path, split))
+
+
+def _feature_split(cached: cache.CachedSplit, split: str, dataset: str) -> FeatureSplit:
+    """A cached split as a class-grouped :class:`FeatureSplit`."""
+    return FeatureSplit(
+        name=split,
+        features=torch.from_numpy(cached.features),  # shares the copy-on-write memmap: no copy
+        offsets=cached.offsets,
+        class_names=cached.class_names,
+        dataset=dataset,
+        keys=cached.keys,
+    )
 
 
 def load_split_file(
@@ -136,15 +165,7 @@ def load_split_file(
 ) -> tuple[FeatureSplit, cache.CachedSplit]:
     """One split file as a class-grouped :class:`FeatureSplit` (through the cache)."""
     cached = cache.load_split(path, normalize, partial(_read_grouped, dim=dim, numeric_prefix=numeric_prefix))
-    split_ = FeatureSplit(
-        name=split,
-        features=torch.from_numpy(cached.features),  # shares the copy-on-write memmap: no copy
-        offsets=cached.offsets,
-        class_names=cached.class_names,
-        dataset=dataset,
-        keys=cached.keys,
-    )
-    return split_, cached
+    return _feature_split(cached, split, dataset), cached
 
 
 def shared_classes(a: list[str], b: list[str]) -> list[str]:
@@ -183,17 +204,8 @@ def _load_dir(
         )
         status[split] = cached.status
         log.debug("%s %s: %s (%s cache in %s)", dataset, split, path, cached.status, cached.directory)
-    dims = {s.feature_dim for s in splits.values()}
-    if len(dims) > 1:
-        raise DataError(f"the splits in {directory} have different dimensions {sorted(dims)}; export them together")
-    for i, a in enumerate(SPLITS):
-        for b in SPLITS[i + 1 :]:
-            shared = shared_classes(splits[a].class_names, splits[b].class_names)
-            if shared:
-                raise DataError(
-                    f"class {shared[0]!r} is in both {paths[a]} and {paths[b]} ({len(shared)} shared); "
-                    "few-shot splits must have disjoint classes"
-                )
+    check_splits_together({k: v.class_names for k, v in splits.items()}, {k: v.feature_dim for k, v in splits.items()},
+                          str(directory), {k: str(v) for k, v in paths.items()})
     info = {"directory": str(directory), "files": {k: str(v) for k, v in paths.items()}, "cache": status}
     return FeatureDataset(dataset, splits, info=info)
 
@@ -218,15 +230,42 @@ def load_leo(dataset: str, request: DataRequest) -> FeatureDataset:
 
 
 def features_directory(request: DataRequest) -> Path:
-    """The folder of the ``features`` dataset's split files: the data directory (checked)."""
+    """Where the ``features`` dataset is: the data directory of its split files (checked), or one features file."""
     if (request.crop or "center") != "center":
         raise ConfigError(f"dataset 'features' has no crops; drop --crop {request.crop}")
+    if request.data_dir is not None and bundle.is_features_file(Path(request.data_dir).expanduser()):
+        path = Path(request.data_dir).expanduser()
+        open_regular(path).close()  # missing, a FIFO, a device: one line saying so, before the cache stats it
+        return path
     return _require_root(request, "features", "train_embeddings.npz")
 
 
+def _file_splits(path: Path, request: DataRequest) -> dict[str, cache.CachedSplit]:
+    """Each split of a features file, through the cache (one entry per split)."""
+    return {split: cache.load_split(path, request.normalize, partial(_read_file_split, split=split), part=split)
+            for split in SPLITS}
+
+
 def load_features(request: DataRequest) -> FeatureDataset:
-    """Load the ``features`` dataset: split files directly in the data directory."""
-    return _load_dir(features_directory(request), "features", request, **file_format("features"))
+    """Load the ``features`` dataset: split files directly in the data directory, or one features file."""
+    source = features_directory(request)
+    if not bundle.is_features_file(source):
+        return _load_dir(source, "features", request, **file_format("features"))
+    cached = _file_splits(source, request)
+    splits = {split: _feature_split(c, split, "features") for split, c in cached.items()}
+    check_splits_together({k: v.class_names for k, v in splits.items()}, {k: v.feature_dim for k, v in splits.items()},
+                          str(source), {split: f"{source}[{split}]" for split in SPLITS})
+    info = {"file": str(source), "cache": {split: c.status for split, c in cached.items()}}
+    return FeatureDataset("features", splits, info=info)
+
+
+def identify_features(request: DataRequest) -> dict[str, str]:
+    """The content digest of each split of the ``features`` dataset, from its folder's files or its one file."""
+    source = features_directory(request)
+    if not bundle.is_features_file(source):
+        return identify_files(features_directory, "features", request)
+    return {split: c.content_digest for split, c in _file_splits(source, request).items()
+            if request.splits is None or split in request.splits}
 
 
 def identify_files(directory: Callable[[DataRequest], Path], dataset: str, request: DataRequest) -> dict[str, str]:
@@ -265,8 +304,9 @@ def fewshot_bench_register_datasets(register: RegisterDataset) -> None:
         DatasetSpec(
             name="features",
             load=load_features,
-            identify=partial(identify_files, features_directory, "features"),
-            description="your own {train,val,test}_embeddings.{npz,pkl} in --data-dir (any dimension)",
+            identify=identify_features,
+            description="your own {train,val,test}_embeddings.{npz,pkl} in --data-dir, or one features file "
+            "(--data-dir FILE.npz|.pkl|.pt; any dimension)",
             needs_files=True,
         )
     )

@@ -16,6 +16,9 @@ or from pytest, one test per check (the scikit-learn ``parametrize_with_checks``
 Loading this module as a pytest plugin (``pytest -p fewshot_bench.testing``) adds the
 ``--fewshot-check-budget`` and ``--fewshot-check-steps`` options and the ``check_options``
 and ``check_learner`` fixtures. ``fewshot-bench check-plugin LEARNER`` runs the same checks.
+With pytest-benchmark, the fixtures ``time_meta_train_step``, ``time_inner_loop`` and
+``time_evaluation`` time a learner beside the built-ins (:mod:`fewshot_bench.testing.timing`;
+``fewshot-bench bench LEARNER`` prints the same timings as one table).
 
 :func:`load_plugin` loads a plugin module in-process, before it is installed, as its entry
 point would: what a plugin's own tests hand ``fewshot_bench.run(..., host=...)``.
@@ -83,7 +86,11 @@ if importlib.util.find_spec("pytest") is not None:
     from fewshot_bench.testing.pytest_plugin import (  # noqa: F401
         check_learner,
         check_options,
+        learner_bench,
         pytest_addoption,
         pytest_configure,
         pytest_unconfigure,
+        time_evaluation,
+        time_inner_loop,
+        time_meta_train_step,
     )

@@ -44,6 +44,7 @@ from fewshot_bench.testing.harness import (
     make_learner,
     max_diff,
 )
+from fewshot_bench.testing.timing import Bench, has_readout, measure, readout_hint
 
 
 class CheckFailed(AssertionError):
@@ -629,7 +630,8 @@ class TrivialLearner(Learner):
         return self.setting.trivial(batch)
 
 
-@check("cpu-budget", "meta-training steps and test episodes finish within the CPU budget")
+@check("cpu-budget", "meta-training steps and test episodes finish within the CPU budget; evaluation is not much "
+                    "slower than the built-ins' (else: what to add)")
 def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
     total = 0.0
 
@@ -653,6 +655,11 @@ def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
                 f"{opts.budget_steps} steps of {trainer.batch_size} episodes in {seconds:.2f} s "
                 f"({1000 * seconds / opts.budget_steps:.0f} ms/step)"
             )
+        if setting.kind == "classification":
+            seconds, comparison = _evaluation_beside_the_builtins(cls, opts, setting, learner)
+            total += seconds
+            parts.append(comparison)
+            return ", ".join(parts)
         t0 = time.perf_counter()
         evaluate(learner, ds.split("test"), setting.n_way, k_shot, seed=opts.seed, episodes=opts.budget_episodes,
                  n_query=TRAIN_QUERY)
@@ -665,3 +672,35 @@ def check_cpu_budget(cls: type[Learner], opts: CheckOptions) -> str:
     summary = f"{detail}; total {total:.1f} s of a {opts.cpu_budget_s:g} s budget"
     fail_unless(total <= opts.cpu_budget_s, f"over budget: {summary} (raise it with --budget or {BUDGET_ENV})")
     return summary
+
+
+_reference_seconds: dict[tuple, float] = {}
+
+
+def _evaluation_beside_the_builtins(
+    cls: type[Learner], opts: CheckOptions, setting: KindSetting, learner: Learner
+) -> tuple[float, str]:
+    """Seconds of the learner's evaluation as a run makes it (every remaining example a query), and a note comparing
+    it with the built-ins' (``opts.speed_references``), with what to add when it is much slower and has no
+    readout."""
+    host, ds, k_shot = opts.plugin_host(), dataset(opts, setting), setting.train_shot
+    bench = Bench(host=host, features=ds, eval_episodes=opts.budget_episodes)
+    bench.evaluation(cls, k_shot, episodes=2).call()  # a warm-up: first-call costs are not the learner's speed
+    work = bench.evaluation(cls, k_shot)
+    t0 = time.perf_counter()
+    work.call()
+    seconds = time.perf_counter() - t0
+    slower = {}
+    for name in opts.speed_references:
+        if name == cls.name or name not in host.learners:
+            continue
+        key = (name, k_shot, opts.budget_episodes, id(ds))
+        if key not in _reference_seconds:  # the built-ins do not change within a process: timed once
+            _reference_seconds[key] = measure(bench.evaluation(name, k_shot), min_rounds=1, min_seconds=0).seconds
+        slower[name] = seconds / max(_reference_seconds[key], 1e-9)
+    text = f"{work.episodes} test episodes (all remaining queries) in {seconds:.2f} s"
+    if slower:
+        text += " (" + ", ".join(f"{t:.1f}x the time of {name}" for name, t in slower.items()) + ")"
+    batch = episodes(opts, setting, k_shot, learner, size=1)
+    hint = readout_hint(slower, has_readout(learner, batch.inputs()))
+    return seconds, text + (f"; {hint}" if hint else "")

@@ -22,6 +22,8 @@ from fewshot_bench.plugin_host import PluginHost, load_plugins
 from fewshot_bench.protocol.runner import build_learner
 
 BUDGET_ENV = "FEWSHOT_BENCH_CHECK_BUDGET"
+# The built-ins a learner's speed is compared with: LEO (latent inner loop) and Meta-SGD (a linear one).
+REFERENCES = ("leo", "metasgd")
 DEFAULT_CPU_BUDGET_S = 120.0
 
 
@@ -86,6 +88,8 @@ class CheckOptions:
     budget_steps: int = 5
     budget_episodes: int = 100
     cpu_budget_s: float = field(default_factory=_env_budget)
+    # ... whose evaluation is compared with these installed learners' (the built-ins).
+    speed_references: tuple[str, ...] = REFERENCES
     # Two predictions agree when max |a - b| <= rtol * max(1, max |a|).
     rtol: float = 1e-4
     host: PluginHost | None = None
