@@ -20,6 +20,7 @@ from fewshot_bench.plugin_host import PluginHost
 from fewshot_bench.records.store import DEFAULT_STORE, ResultStore, RunRecord
 from fewshot_bench.reports import curves, html_report
 from fewshot_bench.reports.html_report import Footnotes, Section, esc, image_html, notes_html
+from fewshot_bench.reports.report import title_on_settings
 from fewshot_bench.reports.tables import TABLES
 from fewshot_bench.workflows import compare, dataset_names, table
 
@@ -64,7 +65,7 @@ def table_sections(request: ReportRequest, runs: dict[str, RunRecord], host: Plu
         else:
             lines.append(f"no runs yet: `fewshot-bench sweep --table {number}"
                          + (f" --dataset {','.join(datasets)}`" if datasets else "`") + " fills it")
-        sections.append(Section(spec.title, body + notes_html(lines), f"table-{number}"))
+        sections.append(Section(title_on_settings(spec, result.settings), body + notes_html(lines), f"table-{number}"))
     return sections
 
 

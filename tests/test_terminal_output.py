@@ -22,7 +22,6 @@ from fewshot_bench.records.stats import seeds_summary_text, stop_text
 from fewshot_bench.records.store import ResultStore
 
 
-
 @pytest.mark.slow  # over 10 s on a busy 2-core machine
 def test_a_note_repeated_word_for_word_is_printed_once_per_command(cli, caplog):
     """LEO's preset fallback was logged when each seed was checked and again when it ran: six times for 3 seeds."""

@@ -18,8 +18,8 @@ from fewshot_bench.commands.common import (
     progress_enabled,
     settings_from_args,
     settings_names,
-    tracking_from_args,
     slurm_from_args,
+    tracking_from_args,
 )
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 from fewshot_bench.records.stats import metric_name, metric_text

@@ -403,12 +403,17 @@ def bullet(note: str, width: int | None) -> str:
     return "\n".join(["- " + lines[0], *("  " + line for line in lines[1:])])
 
 
+def title_on_settings(table: TableSpec, settings: list[Setting]) -> str:
+    """The table's title naming the datasets it is rendered on (``--dataset synthetic``: "on synthetic")."""
+    return table.title_on(list(dict.fromkeys(s.dataset_label for s in settings)))
+
+
 def render(table: TableSpec, data: TableRuns, settings: list[Setting], fmt: str, crop: str = "center",
            width: int | None = None) -> str:
     """The table as text in ``fmt`` (markdown, latex, csv or json); markdown at most ``width`` characters wide
     where it can be (several tables one under the other, each with the model column: console.table_fit)."""
     cells = data.cells
-    title = table.title_on(list(dict.fromkeys(s.dataset_label for s in settings)))
+    title = title_on_settings(table, settings)
     if fmt == "json":
         return json.dumps(
             {
@@ -486,7 +491,7 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
     ax.set_xticks(range(len(shown)), [s.label for s in shown])
     ax.set_xlim(-0.6, len(shown) - 0.4)
     ax.set_ylabel(f"{table.way}-way test accuracy (%)\nbar: mean over seeds, error bar: ± 1 std")
-    ax.set_title(table.title, fontsize="medium")
+    ax.set_title(title_on_settings(table, settings), fontsize="medium")
     heights = ([c.mean + (c.std or 0) for c in cells if c.mean is not None]
                + [c.paper_mean for c in cells if c.paper_mean is not None and c.source == "ours"])
     # Bars are read by their length: they start at zero, and the top leaves room for the error bars.
@@ -500,4 +505,4 @@ def plot(table: TableSpec, cells: list[Cell], settings: list[Setting], path: Pat
     caption: str | Provenance = provenance if provenance is not None else "no runs"
     if empty and provenance is not None:
         caption = replace(provenance, extra=(*provenance.extra, f"no runs yet for {', '.join(empty)} (left out)"))
-    return save(fig, Path(path), table.title, caption, fmt, dpi=120)
+    return save(fig, Path(path), title_on_settings(table, settings), caption, fmt, dpi=120)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from fewshot_bench.plugin_host import PluginHost, load_plugins
 from fewshot_bench.testing.checks import (
     CHECKS,
     Check,
@@ -37,7 +38,6 @@ from fewshot_bench.testing.checks import (
     run_check,
     run_checks,
 )
-from fewshot_bench.plugin_host import PluginHost, load_plugins
 from fewshot_bench.testing.harness import BUDGET_ENV, CheckOptions, default_options, set_default_options
 
 __all__ = [

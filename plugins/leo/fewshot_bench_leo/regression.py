@@ -26,9 +26,9 @@ were chosen on the validation stream (docs/regression.md).
 from __future__ import annotations
 
 import math
-from typing import cast
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
