@@ -26,6 +26,7 @@ from fewshot_bench.api.learner import LEARNER_NAME, Learner, LearnerConfig, Loss
 from fewshot_bench.api.linear import linear_logits
 from fewshot_bench.api.tasks import task_kind
 from fewshot_bench.config import config_to_dict
+from fewshot_bench.errors import PluginError
 from fewshot_bench.episodes import TRAIN_QUERY
 from fewshot_bench.protocol.evaluate import evaluate, readout_disagreements, readout_follows_predict
 from fewshot_bench.protocol.population import Population
@@ -685,10 +686,13 @@ def _evaluation_beside_the_builtins(
     readout."""
     host, ds, k_shot = opts.plugin_host(), dataset(opts, setting), setting.train_shot
     bench = Bench(host=host, features=ds, eval_episodes=opts.budget_episodes)
-    bench.evaluation(cls, k_shot, episodes=2).call()  # a warm-up: first-call costs are not the learner's speed
     work = bench.evaluation(cls, k_shot)
-    t0 = time.perf_counter()
-    work.call()
+    try:
+        bench.evaluation(cls, k_shot, episodes=2).call()  # a warm-up: first-call costs are not the learner's speed
+        t0 = time.perf_counter()
+        work.call()
+    except PluginError as exc:  # a run would refuse it too (a readout that disagrees with predict, ...): not speed
+        raise CheckSkipped(f"evaluation refused, so not timed (the check that owns it fails): {exc}") from None
     seconds = time.perf_counter() - t0
     slower = {}
     for name in opts.speed_references:
